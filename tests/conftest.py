@@ -1,0 +1,39 @@
+"""Shared fixtures: where the specification's test vectors live."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def spec_dir() -> Path:
+    """The implementer's spec folder: ``$GROUPOSCORE_SPEC_DIR`` or ``../shared/spec``.
+
+    A missing folder is an error, not a skip: the vectors are the project's ground truth.
+    """
+    env = os.environ.get("GROUPOSCORE_SPEC_DIR")
+    path = Path(env) if env else REPO.parent / "shared" / "spec"
+    if not path.is_dir():
+        raise FileNotFoundError(f"spec folder with test vectors not found: {path}")
+    return path
+
+
+def load_vectors(name: str) -> dict[str, Any]:
+    with open(spec_dir() / name, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def rfc8613_vectors() -> dict[str, Any]:
+    return load_vectors("vectors-rfc8613.json")
+
+
+@pytest.fixture(scope="session")
+def group_vectors() -> dict[str, Any]:
+    return load_vectors("vectors-group-oscore.json")

@@ -56,3 +56,117 @@ class CredentialError(CoseError):
 
 class KeyAgreementError(CoseError):
     """ECDH could not be performed (incompatible or invalid keys)."""
+
+
+# --- OSCORE / Group OSCORE layer ------------------------------------------------------
+#
+# Each error carries the CoAP response code and diagnostic payload that RFC 8613 §8 and
+# RFC 10021 §7-§8 suggest for it, so that the transport can answer without a lookup
+# table of its own. ``coap_code`` is an int (class << 5 | detail); ``None`` means: stay silent.
+
+
+class OscoreError(GroupOscoreError):
+    """A message could not be protected or unprotected."""
+
+    coap_code: int | None = 4 << 5 | 0  # 4.00
+    diagnostic: str = "Decryption failed"
+
+
+class OscoreDecodeError(OscoreError):
+    """The OSCORE option or the COSE object is malformed (RFC 8613 §7.2 step 2)."""
+
+    coap_code = 4 << 5 | 2  # 4.02
+    diagnostic = "Failed to decode COSE"
+
+
+class ContextNotFound(OscoreError):
+    """No security context matches the message's kid / kid context (or token)."""
+
+    coap_code = 4 << 5 | 1  # 4.01
+    diagnostic = "Security context not found"
+
+
+class CredentialNotFound(ContextNotFound):
+    """A Group OSCORE sender whose authentication credential is not available.
+
+    RFC 10021 §7.2: the server may answer 5.03 with Max-Age so the client retries later.
+    """
+
+    coap_code = 5 << 5 | 3  # 5.03
+    diagnostic = "Authentication credential not available"
+
+
+class ReplayError(OscoreError):
+    """The Partial IV was seen before (or is too old for the replay window)."""
+
+    coap_code = 4 << 5 | 1  # 4.01
+    diagnostic = "Replay detected"
+
+
+class ProtectionError(OscoreError):
+    """Decryption or signature verification failed."""
+
+    coap_code = 4 << 5 | 0  # 4.00
+    diagnostic = "Decryption failed"
+
+
+class ModeNotSupported(OscoreError):
+    """Group Flag and context disagree (e.g. group mode on a pairwise-only group)."""
+
+    coap_code = None
+    diagnostic = "Mode not supported"
+
+
+class SequenceNumberExhausted(OscoreError):
+    """The sender's sequence number space is used up; a new Sender ID or context is needed."""
+
+    coap_code = None
+    diagnostic = "Sequence number exhausted"
+
+
+class FreshnessRequired(OscoreError):
+    """The request verified, but its freshness is unknown (invalid replay window).
+
+    Raised with the server binding, so the server can answer with a protected 4.01 that
+    carries an Echo challenge (RFC 9175, RFC 10021 §9). The request is not delivered.
+    """
+
+    coap_code = 4 << 5 | 1
+    diagnostic = ""
+
+    def __init__(self, message: str, binding: object, echo: bytes) -> None:
+        super().__init__(message)
+        self.binding = binding
+        self.echo = echo
+
+
+class UriError(CoapError):
+    """A CoAP URI that cannot be parsed or mapped to options (RFC 7252 §6)."""
+
+
+# --- Group Manager ------------------------------------------------------------------------
+
+
+class ManagerError(GroupOscoreError):
+    """A Group Manager or group-joining problem."""
+
+
+class ManagerMessageError(ManagerError):
+    """A Group Manager interface message that is malformed or has fields of the wrong type."""
+
+
+class GroupManagerRequestError(ManagerError):
+    """A request the Group Manager refuses, with the CoAP code and 'ace-groupcomm-error' id.
+
+    ``code`` is class << 5 | detail (default 4.00); ``error_id`` is None when the answer has
+    no problem-details entry. The member side raises it too when the GM answers with an error.
+    """
+
+    def __init__(self, message: str, *, code: int = 4 << 5, error_id: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.error_id = error_id
+
+
+class ManagerStoreError(ManagerError):
+    """The Group Manager's database is unusable (foreign schema, unsafe permissions...)."""

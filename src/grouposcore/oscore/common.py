@@ -1,0 +1,144 @@
+"""Pieces shared by OSCORE and Group OSCORE contexts: derivation, nonces, bindings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cbor2
+
+from grouposcore.coap import Message
+from grouposcore.cose import HkdfAlgorithm
+from grouposcore.errors import OscoreDecodeError, ReplayError
+from grouposcore.oscore.option import OscoreOption, decode_option
+from grouposcore.oscore.replay import ReplayWindow
+
+#: The OSCORE version in every external_aad (RFC 8613 §5.4).
+OSCORE_VERSION = 1
+
+
+def derive(
+    hkdf: HkdfAlgorithm,
+    master_secret: bytes,
+    master_salt: bytes,
+    id_: bytes,
+    id_context: bytes | None,
+    alg: int,
+    type_: str,
+    length: int,
+) -> bytes:
+    """RFC 8613 §3.2.1 key/IV derivation with ``info = [id, id_context, alg, type, L]``."""
+    return hkdf.derive(master_salt, master_secret, derive_info(id_, id_context, alg, type_, length),
+                       length)
+
+
+def derive_info(id_: bytes, id_context: bytes | None, alg: int, type_: str, length: int) -> bytes:
+    return cbor2.dumps([id_, id_context, alg, type_, length])
+
+
+class NonceFactory:
+    """Builds AEAD nonces (RFC 8613 §5.2) for one nonce length and Common IV.
+
+    The Common IV may be longer than the nonce (Group OSCORE, mixed algorithms): only its
+    first ``nonce_len`` bytes are used.
+    """
+
+    __slots__ = ("_civ", "max_id_len", "nonce_len")
+
+    def __init__(self, common_iv: bytes, nonce_len: int) -> None:
+        if len(common_iv) < nonce_len:
+            raise ValueError("Common IV shorter than the nonce")
+        self.nonce_len = nonce_len
+        self.max_id_len = nonce_len - 6
+        self._civ = int.from_bytes(common_iv[:nonce_len], "big")
+
+    def nonce(self, id_piv: bytes, piv: bytes) -> bytes:
+        n = self.nonce_len
+        value = (
+            (len(id_piv) << ((n - 1) * 8))
+            | (int.from_bytes(id_piv, "big") << 40)
+            | int.from_bytes(piv, "big")
+        )
+        return (value ^ self._civ).to_bytes(n, "big")
+
+
+def parse_oscore_option(message: Message) -> OscoreOption:
+    """The decoded OSCORE option of a protected message (payload must not be empty)."""
+    value = message.options.get(9)
+    if value is None:
+        raise OscoreDecodeError("message has no OSCORE option")
+    if not message.payload:
+        raise OscoreDecodeError("OSCORE message without payload")
+    return decode_option(value)
+
+
+class ResponseTracker:
+    """Replay state of the responses one server sends to one request (RFC 10021 §5.3.1):
+    at most one response without Partial IV, and every Partial IV at most once."""
+
+    __slots__ = ("no_piv_seen", "window")
+
+    def __init__(self) -> None:
+        self.no_piv_seen = False
+        self.window = ReplayWindow(64)
+
+    def check(self, piv: bytes | None) -> None:
+        if piv is None:
+            if self.no_piv_seen:
+                raise ReplayError("second response without Partial IV from the same server")
+        else:
+            self.window.check(int.from_bytes(piv, "big"))
+
+    def update(self, piv: bytes | None) -> None:
+        if piv is None:
+            self.no_piv_seen = True
+        else:
+            self.window.update(int.from_bytes(piv, "big"))
+
+
+@dataclass(eq=False)
+class RequestBinding:
+    """What a client keeps of a request it protected, to verify the responses to it.
+
+    ``request_kid``/``request_piv``/``request_kid_context`` go into every response's
+    external_aad: this is what binds a response to exactly this request.
+    """
+
+    context: object
+    request_kid: bytes
+    request_piv: bytes
+    request_kid_context: bytes | None
+    group_mode: bool = False
+    #: the one server a pairwise (or 1:1 OSCORE) request is meant for
+    intended_recipient: bytes | None = None
+    observe: bool = False
+    trackers: dict[bytes, ResponseTracker] = field(default_factory=dict)
+
+    def tracker(self, server: bytes) -> ResponseTracker:
+        tracker = self.trackers.get(server)
+        if tracker is None:
+            tracker = self.trackers[server] = ResponseTracker()
+        return tracker
+
+
+@dataclass(eq=False)
+class ServerBinding:
+    """What a server keeps of a request it verified, to protect its response(s)."""
+
+    context: object
+    request_kid: bytes
+    request_piv: bytes
+    request_kid_context: bytes | None
+    group_mode: bool = False
+    #: the Recipient Context (Group OSCORE) of the requester
+    recipient: object = None
+    observe: bool = False
+    responses_sent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseInfo:
+    """How a response was verified: who sent it, in which mode, with which Partial IV."""
+
+    sender_id: bytes
+    group_mode: bool
+    piv: bytes | None

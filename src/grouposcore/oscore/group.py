@@ -1,0 +1,614 @@
+"""Group OSCORE (RFC 10021): the Group Security Context, group mode and pairwise mode.
+
+Group mode: the message is encrypted with the sender's group key, then signed
+(encrypt-then-sign) and the signature is XOR-encrypted with a keystream derived from the
+Signature Encryption Key; payload = ciphertext || encrypted signature. A receiver checks
+the signature *before* it decrypts, and touches replay state only after full success.
+
+Pairwise mode: plain OSCORE processing with keys derived from static-static ECDH between
+the two members' credentials, and the Group OSCORE external_aad.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import cbor2
+
+from grouposcore.coap import Code, Message, Options
+from grouposcore.cose import (
+    HKDF_SHA256,
+    AeadAlgorithm,
+    Credential,
+    HkdfAlgorithm,
+    KeyAgreementAlgorithm,
+    SignatureAlgorithm,
+    aead_by_id,
+    cbor_bstr,
+    countersign_structure,
+    enc_structure,
+    key_agreement_by_id,
+    signature_by_id,
+)
+from grouposcore.errors import (
+    ContextNotFound,
+    CoseError,
+    CredentialError,
+    CredentialNotFound,
+    DecryptionError,
+    FreshnessRequired,
+    ModeNotSupported,
+    OscoreDecodeError,
+    OscoreError,
+    ProtectionError,
+    ReplayError,
+    SignatureError,
+)
+from grouposcore.oscore import inner
+from grouposcore.oscore.common import (
+    OSCORE_VERSION,
+    NonceFactory,
+    RequestBinding,
+    ResponseInfo,
+    ServerBinding,
+    derive,
+    parse_oscore_option,
+)
+from grouposcore.oscore.option import encode_option, piv_from_int
+from grouposcore.oscore.replay import DEFAULT_WINDOW_SIZE, ReplayWindow
+from grouposcore.oscore.sequence import SenderSequence
+
+#: Callable that returns the credential of the member with Sender ID ``kid`` in group
+#: ``gid`` (or None if unknown); used to create Recipient Contexts on the fly.
+CredentialProvider = Callable[[bytes, bytes], "Credential | bytes | None"]
+
+#: What to do with a request whose replay window is not valid yet (RFC 10021 §2.6.1.2).
+FreshnessPolicy = Literal["echo", "drop-first", "accept"]
+
+
+def _as_credential(cred: Credential | bytes) -> Credential:
+    return cred if isinstance(cred, Credential) else Credential.from_ccs(cred)
+
+
+def _cbor_alg(alg: Any) -> bytes:
+    return b"\xf6" if alg is None else cbor2.dumps(alg.id)
+
+
+class RecipientContext:
+    """What a member keeps about one other member that sends to it."""
+
+    __slots__ = (
+        "_pairwise_recipient",
+        "_pairwise_sender",
+        "credential",
+        "echo_challenge",
+        "group_cipher",
+        "key",
+        "recipient_id",
+        "replay_window",
+    )
+
+    def __init__(
+        self, recipient_id: bytes, credential: Credential, key: bytes | None,
+        group_cipher: Any, window: ReplayWindow,
+    ) -> None:
+        self.recipient_id = recipient_id
+        self.credential = credential
+        self.key = key
+        self.group_cipher = group_cipher
+        self.replay_window = window
+        self.echo_challenge: bytes | None = None
+        self._pairwise_sender: Any = None
+        self._pairwise_recipient: Any = None
+
+    def __repr__(self) -> str:
+        return f"<RecipientContext rid={self.recipient_id.hex() or '-'} {self.replay_window}>"
+
+
+class GroupContext:
+    """A Group OSCORE Security Context (one Gid) for one member.
+
+    ``sender_id``/``private_key``/``credential`` are omitted for a silent server (Monitor),
+    which can then only receive group-mode requests. ``peers`` preloads other members'
+    credentials; ``credential_provider`` is asked for unknown Sender IDs.
+    """
+
+    def __init__(
+        self,
+        master_secret: bytes,
+        gid: bytes,
+        *,
+        sender_id: bytes | None,
+        private_key: Any = None,
+        credential: Credential | bytes | None = None,
+        master_salt: bytes = b"",
+        hkdf: HkdfAlgorithm = HKDF_SHA256,
+        aead: AeadAlgorithm | int | None = 10,
+        group_enc: AeadAlgorithm | int | None = 10,
+        signature: SignatureAlgorithm | int | None = -8,
+        key_agreement: KeyAgreementAlgorithm | int | None = -27,
+        gm_cred: bytes = b"",
+        peers: Mapping[bytes, Credential | bytes] | None = None,
+        credential_provider: CredentialProvider | None = None,
+        max_recipients: int = 1024,
+        replay_window_size: int = DEFAULT_WINDOW_SIZE,
+        replay_windows_valid: bool = True,
+        freshness: FreshnessPolicy = "echo",
+        sequence: SenderSequence | None = None,
+        allow_cbc: bool = False,
+        process_own_requests: bool = False,
+    ) -> None:
+        self.master_secret = master_secret
+        self.master_salt = master_salt
+        self.gid = gid
+        self.hkdf = hkdf
+        self.aead = aead_by_id(aead) if isinstance(aead, int) else aead
+        self.group_enc = (
+            aead_by_id(group_enc, allow_cbc=allow_cbc) if isinstance(group_enc, int) else group_enc
+        )
+        self.signature = signature_by_id(signature) if isinstance(signature, int) else signature
+        self.key_agreement = (
+            key_agreement_by_id(key_agreement) if isinstance(key_agreement, int) else key_agreement
+        )
+        self.gm_cred = gm_cred
+        self.group_mode = self.group_enc is not None and self.signature is not None
+        self.pairwise_mode = self.aead is not None and self.key_agreement is not None
+        if not (self.group_mode or self.pairwise_mode):
+            raise OscoreError("a group needs group mode, pairwise mode or both")
+        if self.aead is not None and not self.aead.is_aead:
+            raise OscoreError("the AEAD Algorithm (pairwise mode) must be an AEAD")
+        if freshness not in ("echo", "drop-first", "accept"):
+            raise OscoreError(f"unknown freshness policy {freshness!r}")
+        self.freshness = freshness
+        self.process_own_requests = process_own_requests
+
+        # Common Context: algorithm for derivations, Common IV, SEKey
+        base_alg = self.group_enc if self.group_enc is not None else self.aead
+        assert base_alg is not None
+        self._base_alg = base_alg
+        nonce_lens = [a.nonce_len for a in (self.group_enc, self.aead) if a is not None]
+        self.max_id_len = min(nonce_lens) - 6
+        self.common_iv = derive(hkdf, master_secret, master_salt, b"", gid, base_alg.id, "IV",
+                                max(nonce_lens))
+        self._group_nonces = (
+            NonceFactory(self.common_iv, self.group_enc.nonce_len) if self.group_enc else None
+        )
+        self._pairwise_nonces = (
+            NonceFactory(self.common_iv, self.aead.nonce_len) if self.aead else None
+        )
+        self.signature_encryption_key = (
+            derive(hkdf, master_secret, master_salt, b"", gid, self.group_enc.id, "SEKey",
+                   self.group_enc.key_len)
+            if self.group_mode and self.group_enc is not None
+            else None
+        )
+        self._aad_head = (
+            bytes((0x89, OSCORE_VERSION, 0x84))
+            + _cbor_alg(self.aead)
+            + _cbor_alg(self.group_enc)
+            + _cbor_alg(self.signature)
+            + _cbor_alg(self.key_agreement)
+        )
+        self._gm_cred_bstr = cbor_bstr(gm_cred)
+        self._gid_bstr = cbor_bstr(gid)
+
+        # Sender Context
+        self.sender_id = sender_id
+        self.private_key = private_key
+        self.credential = _as_credential(credential) if credential is not None else None
+        if sender_id is not None:
+            if len(sender_id) > self.max_id_len:
+                raise OscoreError(f"Sender ID longer than {self.max_id_len} bytes")
+            if self.credential is None or private_key is None:
+                raise OscoreError("a sending member needs its private key and credential")
+            if self.signature is not None and not self.credential.fits_signature(self.signature):
+                raise CredentialError("own credential does not fit the Signature Algorithm")
+            self.sender_key: bytes | None = self._key(sender_id)
+            self._sender_group_cipher = (
+                self.group_enc.cipher(self.sender_key) if self.group_enc else None
+            )
+            self._sender_cred_bstr = cbor_bstr(self.credential.raw)
+        else:
+            self.sender_key = None
+            self._sender_group_cipher = None
+            self._sender_cred_bstr = b""
+        self.sequence = sequence if sequence is not None else SenderSequence()
+
+        # Recipient Contexts
+        self.credential_provider = credential_provider
+        self.max_recipients = max_recipients
+        self.replay_window_size = replay_window_size
+        self.replay_windows_valid = replay_windows_valid
+        #: set once a Recipient Context was deleted: new ones then start with invalid windows
+        self.recipient_deleted = False
+        self._recipients: OrderedDict[bytes, RecipientContext] = OrderedDict()
+        for rid, cred in (peers or {}).items():
+            self.add_recipient(rid, cred)
+
+    # -- derivation -----------------------------------------------------------------
+
+    def _key(self, id_: bytes) -> bytes:
+        alg = self._base_alg
+        return derive(self.hkdf, self.master_secret, self.master_salt, id_, self.gid, alg.id,
+                      "Key", alg.key_len)
+
+    def _new_recipient(self, rid: bytes, cred: Credential) -> RecipientContext:
+        if self.signature is not None and not cred.fits_signature(self.signature):
+            raise CredentialError("credential does not fit the group's Signature Algorithm")
+        key = self._key(rid)
+        group_cipher = self.group_enc.cipher(key) if self.group_enc else None
+        window = ReplayWindow(
+            self.replay_window_size,
+            valid=self.replay_windows_valid and not self.recipient_deleted,
+        )
+        return RecipientContext(rid, cred, key, group_cipher, window)
+
+    def _pairwise_keys(self, rc: RecipientContext) -> tuple[bytes, bytes]:
+        """(Pairwise Sender Key, Pairwise Recipient Key) shared with ``rc`` (RFC 10021 §2.5.1)."""
+        if self.aead is None or self.key_agreement is None or self.credential is None:
+            raise ModeNotSupported("pairwise mode needs the AEAD Algorithm and a Sender Context")
+        assert self.sender_key is not None and rc.key is not None
+        try:
+            shared = self.key_agreement.shared_secret(self.private_key, rc.credential.public_key)
+        except CoseError as exc:
+            raise ProtectionError(f"pairwise key agreement failed: {exc}") from exc
+        own, peer = self.credential.raw, rc.credential.raw
+        L = self.aead.key_len
+        info_s = cbor2.dumps([self.sender_id, self.gid, self.aead.id, "Key", L])
+        info_r = cbor2.dumps([rc.recipient_id, self.gid, self.aead.id, "Key", L])
+        return (
+            self.hkdf.derive(self.sender_key, own + peer + shared, info_s, L),
+            self.hkdf.derive(rc.key, peer + own + shared, info_r, L),
+        )
+
+    def _pairwise_ciphers(self, rc: RecipientContext) -> None:
+        """Derive once, on first use, the pairwise ciphers shared with ``rc``."""
+        sender_key, recipient_key = self._pairwise_keys(rc)
+        assert self.aead is not None
+        rc._pairwise_sender = self.aead.cipher(sender_key)
+        rc._pairwise_recipient = self.aead.cipher(recipient_key)
+
+    def pairwise_keys(self, rid: bytes) -> tuple[bytes, bytes]:
+        """(Pairwise Sender Key, Pairwise Recipient Key) with member ``rid``."""
+        return self._pairwise_keys(self.recipient(rid))
+
+    def recipient_key(self, rid: bytes) -> bytes:
+        return self._key(rid)
+
+    # -- recipient management -------------------------------------------------------
+
+    def add_recipient(self, rid: bytes, credential: Credential | bytes) -> RecipientContext:
+        """Install a Recipient Context for a known member (e.g. from the Group Manager)."""
+        if len(rid) > self.max_id_len:
+            raise OscoreError(f"Recipient ID longer than {self.max_id_len} bytes")
+        rc = self._new_recipient(rid, _as_credential(credential))
+        self._insert(rc)
+        return rc
+
+    def remove_recipient(self, rid: bytes) -> None:
+        """Delete a Recipient Context (e.g. a stale Sender ID after rekeying)."""
+        if self._recipients.pop(rid, None) is not None:
+            self.recipient_deleted = True
+
+    def recipient(self, rid: bytes) -> RecipientContext:
+        rc = self._recipients.get(rid)
+        if rc is None:
+            raise ContextNotFound(f"no Recipient Context for Sender ID {rid.hex()}")
+        return rc
+
+    @property
+    def recipients(self) -> Mapping[bytes, RecipientContext]:
+        return self._recipients
+
+    def _insert(self, rc: RecipientContext) -> None:
+        self._recipients[rc.recipient_id] = rc
+        self._recipients.move_to_end(rc.recipient_id)
+        while len(self._recipients) > self.max_recipients:
+            self._recipients.popitem(last=False)
+            self.recipient_deleted = True
+
+    def _lookup(self, kid: bytes) -> tuple[RecipientContext, bool]:
+        """The Recipient Context for ``kid``, creating a provisional one if allowed.
+
+        The provisional context is *not* installed: the caller installs it only after the
+        message verified, so a forged message leaves no state behind.
+        """
+        rc = self._recipients.get(kid)
+        if rc is not None:
+            self._recipients.move_to_end(kid)
+            return rc, False
+        if len(kid) > self.max_id_len:
+            raise ContextNotFound("kid longer than any Sender ID of this group")
+        if self.credential_provider is None:
+            raise ContextNotFound(f"unknown Sender ID {kid.hex()}")
+        cred = self.credential_provider(kid, self.gid)
+        if cred is None:
+            raise CredentialNotFound(f"no credential for Sender ID {kid.hex()}")
+        try:
+            return self._new_recipient(kid, _as_credential(cred)), True
+        except CredentialError as exc:
+            raise CredentialNotFound(f"unusable credential for {kid.hex()}: {exc}") from exc
+
+    # -- building blocks ------------------------------------------------------------
+
+    def _aad_array(
+        self, req_kid: bytes, req_piv: bytes, req_kid_context: bytes | None, option: bytes,
+        sender_cred_bstr: bytes,
+    ) -> bytes:
+        return b"".join((
+            self._aad_head,
+            cbor_bstr(req_kid),
+            cbor_bstr(req_piv),
+            b"\x40",
+            cbor_bstr(req_kid_context if req_kid_context is not None else b""),
+            cbor_bstr(option),
+            sender_cred_bstr,
+            self._gm_cred_bstr,
+        ))
+
+    def _keystream(self, piv: bytes, id_piv: bytes, is_request: bool) -> bytes:
+        assert self.signature is not None and self.signature_encryption_key is not None
+        L = self.signature.signature_len
+        info = b"".join((
+            b"\x84", cbor_bstr(id_piv), self._gid_bstr, b"\xf5" if is_request else b"\xf4",
+            cbor2.dumps(L),
+        ))
+        return self.hkdf.derive(piv, self.signature_encryption_key, info, L)
+
+    def _seal_group(self, nonce: bytes, plaintext: bytes, aad_array: bytes, piv: bytes,
+                    id_piv: bytes, is_request: bool) -> bytes:
+        assert self.group_enc is not None and self.signature is not None
+        aad = enc_structure(aad_array) if self.group_enc.is_aead else b""
+        ciphertext = self._sender_group_cipher.encrypt(nonce, plaintext, aad)  # type: ignore[union-attr]
+        sig = self.signature.sign(self.private_key, countersign_structure(aad_array, ciphertext))
+        ks = self._keystream(piv, id_piv, is_request)
+        n = len(sig)
+        enc_sig = (int.from_bytes(sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
+        return ciphertext + enc_sig
+
+    def _open_group(self, rc: RecipientContext, nonce: bytes, payload: bytes, aad_array: bytes,
+                    piv: bytes, id_piv: bytes, is_request: bool) -> bytes:
+        """Verify the signature, then decrypt (RFC 10021 §7.2 step 6)."""
+        assert self.group_enc is not None and self.signature is not None
+        n = self.signature.signature_len
+        if len(payload) < n + self.group_enc.tag_len + 1:
+            raise OscoreDecodeError("group-mode payload too short for ciphertext and signature")
+        ciphertext, enc_sig = payload[:-n], payload[-n:]
+        ks = self._keystream(piv, id_piv, is_request)
+        sig = (int.from_bytes(enc_sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
+        try:
+            self.signature.verify(rc.credential.public_key, sig,
+                                  countersign_structure(aad_array, ciphertext))
+        except SignatureError as exc:
+            raise ProtectionError("signature verification failed") from exc
+        aad = enc_structure(aad_array) if self.group_enc.is_aead else b""
+        try:
+            return rc.group_cipher.decrypt(nonce, ciphertext, aad)
+        except DecryptionError as exc:
+            raise ProtectionError("group-mode decryption failed") from exc
+
+    def _require_sender(self) -> None:
+        if self.sender_id is None:
+            raise ModeNotSupported("a silent server (no Sender Context) cannot send")
+
+    # -- client side ----------------------------------------------------------------
+
+    def protect_request(
+        self, message: Message, *, pairwise_with: bytes | None = None
+    ) -> tuple[Message, RequestBinding]:
+        """Protect a request in group mode, or in pairwise mode for member ``pairwise_with``."""
+        self._require_sender()
+        sid = self.sender_id
+        assert sid is not None
+        group = pairwise_with is None
+        if group and not self.group_mode:
+            raise ModeNotSupported("this group has no group mode")
+        rc = None
+        if not group:
+            if not self.pairwise_mode:
+                raise ModeNotSupported("this group has no pairwise mode")
+            rc = self.recipient(pairwise_with)  # type: ignore[arg-type]
+            if rc._pairwise_sender is None:
+                self._pairwise_ciphers(rc)
+        outer, plaintext, outer_code = inner.split(message)
+        piv = piv_from_int(self.sequence.next())
+        option = encode_option(piv, sid, self.gid, group)
+        aad_array = self._aad_array(sid, piv, self.gid, option, self._sender_cred_bstr)
+        if group:
+            nonce = self._group_nonces.nonce(sid, piv)  # type: ignore[union-attr]
+            payload = self._seal_group(nonce, plaintext, aad_array, piv, sid, True)
+        else:
+            nonce = self._pairwise_nonces.nonce(sid, piv)  # type: ignore[union-attr]
+            payload = rc._pairwise_sender.encrypt(nonce, plaintext, enc_structure(aad_array))  # type: ignore[union-attr]
+        binding = RequestBinding(
+            context=self,
+            request_kid=sid,
+            request_piv=piv,
+            request_kid_context=self.gid,
+            group_mode=group,
+            intended_recipient=pairwise_with,
+            observe=message.options.observe == 0,
+        )
+        return inner.assemble(message, outer, outer_code, option, payload), binding
+
+    def unprotect_response(
+        self, message: Message, binding: RequestBinding
+    ) -> tuple[Message, ResponseInfo]:
+        opt = parse_oscore_option(message)
+        kid = opt.kid
+        if kid is None:
+            if binding.intended_recipient is None:
+                raise OscoreDecodeError("response to a group request without kid")
+            kid = binding.intended_recipient
+        if binding.intended_recipient is not None and kid != binding.intended_recipient:
+            raise ProtectionError("pairwise response from another member than the one asked")
+        if opt.kid_context is not None and opt.kid_context != self.gid:
+            raise ContextNotFound("response protected with another Gid")
+        self._check_mode(opt.group)
+        rc, provisional = self._lookup(kid)
+        tracker = binding.tracker(kid)
+        tracker.check(opt.piv)
+        if opt.piv is None:
+            piv, id_piv = binding.request_piv, binding.request_kid
+        else:
+            piv, id_piv = opt.piv, kid
+        aad_array = self._aad_array(
+            binding.request_kid, binding.request_piv, binding.request_kid_context,
+            message.options.get(9) or b"", cbor_bstr(rc.credential.raw),
+        )
+        if opt.group:
+            nonce = self._group_nonces.nonce(id_piv, piv)  # type: ignore[union-attr]
+            plaintext = self._open_group(rc, nonce, message.payload, aad_array, piv, id_piv, False)
+        else:
+            plaintext = self._open_pairwise(rc, id_piv, piv, message.payload, aad_array)
+        result = inner.merge(message, plaintext)
+        tracker.update(opt.piv)
+        if provisional:
+            self._insert(rc)
+        return result, ResponseInfo(kid, opt.group, opt.piv)
+
+    def _open_pairwise(self, rc: RecipientContext, id_piv: bytes, piv: bytes, payload: bytes,
+                       aad_array: bytes) -> bytes:
+        if rc._pairwise_recipient is None:
+            self._pairwise_ciphers(rc)
+        nonce = self._pairwise_nonces.nonce(id_piv, piv)  # type: ignore[union-attr]
+        try:
+            return rc._pairwise_recipient.decrypt(nonce, payload, enc_structure(aad_array))
+        except DecryptionError as exc:
+            raise ProtectionError("pairwise decryption failed") from exc
+
+    def _check_mode(self, group_flag: bool) -> None:
+        if group_flag and not self.group_mode:
+            raise ModeNotSupported("Group Flag set but this group has no group mode")
+        if not group_flag and (not self.pairwise_mode or self.sender_id is None):
+            raise ModeNotSupported("pairwise message but pairwise mode is not available")
+
+    # -- server side ----------------------------------------------------------------
+
+    def unprotect_request(self, message: Message) -> tuple[Message, ServerBinding]:
+        """Verify and decrypt a request (group or pairwise mode, by the Group Flag).
+
+        Raises FreshnessRequired when the request verified but the sender's replay window
+        is not valid yet and the policy is "echo"; the exception holds the binding to
+        protect the 4.01 + Echo answer with.
+        """
+        opt = parse_oscore_option(message)
+        if opt.piv is None or opt.kid is None or opt.kid_context is None:
+            raise OscoreDecodeError("group request without Partial IV, kid or kid context")
+        if opt.kid_context != self.gid:
+            raise ContextNotFound("no group context for this Gid")
+        self._check_mode(opt.group)
+        kid, piv = opt.kid, opt.piv
+        if kid == self.sender_id and not self.process_own_requests:
+            raise ContextNotFound("request carries this member's own Sender ID")
+        rc, provisional = self._lookup(kid)
+        seq = int.from_bytes(piv, "big")
+        window = rc.replay_window
+        if window.valid:
+            window.check(seq)
+        aad_array = self._aad_array(
+            kid, piv, opt.kid_context, message.options.get(9) or b"", cbor_bstr(rc.credential.raw)
+        )
+        if opt.group:
+            nonce = self._group_nonces.nonce(kid, piv)  # type: ignore[union-attr]
+            plaintext = self._open_group(rc, nonce, message.payload, aad_array, piv, kid, True)
+        else:
+            plaintext = self._open_pairwise(rc, kid, piv, message.payload, aad_array)
+        result = inner.merge(message, plaintext)
+        binding = ServerBinding(
+            context=self,
+            request_kid=kid,
+            request_piv=piv,
+            request_kid_context=opt.kid_context,
+            group_mode=opt.group,
+            recipient=rc,
+            observe=result.options.observe == 0,
+        )
+        if provisional:
+            self._insert(rc)
+        if window.valid:
+            window.update(seq)
+        elif self.freshness == "accept":
+            window.initialize_from(seq)
+        elif self.freshness == "drop-first":
+            window.initialize_from(seq)
+            raise ReplayError("first request from this sender only initialises the window")
+        elif rc.echo_challenge is not None and result.options.echo == rc.echo_challenge:
+            window.initialize_from(seq)
+            rc.echo_challenge = None
+        else:
+            rc.echo_challenge = secrets.token_bytes(8)
+            raise FreshnessRequired("replay window not valid yet", binding, rc.echo_challenge)
+        return result, binding
+
+    def protect_response(
+        self,
+        message: Message,
+        binding: ServerBinding,
+        *,
+        pairwise: bool | None = None,
+        fresh_piv: bool | None = None,
+    ) -> Message:
+        """Protect a response to ``binding``'s request.
+
+        The mode follows the request's unless ``pairwise`` says otherwise. The request nonce
+        is reused only for the first response protected with the context that verified the
+        request; every other response gets a fresh Partial IV (RFC 10021 §7.3).
+        """
+        self._require_sender()
+        sid = self.sender_id
+        assert sid is not None
+        group = binding.group_mode if pairwise is None else not pairwise
+        if group and not self.group_mode:
+            raise ModeNotSupported("this group has no group mode")
+        rc = binding.recipient
+        if fresh_piv is None:
+            fresh_piv = binding.responses_sent > 0 or binding.context is not self
+        outer, plaintext, outer_code = inner.split(message)
+        if fresh_piv:
+            piv: bytes | None = piv_from_int(self.sequence.next())
+            nonce_piv, id_piv = piv, sid
+        else:
+            piv = None
+            nonce_piv, id_piv = binding.request_piv, binding.request_kid
+        kid_context = self.gid if binding.request_kid_context != self.gid else None
+        option = encode_option(piv, sid, kid_context, group)
+        aad_array = self._aad_array(
+            binding.request_kid, binding.request_piv, binding.request_kid_context, option,
+            self._sender_cred_bstr,
+        )
+        if group:
+            nonce = self._group_nonces.nonce(id_piv, nonce_piv)  # type: ignore[union-attr]
+            payload = self._seal_group(nonce, plaintext, aad_array, nonce_piv, id_piv, False)
+        else:
+            if not self.pairwise_mode:
+                raise ModeNotSupported("this group has no pairwise mode")
+            if not isinstance(rc, RecipientContext):
+                rc = self.recipient(binding.request_kid)
+            if rc._pairwise_sender is None:
+                self._pairwise_ciphers(rc)
+            nonce = self._pairwise_nonces.nonce(id_piv, nonce_piv)  # type: ignore[union-attr]
+            payload = rc._pairwise_sender.encrypt(nonce, plaintext, enc_structure(aad_array))
+        binding.responses_sent += 1
+        return inner.assemble(message, outer, outer_code, option, payload)
+
+    def echo_challenge_response(self, exc: FreshnessRequired, request: Message) -> Message:
+        """The protected 4.01 carrying only Echo that answers ``exc`` (RFC 10021 §9 step 2);
+        always with the server's own Partial IV, never reusing the request nonce."""
+        binding = exc.binding
+        assert isinstance(binding, ServerBinding)
+        options = Options()
+        options.echo = exc.echo
+        reply = Message(code=Code.UNAUTHORIZED, mtype=request.mtype, mid=request.mid,
+                        token=request.token, options=options, remote=request.remote)
+        return self.protect_response(reply, binding, fresh_piv=True)
+
+    def __repr__(self) -> str:
+        sid = "-" if self.sender_id is None else self.sender_id.hex()
+        modes = "+".join(m for m, on in (("group", self.group_mode),
+                                          ("pairwise", self.pairwise_mode)) if on)
+        peers = len(self._recipients)
+        return f"<GroupContext gid={self.gid.hex()} sid={sid} {modes} peers={peers}>"

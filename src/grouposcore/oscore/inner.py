@@ -1,0 +1,116 @@
+"""Moving a CoAP message in and out of its OSCORE envelope (RFC 8613 §4, §5.3).
+
+Class E options and the real Code travel encrypted (the *plaintext*); Class U options stay
+in the outer message; Observe travels in both. The outer Code is POST / FETCH for requests
+and 2.04 / 2.05 for responses, so an observer on the path learns as little as possible.
+"""
+
+from __future__ import annotations
+
+from grouposcore.coap import Code, Message, OptionNumber, Options
+from grouposcore.coap.codec import decode_options, encode_options
+from grouposcore.coap.options import OscoreClass, option_def
+from grouposcore.coap.uri import parse_uri
+from grouposcore.errors import CoapError, OscoreDecodeError, OscoreError
+
+_OBSERVE = OptionNumber.OBSERVE
+_OSCORE = OptionNumber.OSCORE
+_PROXY_URI = OptionNumber.PROXY_URI
+
+# Option class per number, memoised: option_def() is cheap but this is the hot path.
+_OUTER_ONLY: dict[int, bool] = {}
+
+
+def _is_outer_only(number: int) -> bool:
+    outer = _OUTER_ONLY.get(number)
+    if outer is None:
+        outer = option_def(number).oscore_class is OscoreClass.U
+        _OUTER_ONLY[number] = outer
+    return outer
+
+
+def split(message: Message) -> tuple[Options, bytes, int]:
+    """Return (outer options, plaintext, outer code) for ``message``."""
+    inner = Options()
+    outer = Options()
+    request = 1 <= message.code <= 31
+    for number, value in message.options:
+        if number == _OSCORE:
+            raise OscoreError("message to protect already carries an OSCORE option")
+        if number == _PROXY_URI:
+            _decompose_proxy_uri(value, inner, outer)
+        elif _is_outer_only(number):
+            outer.add(number, value)
+        else:
+            inner.add(number, value)
+            if number == _OBSERVE:
+                outer.add(number, value)
+    observe = _OBSERVE in outer
+    if request:
+        outer_code = Code.FETCH if observe else Code.POST
+    else:
+        outer_code = Code.CONTENT if observe else Code.CHANGED
+    plaintext = bytes((message.code,)) + encode_options(inner)
+    if message.payload:
+        plaintext += b"\xff" + message.payload
+    return outer, plaintext, outer_code
+
+
+def _decompose_proxy_uri(value: bytes, inner: Options, outer: Options) -> None:
+    """RFC 8613 §4.1.3.3: only scheme, host and port of a Proxy-Uri may stay outer."""
+    try:
+        uri = parse_uri(value.decode("utf-8"))
+    except (CoapError, UnicodeDecodeError) as exc:
+        raise OscoreError(f"cannot decompose Proxy-Uri for OSCORE: {exc}") from exc
+    outer.add(OptionNumber.PROXY_SCHEME, uri.scheme)
+    outer.add(OptionNumber.URI_HOST, uri.host)
+    outer.add(OptionNumber.URI_PORT, uri.port)
+    for segment in uri.path:
+        inner.add(OptionNumber.URI_PATH, segment)
+    for query in uri.query:
+        inner.add(OptionNumber.URI_QUERY, query)
+
+
+def merge(protected: Message, plaintext: bytes) -> Message:
+    """Rebuild the message from the outer part of ``protected`` and the decrypted plaintext."""
+    if not plaintext:
+        raise OscoreDecodeError("empty plaintext")
+    try:
+        inner, payload = decode_options(plaintext[1:])
+    except CoapError as exc:
+        raise OscoreDecodeError(f"malformed inner message: {exc}") from exc
+    options = Options()
+    for number, value in inner:
+        if not _is_outer_only(number):
+            options.add(number, value)
+    inner_observe = _OBSERVE in options
+    for number, value in protected.options:
+        if number == _OSCORE:
+            continue
+        if _is_outer_only(number) or (number == _OBSERVE and not inner_observe):
+            options.add(number, value)
+    return Message(
+        code=plaintext[0],
+        mtype=protected.mtype,
+        mid=protected.mid,
+        token=protected.token,
+        options=options,
+        payload=payload,
+        remote=protected.remote,
+    )
+
+
+def assemble(
+    original: Message, outer: Options, outer_code: int, option_value: bytes, payload: bytes
+) -> Message:
+    """The protected message: header fields of ``original``, outer options plus OSCORE."""
+    outer.add(_OSCORE, option_value)
+    return Message(
+        code=outer_code,
+        mtype=original.mtype,
+        mid=original.mid,
+        token=original.token,
+        options=outer,
+        payload=payload,
+        remote=original.remote,
+    )

@@ -1,0 +1,153 @@
+"""Sender Sequence Numbers that survive restarts without ever reusing a nonce.
+
+RFC 8613 Appendix B.1.1: before a number is used, a block of numbers ahead of it is
+reserved in durable storage; after a crash the sender resumes at the end of the last
+reservation, skipping whatever was left of that block. Numbers are never handed out
+beyond what is durably reserved, so an interrupted process can lose numbers but never
+repeat one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from grouposcore.errors import GroupOscoreError, SequenceNumberExhausted
+
+#: RFC 8613 §7.2.1: the Partial IV is at most 5 bytes, so 2^40 - 1 is the last usable number.
+MAX_SEQUENCE_NUMBER = (1 << 40) - 1
+DEFAULT_RESERVATION_STEP = 256
+
+
+class SequenceNumberStore(Protocol):
+    """Durable record of how far each sender may have counted."""
+
+    def load(self, key: str) -> int | None:
+        """The first number that may be used after a restart, or None if never reserved."""
+
+    def reserve(self, key: str, upto: int) -> None:
+        """Durably record that numbers below ``upto`` may have been used. Must not return
+        before the record is on stable storage."""
+
+
+class MemorySequenceStore:
+    """A store that forgets on exit: for tests and for contexts that are rebuilt on restart."""
+
+    def __init__(self) -> None:
+        self.reservations: dict[str, int] = {}
+
+    def load(self, key: str) -> int | None:
+        return self.reservations.get(key)
+
+    def reserve(self, key: str, upto: int) -> None:
+        self.reservations[key] = upto
+
+
+class FileSequenceStore:
+    """Reservations for any number of senders in one JSON file, replaced atomically.
+
+    Each reservation is written to a temporary file in the same folder, fsync'ed and
+    renamed over the old one, then the folder is fsync'ed: a crash leaves either the old or
+    the new file, never a torn one. The file is created with mode 0600.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._data: dict[str, int] = self._read()
+
+    def _read(self) -> dict[str, int]:
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise GroupOscoreError(f"corrupt sequence number file {self.path}: {exc}") from exc
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in data.items()
+        ):
+            raise GroupOscoreError(f"corrupt sequence number file {self.path}")
+        return data
+
+    def load(self, key: str) -> int | None:
+        with self._lock:
+            return self._data.get(key)
+
+    def reserve(self, key: str, upto: int) -> None:
+        with self._lock:
+            self._data[key] = upto
+            payload = json.dumps(self._data, sort_keys=True).encode()
+            folder = self.path.parent
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".seq-", dir=folder)
+            try:
+                os.fchmod(fd, 0o600)
+                os.write(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+class SenderSequence:
+    """The Sender Sequence Number of one Sender Context.
+
+    ``key`` names this sender in the store (e.g. hex of Gid and Sender ID); ``step`` is how
+    many numbers one durable write reserves (the K of RFC 8613 B.1.1).
+    """
+
+    __slots__ = ("_limit", "_next", "key", "limit_max", "step", "store")
+
+    def __init__(
+        self,
+        start: int = 0,
+        *,
+        store: SequenceNumberStore | None = None,
+        key: str = "",
+        step: int = DEFAULT_RESERVATION_STEP,
+        limit_max: int = MAX_SEQUENCE_NUMBER,
+    ) -> None:
+        if step < 1:
+            raise ValueError("reservation step must be positive")
+        self.store = store
+        self.key = key
+        self.step = step
+        self.limit_max = limit_max
+        if store is not None:
+            resumed = store.load(key)
+            if resumed is not None:
+                start = max(start, resumed)
+        self._next = start
+        self._limit = start  # numbers below this are durably reserved
+
+    def next(self) -> int:
+        """Take the next number (reserving a new block first when needed)."""
+        seq = self._next
+        if seq > self.limit_max:
+            raise SequenceNumberExhausted(
+                "sender sequence number exhausted: a new Sender ID or Security Context is needed"
+            )
+        if self.store is not None and seq >= self._limit:
+            limit = min(seq + self.step, self.limit_max + 1)
+            self.store.reserve(self.key, limit)
+            self._limit = limit
+        self._next = seq + 1
+        return seq
+
+    def peek(self) -> int:
+        return self._next
+
+    @property
+    def exhausted(self) -> bool:
+        return self._next > self.limit_max

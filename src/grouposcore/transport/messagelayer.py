@@ -1,0 +1,464 @@
+"""Sans-I/O CoAP message layer (RFC 7252 §4): message IDs, reliability, deduplication.
+
+The class never reads a clock, a socket or a global random source: every call takes the
+current time, and every effect comes back as a list of outputs (datagrams to send and
+events for the layers above). The asyncio endpoint feeds datagrams and timer ticks in and
+carries the outputs out, so all protocol decisions here can be tested with a fake clock.
+
+What it decides:
+
+* message IDs (one 16-bit counter, random start) and tokens (random, 8 bytes by default);
+* CON retransmission with exponential back-off and the give-up point (§4.2);
+* matching ACK/RST to the CON (or NON) they answer, empty-message ping → RST;
+* piggybacked versus separate responses: a CON request is answered in its ACK if the
+  application responds within ``empty_ack_delay``, otherwise an empty ACK goes out and the
+  response follows as its own CON, which the client acknowledges;
+* duplicate detection (§4.5): a duplicate CON within EXCHANGE_LIFETIME gets the cached
+  ACK/RST again and never reaches the application a second time, a duplicate NON within
+  NON_LIFETIME is ignored;
+* response matching by token: a response nobody waits for is rejected with RST (which
+  also ends an Observe registration on the server, RFC 7641 §3.6).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grouposcore.coap import Code, Message, Type
+from grouposcore.errors import CoapDecodeError
+from grouposcore.transport.params import TransmissionParams
+
+__all__ = [
+    "Address",
+    "DeliveryConfirmed",
+    "Event",
+    "MessageLayer",
+    "Output",
+    "Rejected",
+    "RequestReceived",
+    "ResponseReceived",
+    "ServerExchange",
+    "TransmissionFailed",
+    "Transmit",
+]
+
+#: A peer as ``(host, port)``; the endpoint normalises hosts (no IPv4-mapped IPv6 forms).
+Address = tuple[Any, ...]
+
+_CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
+
+
+@dataclass
+class ServerExchange:
+    """A request this endpoint received and has not finished answering."""
+
+    request: Message
+    remote: Address
+    multicast: bool
+    #: An empty ACK already went out, so the response must be a separate message.
+    acked: bool = False
+    responded: bool = False
+
+    @property
+    def confirmable(self) -> bool:
+        return self.request.mtype == _CON
+
+
+@dataclass(frozen=True)
+class Transmit:
+    """Send ``data`` (the encoding of ``message``) to ``remote``."""
+
+    data: bytes
+    remote: Address
+    message: Message
+
+
+@dataclass(frozen=True)
+class RequestReceived:
+    """A new (non-duplicate) request for the application."""
+
+    exchange: ServerExchange
+
+
+@dataclass(frozen=True)
+class ResponseReceived:
+    """A response whose token is expected from that remote (first copy only)."""
+
+    message: Message
+    remote: Address
+
+
+@dataclass(frozen=True)
+class DeliveryConfirmed:
+    """A CON we sent was acknowledged (by an empty ACK, a piggybacked or a separate response)."""
+
+    remote: Address
+    mid: int
+    token: bytes
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The peer answered a CON or NON we sent with RST."""
+
+    remote: Address
+    mid: int
+    token: bytes
+
+
+@dataclass(frozen=True)
+class TransmissionFailed:
+    """A CON was sent 1 + MAX_RETRANSMIT times and never acknowledged."""
+
+    remote: Address
+    mid: int
+    token: bytes
+
+
+Event = RequestReceived | ResponseReceived | DeliveryConfirmed | Rejected | TransmissionFailed
+Output = Transmit | Event
+
+
+@dataclass
+class _Outgoing:
+    """A CON of ours awaiting its ACK."""
+
+    message: Message
+    data: bytes
+    remote: Address
+    timeout: float
+    deadline: float
+    retransmissions: int = 0
+
+
+@dataclass
+class _Seen:
+    """Duplicate-cache entry for a message ID received from a peer."""
+
+    expires: float
+    reply: Transmit | None = None
+    exchange: ServerExchange | None = None
+
+
+@dataclass(order=True)
+class _Timer:
+    when: float
+    seq: int
+    kind: str = field(compare=False)
+    key: tuple[Address, int] = field(compare=False)
+
+
+class MessageLayer:
+    """The message layer of one CoAP endpoint, free of I/O (see the module docstring)."""
+
+    def __init__(
+        self,
+        params: TransmissionParams | None = None,
+        *,
+        rng: random.Random | None = None,
+        token_length: int = 8,
+        token_source: Callable[[int], bytes] | None = None,
+    ) -> None:
+        if not 0 <= token_length <= 8:
+            raise ValueError("token_length must be 0..8")
+        self.params = params or TransmissionParams()
+        self._rng = rng or random.Random()
+        self._token_length = token_length
+        # Tokens should be unguessable (RFC 9175 §4.2), so by default they come from the OS,
+        # not from the (possibly seeded) rng.
+        self._token_source = token_source or (
+            (lambda n: bytes(self._rng.getrandbits(8) for _ in range(n))) if rng else os.urandom
+        )
+        self._next_mid = self._rng.randrange(0x10000)
+        self._outgoing: dict[tuple[Address, int], _Outgoing] = {}
+        self._sent_non: dict[tuple[Address, int], tuple[bytes, float]] = {}
+        self._seen: dict[tuple[Address, int], _Seen] = {}
+        self._tokens: dict[bytes, Address | None] = {}
+        self._timers: list[_Timer] = []
+        self._seq = 0
+
+    # --- identifiers ---------------------------------------------------------------------
+
+    def new_mid(self) -> int:
+        mid = self._next_mid
+        self._next_mid = (mid + 1) & 0xFFFF
+        return mid
+
+    def new_token(self) -> bytes:
+        """A random token not currently awaited (length ``token_length``)."""
+        for _ in range(64):
+            token = self._token_source(self._token_length)
+            if token not in self._tokens:
+                return token
+        raise RuntimeError("could not find a free token")
+
+    def expect(self, token: bytes, remote: Address | None) -> None:
+        """Accept responses carrying ``token`` from ``remote`` (``None``: from anyone)."""
+        self._tokens[token] = remote
+
+    def forget(self, token: bytes) -> None:
+        """Stop accepting responses for ``token``; later ones are rejected with RST."""
+        self._tokens.pop(token, None)
+
+    def expecting(self, token: bytes) -> bool:
+        return token in self._tokens
+
+    # --- sending -------------------------------------------------------------------------
+
+    def send(self, message: Message, remote: Address, now: float) -> list[Output]:
+        """Send a new CON or NON (request, notification or ping) with a fresh message ID.
+
+        Returns the transmission; its ``message.mid`` identifies it in later events.
+        """
+        if message.mtype not in (_CON, _NON):
+            raise ValueError("send() takes CON or NON messages; ACK/RST come from respond()")
+        msg = message.copy(mid=self.new_mid(), remote=remote)
+        tx = self._transmit(msg, remote)
+        key = (remote, msg.mid)
+        if msg.mtype == _CON:
+            timeout = self._rng.uniform(
+                self.params.ack_timeout, self.params.ack_timeout * self.params.ack_random_factor
+            )
+            self._outgoing[key] = _Outgoing(msg, tx.data, remote, timeout, now + timeout)
+            self._schedule(now + timeout, "retransmit", key)
+        else:
+            expires = now + self.params.non_lifetime
+            self._sent_non[key] = (msg.token, expires)
+            self._schedule(expires, "sent_non", key)
+        return [tx]
+
+    def cancel(self, remote: Address, mid: int) -> None:
+        """Stop retransmitting a CON (the application lost interest)."""
+        self._outgoing.pop((remote, mid), None)
+
+    def respond(
+        self, exchange: ServerExchange, response: Message | None, now: float
+    ) -> list[Output]:
+        """Answer a received request; ``None`` means no response (only the ACK if one is due).
+
+        The type and message ID are chosen here: piggybacked ACK while the CON is not yet
+        acknowledged, a CON of its own after an empty ACK, NON for NON or multicast requests.
+        """
+        if exchange.responded:
+            return []
+        exchange.responded = True
+        key = (exchange.remote, exchange.request.mid)
+        seen = self._seen.get(key)
+        unicast_con = exchange.confirmable and not exchange.multicast
+        if response is None:
+            if unicast_con and not exchange.acked:
+                return [self._empty_ack(exchange, seen)]
+            return []
+        token = exchange.request.token
+        if unicast_con and not exchange.acked:
+            msg = response.copy(mtype=_ACK, mid=exchange.request.mid, token=token)
+            tx = self._transmit(msg, exchange.remote)
+            if seen is not None:
+                seen.reply = tx
+            return [tx]
+        # After an empty ACK the response is a CON of its own; NON and multicast requests get
+        # NON responses (RFC 7252 §5.2.3, §8.1).
+        mtype = _CON if unicast_con else _NON
+        return self.send(response.copy(mtype=mtype, token=token), exchange.remote, now)
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def receive(
+        self, data: bytes, remote: Address, now: float, *, multicast: bool = False
+    ) -> list[Output]:
+        """Process one datagram from ``remote``; ``multicast``: it was sent to a group address."""
+        try:
+            msg = Message.decode(data)
+        except CoapDecodeError:
+            return self._reject_malformed(data, remote, multicast)
+        msg.remote = remote
+        if msg.mtype == _ACK or msg.mtype == _RST:
+            if multicast:
+                return []
+            return self._receive_ack_rst(msg, remote)
+        if msg.code == Code.EMPTY:
+            # An empty CON is a ping (§4.3): answer RST. An empty NON is meaningless.
+            if msg.mtype == _CON and not multicast:
+                return [self._transmit(Message(Code.EMPTY, _RST, msg.mid), remote)]
+            return []
+        key = (remote, msg.mid)
+        seen = self._seen.get(key)
+        if seen is not None and seen.expires > now:
+            return self._duplicate(msg, seen)
+        if msg.is_request():
+            return self._receive_request(msg, remote, now, multicast, key)
+        if msg.is_response():
+            return self._receive_response(msg, remote, now, key)
+        # Reserved code classes (1, 6, 7): reject a CON, ignore a NON.
+        if msg.mtype == _CON and not multicast:
+            return [self._transmit(Message(Code.EMPTY, _RST, msg.mid), remote)]
+        return []
+
+    def _reject_malformed(self, data: bytes, remote: Address, multicast: bool) -> list[Output]:
+        """RFC 7252 §4.2: a CON that cannot be parsed is rejected with RST if its ID is readable."""
+        if multicast or len(data) < 4 or data[0] >> 6 != 1 or (data[0] >> 4) & 3 != _CON:
+            return []
+        mid = data[2] << 8 | data[3]
+        return [self._transmit(Message(Code.EMPTY, _RST, mid), remote)]
+
+    def _receive_ack_rst(self, msg: Message, remote: Address) -> list[Output]:
+        key = (remote, msg.mid)
+        out: list[Output] = []
+        pending = self._outgoing.pop(key, None)
+        if msg.mtype == _RST:
+            if pending is not None:
+                out.append(Rejected(remote, msg.mid, pending.message.token))
+            else:
+                sent = self._sent_non.pop(key, None)
+                if sent is not None:
+                    out.append(Rejected(remote, msg.mid, sent[0]))
+            return out
+        if pending is None:
+            return out  # late or stray ACK: the exchange is over
+        out.append(DeliveryConfirmed(remote, msg.mid, pending.message.token))
+        if msg.code != Code.EMPTY and msg.is_response() and self._wanted(msg.token, remote):
+            out.append(ResponseReceived(msg, remote))
+        return out
+
+    def _duplicate(self, msg: Message, seen: _Seen) -> list[Output]:
+        if msg.mtype != _CON:
+            return []
+        if seen.reply is not None:
+            return [seen.reply]
+        ex = seen.exchange
+        if ex is not None and not ex.responded and not ex.acked:
+            # The client retransmits, so the answer is slow: acknowledge now, respond later.
+            return [self._empty_ack(ex, seen)]
+        return []
+
+    def _receive_request(
+        self, msg: Message, remote: Address, now: float, multicast: bool, key: tuple[Address, int]
+    ) -> list[Output]:
+        ex = ServerExchange(msg, remote, multicast)
+        lifetime = (
+            self.params.exchange_lifetime if msg.mtype == _CON else self.params.non_lifetime
+        )
+        self._remember(key, _Seen(now + lifetime, exchange=ex))
+        if msg.mtype == _CON and not multicast:
+            self._schedule(now + self.params.empty_ack_delay, "empty_ack", key)
+        return [RequestReceived(ex)]
+
+    def _receive_response(
+        self, msg: Message, remote: Address, now: float, key: tuple[Address, int]
+    ) -> list[Output]:
+        out: list[Output] = []
+        wanted = self._wanted(msg.token, remote)
+        if msg.mtype == _CON:
+            reply = Message(Code.EMPTY, _ACK if wanted else _RST, msg.mid)
+            tx = self._transmit(reply, remote)
+            self._remember(key, _Seen(now + self.params.exchange_lifetime, reply=tx))
+            out.append(tx)
+        elif wanted:
+            self._remember(key, _Seen(now + self.params.non_lifetime))
+        else:
+            # Unknown NON response (e.g. a notification nobody wants): RST ends it (RFC 7641).
+            return [self._transmit(Message(Code.EMPTY, _RST, msg.mid), remote)]
+        if wanted:
+            # A separate response also proves our request arrived: stop retransmitting it.
+            for okey, pending in list(self._outgoing.items()):
+                if okey[0] == remote and pending.message.token == msg.token and (
+                    pending.message.is_request()
+                ):
+                    del self._outgoing[okey]
+                    out.append(DeliveryConfirmed(remote, okey[1], msg.token))
+            out.append(ResponseReceived(msg, remote))
+        return out
+
+    def _wanted(self, token: bytes, remote: Address) -> bool:
+        if token not in self._tokens:
+            return False
+        expected = self._tokens[token]
+        return expected is None or expected == remote
+
+    # --- timers --------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` has work next (``None``: nothing scheduled)."""
+        timers = self._timers
+        while timers and not self._timer_live(timers[0]):
+            heapq.heappop(timers)
+        return timers[0].when if timers else None
+
+    def tick(self, now: float) -> list[Output]:
+        """Run every timer due at ``now``: retransmissions, give-ups, empty ACKs, expiry."""
+        out: list[Output] = []
+        timers = self._timers
+        while timers and timers[0].when <= now:
+            t = heapq.heappop(timers)
+            if not self._timer_live(t):
+                continue
+            if t.kind == "retransmit":
+                out.extend(self._retransmit(t.key, now))
+            elif t.kind == "empty_ack":
+                seen = self._seen.get(t.key)
+                ex = seen.exchange if seen else None
+                if seen is not None and ex is not None and not ex.responded and not ex.acked:
+                    out.append(self._empty_ack(ex, seen))
+            elif t.kind == "seen":
+                del self._seen[t.key]
+            elif t.kind == "sent_non":
+                del self._sent_non[t.key]
+        return out
+
+    def _timer_live(self, t: _Timer) -> bool:
+        if t.kind == "retransmit":
+            p = self._outgoing.get(t.key)
+            return p is not None and p.deadline == t.when
+        if t.kind == "seen":
+            s = self._seen.get(t.key)
+            return s is not None and s.expires == t.when
+        if t.kind == "sent_non":
+            n = self._sent_non.get(t.key)
+            return n is not None and n[1] == t.when
+        return t.key in self._seen
+
+    def _retransmit(self, key: tuple[Address, int], now: float) -> list[Output]:
+        p = self._outgoing[key]
+        if p.retransmissions >= self.params.max_retransmit:
+            del self._outgoing[key]
+            return [TransmissionFailed(p.remote, p.message.mid, p.message.token)]
+        p.retransmissions += 1
+        p.timeout *= 2
+        p.deadline = now + p.timeout
+        self._schedule(p.deadline, "retransmit", key)
+        return [Transmit(p.data, p.remote, p.message)]
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _empty_ack(self, ex: ServerExchange, seen: _Seen | None) -> Transmit:
+        ex.acked = True
+        tx = self._transmit(Message(Code.EMPTY, _ACK, ex.request.mid), ex.remote)
+        if seen is not None:
+            seen.reply = tx
+        return tx
+
+    def _remember(self, key: tuple[Address, int], seen: _Seen) -> None:
+        self._seen[key] = seen
+        self._schedule(seen.expires, "seen", key)
+
+    def _schedule(self, when: float, kind: str, key: tuple[Address, int]) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, _Timer(when, self._seq, kind, key))
+
+    @staticmethod
+    def _transmit(msg: Message, remote: Address) -> Transmit:
+        msg.remote = remote
+        return Transmit(msg.encode(), remote, msg)
+
+    # --- introspection (tests, diagnostics) ----------------------------------------------
+
+    def pending_confirmables(self) -> int:
+        return len(self._outgoing)
+
+    def cached_ids(self) -> int:
+        return len(self._seen)

@@ -170,3 +170,30 @@ class GroupManagerRequestError(ManagerError):
 
 class ManagerStoreError(ManagerError):
     """The Group Manager's database is unusable (foreign schema, unsafe permissions...)."""
+
+
+# --- Transport layer ----------------------------------------------------------------------
+
+
+class TransportError(GroupOscoreError):
+    """A request could not be carried out over the network."""
+
+
+class RequestTimeout(TransportError):
+    """No (acknowledgement or) response arrived before the deadline."""
+
+
+class ResetReceived(TransportError):
+    """The peer rejected our message with a Reset (RST)."""
+
+
+class BlockwiseError(TransportError):
+    """A block-wise transfer (RFC 7959) could not be completed consistently."""
+
+
+class ResponseTooLarge(BlockwiseError):
+    """A block-wise response body grew beyond the client's reassembly limit."""
+
+
+class EndpointClosed(TransportError):
+    """The endpoint was shut down while the operation was pending."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-from tests.oscore.helpers import Member, content, get
 
 from grouposcore.coap import Message
 from grouposcore.errors import (
@@ -18,6 +17,7 @@ from grouposcore.errors import (
     ReplayError,
 )
 from grouposcore.oscore import GroupContext, SecurityContext
+from tests.oscore.helpers import Member, content, get
 
 A, B, C, D = (Member(bytes([i]), n) for i, n in ((0x0A, "a"), (0x0B, "b"), (0x0C, "c"),
                                                    (0x0D, "d")))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tests.conftest import load_vectors
 
 from grouposcore.coap import Message
 from grouposcore.oscore import GroupContext, SenderSequence, derive_info
+from tests.conftest import load_vectors
 
 DATA = load_vectors("vectors-group-oscore.json")
 COMMON = DATA["common_inputs"]

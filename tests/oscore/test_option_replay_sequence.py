@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import load_vectors
 
 from grouposcore.errors import OscoreDecodeError, ReplayError, SequenceNumberExhausted
 from grouposcore.oscore import (
@@ -22,6 +21,7 @@ from grouposcore.oscore import (
     encode_option,
 )
 from grouposcore.oscore.option import piv_from_int
+from tests.conftest import load_vectors
 
 EXAMPLES = load_vectors("vectors-group-oscore.json")["draft_examples"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.conftest import load_vectors
 
 from grouposcore.coap import Message
 from grouposcore.oscore import SecurityContext, SenderSequence, derive_info
+from tests.conftest import load_vectors
 
 VECTORS = load_vectors("vectors-rfc8613.json")["vectors"]
 BY_ID = {v["id"]: v for v in VECTORS}

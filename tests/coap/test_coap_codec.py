@@ -50,6 +50,7 @@ HDR = bytes.fromhex("40015d1f")  # CON GET mid 0x5d1f, no token
         (HDR + bytes.fromhex("e0fef3"), "exceeds 65535"),
         (HDR + bytes.fromhex("0e0000") + bytes(100), "truncated"),
         (bytes.fromhex("41000000aa"), "Empty message"),
+        (bytes.fromhex("48000000"), "Empty message"),
         (bytes.fromhex("40000000b3747631"), "Empty message"),
         (bytes.fromhex("40000000ff41"), "Empty message"),
         (bytes.fromhex("60000000ff"), "Empty message"),

@@ -214,7 +214,7 @@ def decode(data: bytes) -> Message:
     if tkl > 8:
         raise CoapDecodeError(f"reserved token length {tkl} (9-15 are a format error)")
     code = data[1]
-    if code == 0 and n > 4:
+    if code == 0 and (tkl or n > 4):
         if tkl:
             raise CoapDecodeError(f"Empty message (0.00) with a token of length {tkl}")
         raise CoapDecodeError(f"Empty message (0.00) with {n - 4} bytes after the header")

@@ -1,0 +1,185 @@
+"""Endpoint-facing security: choosing a context for each message and answering failures.
+
+The transport calls these objects at exactly four points (protect request, unprotect
+response, unprotect request, protect response) and never looks inside a context. All
+policy lives here, sans-I/O: which context a request belongs to, what an OSCORE failure
+is answered with (RFC 8613 §8.2, RFC 10021 §7-§9), and when an Echo challenge makes the
+client repeat its request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from grouposcore.coap import Code, Message, Options
+from grouposcore.errors import (
+    ContextNotFound,
+    CredentialNotFound,
+    FreshnessRequired,
+    OscoreDecodeError,
+    OscoreError,
+)
+from grouposcore.oscore.common import RequestBinding, ResponseInfo, ServerBinding
+from grouposcore.oscore.context import SecurityContext
+from grouposcore.oscore.group import GroupContext
+from grouposcore.oscore.option import decode_option
+
+AnyContext = SecurityContext | GroupContext
+
+#: Max-Age of a 5.03 answer to a sender whose credential is not known yet (RFC 10021 §7.2)
+CREDENTIAL_RETRY_AFTER = 60
+
+
+@dataclass(slots=True, repr=False)
+class VerifiedMessage(Message):
+    """A message that was unprotected: ``security`` says who sent it and how."""
+
+    security: ResponseInfo | None = field(default=None, compare=False)
+
+
+def _verified(message: Message, info: ResponseInfo) -> VerifiedMessage:
+    return VerifiedMessage(
+        code=message.code, mtype=message.mtype, mid=message.mid, token=message.token,
+        options=message.options, payload=message.payload, remote=message.remote, security=info,
+    )
+
+
+class ClientSecurity:
+    """How a client protects its requests: one OSCORE peer, or a group.
+
+    For a group, requests go in group mode unless ``pairwise_with`` names one member
+    (pairwise mode, for unicast requests to that member).
+    """
+
+    def __init__(self, context: AnyContext, *, pairwise_with: bytes | None = None) -> None:
+        self.context = context
+        self.pairwise_with = pairwise_with
+        if pairwise_with is not None and not isinstance(context, GroupContext):
+            raise OscoreError("pairwise mode needs a group context")
+
+    @property
+    def is_group(self) -> bool:
+        return isinstance(self.context, GroupContext)
+
+    def protect_request(self, request: Message) -> tuple[Message, RequestBinding]:
+        if isinstance(self.context, GroupContext):
+            return self.context.protect_request(request, pairwise_with=self.pairwise_with)
+        return self.context.protect_request(request)
+
+    def unprotect_response(self, response: Message, binding: RequestBinding) -> VerifiedMessage:
+        """Verify a response; an unprotected response (e.g. an OSCORE error from the server)
+        raises, so nothing unauthenticated reaches the application."""
+        if 9 not in response.options:
+            raise OscoreError(
+                f"unprotected {response.code >> 5}.{response.code & 31:02d} response to a "
+                f"protected request: {response.payload[:80].decode('utf-8', 'replace')}"
+            )
+        plain, info = binding.context.unprotect_response(response, binding)  # type: ignore[attr-defined]
+        return _verified(plain, info)
+
+    def echo_retry(self, response: VerifiedMessage, request: Message) -> tuple[Message,
+                                                                          ClientSecurity] | None:
+        """If ``response`` is a verified 4.01 Echo challenge, the request to repeat and the
+        security to repeat it with (unicast; pairwise mode with that server when the group
+        has it, RFC 10021 §9 step 4). None otherwise."""
+        echo = response.options.echo
+        if response.code != Code.UNAUTHORIZED or echo is None or response.security is None:
+            return None
+        if request.options.echo is not None:
+            return None  # already answered one challenge: do not loop
+        retry = request.copy(options=request.options.copy())
+        retry.options.echo = echo
+        context = self.context
+        if isinstance(context, GroupContext) and context.pairwise_mode:
+            server = response.security.sender_id
+            if server in context.recipients:
+                return retry, ClientSecurity(context, pairwise_with=server)
+        return retry, self
+
+
+class ServerSecurity:
+    """The security contexts a server accepts requests under, and its error policy."""
+
+    def __init__(self, contexts: Iterable[AnyContext] = ()) -> None:
+        self._groups: list[GroupContext] = []
+        self._peers: list[SecurityContext] = []
+        for ctx in contexts:
+            self.add(ctx)
+
+    def add(self, context: AnyContext) -> None:
+        if isinstance(context, GroupContext):
+            self._groups.append(context)
+        else:
+            self._peers.append(context)
+
+    def remove(self, context: AnyContext) -> None:
+        for bucket in (self._groups, self._peers):
+            if context in bucket:
+                bucket.remove(context)  # type: ignore[arg-type]
+
+    @property
+    def contexts(self) -> list[AnyContext]:
+        return [*self._groups, *self._peers]
+
+    def _candidates(self, kid: bytes | None, kid_context: bytes | None) -> list[AnyContext]:
+        found: list[AnyContext] = []
+        if kid_context is not None:
+            found.extend(g for g in self._groups if g.gid == kid_context)
+        found.extend(
+            p for p in self._peers
+            if p.recipient_id == kid and (kid_context is None or p.id_context == kid_context)
+        )
+        return found
+
+    def unprotect_request(self, request: Message) -> tuple[Message, ServerBinding] | None:
+        """None for an unprotected request (the resource decides whether that is allowed).
+
+        Several groups may share a Gid (different Group Managers): each is tried until one
+        verifies (RFC 10021 §6.1). Failures raise an OscoreError subclass.
+        """
+        value = request.options.get(9)
+        if value is None:
+            return None
+        option = decode_option(value)
+        if option.kid is None:
+            raise OscoreDecodeError("request without kid")
+        candidates = self._candidates(option.kid, option.kid_context)
+        if not candidates:
+            raise ContextNotFound("no security context for this request")
+        error: OscoreError | None = None
+        for ctx in candidates:
+            try:
+                plain, binding = ctx.unprotect_request(request)
+            except FreshnessRequired:
+                raise
+            except OscoreError as exc:
+                error = exc
+                continue
+            return plain, binding
+        assert error is not None
+        raise error
+
+    def protect_response(self, response: Message, binding: ServerBinding) -> Message:
+        return binding.context.protect_response(response, binding)  # type: ignore[attr-defined]
+
+    def error_response(self, exc: OscoreError, request: Message) -> Message | None:
+        """The answer to a request that failed with ``exc``: a protected 4.01 + Echo for a
+        freshness challenge, an unprotected error with diagnostic for other OSCORE failures,
+        or None where the spec says to stay silent."""
+        if isinstance(exc, FreshnessRequired):
+            ctx = exc.binding.context  # type: ignore[attr-defined]
+            if isinstance(ctx, GroupContext):
+                return ctx.echo_challenge_response(exc, request)
+            options = Options()
+            options.echo = exc.echo
+            reply = Message(code=Code.UNAUTHORIZED, mtype=request.mtype, mid=request.mid,
+                            token=request.token, options=options, remote=request.remote)
+            return ctx.protect_response(reply, exc.binding, fresh_piv=True)
+        if exc.coap_code is None:
+            return None
+        options = Options()
+        options.max_age = CREDENTIAL_RETRY_AFTER if isinstance(exc, CredentialNotFound) else 0
+        return Message(code=exc.coap_code, mtype=request.mtype, mid=request.mid,
+                       token=request.token, options=options,
+                       payload=exc.diagnostic.encode(), remote=request.remote)

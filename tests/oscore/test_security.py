@@ -1,0 +1,112 @@
+"""Endpoint-facing security: context dispatch, error answers, Echo retry (sans-I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from grouposcore.coap import Code
+from grouposcore.errors import ContextNotFound, FreshnessRequired, OscoreError, ProtectionError
+from grouposcore.oscore import GroupContext, SecurityContext, SenderSequence
+from grouposcore.oscore.security import ClientSecurity, ServerSecurity, VerifiedMessage
+from tests.oscore.helpers import Member, content, get
+
+A, B, C = Member(b"\x0a", "a"), Member(b"\x0b", "b"), Member(b"\x0c", "c")
+
+
+def test_dispatch_by_gid_and_kid_and_unprotected_passthrough() -> None:
+    group = B.context([A])
+    peer_client = SecurityContext(b"s" * 16, b"\x01", b"\x02")
+    peer_server = SecurityContext(b"s" * 16, b"\x02", b"\x01")
+    server = ServerSecurity([group, peer_server])
+    assert server.unprotect_request(get()) is None
+
+    req, binding = ClientSecurity(A.context([B])).protect_request(get())
+    plain, sbinding = server.unprotect_request(req)
+    assert sbinding.context is group and plain.options.uri_path == ["light"]
+    reply = server.protect_response(content(b"on"), sbinding)
+    verified = ClientSecurity(A.context([B])).unprotect_response(reply, binding)
+    assert isinstance(verified, VerifiedMessage) and verified.security.sender_id == B.sid
+
+    req2, _ = ClientSecurity(peer_client).protect_request(get())
+    _, sbinding2 = server.unprotect_request(req2)
+    assert sbinding2.context is peer_server
+
+
+def test_colliding_gids_are_each_tried() -> None:
+    """Two groups (from different Group Managers) with the same Gid and Sender ID 0x0a."""
+    other = Member(b"\x0a", "other-a")
+    ours = B.context([A])
+    theirs = GroupContext(b"another secret!!", ours.gid, sender_id=B.sid, private_key=B.key,
+                          credential=B.cred, peers={other.sid: other.cred.raw})
+    their_client = GroupContext(b"another secret!!", ours.gid, sender_id=other.sid,
+                                private_key=other.key, credential=other.cred,
+                                peers={B.sid: B.cred.raw})
+    server = ServerSecurity([ours, theirs])
+    _, binding = server.unprotect_request(A.context([B]).protect_request(get())[0])
+    assert binding.context is ours
+    _, binding = server.unprotect_request(their_client.protect_request(get())[0])
+    assert binding.context is theirs
+    stranger = Member(b"\x0a", "stranger")
+    with pytest.raises(ProtectionError):
+        server.unprotect_request(
+            stranger.context([B], sequence=SenderSequence(5)).protect_request(get())[0])
+
+
+def test_error_answers() -> None:
+    server = ServerSecurity([B.context([A])])
+    req, _ = C.context([B]).protect_request(get())
+    with pytest.raises(ContextNotFound) as info:
+        server.unprotect_request(req)
+    answer = server.error_response(info.value, req)
+    assert answer is not None and answer.code == Code.UNAUTHORIZED
+    assert answer.options.max_age == 0 and 9 not in answer.options
+    assert answer.payload == b"Security context not found"
+    silent = OscoreError("x")
+    silent.coap_code = None
+    assert server.error_response(silent, req) is None
+
+
+def test_unprotected_answer_to_protected_request_is_an_error() -> None:
+    client = ClientSecurity(A.context([B]))
+    _, binding = client.protect_request(get())
+    with pytest.raises(OscoreError, match=r"unprotected 4\.01"):
+        client.unprotect_response(content(b"x").copy(code=Code.UNAUTHORIZED), binding)
+
+
+def test_echo_challenge_then_pairwise_retry() -> None:
+    server_ctx = B.context([A], replay_windows_valid=False)
+    server = ServerSecurity([server_ctx])
+    client = ClientSecurity(A.context([B]))
+    original = get()
+    req, binding = client.protect_request(original)
+    with pytest.raises(FreshnessRequired) as info:
+        server.unprotect_request(req)
+    challenge = server.error_response(info.value, req)
+    assert challenge is not None and 9 in challenge.options
+    verified = client.unprotect_response(challenge, binding)
+    retry = client.echo_retry(verified, original)
+    assert retry is not None
+    retry_msg, retry_security = retry
+    assert retry_security.pairwise_with == B.sid
+    req2, binding2 = retry_security.protect_request(retry_msg)
+    plain, sbinding = server.unprotect_request(req2)
+    assert plain.options.uri_path == ["light"] and not sbinding.group_mode
+    reply = retry_security.unprotect_response(server.protect_response(content(b"ok"), sbinding),
+                                              binding2)
+    assert reply.payload == b"ok"
+    assert retry_security.echo_retry(reply, retry_msg) is None
+
+
+def test_plain_oscore_echo_recovery() -> None:
+    client_ctx = SecurityContext(b"s" * 16, b"\x01", b"\x02")
+    server_ctx = SecurityContext(b"s" * 16, b"\x02", b"\x01", replay_window_valid=False)
+    server = ServerSecurity([server_ctx])
+    client = ClientSecurity(client_ctx)
+    req, binding = client.protect_request(get())
+    with pytest.raises(FreshnessRequired) as info:
+        server.unprotect_request(req)
+    verified = client.unprotect_response(server.error_response(info.value, req), binding)
+    retry_msg, sec = client.echo_retry(verified, get())
+    req2, _ = sec.protect_request(retry_msg)
+    assert server.unprotect_request(req2)[0].options.echo == verified.options.echo
+    assert server_ctx.replay_window.valid

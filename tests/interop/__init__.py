@@ -1,0 +1,1 @@
+"""Byte-level interop tests against aiocoap (test-only dependency)."""

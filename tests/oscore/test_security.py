@@ -110,3 +110,16 @@ def test_plain_oscore_echo_recovery() -> None:
     req2, _ = sec.protect_request(retry_msg)
     assert server.unprotect_request(req2)[0].options.echo == verified.options.echo
     assert server_ctx.replay_window.valid
+
+
+def test_echo_challenge_through_plain_protect_response_uses_own_piv() -> None:
+    """A transport that builds the 4.01 + Echo itself still never reuses the request nonce."""
+    server_ctx = B.context([A], replay_windows_valid=False)
+    server = ServerSecurity([server_ctx])
+    req, _ = A.context([B]).protect_request(get())
+    with pytest.raises(FreshnessRequired) as info:
+        server.unprotect_request(req)
+    reply = content(b"").copy(code=Code.UNAUTHORIZED)
+    reply.options.echo = info.value.echo
+    protected = server.protect_response(reply, info.value.binding)
+    assert protected.options.oscore[0] & 0x07  # a Partial IV is present

@@ -142,3 +142,14 @@ class ResponseInfo:
     sender_id: bytes
     group_mode: bool
     piv: bytes | None
+
+
+def needs_fresh_piv(response: Message, binding: ServerBinding, context: object) -> bool:
+    """Whether a response must carry the server's own Partial IV (RFC 10021 §7.3, RFC 8613
+    §8.3): every response but the first, any response protected with another context than
+    the one that verified the request, and an Echo challenge (RFC 10021 §9 step 2)."""
+    return (
+        binding.responses_sent > 0
+        or binding.context is not context
+        or (response.code == 0x81 and response.options.echo is not None)
+    )

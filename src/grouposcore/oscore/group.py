@@ -55,6 +55,7 @@ from grouposcore.oscore.common import (
     ResponseInfo,
     ServerBinding,
     derive,
+    needs_fresh_piv,
     parse_oscore_option,
 )
 from grouposcore.oscore.option import encode_option, piv_from_int
@@ -566,7 +567,7 @@ class GroupContext:
             raise ModeNotSupported("this group has no group mode")
         rc = binding.recipient
         if fresh_piv is None:
-            fresh_piv = binding.responses_sent > 0 or binding.context is not self
+            fresh_piv = needs_fresh_piv(message, binding, self)
         outer, plaintext, outer_code = inner.split(message)
         if fresh_piv:
             piv: bytes | None = piv_from_int(self.sequence.next())

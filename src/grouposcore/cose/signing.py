@@ -6,6 +6,7 @@ happens here so callers only ever see the wire form.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -105,6 +106,35 @@ class SignatureAlgorithm:
                 public_key.verify(der, data, ec.ECDSA(_EC_CURVES[self.crv][1]()))
         except (InvalidSignature, ValueError):
             raise SignatureError(f"{self.name} signature does not verify") from None
+
+    def signer(self, private_key: PrivateKey) -> Callable[[bytes], bytes]:
+        """A function that signs with ``private_key``: the key is checked once here, so the
+        returned function does only the signing (the Group OSCORE hot path)."""
+        if not self.accepts_key(private_key):
+            raise CoseError(f"{self.name} cannot sign with a {type(private_key).__name__}")
+        if isinstance(private_key, Ed25519PrivateKey):
+            return private_key.sign
+        return lambda data: self.sign(private_key, data)
+
+    def verifier(self, public_key: PublicKey) -> Callable[[bytes, bytes], None]:
+        """A function ``(signature, data)`` that raises SignatureError unless valid; the key
+        is checked once here."""
+        if not self.accepts_key(public_key):
+            raise SignatureError(f"{self.name} cannot verify with a {type(public_key).__name__}")
+        if not isinstance(public_key, Ed25519PublicKey):
+            return lambda signature, data: self.verify(public_key, signature, data)
+        verify = public_key.verify
+        name = self.name
+
+        def verify_eddsa(signature: bytes, data: bytes) -> None:
+            if len(signature) != 64:
+                raise SignatureError(f"{name} signature must be 64 bytes, got {len(signature)}")
+            try:
+                verify(signature, data)
+            except InvalidSignature:
+                raise SignatureError(f"{name} signature does not verify") from None
+
+        return verify_eddsa
 
 
 EDDSA = SignatureAlgorithm(-8, "EdDSA", 64, KTY_OKP, 6)

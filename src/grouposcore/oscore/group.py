@@ -84,20 +84,26 @@ class RecipientContext:
     __slots__ = (
         "_pairwise_recipient",
         "_pairwise_sender",
+        "cred_bstr",
         "credential",
         "echo_challenge",
         "group_cipher",
         "key",
         "recipient_id",
         "replay_window",
+        "verify",
     )
 
     def __init__(
         self, recipient_id: bytes, credential: Credential, key: bytes | None,
-        group_cipher: Any, window: ReplayWindow,
+        group_cipher: Any, window: ReplayWindow, verify: Any = None,
     ) -> None:
         self.recipient_id = recipient_id
         self.credential = credential
+        #: the credential as a CBOR byte string, as it enters every external_aad
+        self.cred_bstr = cbor_bstr(credential.raw)
+        #: signature check bound to the credential's key (None without group mode)
+        self.verify = verify
         self.key = key
         self.group_cipher = group_cipher
         self.replay_window = window
@@ -212,7 +218,9 @@ class GroupContext:
                 self.group_enc.cipher(self.sender_key) if self.group_enc else None
             )
             self._sender_cred_bstr = cbor_bstr(self.credential.raw)
+            self._sign = self.signature.signer(private_key) if self.signature else None
         else:
+            self._sign = None
             self.sender_key = None
             self._sender_group_cipher = None
             self._sender_cred_bstr = b""
@@ -245,7 +253,8 @@ class GroupContext:
             self.replay_window_size,
             valid=self.replay_windows_valid and not self.recipient_deleted,
         )
-        return RecipientContext(rid, cred, key, group_cipher, window)
+        verify = self.signature.verifier(cred.public_key) if self.signature else None
+        return RecipientContext(rid, cred, key, group_cipher, window, verify)
 
     def _pairwise_keys(self, rc: RecipientContext) -> tuple[bytes, bytes]:
         """(Pairwise Sender Key, Pairwise Recipient Key) shared with ``rc`` (RFC 10021 §2.5.1)."""
@@ -364,7 +373,7 @@ class GroupContext:
         assert self.group_enc is not None and self.signature is not None
         aad = enc_structure(aad_array) if self.group_enc.is_aead else b""
         ciphertext = self._sender_group_cipher.encrypt(nonce, plaintext, aad)  # type: ignore[union-attr]
-        sig = self.signature.sign(self.private_key, countersign_structure(aad_array, ciphertext))
+        sig = self._sign(countersign_structure(aad_array, ciphertext))  # type: ignore[misc]
         ks = self._keystream(piv, id_piv, is_request)
         n = len(sig)
         enc_sig = (int.from_bytes(sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
@@ -381,8 +390,7 @@ class GroupContext:
         ks = self._keystream(piv, id_piv, is_request)
         sig = (int.from_bytes(enc_sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
         try:
-            self.signature.verify(rc.credential.public_key, sig,
-                                  countersign_structure(aad_array, ciphertext))
+            rc.verify(sig, countersign_structure(aad_array, ciphertext))
         except SignatureError as exc:
             raise ProtectionError("signature verification failed") from exc
         aad = enc_structure(aad_array) if self.group_enc.is_aead else b""
@@ -458,7 +466,7 @@ class GroupContext:
             piv, id_piv = opt.piv, kid
         aad_array = self._aad_array(
             binding.request_kid, binding.request_piv, binding.request_kid_context,
-            message.options.get(9) or b"", cbor_bstr(rc.credential.raw),
+            message.options.get(9) or b"", rc.cred_bstr,
         )
         if opt.group:
             nonce = self._group_nonces.nonce(id_piv, piv)  # type: ignore[union-attr]
@@ -511,7 +519,7 @@ class GroupContext:
         if window.valid:
             window.check(seq)
         aad_array = self._aad_array(
-            kid, piv, opt.kid_context, message.options.get(9) or b"", cbor_bstr(rc.credential.raw)
+            kid, piv, opt.kid_context, message.options.get(9) or b"", rc.cred_bstr
         )
         if opt.group:
             nonce = self._group_nonces.nonce(kid, piv)  # type: ignore[union-attr]

@@ -341,9 +341,7 @@ class Block2Server:
             return None
         return self._slice(request, rep.response, b2, origin, now)
 
-    def slice(
-        self, request: Message, response: Message, origin: Hashable, now: float
-    ) -> Message:
+    def slice(self, request: Message, response: Message, origin: Hashable, now: float) -> Message:
         """The block of ``response`` the request asks for (the whole response if it fits)."""
         try:
             b2 = request.options.block2

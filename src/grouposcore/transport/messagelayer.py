@@ -340,9 +340,7 @@ class MessageLayer:
         self, msg: Message, remote: Address, now: float, multicast: bool, key: tuple[Address, int]
     ) -> list[Output]:
         ex = ServerExchange(msg, remote, multicast)
-        lifetime = (
-            self.params.exchange_lifetime if msg.mtype == _CON else self.params.non_lifetime
-        )
+        lifetime = self.params.exchange_lifetime if msg.mtype == _CON else self.params.non_lifetime
         self._remember(key, _Seen(now + lifetime, exchange=ex))
         if msg.mtype == _CON and not multicast:
             self._schedule(now + self.params.empty_ack_delay, "empty_ack", key)
@@ -366,8 +364,10 @@ class MessageLayer:
         if wanted:
             # A separate response also proves our request arrived: stop retransmitting it.
             for okey, pending in list(self._outgoing.items()):
-                if okey[0] == remote and pending.message.token == msg.token and (
-                    pending.message.is_request()
+                if (
+                    okey[0] == remote
+                    and pending.message.token == msg.token
+                    and (pending.message.is_request())
                 ):
                     del self._outgoing[okey]
                     out.append(DeliveryConfirmed(remote, okey[1], msg.token))

@@ -1,0 +1,1026 @@
+"""The asyncio CoAP endpoint: one UDP socket, client and server at once.
+
+This is the thin I/O edge. Datagrams and timer ticks go into the sans-I/O
+:class:`~grouposcore.transport.messagelayer.MessageLayer`; what comes out is sent or
+dispatched. Requests and responses then pass, in this order:
+
+    message layer  →  security hook  →  block-wise  →  Observe / resource (server)
+                                                    →  caller (client)
+
+so block-wise and Observe operate on plain messages (inner block-wise under OSCORE) and a
+duplicate datagram never reaches the security layer twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import os
+import random
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from grouposcore.coap import Code, Message, OptionNumber, Type, parse_uri, uri_to_options
+from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK, COAP_PORT
+from grouposcore.errors import (
+    BlockwiseError,
+    EndpointClosed,
+    FreshnessRequired,
+    GroupOscoreError,
+    OscoreError,
+    RequestTimeout,
+    ResetReceived,
+)
+from grouposcore.transport.blockwise import (
+    Block1Assembler,
+    Block1Sender,
+    Block2Collector,
+    Block2Server,
+    BlockwiseLimits,
+)
+from grouposcore.transport.messagelayer import (
+    Address,
+    DeliveryConfirmed,
+    MessageLayer,
+    Output,
+    Rejected,
+    RequestReceived,
+    ResponseReceived,
+    ServerExchange,
+    TransmissionFailed,
+    Transmit,
+)
+from grouposcore.transport.observe import NotificationOrder, Observer
+from grouposcore.transport.params import TransmissionParams
+from grouposcore.transport.resource import Resource, Site
+from grouposcore.transport.security import ClientSecurity, ServerSecurity, security_identity
+from grouposcore.transport.server import (
+    bad_option_response,
+    error_response,
+    multicast_delay,
+    suppressed,
+)
+from grouposcore.transport.sockets import UdpSocket, is_multicast, normalise
+
+__all__ = ["Endpoint", "Observation"]
+
+log = logging.getLogger(__name__)
+
+_N = OptionNumber
+_SAFE_METHODS = (Code.GET, Code.FETCH)
+
+
+class _Waiter:
+    """Where responses for one token go (a future for one answer, a callback for many)."""
+
+    def __init__(
+        self,
+        on_response: Callable[[Message], None],
+        on_error: Callable[[BaseException], None],
+        on_ack: Callable[[], None] | None = None,
+    ) -> None:
+        self.on_response = on_response
+        self.on_error = on_error
+        self.on_ack = on_ack
+
+
+class Endpoint:
+    """A CoAP endpoint over UDP (RFC 7252); create it with :meth:`create`."""
+
+    def __init__(
+        self,
+        sock: UdpSocket,
+        *,
+        site: Site | None = None,
+        params: TransmissionParams | None = None,
+        blockwise: BlockwiseLimits | None = None,
+        leisure: float | None = None,
+        rng: random.Random | None = None,
+        server_security: ServerSecurity | None = None,
+        multicast_interface: int | str | None = None,
+    ) -> None:
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self.params = params or TransmissionParams()
+        self.blockwise = blockwise or BlockwiseLimits()
+        self._rng = rng or random.Random()
+        self._ml = MessageLayer(self.params, rng=self._rng if rng is not None else None)
+        self.site = site
+        #: Wait before answering a multicast request: uniform in [0, leisure] seconds.
+        self.leisure = self.params.default_leisure if leisure is None else leisure
+        self.server_security = server_security
+        self.multicast_interface = multicast_interface
+        self._block1 = Block1Assembler(self.blockwise)
+        self._block2 = Block2Server(self.blockwise)
+        self._waiters: dict[bytes, _Waiter] = {}
+        self._pings: dict[tuple[Address, int], asyncio.Future[None]] = {}
+        self._observations: dict[tuple[Address, bytes], tuple[Resource, Observer]] = {}
+        self._block1_active: Counter[tuple[Address, tuple[bytes, ...]]] = Counter()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        self._closed = False
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    @classmethod
+    async def create(
+        cls,
+        bind: tuple[str, int] = ("::", 0),
+        *,
+        site: Site | None = None,
+        params: TransmissionParams | None = None,
+        blockwise: BlockwiseLimits | None = None,
+        leisure: float | None = None,
+        rng: random.Random | None = None,
+        server_security: ServerSecurity | None = None,
+        multicast_interface: int | str | None = None,
+        reuse_address: bool = False,
+    ) -> Endpoint:
+        """Bind a UDP socket and start serving.
+
+        ``bind=("::", port)`` gives one dual-stack socket for IPv4 and IPv6;
+        ``reuse_address`` lets several group members on one host share a port.
+        """
+        sock = UdpSocket(bind, reuse_address=reuse_address)
+        try:
+            return cls(
+                sock,
+                site=site,
+                params=params,
+                blockwise=blockwise,
+                leisure=leisure,
+                rng=rng,
+                server_security=server_security,
+                multicast_interface=multicast_interface,
+            )
+        except BaseException:
+            sock.close()
+            raise
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``."""
+        return self._sock.address
+
+    @property
+    def message_layer(self) -> MessageLayer:
+        return self._ml
+
+    async def close(self) -> None:
+        """Stop: pending requests fail with :class:`EndpointClosed`, handlers are cancelled."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._sock.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+        for w in list(self._waiters.values()):
+            w.on_error(EndpointClosed("endpoint closed"))
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(EndpointClosed("endpoint closed"))
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._sock.close()
+
+    async def __aenter__(self) -> Endpoint:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- multicast membership ----------------------------------------------------------
+
+    def join_group(
+        self, address: str = ALL_COAP_NODES_V4, interface: int | str | None = None
+    ) -> None:
+        """Join a multicast group on ``interface`` (name, index, or IPv4 address)."""
+        self._sock.join(address, interface if interface is not None else self.multicast_interface)
+
+    def leave_group(
+        self, address: str = ALL_COAP_NODES_V4, interface: int | str | None = None
+    ) -> None:
+        self._sock.leave(address, interface if interface is not None else self.multicast_interface)
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._loop.time()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("CoAP handler failed", exc_info=task.exception())
+
+    def _on_readable(self) -> None:
+        for _ in range(64):  # bounded, so one busy peer cannot starve the loop
+            dgram = self._sock.receive()
+            if dgram is None:
+                break
+            outs = self._ml.receive(
+                dgram.data, dgram.remote, self._now(), multicast=dgram.multicast
+            )
+            self._process(outs)
+        self._arm_timer()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = None
+        self._process(self._ml.tick(self._now()))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._closed:
+            return
+        when = self._ml.next_deadline()
+        if when == self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_when = when
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _process(self, outs: list[Output]) -> None:
+        for o in outs:
+            if isinstance(o, Transmit):
+                if not self._closed:
+                    self._sock.send(o.data, o.remote)
+            elif isinstance(o, ResponseReceived):
+                w = self._waiters.get(o.message.token)
+                if w is not None:
+                    w.on_response(o.message)
+            elif isinstance(o, RequestReceived):
+                self._spawn(self._handle_request(o.exchange))
+            elif isinstance(o, DeliveryConfirmed):
+                ping = self._pings.get((o.remote, o.mid))
+                if ping is not None and not ping.done():
+                    ping.set_result(None)
+                w = self._waiters.get(o.token)
+                if w is not None and w.on_ack is not None:
+                    w.on_ack()
+            elif isinstance(o, Rejected):
+                ping = self._pings.get((o.remote, o.mid))
+                if ping is not None:
+                    if not ping.done():
+                        ping.set_result(None)
+                elif not self._end_observation((o.remote, o.token), "RST"):
+                    w = self._waiters.get(o.token)
+                    if w is not None:
+                        w.on_error(ResetReceived(f"{o.remote} answered with Reset"))
+            elif isinstance(o, TransmissionFailed):
+                ping = self._pings.get((o.remote, o.mid))
+                if ping is not None:
+                    if not ping.done():
+                        ping.set_exception(RequestTimeout(f"no answer to ping from {o.remote}"))
+                elif not self._end_observation((o.remote, o.token), "unacknowledged"):
+                    w = self._waiters.get(o.token)
+                    if w is not None:
+                        w.on_error(
+                            RequestTimeout(
+                                f"no acknowledgement from {o.remote} after "
+                                f"{self.params.max_retransmit} retransmissions"
+                            )
+                        )
+
+    def _send(self, message: Message, remote: Address) -> int:
+        if self._closed:
+            raise EndpointClosed("endpoint closed")
+        outs = self._ml.send(message, remote, self._now())
+        mid = outs[0].message.mid if outs and isinstance(outs[0], Transmit) else -1
+        self._process(outs)
+        self._arm_timer()
+        return mid
+
+    # --- addresses -----------------------------------------------------------------------
+
+    async def _resolve(self, host: str, port: int) -> Address:
+        host = host.strip("[]")
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host.split("%", 1)[0])
+            return normalise((host, port))
+        family = self._sock.family
+        want = 0 if family == socket.AF_INET6 and self._sock.dual_stack else family
+        infos = await self._loop.getaddrinfo(host, port, family=want, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve {host!r}")
+        return normalise(infos[0][4])
+
+    async def _target(
+        self, message: Message, remote: tuple[str, int] | None
+    ) -> tuple[Address, Message]:
+        if remote is not None:
+            return await self._resolve(str(remote[0]), int(remote[1])), message
+        host = message.options.uri_host
+        if host is None:
+            raise ValueError("no remote given and the request has no Uri-Host option")
+        port = message.options.uri_port or COAP_PORT
+        msg = message.copy()
+        stripped = host.strip("[]")
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(stripped.split("%", 1)[0])
+            msg.options.uri_host = None  # an IP literal is implied by the destination
+        if msg.options.uri_port == COAP_PORT:
+            msg.options.uri_port = None
+        return await self._resolve(stripped, port), msg
+
+    # --- client: one exchange ------------------------------------------------------------
+
+    async def _exchange(
+        self,
+        message: Message,
+        remote: Address,
+        *,
+        confirmable: bool,
+        deadline: float | None,
+        security: ClientSecurity | None,
+    ) -> Message:
+        """Send one request (one block) and return its (verified) response."""
+        token = self._ml.new_token()
+        wire = message.copy(token=token, mtype=Type.CON if confirmable else Type.NON)
+        binding = None
+        if security is not None:
+            wire, binding = security.protect_request(wire)
+            wire = wire.copy(token=token, mtype=Type.CON if confirmable else Type.NON)
+        fut: asyncio.Future[Message] = self._loop.create_future()
+        state = {"acked": False}
+
+        def on_response(msg: Message) -> None:
+            if not fut.done():
+                fut.set_result(msg)
+
+        def on_error(exc: BaseException) -> None:
+            if not fut.done():
+                fut.set_exception(exc)
+
+        def on_ack() -> None:
+            state["acked"] = True
+
+        self._waiters[token] = _Waiter(on_response, on_error, on_ack)
+        self._ml.expect(token, remote)
+        mid = -1
+        try:
+            mid = self._send(wire, remote)
+            raw = await self._await_response(fut, confirmable, deadline, state)
+        finally:
+            self._waiters.pop(token, None)
+            self._ml.forget(token)
+            self._ml.cancel(remote, mid)
+        if security is not None:
+            plain = security.unprotect_response(raw, binding)
+            plain.remote = raw.remote
+            return plain
+        return raw
+
+    async def _await_response(
+        self,
+        fut: asyncio.Future[Message],
+        confirmable: bool,
+        deadline: float | None,
+        state: dict[str, bool],
+    ) -> Message:
+        """Wait for ``fut`` until the user's deadline or the protocol's own limits.
+
+        Without a deadline a CON request fails when retransmissions run out (the message
+        layer reports it) or EXCHANGE_LIFETIME after the empty ACK; a NON request waits
+        MAX_TRANSMIT_WAIT.
+        """
+        start = self._now()
+        while True:
+            if deadline is not None:
+                limit: float | None = deadline
+            elif not confirmable:
+                limit = start + self.params.max_transmit_wait
+            elif state["acked"]:
+                limit = start + self.params.exchange_lifetime
+            else:
+                limit = None  # the message layer reports when retransmissions run out
+            # Without a limit, look again every ACK_TIMEOUT: an empty ACK sets one.
+            wait = self.params.ack_timeout if limit is None else max(0.0, limit - self._now())
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), wait)
+            except TimeoutError:
+                if limit is not None and self._now() >= limit:
+                    fut.cancel()
+                    raise RequestTimeout("no response before the deadline") from None
+
+    # --- client: public API --------------------------------------------------------------
+
+    async def request(
+        self,
+        message: Message,
+        remote: tuple[str, int] | None = None,
+        *,
+        timeout: float | None = None,
+        confirmable: bool = True,
+        security: ClientSecurity | None = None,
+    ) -> Message:
+        """Send a request and return the response (block-wise transfers done transparently).
+
+        ``remote`` defaults to the Uri-Host/Uri-Port options. ``timeout`` bounds the whole
+        operation; without it the RFC 7252 limits apply. A 4.01 carrying Echo (RFC 9175) is
+        retried once with that Echo value. Raises :class:`RequestTimeout` when nothing
+        arrives in time and :class:`ResetReceived` if the peer rejects the request.
+        """
+        target, msg = await self._target(message, remote)
+        if is_multicast(target[0]):
+            raise ValueError("use group_request() for multicast destinations")
+        deadline = None if timeout is None else self._now() + timeout
+        return await self._request_with_echo(msg, target, deadline, confirmable, security)
+
+    async def request_uri(
+        self,
+        uri: str,
+        code: int = Code.GET,
+        payload: bytes = b"",
+        *,
+        timeout: float | None = None,
+        confirmable: bool = True,
+        security: ClientSecurity | None = None,
+        options: dict[int, Any] | None = None,
+    ) -> Message:
+        """``request()`` for a ``coap://host[:port]/path?query`` URI."""
+        parsed = parse_uri(uri)
+        msg = Message(code, payload=payload, options=uri_to_options(parsed))
+        for number, value in (options or {}).items():
+            msg.options.set(number, value)
+        remote = await self._resolve(parsed.host, parsed.port)
+        return await self.request(
+            msg, remote, timeout=timeout, confirmable=confirmable, security=security
+        )
+
+    async def _request_with_echo(
+        self,
+        message: Message,
+        remote: Address,
+        deadline: float | None,
+        confirmable: bool,
+        security: ClientSecurity | None,
+    ) -> Message:
+        resp = await self._blockwise_request(message, remote, deadline, confirmable, security)
+        echo = resp.options.echo if resp.code == Code.UNAUTHORIZED else None
+        if echo is not None and message.options.echo != echo:
+            retry = message.copy()
+            retry.options.echo = echo
+            resp = await self._blockwise_request(retry, remote, deadline, confirmable, security)
+        return resp
+
+    async def _blockwise_request(
+        self,
+        message: Message,
+        remote: Address,
+        deadline: float | None,
+        confirmable: bool,
+        security: ClientSecurity | None,
+    ) -> Message:
+        one = self._one_shot(remote, confirmable, deadline, security)
+        szx = self.blockwise.szx
+        if Block1Sender.needed(message, szx):
+            key = (remote, tuple(message.options.get_all(_N.URI_PATH)))
+            # RFC 9175 §3.4: distinguish concurrent bodies to one resource by Request-Tag.
+            tag = os.urandom(4) if self._block1_active[key] else None
+            self._block1_active[key] += 1
+            try:
+                sender = Block1Sender(message, szx, tag)
+                nxt: Message | None = sender.first()
+                resp = None
+                while nxt is not None:
+                    resp = await one(nxt)
+                    nxt = sender.next(resp)
+            finally:
+                self._block1_active[key] -= 1
+                if not self._block1_active[key]:
+                    del self._block1_active[key]
+            assert resp is not None
+        else:
+            resp = await one(message)
+        if Block2Collector.continues(resp):
+            resp = await self._follow_block2(message, resp, one)
+        return resp
+
+    def _one_shot(
+        self,
+        remote: Address,
+        confirmable: bool,
+        deadline: float | None,
+        security: ClientSecurity | None,
+    ) -> Callable[[Message], Coroutine[Any, Any, Message]]:
+        """A function that runs one exchange with fixed parameters (for block-wise loops)."""
+
+        async def one(m: Message) -> Message:
+            return await self._exchange(
+                m, remote, confirmable=confirmable, deadline=deadline, security=security
+            )
+
+        return one
+
+    async def _follow_block2(
+        self,
+        request: Message,
+        first: Message,
+        one: Callable[[Message], Coroutine[Any, Any, Message]],
+    ) -> Message:
+        col = Block2Collector(request, self.blockwise.max_body)
+        nxt = col.feed(first)
+        while nxt is not None:
+            nxt = col.feed(await one(nxt))
+        return col.result()
+
+    async def ping(self, remote: tuple[str, int], *, timeout: float | None = None) -> float:
+        """CoAP ping (empty CON, answered by RST); returns the round-trip time in seconds."""
+        target = await self._resolve(str(remote[0]), int(remote[1]))
+        start = self._now()
+        fut: asyncio.Future[None] = self._loop.create_future()
+        mid = -1
+        try:
+            outs = self._ml.send(Message(Code.EMPTY, Type.CON), target, start)
+            mid = outs[0].message.mid  # type: ignore[union-attr]
+            self._pings[(target, mid)] = fut
+            self._process(outs)
+            self._arm_timer()
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise RequestTimeout(f"no answer to ping from {target}") from None
+        finally:
+            self._pings.pop((target, mid), None)
+            self._ml.cancel(target, mid)
+        return self._now() - start
+
+    # --- client: groups ------------------------------------------------------------------
+
+    async def group_request(
+        self,
+        message: Message,
+        group: tuple[str, int] | None = None,
+        *,
+        timeout: float | None = None,
+        security: ClientSecurity | None = None,
+        interface: int | str | None = None,
+    ) -> AsyncIterator[Message]:
+        """Send ``message`` as NON to a group; yield every response until the deadline.
+
+        ``group`` defaults to All-CoAP-Nodes of the socket's family on port 5683.
+        ``timeout`` (default: the leisure plus ACK_TIMEOUT) bounds the collection. Each
+        response carries its sender in ``remote``; responses that fail verification are
+        skipped. Block-wise responses are completed and 4.01+Echo answered by unicast to
+        that server, within the same deadline.
+        """
+        if group is None:
+            host = message.options.uri_host
+            if host is not None and is_multicast(host.strip("[]")):
+                group = (host.strip("[]"), message.options.uri_port or COAP_PORT)
+            else:
+                v6 = self._sock.family == socket.AF_INET6 and not self._sock.dual_stack
+                group = (ALL_COAP_NODES_V6_LINK if v6 else ALL_COAP_NODES_V4, COAP_PORT)
+        target = normalise((group[0], group[1]))
+        if not is_multicast(target[0]):
+            raise ValueError(f"{target[0]} is not a multicast address")
+        msg = message.copy()
+        msg.options.uri_host = None
+        if timeout is None:
+            timeout = self.params.default_leisure + self.params.ack_timeout
+        deadline = self._now() + timeout
+        token = self._ml.new_token()
+        wire = msg.copy(token=token, mtype=Type.NON)
+        binding = None
+        if security is not None:
+            wire, binding = security.protect_request(wire)
+            wire = wire.copy(token=token, mtype=Type.NON)
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._waiters[token] = _Waiter(queue.put_nowait, lambda exc: None)
+        self._ml.expect(token, None)
+        try:
+            self._sock.set_multicast_interface(
+                target[0], interface if interface is not None else self.multicast_interface
+            )
+            self._send(wire, target)
+            while True:
+                left = deadline - self._now()
+                if left <= 0:
+                    return
+                try:
+                    raw = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
+                    return
+                resp = self._verify_group_response(raw, binding, security)
+                if resp is None:
+                    continue
+                try:
+                    resp = await self._complete_group_response(msg, resp, deadline, security)
+                except (GroupOscoreError, OSError) as e:
+                    log.info("incomplete group response from %s: %s", resp.remote, e)
+                    continue
+                yield resp
+        finally:
+            self._waiters.pop(token, None)
+            self._ml.forget(token)
+
+    def _verify_group_response(
+        self, raw: Message, binding: Any, security: ClientSecurity | None
+    ) -> Message | None:
+        if security is None:
+            return raw
+        try:
+            plain = security.unprotect_response(raw, binding)
+        except GroupOscoreError as e:
+            log.info("dropping group response from %s: %s", raw.remote, e)
+            return None
+        plain.remote = raw.remote
+        return plain
+
+    async def _complete_group_response(
+        self,
+        request: Message,
+        resp: Message,
+        deadline: float,
+        security: ClientSecurity | None,
+    ) -> Message:
+        remote = resp.remote
+        if resp.code == Code.UNAUTHORIZED and resp.options.echo is not None:
+            retry = request.copy()
+            retry.options.echo = resp.options.echo
+            out = await self._blockwise_request(retry, remote, deadline, True, security)
+            out.remote = remote
+            return out
+        if Block2Collector.continues(resp):
+            one = self._one_shot(remote, True, deadline, security)
+            out = await self._follow_block2(request, resp, one)
+            out.remote = remote
+            return out
+        return resp
+
+    # --- client: Observe -----------------------------------------------------------------
+
+    def observe(
+        self,
+        message: Message,
+        remote: tuple[str, int] | None = None,
+        *,
+        security: ClientSecurity | None = None,
+        timeout: float | None = None,
+    ) -> Observation:
+        """Register as observer (RFC 7641); iterate the result for the notifications.
+
+        The first item is the response to the registration. A notification without Observe
+        (the server ended the observation, e.g. with an error) is the last item.
+        ``timeout`` bounds the registration exchange only.
+        """
+        return Observation(self, message, remote, security, timeout)
+
+    # --- server ------------------------------------------------------------------------
+
+    async def _handle_request(self, ex: ServerExchange) -> None:
+        try:
+            await self._serve(ex)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("error while handling %r from %s", ex.request, ex.remote)
+            if not ex.responded:
+                await self._finish(ex, ex.request, error_response(Code.INTERNAL_SERVER_ERROR), None)
+
+    async def _serve(self, ex: ServerExchange) -> None:
+        request = ex.request
+        bad = bad_option_response(request)
+        if bad is not None:
+            await self._finish(ex, request, bad, None)
+            return
+        binding = None
+        plain = request
+        sec = self.server_security
+        if sec is not None:
+            try:
+                unprotected = sec.unprotect_request(request)
+            except FreshnessRequired as e:
+                challenge = Message(Code.UNAUTHORIZED)
+                challenge.options.echo = e.echo
+                await self._finish(ex, request, challenge, e.binding, always=True)
+                return
+            except OscoreError as e:
+                resp = None if e.coap_code is None else error_response(e.coap_code, e.diagnostic)
+                await self._finish(ex, request, resp, None)
+                return
+            except GroupOscoreError as e:
+                log.info("rejecting request from %s: %s", ex.remote, e)
+                await self._finish(ex, request, error_response(Code.BAD_REQUEST), None)
+                return
+            if unprotected is not None:
+                plain, binding = unprotected
+                plain.remote = ex.remote
+                bad = bad_option_response(plain)
+                if bad is not None:
+                    await self._finish(ex, plain, bad, binding)
+                    return
+        if binding is None and _N.OSCORE in plain.options:
+            # Protected for nobody here: the critical OSCORE option is not understood.
+            await self._finish(ex, plain, error_response(Code.BAD_OPTION, "OSCORE"), None)
+            return
+        now = self._now()
+        origin = (ex.remote, security_identity(binding))
+        cached = self._block2.cached(plain, origin, now)
+        if cached is not None:
+            await self._finish(ex, plain, cached, binding)
+            return
+        b1 = self._block1.feed(plain, origin, now)
+        if b1.response is not None or b1.complete is None:
+            await self._finish(ex, plain, b1.response, binding)
+            return
+        whole = b1.complete
+        resource = self.site.lookup(whole.options.uri_path) if self.site is not None else None
+        if resource is None:
+            response = error_response(Code.NOT_FOUND)
+        elif resource.protection is not None and binding is None:
+            # Silence for multicast (error responses are suppressed there): no amplification.
+            response = error_response(Code.UNAUTHORIZED, "Security context required")
+        elif resource.protection is not None and not resource.protection.accepts(binding):
+            response = error_response(Code.UNAUTHORIZED, "Not authorized for this resource")
+        else:
+            response = await self._render(ex, resource, whole, binding)
+        if b1.final_block is not None:
+            response.options.block1 = dataclasses.replace(b1.final_block)
+        response = self._block2.slice(whole, response, origin, self._now())
+        await self._finish(ex, whole, response, binding)
+
+    async def _render(
+        self, ex: ServerExchange, resource: Resource, whole: Message, binding: Any
+    ) -> Message:
+        b2 = whole.options.block2
+        if b2 is not None and b2.num > 0 and whole.code not in _SAFE_METHODS:
+            # A later block of a response we no longer hold: re-running POST is not safe.
+            return error_response(Code.REQUEST_ENTITY_INCOMPLETE, "representation expired")
+        req = whole.copy()
+        for n in (_N.BLOCK2, _N.SIZE2):
+            req.options.remove(n)
+        obs = req.options.observe if whole.code in _SAFE_METHODS else None
+        key = (ex.remote, whole.token)
+        if obs == 1 or (obs is not None and not resource.observable):
+            self._end_observation(key, "deregistered")
+        response = await resource.render(req)
+        if not isinstance(response, Message):
+            raise TypeError(f"{resource!r} returned {response!r}, not a Message")
+        response = response.copy()
+        response.options.remove(_N.OBSERVE)
+        if obs == 0 and resource.observable and (b2 is None or b2.num == 0):
+            if 64 <= response.code < 96:
+                self._register_observer(resource, ex, req, binding)
+                response.options.observe = resource.next_observe_number()
+            else:
+                self._end_observation(key, "error")
+        return response
+
+    async def _finish(
+        self,
+        ex: ServerExchange,
+        request: Message,
+        response: Message | None,
+        binding: Any,
+        *,
+        always: bool = False,
+    ) -> None:
+        """Suppress, delay (multicast), protect and send a response."""
+        if response is not None and not always and suppressed(request, response, ex.multicast):
+            response = None
+        if response is not None and ex.multicast:
+            await asyncio.sleep(multicast_delay(self.leisure, self._rng))
+        if response is not None and binding is not None and self.server_security is not None:
+            try:
+                response = self.server_security.protect_response(response, binding)
+            except GroupOscoreError as e:
+                log.warning("cannot protect response to %s: %s", ex.remote, e)
+                response = None
+        if self._closed:
+            return
+        self._process(self._ml.respond(ex, response, self._now()))
+        self._arm_timer()
+
+    # --- server: Observe -----------------------------------------------------------------
+
+    def _register_observer(
+        self, resource: Resource, ex: ServerExchange, request: Message, binding: Any
+    ) -> None:
+        key = (ex.remote, request.token)
+        old = self._observations.pop(key, None)
+        if old is not None:
+            old[0].remove_observer(key)
+        observer = Observer(
+            ex.remote, request.token, request, binding, ex.multicast, last_con=self._now()
+        )
+        observer.trigger = lambda o: self._spawn(self._notify(resource, o))
+        resource.add_observer(observer)
+        self._observations[key] = (resource, observer)
+
+    def _end_observation(self, key: tuple[Address, bytes], why: str) -> bool:
+        entry = self._observations.pop(key, None)
+        if entry is None:
+            return False
+        entry[0].remove_observer(key)
+        log.debug("observation %s ended: %s", key, why)
+        return True
+
+    async def _notify(self, resource: Resource, observer: Observer) -> None:
+        key = observer.key
+        if self._observations.get(key, (None, None))[1] is not observer:
+            return
+        try:
+            response = await resource.render(observer.request.copy())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("notification rendering failed")
+            response = error_response(Code.INTERNAL_SERVER_ERROR)
+        if self._observations.get(key, (None, None))[1] is not observer or self._closed:
+            return
+        now = self._now()
+        response = response.copy()
+        if 64 <= response.code < 96:
+            response.options.observe = resource.next_observe_number()
+            mtype = observer.notification_type(resource.notification_policy, now)
+        else:
+            response.options.remove(_N.OBSERVE)
+            self._end_observation(key, "error notification")
+            mtype = Type.CON
+        origin = (observer.remote, security_identity(observer.binding))
+        response = self._block2.slice(observer.request, response, origin, now)
+        msg = response.copy(token=observer.token, mtype=mtype)
+        if observer.binding is not None and self.server_security is not None:
+            try:
+                msg = self.server_security.protect_response(msg, observer.binding)
+            except GroupOscoreError as e:
+                log.warning("cannot protect notification: %s", e)
+                self._end_observation(key, "protection failed")
+                return
+            msg = msg.copy(token=observer.token, mtype=mtype)
+        self._send(msg, observer.remote)
+
+
+_END = object()
+
+
+class Observation:
+    """A client's Observe registration: an async iterator of notifications."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        message: Message,
+        remote: tuple[str, int] | None,
+        security: ClientSecurity | None,
+        timeout: float | None,
+    ) -> None:
+        self._ep = endpoint
+        self._message = message
+        self._remote_arg = remote
+        self._security = security
+        self._timeout = timeout
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._order = NotificationOrder()
+        self._token: bytes | None = None
+        self._remote: Address | None = None
+        self._request: Message | None = None
+        self._binding: Any = None
+        self._started = False
+        self._ended = False
+        self._cancelled = False
+        self._first = True
+
+    @property
+    def remote(self) -> Address | None:
+        return self._remote
+
+    def __aiter__(self) -> Observation:
+        return self
+
+    async def _start(self) -> None:
+        ep = self._ep
+        self._started = True
+        remote, msg = await ep._target(self._message, self._remote_arg)
+        msg = msg.copy()
+        msg.options.observe = 0
+        self._request, self._remote = msg, remote
+        token = ep._ml.new_token()
+        wire = msg.copy(token=token, mtype=Type.CON)
+        if self._security is not None:
+            wire, self._binding = self._security.protect_request(wire)
+            wire = wire.copy(token=token, mtype=Type.CON)
+        self._token = token
+        ep._waiters[token] = _Waiter(self._queue.put_nowait, self._queue.put_nowait)
+        ep._ml.expect(token, remote)
+        ep._send(wire, remote)
+
+    def _stop_listening(self) -> None:
+        if self._token is not None:
+            self._ep._waiters.pop(self._token, None)
+            self._ep._ml.forget(self._token)
+
+    async def __anext__(self) -> Message:
+        if self._ended and self._queue.empty():
+            raise StopAsyncIteration
+        if not self._started:
+            await self._start()
+        ep = self._ep
+        while True:
+            if self._first and self._timeout is not None:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), self._timeout)
+                except TimeoutError:
+                    self._end()
+                    raise RequestTimeout("no response to the Observe registration") from None
+            else:
+                item = await self._queue.get()
+            if item is _END:
+                raise StopAsyncIteration
+            if isinstance(item, BaseException):
+                self._end()
+                if isinstance(item, EndpointClosed | ResetReceived | RequestTimeout):
+                    if self._cancelled:
+                        raise StopAsyncIteration
+                raise item
+            raw = item
+            if self._security is not None:
+                try:
+                    msg = self._security.unprotect_response(raw, self._binding)
+                except GroupOscoreError as e:
+                    log.info("dropping notification from %s: %s", raw.remote, e)
+                    continue
+                msg.remote = raw.remote
+            else:
+                msg = raw
+            self._first = False
+            observe = msg.options.observe
+            if Block2Collector.continues(msg):
+                assert self._request is not None and self._remote is not None
+                plain_req = self._request.copy()
+                plain_req.options.observe = None
+                one = ep._one_shot(self._remote, True, None, self._security)
+                try:
+                    msg = await ep._follow_block2(plain_req, msg, one)
+                except (BlockwiseError, RequestTimeout) as e:
+                    log.info("incomplete block-wise notification: %s", e)
+                    continue
+            if observe is None or not 64 <= msg.code < 96:
+                self._end()
+                return msg
+            if not self._order.accept(observe, ep._now()):
+                continue  # older than one already delivered (RFC 7641 §3.4)
+            return msg
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._stop_listening()
+            self._queue.put_nowait(_END)  # wakes a consumer blocked in __anext__
+
+    async def cancel(self, *, timeout: float | None = None) -> None:
+        """Deregister with a GET carrying Observe=1 and the same token (RFC 7641 §3.6)."""
+        if self._ended or not self._started or self._token is None:
+            self._end()
+            return
+        self._cancelled = True
+        ep = self._ep
+        token = self._token
+        assert self._request is not None and self._remote is not None
+        msg = self._request.copy(token=token, mtype=Type.CON)
+        msg.options.observe = 1
+        binding = None
+        if self._security is not None:
+            msg, binding = self._security.protect_request(msg)
+            msg = msg.copy(token=token, mtype=Type.CON)
+        fut: asyncio.Future[Message] = ep._loop.create_future()
+
+        def on_response(m: Message) -> None:
+            # Notifications still in flight carry Observe; the answer to Observe=1 does not.
+            if m.options.observe is None and not fut.done():
+                fut.set_result(m)
+
+        def on_error(exc: BaseException) -> None:
+            if not fut.done():
+                fut.set_exception(exc)
+
+        ep._waiters[token] = _Waiter(on_response, on_error)
+        try:
+            ep._send(msg, self._remote)
+            limit = timeout if timeout is not None else ep.params.max_transmit_wait
+            with contextlib.suppress(RequestTimeout, ResetReceived, TimeoutError, EndpointClosed):
+                resp = await asyncio.wait_for(fut, limit)
+                if self._security is not None:
+                    with contextlib.suppress(GroupOscoreError):
+                        self._security.unprotect_response(resp, binding)
+        finally:
+            self._end()

@@ -1,0 +1,223 @@
+"""The UDP socket of an endpoint: dual stack, multicast membership, destination addresses.
+
+One socket serves unicast and every joined group. To tell a multicast request from a
+unicast one (a server must answer them differently, RFC 7252 §8.2) the socket asks the
+kernel for each datagram's destination address: ``IPV6_RECVPKTINFO`` (and ``IP_PKTINFO``
+for IPv4, including IPv4 traffic on a dual-stack IPv6 socket), read with ``recvmsg``.
+On Linux this works for both families on a single socket, whereas one socket per group
+would need ``SO_REUSEADDR`` games and could not answer from the unicast address. Responses
+leave from the same socket, so their source is the host's unicast address (the kernel
+picks it by route, a group address is never a source).
+
+Addresses are normalised to ``(host, port)``: IPv4-mapped IPv6 addresses become plain
+IPv4, link-local IPv6 keeps its ``%zone``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+
+__all__ = [
+    "Datagram",
+    "UdpSocket",
+    "interface_index",
+    "interface_ipv4",
+    "is_multicast",
+    "normalise",
+]
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_SIOCGIFADDR = 0x8915
+_MAPPED = "::ffff:"
+
+
+@dataclass(frozen=True)
+class Datagram:
+    data: bytes
+    remote: tuple[str, int]
+    #: Destination address of the datagram (``None`` if the kernel did not say).
+    local: str | None
+    multicast: bool
+
+
+def normalise(sockaddr: tuple) -> tuple[str, int]:
+    """``(host, port)`` without the IPv4-mapped prefix."""
+    host, port = sockaddr[0], sockaddr[1]
+    if host.startswith(_MAPPED) and "." in host:
+        host = host[len(_MAPPED) :]
+    return (host, int(port))
+
+
+def is_multicast(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_multicast
+    except ValueError:
+        return False
+
+
+def interface_index(interface: int | str | None) -> int:
+    """Index of an interface given by index or name (0: let the kernel choose)."""
+    if interface is None:
+        return 0
+    if isinstance(interface, int):
+        return interface
+    return socket.if_nametoindex(interface)
+
+
+def interface_ipv4(interface: int | str | None) -> str | None:
+    """The IPv4 address of an interface (given by name, index or address), if it has one."""
+    if interface is None:
+        return None
+    if isinstance(interface, str):
+        try:
+            return str(ipaddress.IPv4Address(interface))
+        except ValueError:
+            pass
+    name = socket.if_indextoname(interface) if isinstance(interface, int) else interface
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            res = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(res[20:24])
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class UdpSocket:
+    """A non-blocking UDP socket with the options CoAP over UDP needs."""
+
+    def __init__(self, bind: tuple[str, int], *, reuse_address: bool = False) -> None:
+        host, port = bind[0], bind[1]
+        fam = _family(host)
+        self.family = fam
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            if fam == socket.AF_INET6:
+                # "::" serves IPv4 too (as ::ffff:a.b.c.d); a specific IPv6 address cannot.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            self.dual_stack = fam == socket.AF_INET6 and host == "::"
+            if fam == socket.AF_INET or self.dual_stack:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            if reuse_address:
+                # Several group members on one host share the group port.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port) if fam == socket.AF_INET else (host, port, 0, 0))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return normalise(self.sock.getsockname())
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # --- I/O -----------------------------------------------------------------------------
+
+    def receive(self) -> Datagram | None:
+        """One datagram, or ``None`` if none is waiting."""
+        try:
+            data, anc, _flags, addr = self.sock.recvmsg(65536, 256)
+        except (BlockingIOError, InterruptedError):
+            return None
+        local = None
+        for level, kind, payload in anc:
+            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(payload) >= 16:
+                local = normalise((socket.inet_ntop(socket.AF_INET6, payload[:16]), 0))[0]
+            elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
+                local = socket.inet_ntoa(payload[8:12])
+        return Datagram(data, normalise(addr), local, local is not None and is_multicast(local))
+
+    def send(self, data: bytes, remote: tuple[str, int]) -> None:
+        """Send without blocking; a full socket buffer drops the datagram like the network would."""
+        try:
+            self.sock.sendto(data, self._sockaddr(remote))
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _sockaddr(self, remote: tuple[str, int]) -> tuple:
+        host, port = remote[0], remote[1]
+        if self.family == socket.AF_INET6:
+            if ":" not in host:
+                host = _MAPPED + host
+            # getaddrinfo understands "fe80::1%eth0" and fills in the scope id.
+            if "%" in host:
+                return socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_DGRAM)[0][4]
+            return (host, port, 0, 0)
+        return (host, port)
+
+    # --- multicast -----------------------------------------------------------------------
+
+    def join(self, group: str, interface: int | str | None = None) -> None:
+        """Join ``group`` on ``interface`` (name, index, or for IPv4 also its address)."""
+        if ":" in group:
+            if self.family != socket.AF_INET6:
+                raise OSError("an IPv4 socket cannot join an IPv6 group")
+            mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack(
+                "@I", interface_index(interface)
+            )
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        else:
+            if self.family == socket.AF_INET6 and not self.dual_stack:
+                raise OSError("an IPv6-only socket cannot join an IPv4 group")
+            self.sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _mreqn(group, interface)
+            )
+
+    def leave(self, group: str, interface: int | str | None = None) -> None:
+        if ":" in group:
+            mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack(
+                "@I", interface_index(interface)
+            )
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, mreq)
+        else:
+            self.sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, _mreqn(group, interface)
+            )
+
+    def set_multicast_interface(self, group: str, interface: int | str | None) -> None:
+        """Choose the interface (and loop-back) for the next datagrams to ``group``'s family."""
+        if ":" in group:
+            self.sock.setsockopt(
+                socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, interface_index(interface)
+            )
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+        else:
+            # The address form matters: with only an index, Linux sends from 0.0.0.0 on lo.
+            self.sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, _mreqn("0.0.0.0", interface)
+            )
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+
+
+def _mreqn(group: str, interface: int | str | None) -> bytes:
+    """``struct ip_mreqn``: group, interface address (if known) and interface index."""
+    addr = interface_ipv4(interface) or "0.0.0.0"
+    index = 0
+    if interface is not None and not _is_ipv4(interface):
+        index = interface_index(interface)
+    return socket.inet_aton(group) + socket.inet_aton(addr) + struct.pack("@i", index)
+
+
+def _is_ipv4(value: int | str) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True

@@ -26,8 +26,6 @@ RFC = {v["id"]: v for v in load_vectors("vectors-rfc8613.json")["vectors"]}
 _C11 = RFC["C.1.1"]["inputs"]
 MASTER_SECRET = H(_C11["master_secret"])
 MASTER_SALT = H(_C11["master_salt"])
-OSCORE_CLIENT_ID = H(_C11["sender_id"])
-OSCORE_SERVER_ID = H(_C11["recipient_id"])
 
 _GROUP = load_vectors("vectors-group-oscore.json")
 COMMON = _GROUP["common_inputs"]
@@ -49,6 +47,7 @@ class MemoryOscoreContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Securit
 
     def __init__(
         self, sender_id: bytes, recipient_id: bytes, *, seq: int = 0,
+        master_secret: bytes = MASTER_SECRET, master_salt: bytes = MASTER_SALT,
         id_context: bytes | None = None,
     ) -> None:
         self.alg_aead = oscore.algorithms["AES-CCM-16-64-128"]
@@ -56,7 +55,7 @@ class MemoryOscoreContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Securit
         self.sender_id = sender_id
         self.recipient_id = recipient_id
         self.id_context = id_context
-        self.derive_keys(MASTER_SALT, MASTER_SECRET)
+        self.derive_keys(master_salt, master_secret)
         self.sender_sequence_number = seq
         self.recipient_replay_window = oscore.ReplayWindow(32, lambda: None)
         self.recipient_replay_window.initialize_empty()
@@ -66,22 +65,45 @@ class MemoryOscoreContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Securit
         """Nothing to persist: the context is rebuilt for every test."""
 
 
+def vector_context(key_vector: str) -> dict[str, Any]:
+    """Keyword arguments for both libraries' contexts from an RFC 8613 C.x.y vector."""
+    inputs = RFC[key_vector]["inputs"]
+    return {
+        "sender_id": H(inputs["sender_id"]),
+        "recipient_id": H(inputs["recipient_id"]),
+        "master_secret": H(inputs["master_secret"]),
+        "master_salt": H(inputs["master_salt"]),
+        "id_context": None if inputs["id_context"] is None else H(inputs["id_context"]),
+    }
+
+
+def aio_oscore(key_vector: str, seq: int = 0) -> MemoryOscoreContext:
+    ctx = vector_context(key_vector)
+    return MemoryOscoreContext(ctx.pop("sender_id"), ctx.pop("recipient_id"), seq=seq, **ctx)
+
+
+def gos_oscore(key_vector: str, seq: int = 0, **extra: Any) -> SecurityContext:
+    ctx = vector_context(key_vector)
+    return SecurityContext(ctx.pop("master_secret"), ctx.pop("sender_id"),
+                           ctx.pop("recipient_id"), sequence=SenderSequence(seq), **ctx, **extra)
+
+
 def aio_oscore_client(seq: int = 0) -> MemoryOscoreContext:
-    return MemoryOscoreContext(OSCORE_CLIENT_ID, OSCORE_SERVER_ID, seq=seq)
+    """The C.1 client (Sender ID h'')."""
+    return aio_oscore("C.1.1", seq)
 
 
 def aio_oscore_server(seq: int = 0) -> MemoryOscoreContext:
-    return MemoryOscoreContext(OSCORE_SERVER_ID, OSCORE_CLIENT_ID, seq=seq)
+    """The C.1 server (Sender ID h'01')."""
+    return aio_oscore("C.1.2", seq)
 
 
 def gos_oscore_client(seq: int = 0) -> SecurityContext:
-    return SecurityContext(MASTER_SECRET, OSCORE_CLIENT_ID, OSCORE_SERVER_ID,
-                           master_salt=MASTER_SALT, sequence=SenderSequence(seq))
+    return gos_oscore("C.1.1", seq)
 
 
 def gos_oscore_server(seq: int = 0) -> SecurityContext:
-    return SecurityContext(MASTER_SECRET, OSCORE_SERVER_ID, OSCORE_CLIENT_ID,
-                           master_salt=MASTER_SALT, sequence=SenderSequence(seq))
+    return gos_oscore("C.1.2", seq)
 
 
 # -- Group OSCORE -------------------------------------------------------------------
@@ -94,26 +116,28 @@ def seed(name: str) -> bytes:
     return H(COMMON["creds"][name]["ed25519_seed"])
 
 
-def _roles(name: str) -> tuple[bytes, bytes, str]:
+def _roles(name: str, ids: tuple[bytes, bytes] | None) -> tuple[bytes, bytes, str]:
+    """(own Sender ID, peer's Sender ID, peer's name); ``ids`` = (client's, server's)."""
+    client_id, server_id = ids if ids is not None else (CLIENT_ID, SERVER_ID)
     if name == "client":
-        return CLIENT_ID, SERVER_ID, "server"
-    return SERVER_ID, CLIENT_ID, "client"
+        return client_id, server_id, "server"
+    return server_id, client_id, "client"
 
 
 def aio_group(
     name: str, *, seq: int = 0, group_enc: int = 10, aead: int = 10,
     own_cred: bytes | None = None, own_seed: bytes | None = None,
-    peer_cred: bytes | None = None,
+    peer_cred: bytes | None = None, ids: tuple[bytes, bytes] | None = None, gid: bytes = GID,
 ) -> oscore.SimpleGroupContext:
     """aiocoap's static group context for the vectors' client (0x25) or server (0x52)."""
-    own_id, peer_id, peer = _roles(name)
+    own_id, peer_id, peer = _roles(name, ids)
     ctx = oscore.SimpleGroupContext(
         AIO_AEAD[aead],
         oscore.hashfunctions["sha256"],
         oscore.algorithms_countersign["EdDSA on Ed25519"],
         AIO_AEAD[group_enc],
         oscore.algorithms_staticstatic["ECDH-SS + HKDF-256"],
-        GID,
+        gid,
         H(COMMON["master_secret"]),
         H(COMMON["master_salt"]),
         own_id,
@@ -129,13 +153,13 @@ def aio_group(
 def gos_group(
     name: str, *, seq: int = 0, group_enc: int = 10, aead: int = 10,
     own_cred: bytes | None = None, own_seed: bytes | None = None,
-    peer_cred: bytes | None = None,
+    peer_cred: bytes | None = None, ids: tuple[bytes, bytes] | None = None, gid: bytes = GID,
 ) -> GroupContext:
     """grouposcore's group context for the same member."""
-    own_id, peer_id, peer = _roles(name)
+    own_id, peer_id, peer = _roles(name, ids)
     return GroupContext(
         H(COMMON["master_secret"]),
-        GID,
+        gid,
         master_salt=H(COMMON["master_salt"]),
         sender_id=own_id,
         private_key=Ed25519PrivateKey.from_private_bytes(

@@ -18,9 +18,11 @@ from tests.interop.aiocoap_peers import (
     RFC,
     H,
     aio_incoming,
+    aio_oscore,
     aio_oscore_client,
     aio_oscore_server,
     aio_protect,
+    gos_oscore,
     gos_oscore_client,
     gos_oscore_server,
     same_content,
@@ -111,13 +113,23 @@ EXCHANGES: dict[str, Exchange] = {
 
 # -- vectors: both libraries produce the RFC's bytes ------------------------------------
 
-def test_c4_request_identical_bytes() -> None:
-    vec = RFC["C.4"]
+@pytest.mark.parametrize("vector_id", ["C.4", "C.5", "C.6"])
+def test_vector_request_identical_bytes(vector_id: str) -> None:
+    """C.4 (with salt), C.5 (no salt, Sender ID 00), C.6 (ID Context sent as kid context)."""
+    vec = RFC[vector_id]
+    client_vector = vec["context_from"]
+    server_vector = client_vector[:-1] + "2"
     seq = vec["inputs"]["sender_sequence_number"]
-    plain = _c4_request()
-    aio_bytes, _ = aio_protect(aio_oscore_client(seq), plain)
-    gos_bytes = gos_oscore_client(seq).protect_request(plain)[0].encode()
+    plain = Message.decode(H(vec["inputs"]["unprotected_coap"]))
+    send_kid_context = vec["inputs"]["id_context"] is not None
+    aio_bytes, _ = aio_protect(aio_oscore(client_vector, seq), plain)
+    gos_bytes = gos_oscore(client_vector, seq, send_kid_context=send_kid_context) \
+        .protect_request(plain)[0].encode()
     assert aio_bytes.hex() == gos_bytes.hex() == vec["outputs"]["protected_coap"]
+    # and each library's server reads the other's request
+    assert gos_oscore(server_vector).unprotect_request(Message.decode(aio_bytes))[0] == plain
+    aio_plain, _ = aio_oscore(server_vector).unprotect(aio_incoming(gos_bytes))
+    assert same_content(aio_plain, plain, skip=(URI_HOST,))
 
 
 @pytest.mark.parametrize("vector_id", ["C.7", "C.8"])

@@ -123,3 +123,19 @@ def test_echo_challenge_through_plain_protect_response_uses_own_piv() -> None:
     reply.options.echo = info.value.echo
     protected = server.protect_response(reply, info.value.binding)
     assert protected.options.oscore[0] & 0x07  # a Partial IV is present
+
+
+def test_proxy_uri_is_decomposed() -> None:
+    from grouposcore.coap import Message as Msg
+
+    client = SecurityContext(b"s" * 16, b"\x01", b"\x02")
+    server = SecurityContext(b"s" * 16, b"\x02", b"\x01")
+    for uri, host, port in (("coap://[2001:db8::1]/a/b?x=1", "[2001:db8::1]", None),
+                            ("coap://example.org:5690/a/b?x=1", "example.org", 5690)):
+        msg = Msg(code=Code.GET)
+        msg.options.proxy_uri = uri
+        protected, _ = client.protect_request(msg)
+        assert protected.options.uri_host == host and protected.options.uri_port == port
+        assert protected.options.proxy_scheme == "coap" and not protected.options.uri_path
+        plain, _ = server.unprotect_request(protected)
+        assert plain.options.uri_path == ["a", "b"] and plain.options.uri_query == ["x=1"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from grouposcore.coap import Code, Message, OptionNumber, Options
 from grouposcore.coap.codec import decode_options, encode_options
 from grouposcore.coap.options import OscoreClass, option_def
-from grouposcore.coap.uri import parse_uri
+from grouposcore.coap.uri import DEFAULT_PORTS, parse_uri
 from grouposcore.errors import CoapError, OscoreDecodeError, OscoreError
 
 _OBSERVE = OptionNumber.OBSERVE
@@ -63,8 +63,11 @@ def _decompose_proxy_uri(value: bytes, inner: Options, outer: Options) -> None:
     except (CoapError, UnicodeDecodeError) as exc:
         raise OscoreError(f"cannot decompose Proxy-Uri for OSCORE: {exc}") from exc
     outer.add(OptionNumber.PROXY_SCHEME, uri.scheme)
-    outer.add(OptionNumber.URI_HOST, uri.host)
-    outer.add(OptionNumber.URI_PORT, uri.port)
+    # the request goes to the proxy, so the origin's host is always named (IPv6 literals
+    # in their URI form, with brackets); the port only when it is not the scheme's default
+    outer.add(OptionNumber.URI_HOST, f"[{uri.host}]" if ":" in uri.host else uri.host)
+    if uri.port != DEFAULT_PORTS.get(uri.scheme):
+        outer.add(OptionNumber.URI_PORT, uri.port)
     for segment in uri.path:
         inner.add(OptionNumber.URI_PATH, segment)
     for query in uri.query:

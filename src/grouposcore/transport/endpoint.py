@@ -75,6 +75,11 @@ _N = OptionNumber
 _SAFE_METHODS = (Code.GET, Code.FETCH)
 
 
+def _clone(msg: Message) -> Message:
+    """Copy that keeps a security layer's Message subclass (``Message.copy`` does not)."""
+    return dataclasses.replace(msg, options=msg.options.copy())
+
+
 class _Waiter:
     """Where responses for one token go (a future for one answer, a callback for many)."""
 
@@ -765,7 +770,7 @@ class Endpoint:
         if b2 is not None and b2.num > 0 and whole.code not in _SAFE_METHODS:
             # A later block of a response we no longer hold: re-running POST is not safe.
             return error_response(Code.REQUEST_ENTITY_INCOMPLETE, "representation expired")
-        req = whole.copy()
+        req = _clone(whole)
         for n in (_N.BLOCK2, _N.SIZE2):
             req.options.remove(n)
         obs = req.options.observe if whole.code in _SAFE_METHODS else None
@@ -839,7 +844,7 @@ class Endpoint:
         if self._observations.get(key, (None, None))[1] is not observer:
             return
         try:
-            response = await resource.render(observer.request.copy())
+            response = await resource.render(_clone(observer.request))
         except asyncio.CancelledError:
             raise
         except Exception:

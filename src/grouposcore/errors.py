@@ -197,3 +197,7 @@ class ResponseTooLarge(BlockwiseError):
 
 class EndpointClosed(TransportError):
     """The endpoint was shut down while the operation was pending."""
+
+
+class MembershipTerminated(ManagerError):
+    """The Group Manager ended this node's membership (eviction, or its Sender ID went stale)."""

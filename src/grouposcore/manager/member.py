@@ -1,0 +1,623 @@
+"""The joining node's side of the Group Manager interface, sans-I/O.
+
+Builds Join Requests (scope, cnonce, credential and the PoP signature), checks the GM's own
+proof of possession, and turns the GM's answers (join response, rekeying notifications,
+/creds, /stale-sids, key renewal) into a :class:`GroupKeyingMaterial` that holds everything a
+Group OSCORE Common Context needs. The member's persistent state file is also defined here.
+
+Flow against :class:`~grouposcore.manager.core.GroupManager` (digest §15.3 variant):
+
+1. ``build_join_request(..., challenge=None)`` → POST → 4.00 with ``kdcchallenge``
+   (:func:`parse_challenge`); monitors skip this, they need no credential;
+2. ``build_join_request(..., challenge=N_S)`` → POST → 2.01 → :func:`parse_join_response`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from grouposcore.cose import (
+    Credential,
+    aead_by_id,
+    hkdf_by_id,
+    key_agreement_by_id,
+    private_key_from_bytes,
+    signature_by_id,
+)
+from grouposcore.errors import (
+    CoseError,
+    GroupManagerRequestError,
+    ManagerMessageError,
+    MembershipTerminated,
+)
+from grouposcore.manager.params import (
+    CF_PROBLEM_DETAILS,
+    GKTY_GROUP_OSCORE,
+    PROFILE_COAP_GROUP_OSCORE,
+    Code,
+    KeyParam,
+    Param,
+    Role,
+    bstr_cbor,
+    decode_problem_details,
+    dumps,
+    encode_scope,
+    expect_array,
+    expect_bytes,
+    expect_int,
+    expect_map,
+    expect_text,
+    loads_strict,
+    roles_from_tperm,
+    tperm,
+)
+
+__all__ = [
+    "Challenge",
+    "GroupKeyingMaterial",
+    "MemberState",
+    "PeerInfo",
+    "PendingJoin",
+    "apply_stale",
+    "build_cred_update",
+    "build_creds_fetch",
+    "build_join_request",
+    "build_stale_sids_request",
+    "decode_state",
+    "encode_state",
+    "handle_notification",
+    "load_state",
+    "parse_challenge",
+    "parse_creds",
+    "parse_error",
+    "parse_join_response",
+    "parse_kdc_cred",
+    "parse_key_renewal",
+    "parse_material",
+    "parse_stale_sids",
+    "save_state",
+]
+
+_MAX_SID = 7
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """Another member as the GM describes it: exact credential bytes and its role bitmap."""
+
+    credential: bytes
+    roles: int
+
+
+@dataclass(frozen=True)
+class GroupKeyingMaterial:
+    """Everything the GM provides for one group: the Common Context and the known peers.
+
+    ``peers`` maps Sender ID -> :class:`PeerInfo`; ``sender_id`` is None for a monitor.
+    """
+
+    group: str
+    master_secret: bytes
+    master_salt: bytes
+    gid: bytes
+    hkdf_alg: int
+    aead_alg: int | None
+    group_enc_alg: int | None
+    sign_alg: int | None
+    sign_params: Any
+    ecdh_alg: int | None
+    ecdh_params: Any
+    cred_fmt: int
+    gm_credential: bytes
+    sender_id: bytes | None
+    roles: int
+    num: int
+    exp: int | None
+    peers: Mapping[bytes, PeerInfo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The GM's N_S and the group's signature / ECDH information from its 4.00 answer."""
+
+    kdcchallenge: bytes
+    sign_alg: int | None
+    ecdh_alg: int | None
+
+
+@dataclass(frozen=True)
+class PendingJoin:
+    """A Join Request on its way: what is needed to check the answer."""
+
+    group: str
+    roles: int
+    scope: bytes
+    cnonce: bytes
+    payload: bytes
+
+
+def _roles_value(roles: Iterable[Role | int] | int) -> int:
+    return roles if isinstance(roles, int) else tperm(roles)
+
+
+def _sign(private_key: bytes | Any, sign_alg: int, data: bytes) -> bytes:
+    key = private_key_from_bytes(private_key) if isinstance(private_key, bytes) else private_key
+    return signature_by_id(sign_alg).sign(key, data)
+
+
+def _alg_of(credential: bytes, sign_alg: int | None) -> int:
+    if sign_alg is not None:
+        return sign_alg
+    alg = Credential.from_ccs(credential).alg
+    if alg is None:
+        raise ManagerMessageError("credential names no algorithm; pass sign_alg")
+    return alg
+
+
+def build_join_request(
+    group: str,
+    roles: Iterable[Role | int] | int,
+    *,
+    credential: bytes | None = None,
+    private_key: bytes | Any = None,
+    challenge: bytes | None = None,
+    sign_alg: int | None = None,
+    get_creds: bool = True,
+    cnonce: bytes | None = None,
+) -> PendingJoin:
+    """A Join Request; with ``challenge`` (N_S) it carries the PoP signature too.
+
+    The PoP input is bstr(scope) | bstr(N_S) | bstr(N_C), signed with the group's signature
+    algorithm (``sign_alg``, default: the one named in ``credential``).
+    """
+    perm = _roles_value(roles)
+    scope = encode_scope([(group, perm)])
+    nonce = cnonce if cnonce is not None else secrets.token_bytes(16)
+    body: dict[int, Any] = {Param.SCOPE: scope, Param.CNONCE: nonce}
+    if get_creds:
+        body[Param.GET_CREDS] = None
+    if credential is not None:
+        body[Param.CLIENT_CRED] = credential
+        if challenge is not None:
+            if private_key is None:
+                raise ManagerMessageError("a private key is needed for the PoP signature")
+            pop_input = bstr_cbor(scope) + bstr_cbor(challenge) + bstr_cbor(nonce)
+            body[Param.CLIENT_CRED_VERIFY] = _sign(
+                private_key, _alg_of(credential, sign_alg), pop_input
+            )
+    return PendingJoin(group, perm, scope, nonce, dumps(body))
+
+
+def build_cred_update(
+    scope: bytes,
+    challenge: bytes,
+    credential: bytes,
+    private_key: bytes | Any,
+    sign_alg: int | None = None,
+    cnonce: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """(payload, N_C) of POST /nodes/NODENAME/cred, PoP over the scope of the join."""
+    nonce = cnonce if cnonce is not None else secrets.token_bytes(16)
+    pop_input = bstr_cbor(scope) + bstr_cbor(challenge) + bstr_cbor(nonce)
+    body = {
+        Param.CLIENT_CRED: credential,
+        Param.CNONCE: nonce,
+        Param.CLIENT_CRED_VERIFY: _sign(private_key, _alg_of(credential, sign_alg), pop_input),
+    }
+    return dumps(body), nonce
+
+
+def build_stale_sids_request(num: int) -> bytes:
+    """FETCH /stale-sids body: the last version the member knows."""
+    return dumps(int(num))
+
+
+def build_creds_fetch(
+    inclusion: bool, roles: Iterable[int] = (), sender_ids: Iterable[bytes] = ()
+) -> bytes:
+    """FETCH /creds body: [inclusion_flag, role_filter (Tperm values), id_filter]."""
+    return dumps({Param.GET_CREDS: [bool(inclusion), list(roles), list(sender_ids)]})
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _body(payload: bytes, what: str) -> dict[Any, Any]:
+    return expect_map(loads_strict(payload, what), what)
+
+
+def parse_error(code: int, payload: bytes, content_format: int | None) -> GroupManagerRequestError:
+    """The GM's error answer as an exception (to raise or inspect)."""
+    error_id: int | None = None
+    detail = f"Group Manager answered {code >> 5}.{code & 31:02d}"
+    if content_format == CF_PROBLEM_DETAILS and payload:
+        try:
+            error_id, text = decode_problem_details(payload)
+        except ManagerMessageError:
+            text = None
+        if text:
+            detail += f": {text}"
+    return GroupManagerRequestError(detail, code=code, error_id=error_id)
+
+
+def parse_challenge(payload: bytes) -> Challenge:
+    """N_S (and the group's algorithms) from the GM's 4.00 ace-groupcomm+cbor answer."""
+    body = _body(payload, "challenge answer")
+    n_s = expect_bytes(body.get(Param.KDCCHALLENGE), "'kdcchallenge'", min_len=8, max_len=64)
+
+    def first_alg(label: int) -> int | None:
+        info = body.get(label)
+        if info is None:
+            return None
+        entries = expect_array(info, "info array", max_len=16)
+        if not entries:
+            return None
+        entry = expect_array(entries[0], "info entry", max_len=8)
+        if len(entry) < 2:
+            raise ManagerMessageError("info entry too short")
+        return expect_int(entry[1], "info algorithm", lo=-(1 << 31), hi=1 << 31)
+
+    return Challenge(n_s, first_alg(Param.SIGN_INFO), first_alg(Param.ECDH_INFO))
+
+
+def _opt_alg(key: Mapping[Any, Any], label: int, lookup: Any, what: str) -> int | None:
+    value = key.get(label)
+    if value is None:
+        return None
+    alg = expect_int(value, what, lo=-(1 << 31), hi=1 << 31)
+    try:
+        lookup(alg)
+    except CoseError:
+        raise ManagerMessageError(f"unsupported {what} {alg}") from None
+    return alg
+
+
+def _parse_peers(body: Mapping[Any, Any], sign_alg: int | None) -> dict[bytes, PeerInfo]:
+    """Peers from creds/peer_identifiers/peer_roles; credentials must fit ``sign_alg``."""
+    creds = body.get(Param.CREDS)
+    if creds is None:
+        return {}
+    creds = expect_array(creds, "'creds'")
+    ids = expect_array(body.get(Param.PEER_IDENTIFIERS), "'peer_identifiers'")
+    roles = body.get(Param.PEER_ROLES)
+    roles = [0] * len(creds) if roles is None else expect_array(roles, "'peer_roles'")
+    if not len(creds) == len(ids) == len(roles):
+        raise ManagerMessageError("'creds', 'peer_identifiers' and 'peer_roles' differ in length")
+    peers: dict[bytes, PeerInfo] = {}
+    for c, i, r in zip(creds, ids, roles, strict=True):
+        sid = expect_bytes(i, "peer identifier", max_len=_MAX_SID)
+        if sid in peers:
+            raise ManagerMessageError("duplicate peer identifier")
+        if r:
+            roles_from_tperm(r)
+        raw = expect_bytes(c, "peer credential", min_len=1, max_len=2048)
+        if sign_alg is not None:
+            try:
+                fits = Credential.from_ccs(raw).fits_signature(signature_by_id(sign_alg))
+            except CoseError as e:
+                raise ManagerMessageError(f"peer credential unusable: {e}") from None
+            if not fits:
+                raise ManagerMessageError("peer credential does not fit the group")
+        peers[sid] = PeerInfo(raw, r)
+    return peers
+
+
+def _stale_from(body: Mapping[Any, Any]) -> list[bytes] | None:
+    value = body.get(Param.STALE_NODE_IDS)
+    if value is None:
+        return None
+    return [
+        expect_bytes(s, "stale Sender ID", max_len=_MAX_SID)
+        for s in expect_array(value, "'stale_node_ids'")
+    ]
+
+
+def _material_fields(
+    body: Mapping[Any, Any], previous: GroupKeyingMaterial | None
+) -> dict[str, Any]:
+    """Key-object and version fields; absent optional ones fall back to ``previous``."""
+    gkty = body.get(Param.GKTY)
+    if gkty != GKTY_GROUP_OSCORE or isinstance(gkty, bool):
+        raise ManagerMessageError("'gkty' is not Group_OSCORE_Input_Material")
+    profile = body.get(Param.ACE_GROUPCOMM_PROFILE, PROFILE_COAP_GROUP_OSCORE)
+    if profile != PROFILE_COAP_GROUP_OSCORE or isinstance(profile, bool):
+        raise ManagerMessageError("unknown 'ace_groupcomm_profile'")
+    key = expect_map(body.get(Param.KEY), "'key'")
+    out: dict[str, Any] = {
+        "master_secret": expect_bytes(key.get(KeyParam.MS), "'ms'", min_len=1, max_len=64),
+        "gid": expect_bytes(key.get(KeyParam.CONTEXT_ID), "'contextId'", max_len=16),
+        "master_salt": expect_bytes(key.get(KeyParam.SALT, b""), "'salt'", max_len=64),
+        "num": expect_int(body.get(Param.NUM), "'num'", lo=0),
+    }
+    exp = body.get(Param.EXP)
+    out["exp"] = None if exp is None else expect_int(exp, "'exp'", lo=0)
+    optional = {
+        "hkdf_alg": (KeyParam.HKDF, hkdf_by_id, "'hkdf'"),
+        "aead_alg": (KeyParam.ALG, aead_by_id, "'alg'"),
+        "group_enc_alg": (KeyParam.GP_ENC_ALG, aead_by_id, "'gp_enc_alg'"),
+        "sign_alg": (KeyParam.SIGN_ALG, signature_by_id, "'sign_alg'"),
+        "ecdh_alg": (KeyParam.ECDH_ALG, key_agreement_by_id, "'ecdh_alg'"),
+    }
+    for name, (label, lookup, what) in optional.items():
+        value = _opt_alg(key, label, lookup, what)
+        if value is None and previous is not None:
+            value = getattr(previous, name)
+        out[name] = value
+    if out["hkdf_alg"] is None:
+        out["hkdf_alg"] = 5
+    if KeyParam.CRED_FMT in key:
+        out["cred_fmt"] = expect_int(key[KeyParam.CRED_FMT], "'cred_fmt'", lo=0, hi=1 << 16)
+    else:
+        out["cred_fmt"] = previous.cred_fmt if previous is not None else 14
+    for name, label in (
+        ("sign_params", KeyParam.SIGN_PARAMS),
+        ("ecdh_params", KeyParam.ECDH_PARAMS),
+    ):
+        if label in key:
+            out[name] = expect_array(key[label], f"'{name}'", max_len=8)
+        else:
+            out[name] = getattr(previous, name) if previous is not None else None
+    if KeyParam.GROUP_SENDER_ID in key:
+        out["sender_id"] = expect_bytes(
+            key[KeyParam.GROUP_SENDER_ID], "'group_SenderId'", max_len=_MAX_SID
+        )
+    return out
+
+
+def _verify_kdc_pop(body: Mapping[Any, Any], client_nonce: bytes, sign_alg: int) -> bytes:
+    """Check kdc_cred_verify over bstr(N_C) | bstr(N_KDC); return kdc_cred."""
+    kdc_cred = expect_bytes(body.get(Param.KDC_CRED), "'kdc_cred'", min_len=1, max_len=2048)
+    n_kdc = expect_bytes(body.get(Param.KDC_NONCE), "'kdc_nonce'", min_len=8, max_len=64)
+    signature = expect_bytes(body.get(Param.KDC_CRED_VERIFY), "'kdc_cred_verify'", max_len=512)
+    alg = signature_by_id(sign_alg)
+    try:
+        cred = Credential.from_ccs(kdc_cred)
+        if not cred.fits_signature(alg):
+            raise ManagerMessageError("the GM credential does not fit the group's algorithm")
+        alg.verify(cred.public_key, signature, bstr_cbor(client_nonce) + bstr_cbor(n_kdc))
+    except CoseError as e:
+        raise ManagerMessageError(f"the GM's proof of possession failed: {e}") from None
+    return kdc_cred
+
+
+def parse_join_response(
+    payload: bytes, pending: PendingJoin, *, gm_credential: bytes | None = None
+) -> GroupKeyingMaterial:
+    """Verify the GM's PoP and build the material; ``gm_credential`` pins the expected GM."""
+    body = _body(payload, "Join Response")
+    fields = _material_fields(body, None)
+    if fields["sign_alg"] is None:
+        raise ManagerMessageError("group without a signature algorithm: GM PoP not checkable")
+    kdc_cred = _verify_kdc_pop(body, pending.cnonce, fields["sign_alg"])
+    if gm_credential is not None and kdc_cred != gm_credential:
+        raise ManagerMessageError("the GM credential is not the expected one")
+    monitor = roles_from_tperm(pending.roles) == frozenset({Role.MONITOR})
+    sender_id = fields.pop("sender_id", None)
+    if sender_id is None and not monitor:
+        raise ManagerMessageError("Join Response lacks the assigned Sender ID")
+    if sender_id is not None and monitor:
+        raise ManagerMessageError("a monitor must not get a Sender ID")
+    peers = _parse_peers(body, fields["sign_alg"])
+    if sender_id is not None and sender_id in peers:
+        raise ManagerMessageError("own Sender ID listed as a peer")
+    return GroupKeyingMaterial(
+        group=pending.group,
+        gm_credential=kdc_cred,
+        sender_id=sender_id,
+        roles=pending.roles,
+        peers=peers,
+        **fields,
+    )
+
+
+def apply_stale(material: GroupKeyingMaterial, stale: list[bytes] | None) -> GroupKeyingMaterial:
+    """Drop stale peers; ``None`` means the GM could not tell, so every peer is dropped."""
+    if stale is None:
+        return replace(material, peers={})
+    if material.sender_id is not None and material.sender_id in stale:
+        raise MembershipTerminated("own Sender ID is stale: the membership ended")
+    gone = set(stale)
+    return replace(material, peers={k: v for k, v in material.peers.items() if k not in gone})
+
+
+def parse_material(payload: bytes, previous: GroupKeyingMaterial) -> GroupKeyingMaterial:
+    """Install a rekeying message or a GET /ace-group/GROUPNAME (or /nodes/NODENAME) answer.
+
+    Stale Sender IDs in the message are purged, peers it announces (joiners) are added. An
+    older version than ``previous`` is refused; the same version must carry the same Gid.
+    """
+    body = _body(payload, "group keying material")
+    fields = _material_fields(body, previous)
+    if fields["num"] < previous.num:
+        raise ManagerMessageError("keying material older than the installed one")
+    if fields["num"] == previous.num and fields["gid"] != previous.gid:
+        raise ManagerMessageError("same version number with a different Gid")
+    sender_id = fields.pop("sender_id", previous.sender_id)
+    stale = _stale_from(body)
+    updated = replace(previous, sender_id=sender_id, **fields)
+    if stale is not None:
+        updated = apply_stale(updated, stale)
+    peers = dict(updated.peers)
+    peers.update(_parse_peers(body, updated.sign_alg))
+    if sender_id is not None:
+        peers.pop(sender_id, None)
+    return replace(updated, peers=peers)
+
+
+def handle_notification(
+    previous: GroupKeyingMaterial, code: int, payload: bytes, content_format: int | None
+) -> GroupKeyingMaterial:
+    """An Observe notification from the GM: new material, or the end of the membership."""
+    if code == Code.NOT_FOUND:
+        err = parse_error(code, payload, content_format)
+        raise MembershipTerminated(str(err))
+    if code != Code.CONTENT:
+        raise parse_error(code, payload, content_format)
+    return parse_material(payload, previous)
+
+
+def parse_creds(payload: bytes, sign_alg: int | None = None) -> dict[bytes, PeerInfo]:
+    """Peers from a /creds answer (an empty byte string means: none matched).
+
+    With ``sign_alg`` every credential must fit the group's signature algorithm.
+    """
+    value = loads_strict(payload, "credentials response")
+    if value == b"":
+        return {}
+    return _parse_peers(expect_map(value, "credentials response"), sign_alg)
+
+
+def parse_stale_sids(payload: bytes) -> list[bytes] | None:
+    """Stale IDs from /stale-sids; None (empty payload) means 'purge every peer'."""
+    if not payload:
+        return None
+    return [
+        expect_bytes(s, "stale Sender ID", max_len=_MAX_SID)
+        for s in expect_array(loads_strict(payload, "stale-sids response"), "stale-sids response")
+    ]
+
+
+def parse_key_renewal(payload: bytes, material: GroupKeyingMaterial) -> GroupKeyingMaterial:
+    """Install the new Sender ID from a key-renewal answer."""
+    body = _body(payload, "key renewal response")
+    sid = expect_bytes(body.get(Param.GROUP_SENDER_ID), "'group_SenderId'", max_len=_MAX_SID)
+    return replace(material, sender_id=sid)
+
+
+def parse_kdc_cred(payload: bytes, client_nonce: bytes, sign_alg: int) -> bytes:
+    """The GM credential from GET /kdc-cred, after checking its PoP over our join's N_C."""
+    return _verify_kdc_pop(_body(payload, "kdc-cred response"), client_nonce, sign_alg)
+
+
+# --- member state file ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """What a member needs to come back into its group after a restart without re-joining.
+
+    ``private_key`` is the private COSE_Key bytes (cose ``private_key_to_bytes``);
+    ``ssn_reserved`` is the first Sender Sequence Number not yet reserved, so a restarted
+    member never reuses a nonce.
+    """
+
+    node: str
+    material: GroupKeyingMaterial
+    private_key: bytes | None
+    credential: bytes | None
+    scope: bytes
+    client_nonce: bytes
+    ssn_reserved: int = 0
+
+
+_MATERIAL_KEYS = (
+    "group", "master_secret", "master_salt", "gid", "hkdf_alg", "aead_alg", "group_enc_alg",
+    "sign_alg", "sign_params", "ecdh_alg", "ecdh_params", "cred_fmt", "gm_credential",
+    "sender_id", "roles", "num", "exp",
+)  # fmt: skip
+
+
+def encode_state(state: MemberState) -> bytes:
+    """CBOR form of the state file."""
+    m = state.material
+    material = {k: getattr(m, k) for k in _MATERIAL_KEYS}
+    material["peers"] = [[sid, p.credential, p.roles] for sid, p in sorted(m.peers.items())]
+    return dumps(
+        {
+            "version": _STATE_VERSION,
+            "node": state.node,
+            "material": material,
+            "private_key": state.private_key,
+            "credential": state.credential,
+            "scope": state.scope,
+            "client_nonce": state.client_nonce,
+            "ssn_reserved": state.ssn_reserved,
+        }
+    )
+
+
+def _opt(value: Any, check: Any, *args: Any, **kwargs: Any) -> Any:
+    return None if value is None else check(value, *args, **kwargs)
+
+
+def decode_state(data: bytes) -> MemberState:
+    """Inverse of :func:`encode_state`; ManagerMessageError on anything unexpected."""
+    top = expect_map(loads_strict(data, "member state"), "member state")
+    if top.get("version") != _STATE_VERSION:
+        raise ManagerMessageError("unknown member state version")
+    raw = expect_map(top.get("material"), "'material'")
+    alg = (-(1 << 31), 1 << 31)
+    material = GroupKeyingMaterial(
+        group=expect_text(raw.get("group"), "'group'", max_len=64),
+        master_secret=expect_bytes(raw.get("master_secret"), "'master_secret'", min_len=1),
+        master_salt=expect_bytes(raw.get("master_salt"), "'master_salt'"),
+        gid=expect_bytes(raw.get("gid"), "'gid'", max_len=16),
+        hkdf_alg=expect_int(raw.get("hkdf_alg"), "'hkdf_alg'", lo=alg[0], hi=alg[1]),
+        aead_alg=_opt(raw.get("aead_alg"), expect_int, "'aead_alg'", lo=alg[0], hi=alg[1]),
+        group_enc_alg=_opt(raw.get("group_enc_alg"), expect_int, "'group_enc_alg'"),
+        sign_alg=_opt(raw.get("sign_alg"), expect_int, "'sign_alg'", lo=alg[0], hi=alg[1]),
+        sign_params=_opt(raw.get("sign_params"), expect_array, "'sign_params'"),
+        ecdh_alg=_opt(raw.get("ecdh_alg"), expect_int, "'ecdh_alg'", lo=alg[0], hi=alg[1]),
+        ecdh_params=_opt(raw.get("ecdh_params"), expect_array, "'ecdh_params'"),
+        cred_fmt=expect_int(raw.get("cred_fmt"), "'cred_fmt'", lo=0),
+        gm_credential=expect_bytes(raw.get("gm_credential"), "'gm_credential'", min_len=1),
+        sender_id=_opt(raw.get("sender_id"), expect_bytes, "'sender_id'", max_len=_MAX_SID),
+        roles=expect_int(raw.get("roles"), "'roles'", lo=0),
+        num=expect_int(raw.get("num"), "'num'", lo=0),
+        exp=_opt(raw.get("exp"), expect_int, "'exp'", lo=0),
+        peers={},
+    )
+    peers: dict[bytes, PeerInfo] = {}
+    for entry in expect_array(raw.get("peers"), "'peers'"):
+        item = expect_array(entry, "peer entry", max_len=3)
+        if len(item) != 3:
+            raise ManagerMessageError("peer entries are [sid, credential, roles]")
+        sid = expect_bytes(item[0], "peer Sender ID", max_len=_MAX_SID)
+        peers[sid] = PeerInfo(
+            expect_bytes(item[1], "peer credential", min_len=1),
+            expect_int(item[2], "peer roles", lo=0),
+        )
+    return MemberState(
+        node=expect_text(top.get("node"), "'node'", max_len=64),
+        material=replace(material, peers=peers),
+        private_key=_opt(top.get("private_key"), expect_bytes, "'private_key'"),
+        credential=_opt(top.get("credential"), expect_bytes, "'credential'"),
+        scope=expect_bytes(top.get("scope"), "'scope'", min_len=1),
+        client_nonce=expect_bytes(top.get("client_nonce"), "'client_nonce'"),
+        ssn_reserved=expect_int(top.get("ssn_reserved"), "'ssn_reserved'", lo=0),
+    )
+
+
+def save_state(path: str | os.PathLike[str], state: MemberState) -> None:
+    """Write the state file atomically, mode 0600 (it holds the Master Secret and own key)."""
+    target = Path(path)
+    data = encode_state(state)
+    fd, tmp = tempfile.mkstemp(prefix=".member-", dir=target.parent or ".")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_state(path: str | os.PathLike[str]) -> MemberState:
+    """Read a state file written by :func:`save_state`."""
+    with open(path, "rb") as f:
+        return decode_state(f.read())

@@ -1,0 +1,352 @@
+"""Joining: PoP both ways, access list, roles, Sender IDs, and rejected joins leaving no trace."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+
+from grouposcore.cose import ES256, Credential, signature_by_id
+from grouposcore.manager import member as mb
+from grouposcore.manager.core import GroupManager
+from grouposcore.manager.params import (
+    CF_ACE_GROUPCOMM,
+    CF_PROBLEM_DETAILS,
+    Code,
+    ErrorId,
+    KeyParam,
+    Param,
+    Role,
+    bstr_cbor,
+    decode_problem_details,
+    encode_scope,
+)
+from tests.manager.helpers import RS, Harness, check_invariants
+
+
+def _error_id(r: object) -> int | None:
+    assert r.content_format == CF_PROBLEM_DETAILS  # type: ignore[attr-defined]
+    return decode_problem_details(r.payload)[0]  # type: ignore[attr-defined]
+
+
+def test_three_members_join_with_unique_sids_and_full_material(harness: Harness) -> None:
+    gm = harness.gm
+    gm.create_group("gp1", backward_security=False)
+    nodes = [harness.join(n, "gp1") for n in ("alice", "bob", "carol")]
+    mats = [n.material for n in nodes]
+    assert all(m is not None for m in mats)
+    sids = [m.sender_id for m in mats if m]
+    assert len(set(sids)) == 3 and all(sids)
+    g = gm.group("gp1")
+    assert g is not None
+    for m in mats:
+        assert m is not None
+        assert (m.master_secret, m.master_salt, m.gid, m.num) == (
+            g.master_secret,
+            g.master_salt,
+            g.gid,
+            0,
+        )
+        assert (m.hkdf_alg, m.aead_alg, m.group_enc_alg, m.sign_alg, m.ecdh_alg) == (
+            5,
+            10,
+            10,
+            -8,
+            -27,
+        )
+        assert m.cred_fmt == 14 and m.sign_params == [[1], [1, 6]]
+        assert m.ecdh_params == [[1], [1, 4]]
+        assert m.gm_credential == gm.gm_credential("gp1")
+    # Carol asked for credentials and got Alice's and Bob's, exact bytes, with roles.
+    carol = mats[2]
+    assert carol is not None
+    assert {sid: p.credential for sid, p in carol.peers.items()} == {
+        mats[0].sender_id: harness.nodes["alice"].credential,  # type: ignore[union-attr]
+        mats[1].sender_id: harness.nodes["bob"].credential,  # type: ignore[union-attr]
+    }
+    assert {p.roles for p in carol.peers.values()} == {6}
+    check_invariants(gm)
+
+
+def test_join_response_fields_and_location(harness: Harness) -> None:
+    harness.gm.create_group("g")
+    harness.gm.allow("n1", "g", RS)
+    n = harness.node("n1")
+    ch = harness.challenge("n1", "g")
+    p = mb.build_join_request("g", RS, credential=n.credential, private_key=n.private_key,
+                              challenge=ch)  # fmt: skip
+    r = harness.request("n1", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+    assert r.code == Code.CREATED and r.content_format == CF_ACE_GROUPCOMM
+    assert r.location_path == ("ace-group", "g", "nodes", "n1")
+    body = cbor2.loads(r.payload)
+    assert body[Param.GKTY] == 1 and body[Param.ACE_GROUPCOMM_PROFILE] == 1
+    assert body[Param.EXI] > 0 and body[Param.EXP] > 0
+    assert body[Param.GROUP_POLICIES] == {1: 3600, 2: 0}
+    key = body[Param.KEY]
+    assert len(key[KeyParam.MS]) == 16 and key[KeyParam.GROUP_SENDER_ID] == b"\x00"
+    assert key[KeyParam.HKDF] == 5 and key[KeyParam.CRED_FMT] == 14
+    # The GM's PoP: its signature over bstr(N_C) | bstr(N_KDC), checked independently.
+    gm_cred = Credential.from_ccs(body[Param.KDC_CRED])
+    signature_by_id(-8).verify(
+        gm_cred.public_key,
+        body[Param.KDC_CRED_VERIFY],
+        bstr_cbor(p.cnonce) + bstr_cbor(body[Param.KDC_NONCE]),
+    )
+    assert body[Param.CREDS] == [] and body[Param.PEER_IDENTIFIERS] == []
+
+
+def test_challenge_answer_carries_sign_info(harness: Harness) -> None:
+    harness.gm.create_group("g", sign_alg=-7)
+    harness.gm.allow("n", "g", RS)
+    n = harness.node("n", ES256)
+    p = mb.build_join_request("g", RS, credential=n.credential)
+    r = harness.request("n", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+    ch = mb.parse_challenge(r.payload)
+    assert r.code == Code.BAD_REQUEST and len(ch.kdcchallenge) >= 8
+    assert (ch.sign_alg, ch.ecdh_alg) == (-7, -27)
+
+
+def test_es256_group_join(harness: Harness) -> None:
+    harness.gm.create_group("g", sign_alg=-7)
+    harness.node("n", ES256)
+    n = harness.join("n", "g")
+    assert n.material is not None and n.material.sign_params == [[2], [2, 1]]
+
+
+def _rejected(harness: Harness, payload: bytes, node: str = "eve") -> object:
+    before = harness.gm.snapshot()
+    r = harness.request(node, "POST", "ace-group/g", payload, CF_ACE_GROUPCOMM)
+    assert r.code == Code.BAD_REQUEST
+    assert harness.gm.snapshot() == before
+    assert harness.gm.store.member("g", node) is None
+    return r
+
+
+@pytest.fixture
+def eve(harness: Harness) -> Harness:
+    harness.gm.create_group("g")
+    harness.join("alice", "g")
+    harness.gm.allow("eve", "g", RS)
+    harness.node("eve")
+    return harness
+
+
+def test_wrong_pop_is_rejected_without_state(eve: Harness) -> None:
+    n = eve.nodes["eve"]
+    ch = eve.challenge("eve", "g")
+    p = mb.build_join_request("g", RS, credential=n.credential, private_key=n.private_key,
+                              challenge=ch)  # fmt: skip
+    body = cbor2.loads(p.payload)
+    sig = bytearray(body[Param.CLIENT_CRED_VERIFY])
+    sig[5] ^= 1
+    body[Param.CLIENT_CRED_VERIFY] = bytes(sig)
+    assert _error_id(_rejected(eve, cbor2.dumps(body))) == ErrorId.INVALID_POP
+    # The challenge survives a failed attempt: the honest retry still works.
+    p = mb.build_join_request("g", RS, credential=n.credential, private_key=n.private_key,
+                              challenge=ch)  # fmt: skip
+    assert eve.request("eve", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM).code == 65
+
+
+def test_pop_over_another_scope_or_nonce_fails(eve: Harness) -> None:
+    n = eve.nodes["eve"]
+    ch = eve.challenge("eve", "g")
+    p = mb.build_join_request("g", RS, credential=n.credential, private_key=n.private_key,
+                              challenge=ch)  # fmt: skip
+    body = cbor2.loads(p.payload)
+    body[Param.CNONCE] = b"\x01" * 16  # signature was over another N_C
+    assert _error_id(_rejected(eve, cbor2.dumps(body))) == ErrorId.INVALID_POP
+
+
+def test_replayed_challenge_is_rejected(eve: Harness) -> None:
+    n = eve.nodes["eve"]
+    ch = eve.challenge("eve", "g")
+    p = mb.build_join_request("g", RS, credential=n.credential, private_key=n.private_key,
+                              challenge=ch)  # fmt: skip
+    assert eve.request("eve", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM).code == 65
+    # Leave, then replay the recorded join: the challenge was consumed.
+    assert eve.request("eve", "DELETE", "ace-group/g/nodes/eve").code == Code.DELETED
+    r = _rejected(eve, p.payload)
+    assert r.content_format == CF_ACE_GROUPCOMM  # a fresh challenge, not a membership
+    # Even after a new challenge exists, the old PoP does not fit it.
+    assert _error_id(_rejected(eve, p.payload)) == ErrorId.INVALID_POP
+
+
+def test_credential_for_another_key_is_rejected(eve: Harness) -> None:
+    n = eve.nodes["eve"]
+    other = eve.node("mallory")
+    ch = eve.challenge("eve", "g")
+    # Eve presents Mallory's credential but can only sign with her own key.
+    p = mb.build_join_request("g", RS, credential=other.credential, private_key=n.private_key,
+                              challenge=ch)  # fmt: skip
+    assert _error_id(_rejected(eve, p.payload)) == ErrorId.INVALID_POP
+
+
+def test_credential_not_fitting_the_group_is_rejected(eve: Harness) -> None:
+    key = ES256.generate_private_key()
+    cred = Credential.build_ccs(key.public_key(), -7, "eve").raw
+    ch = eve.challenge("eve", "g")
+    p = mb.build_join_request("g", RS, credential=cred, private_key=key, challenge=ch)
+    assert _error_id(_rejected(eve, p.payload)) == ErrorId.CRED_INCOMPATIBLE
+    p = mb.build_join_request("g", RS, credential=b"\xa1\x01\x02", private_key=key,
+                              challenge=ch, sign_alg=-7)  # fmt: skip
+    assert _error_id(_rejected(eve, p.payload)) == ErrorId.CRED_INCOMPATIBLE
+
+
+def test_credential_of_another_member_is_rejected(eve: Harness) -> None:
+    alice = eve.nodes["alice"]
+    ch = eve.challenge("eve", "g")
+    p = mb.build_join_request("g", RS, credential=alice.credential,
+                              private_key=alice.private_key, challenge=ch)  # fmt: skip
+    assert _error_id(_rejected(eve, p.payload)) == ErrorId.CRED_INCOMPATIBLE
+
+
+def test_not_on_access_list_is_forbidden(harness: Harness) -> None:
+    harness.gm.create_group("g")
+    n = harness.node("x")
+    before = harness.gm.snapshot()
+    p = mb.build_join_request("g", RS, credential=n.credential)
+    assert harness.request("x", "POST", "ace-group/g", p.payload, 261).code == Code.FORBIDDEN
+    assert harness.request("x", "GET", "ace-group/g").code == Code.FORBIDDEN
+    assert harness.request("x", "GET", "ace-group/nope").code == Code.FORBIDDEN
+    assert harness.gm.snapshot() == before
+
+
+def test_roles_beyond_the_access_list_are_forbidden(harness: Harness) -> None:
+    harness.gm.create_group("g")
+    harness.gm.allow("x", "g", [Role.REQUESTER])
+    p = mb.build_join_request("g", RS, credential=harness.node("x").credential)
+    assert harness.request("x", "POST", "ace-group/g", p.payload, 261).code == Code.FORBIDDEN
+
+
+@pytest.mark.parametrize("perm", [1 << 1 | 1 << 3, 1 << 2 | 1 << 3, 1 << 4, 1, 1 << 5])
+def test_inconsistent_roles_are_rejected(harness: Harness, perm: int) -> None:
+    harness.gm.create_group("g")
+    harness.gm.allow("x", "g", 0b11110)
+    body = {Param.SCOPE: cbor2.dumps([["g", perm]]), Param.CNONCE: b"n" * 8}
+    before = harness.gm.snapshot()
+    r = harness.request("x", "POST", "ace-group/g", cbor2.dumps(body), 261)
+    assert r.code == Code.BAD_REQUEST
+    if perm not in (1, 1 << 5):
+        assert _error_id(r) == ErrorId.ROLES_INCONSISTENT
+    assert harness.gm.snapshot() == before
+
+
+def test_scope_for_another_group_is_rejected(harness: Harness) -> None:
+    harness.gm.create_group("g")
+    harness.gm.allow("x", "g", RS)
+    body = {Param.SCOPE: encode_scope([("h", 6)]), Param.CNONCE: b"n" * 8}
+    r = harness.request("x", "POST", "ace-group/g", cbor2.dumps(body), 261)
+    assert r.code == Code.BAD_REQUEST
+
+
+def test_monitor_gets_no_sender_id_and_no_challenge(harness: Harness) -> None:
+    harness.gm.create_group("g", backward_security=False)
+    harness.join("a", "g")
+    mon = harness.join("mon", "g", [Role.MONITOR])
+    assert mon.material is not None and mon.material.sender_id is None
+    assert list(mon.material.peers) == [b"\x00"]
+    rec = harness.gm.store.member("g", "mon")
+    assert rec is not None and rec.sender_id is None and rec.credential is None
+    # A monitor neither asks for a new Sender ID nor uploads a credential.
+    assert harness.request("mon", "POST", "ace-group/g/nodes/mon").code == Code.BAD_REQUEST
+    assert harness.request("mon", "POST", "ace-group/g/nodes/mon/cred", b"\xa0").code == 132
+    # Monitors are not offered as credential holders to others.
+    r = harness.request("a", "GET", "ace-group/g/creds")
+    assert list(mb.parse_creds(r.payload)) == [b"\x00"]
+    check_invariants(harness.gm)
+
+
+def test_fifty_joins_get_fifty_unique_sids(harness: Harness) -> None:
+    harness.gm.create_group("big", backward_security=False)
+    sids = []
+    for i in range(50):
+        n = harness.join(f"n{i}", "big")
+        assert n.material is not None
+        sids.append(n.material.sender_id)
+    assert len(set(sids)) == 50
+    check_invariants(harness.gm)
+
+
+def test_rejoin_gets_a_new_sender_id_and_2_04(harness: Harness) -> None:
+    harness.gm.create_group("g", backward_security=False)
+    first = harness.join("a", "g").material
+    harness.join("b", "g")
+    again = harness.join("a", "g", allow=False).material
+    assert first is not None and again is not None
+    assert (first.sender_id, again.sender_id) == (b"\x00", b"\x02")
+    assert again.gid == first.gid
+    # 0x00 is free again but was used under this Gid: a newcomer gets 0x03.
+    c = harness.join("c", "g").material
+    assert c is not None and c.sender_id == b"\x03"
+    assert harness.gm.store.member("g", "a").sender_id == b"\x02"  # type: ignore[union-attr]
+    # After a rekeying (b leaves), the Gid is new and old IDs may be handed out again.
+    assert harness.request("b", "DELETE", "ace-group/g/nodes/b").code == Code.DELETED
+    d = harness.join("d", "g").material
+    assert d is not None and d.gid != first.gid and d.sender_id == b"\x00"
+    check_invariants(harness.gm)
+
+
+def test_rejoin_with_stored_credential_needs_no_new_pop(harness: Harness) -> None:
+    harness.gm.create_group("g", backward_security=False)
+    harness.join("a", "g")
+    p = mb.build_join_request("g", RS)  # no client_cred: "use the one you have"
+    r = harness.request("a", "POST", "ace-group/g", p.payload, 261)
+    assert r.code == Code.CHANGED
+    m = mb.parse_join_response(r.payload, p)
+    assert m.sender_id == b"\x01"
+
+
+def test_sender_id_length_follows_the_nonce(harness: Harness) -> None:
+    # AES-CCM-64-64-128 has a 7-byte nonce: Sender IDs of at most 1 byte, 256 of them.
+    g = harness.gm.create_group("small", group_enc_alg=12, aead_alg=12, backward_security=False)
+    assert g.max_sid_len == 1
+    for i in range(256):
+        with harness.gm.store.transaction():
+            harness.gm.store.record_allocation("small", g.gid, bytes([i]), f"x{i}")
+    harness.gm.allow("late", "small", RS)
+    n = harness.node("late")
+    ch = harness.challenge("late", "small")
+    p = mb.build_join_request("small", RS, credential=n.credential, private_key=n.private_key,
+                              challenge=ch)  # fmt: skip
+    r = harness.request("late", "POST", "ace-group/small", p.payload, 261)
+    assert r.code == Code.SERVICE_UNAVAILABLE and _error_id(r) == ErrorId.NO_NODE_IDS
+
+
+def test_inactive_group_refuses_joins(harness: Harness) -> None:
+    harness.gm.create_group("g")
+    harness.join("a", "g")
+    notes = harness.gm.set_active("g", False)
+    assert [(n.node, cbor2.loads(n.payload)) for n in notes] == [("a", False)]
+    harness.gm.allow("b", "g", RS)
+    p = mb.build_join_request("g", RS, credential=harness.node("b").credential)
+    r = harness.request("b", "POST", "ace-group/g", p.payload, 261)
+    assert r.code == Code.SERVICE_UNAVAILABLE and _error_id(r) == ErrorId.GROUP_INACTIVE
+    assert cbor2.loads(harness.request("a", "GET", "ace-group/g/active").payload) is False
+
+
+def test_join_get_creds_role_filter(harness: Harness) -> None:
+    harness.gm.create_group("g", backward_security=False)
+    harness.join("req", "g", [Role.REQUESTER])
+    harness.join("rsp", "g", [Role.RESPONDER])
+    harness.gm.allow("c", "g", RS)
+    n = harness.node("c")
+    ch = harness.challenge("c", "g")
+    p = mb.build_join_request("g", RS, credential=n.credential, private_key=n.private_key,
+                              challenge=ch, get_creds=False)  # fmt: skip
+    body = cbor2.loads(p.payload)
+    body[Param.GET_CREDS] = [True, [1 << Role.RESPONDER], []]
+    sig = signature_by_id(-8).sign(
+        n.private_key, bstr_cbor(p.scope) + bstr_cbor(ch) + bstr_cbor(p.cnonce)
+    )
+    body[Param.CLIENT_CRED_VERIFY] = sig
+    r = harness.request("c", "POST", "ace-group/g", cbor2.dumps(body), 261)
+    assert r.code == Code.CREATED
+    m = mb.parse_join_response(r.payload, p)
+    assert [p.credential for p in m.peers.values()] == [harness.nodes["rsp"].credential]
+
+
+def test_gm_keys_are_per_signature_algorithm(gm: GroupManager) -> None:
+    gm.create_group("a")
+    gm.create_group("b")
+    gm.create_group("c", sign_alg=-7)
+    assert gm.gm_credential("a") == gm.gm_credential("b") != gm.gm_credential("c")
+    assert Credential.from_ccs(gm.gm_credential("c")).alg == -7

@@ -1,0 +1,295 @@
+"""Rekeying (leave, eviction, backward security), stale Sender IDs and the other resources."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+
+from grouposcore.cose import EDDSA, Credential
+from grouposcore.errors import MembershipTerminated
+from grouposcore.manager import member as mb
+from grouposcore.manager.params import (
+    CF_ACE_GROUPCOMM,
+    CF_PROBLEM_DETAILS,
+    Code,
+    ErrorId,
+    Param,
+    Role,
+    decode_problem_details,
+)
+from tests.manager.helpers import RS, Harness, check_invariants
+
+
+@pytest.fixture
+def trio(harness: Harness) -> Harness:
+    harness.gm.create_group("g", backward_security=False)
+    for n in ("a", "b", "c"):
+        harness.join(n, "g")
+    return harness
+
+
+def test_leave_rekeys_and_reports_the_leaver_as_stale(trio: Harness) -> None:
+    old = trio.gm.group("g")
+    assert old is not None
+    a_sid = trio.nodes["a"].material.sender_id  # type: ignore[union-attr]
+    r = trio.request("a", "DELETE", "ace-group/g/nodes/a")
+    assert r.code == Code.DELETED
+    new = trio.gm.group("g")
+    assert new is not None
+    assert new.num == old.num + 1
+    assert new.gid != old.gid and new.master_secret != old.master_secret
+    assert {n.node for n in r.notifications} == {"b", "c"}
+    for note in r.notifications:
+        body = cbor2.loads(note.payload)
+        assert body[Param.STALE_NODE_IDS] == [a_sid]
+        assert note.path == ("ace-group", "g") and note.content_format == CF_ACE_GROUPCOMM
+    trio.deliver(r)
+    for name in ("b", "c"):
+        m = trio.nodes[name].material
+        assert m is not None
+        assert (m.gid, m.master_secret, m.num) == (new.gid, new.master_secret, new.num)
+        assert a_sid not in m.peers
+    # Remaining members keep their Sender IDs across the rekeying.
+    assert trio.gm.store.member("g", "b").sender_id == b"\x01"  # type: ignore[union-attr]
+    assert trio.request("a", "GET", "ace-group/g").code == Code.FORBIDDEN
+    check_invariants(trio.gm)
+
+
+def test_evict_rekeys_and_notifies_the_evicted(trio: Harness) -> None:
+    before = trio.gm.group("g")
+    notes = trio.gm.evict("g", "b")
+    after = trio.gm.group("g")
+    assert before is not None and after is not None
+    assert after.num == before.num + 1 and after.gid != before.gid
+    evicted = [n for n in notes if n.node == "b"]
+    assert len(evicted) == 1 and evicted[0].code == Code.NOT_FOUND
+    assert evicted[0].path == ("ace-group", "g", "nodes", "b")
+    assert decode_problem_details(evicted[0].payload)[0] == ErrorId.MEMBERSHIP_TERMINATED
+    with pytest.raises(MembershipTerminated):
+        mb.handle_notification(
+            trio.nodes["b"].material,  # type: ignore[arg-type]
+            evicted[0].code,
+            evicted[0].payload,
+            evicted[0].content_format,
+        )
+    # Access is revoked by default: b cannot simply come back.
+    p = mb.build_join_request("g", RS, credential=trio.nodes["b"].credential)
+    assert trio.request("b", "POST", "ace-group/g", p.payload, 261).code == Code.FORBIDDEN
+    check_invariants(trio.gm)
+
+
+def test_evicted_sender_id_seen_as_stale_by_the_evicted_member(trio: Harness) -> None:
+    b = trio.nodes["b"].material
+    assert b is not None
+    note = next(n for n in trio.gm.evict("g", "b") if n.node == "a")
+    # Even the ordinary rekeying message tells b that its own ID is stale.
+    with pytest.raises(MembershipTerminated):
+        mb.parse_material(note.payload, b)
+
+
+def test_backward_security_rekeys_on_join(harness: Harness) -> None:
+    harness.gm.create_group("g")  # backward security is the default
+    a = harness.join("a", "g")
+    g1 = harness.gm.group("g")
+    b = harness.join("b", "g")
+    g2 = harness.gm.group("g")
+    assert g1 is not None and g2 is not None
+    assert g2.num == g1.num + 1 and g2.gid != g1.gid and g2.master_secret != g1.master_secret
+    assert b.material is not None and b.material.gid == g2.gid
+    # a was told, and learnt b's credential from the rekeying message itself.
+    assert a.material is not None and a.material.gid == g2.gid
+    assert a.material.peers[b.material.sender_id].credential == b.credential  # type: ignore[index]
+
+
+def test_no_rekey_on_join_without_backward_security(trio: Harness) -> None:
+    g = trio.gm.group("g")
+    assert g is not None and g.num == 0
+
+
+def test_member_catches_up_after_missing_two_rekeyings(trio: Harness) -> None:
+    stale_c = trio.nodes["c"].material
+    assert stale_c is not None
+    trio.gm.rekey("g")  # c misses both notifications
+    trio.request("a", "DELETE", "ace-group/g/nodes/a")
+    num = cbor2.loads(trio.request("c", "GET", "ace-group/g/num").payload)
+    assert num == stale_c.num + 2
+    r = trio.request("c", "FETCH", "ace-group/g/stale-sids",
+                     mb.build_stale_sids_request(stale_c.num))  # fmt: skip
+    assert r.code == Code.CONTENT
+    stale = mb.parse_stale_sids(r.payload)
+    assert stale == [b"\x00"]
+    current = trio.request("c", "GET", "ace-group/g")
+    m = mb.apply_stale(mb.parse_material(current.payload, stale_c), stale)
+    g = trio.gm.group("g")
+    assert g is not None and (m.gid, m.num, m.master_secret) == (g.gid, g.num, g.master_secret)
+    assert set(m.peers) == {b"\x01"} and m.sender_id == b"\x02"
+
+
+def test_stale_sets_beyond_retention_mean_purge_all(trio: Harness) -> None:
+    for _ in range(4):
+        trio.gm.rekey("g")
+    assert len(trio.gm.store.stale_sets("g")) == 3
+    r = trio.request("a", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(0))
+    assert r.code == Code.CONTENT and r.payload == b""
+    assert mb.parse_stale_sids(r.payload) is None
+    r = trio.request("a", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(1))
+    assert mb.parse_stale_sids(r.payload) == []
+    r = trio.request("a", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(9))
+    assert r.code == Code.BAD_REQUEST
+
+
+def test_key_renewal_gives_a_new_sid_that_becomes_stale_later(trio: Harness) -> None:
+    a = trio.nodes["a"]
+    assert a.material is not None
+    r = trio.request("a", "POST", "ace-group/g/nodes/a")
+    assert r.code == Code.CHANGED
+    renewed = mb.parse_key_renewal(r.payload, a.material)
+    assert renewed.sender_id == b"\x03"
+    assert trio.request("a", "PUT", "ace-group/g/nodes/a").code == Code.CHANGED  # RFC 9594
+    notes = trio.gm.rekey("g")
+    stale = cbor2.loads(notes[0].payload)[Param.STALE_NODE_IDS]
+    assert stale == [b"\x00", b"\x03"]
+    check_invariants(trio.gm)
+
+
+def test_credential_update_with_pop(trio: Harness) -> None:
+    a = trio.nodes["a"]
+    rec = trio.gm.store.member("g", "a")
+    assert rec is not None
+    key = EDDSA.generate_private_key()
+    cred = Credential.build_ccs(key.public_key(), -8, "a2").raw
+    payload, _ = mb.build_cred_update(rec.scope, b"x" * 16, cred, key)
+    r = trio.request("a", "POST", "ace-group/g/nodes/a/cred", payload, 261)
+    assert r.code == Code.BAD_REQUEST and r.content_format == CF_ACE_GROUPCOMM
+    challenge = mb.parse_challenge(r.payload).kdcchallenge
+    payload, _ = mb.build_cred_update(rec.scope, challenge, cred, a.private_key)  # wrong key
+    before = trio.gm.snapshot()
+    r = trio.request("a", "POST", "ace-group/g/nodes/a/cred", payload, 261)
+    assert r.code == Code.BAD_REQUEST and r.content_format == CF_PROBLEM_DETAILS
+    assert decode_problem_details(r.payload)[0] == ErrorId.INVALID_POP
+    assert trio.gm.snapshot() == before
+    payload, _ = mb.build_cred_update(rec.scope, challenge, cred, key)
+    assert trio.request("a", "POST", "ace-group/g/nodes/a/cred", payload, 261).code == 68
+    assert trio.gm.store.member("g", "a").credential == cred  # type: ignore[union-attr]
+    # Single use: the same update again needs a fresh challenge.
+    r = trio.request("a", "POST", "ace-group/g/nodes/a/cred", payload, 261)
+    assert r.code == Code.BAD_REQUEST and r.content_format == CF_ACE_GROUPCOMM
+
+
+def test_kdc_cred_pop_uses_the_join_nonce(trio: Harness) -> None:
+    a = trio.nodes["a"]
+    assert a.pending is not None and a.material is not None
+    r = trio.request("a", "GET", "ace-group/g/kdc-cred")
+    assert r.code == Code.CONTENT
+    assert mb.parse_kdc_cred(r.payload, a.pending.cnonce, -8) == a.material.gm_credential
+    with pytest.raises(Exception, match="proof of possession"):
+        mb.parse_kdc_cred(r.payload, b"another nonce!", -8)
+
+
+def test_small_resources(trio: Harness) -> None:
+    assert cbor2.loads(trio.request("a", "GET", "ace-group/g/num").payload) == 0
+    assert cbor2.loads(trio.request("a", "GET", "ace-group/g/active").payload) is True
+    r = trio.request("a", "GET", "ace-group/g/policies")
+    assert cbor2.loads(r.payload) == {Param.GROUP_POLICIES: {1: 3600, 2: 0}}
+    r = trio.request("a", "GET", "ace-group/g")
+    assert r.observable and mb.parse_material(r.payload, trio.nodes["a"].material).sender_id
+    own = trio.request("a", "GET", "ace-group/g/nodes/a")
+    assert cbor2.loads(own.payload)[Param.KEY][7] == b"\x00"
+    assert 7 not in cbor2.loads(r.payload)[Param.KEY]
+
+
+def test_access_control_and_routing(trio: Harness) -> None:
+    trio.gm.allow("d", "g", RS)  # allowed, not a member
+    err = trio.request("d", "GET", "ace-group/g/num")
+    assert err.code == Code.FORBIDDEN
+    assert decode_problem_details(err.payload)[0] == ErrorId.ONLY_MEMBERS
+    assert trio.request("a", "GET", "ace-group/g/nodes/b").code == Code.FORBIDDEN
+    assert trio.request("a", "DELETE", "ace-group/g/nodes/b").code == Code.FORBIDDEN
+    assert trio.request("d", "GET", "ace-group/g/nodes/d").code == Code.NOT_FOUND
+    assert trio.request("a", "PUT", "ace-group/g").code == Code.METHOD_NOT_ALLOWED
+    assert trio.request("a", "GET", "ace-group/g/nonsense").code == Code.NOT_FOUND
+    assert trio.request("a", "GET", "other/g").code == Code.NOT_FOUND
+    assert trio.request("a", "PATCH", "ace-group/g").code == Code.METHOD_NOT_ALLOWED
+    assert trio.request("a", 99, "ace-group/g").code == Code.METHOD_NOT_ALLOWED
+    assert trio.request("a", "GET", "ace-group/g/nodes/a/x").code == Code.NOT_FOUND
+    assert trio.request("bad name!", "GET", "ace-group/g").code == Code.UNAUTHORIZED
+    trio.gm.allow("e", "missing", RS)
+    assert trio.request("e", "GET", "ace-group/missing").code == Code.NOT_FOUND
+    r = trio.request("a", "POST", "ace-group/g", b"\xa0", 0)
+    assert r.code == Code.UNSUPPORTED_CONTENT_FORMAT
+
+
+def test_verifier_may_read_credentials_only(trio: Harness) -> None:
+    trio.gm.allow("v", "g", [Role.VERIFIER])
+    r = trio.request("v", "GET", "ace-group/g/creds")
+    assert r.code == Code.CONTENT and len(mb.parse_creds(r.payload)) == 3
+    assert trio.request("v", "GET", "ace-group/g").code == Code.FORBIDDEN
+    body = mb.build_join_request("g", [Role.VERIFIER]).payload
+    assert trio.request("v", "POST", "ace-group/g", body, 261).code == Code.BAD_REQUEST
+
+
+def test_creds_fetch_filters(trio: Harness) -> None:
+    trio.join("r", "g", [Role.REQUESTER])
+
+    def fetch(inclusion: bool, roles: list[int], ids: list[bytes]) -> set[bytes]:
+        r = trio.request("a", "FETCH", "ace-group/g/creds",
+                         mb.build_creds_fetch(inclusion, roles, ids), 261)  # fmt: skip
+        assert r.code == Code.CONTENT
+        return set(mb.parse_creds(r.payload))
+
+    everyone = {b"\x00", b"\x01", b"\x02", b"\x03"}
+    assert fetch(True, [], [b"\x01"]) == {b"\x01"}
+    assert fetch(True, [1 << Role.RESPONDER], []) == everyone - {b"\x03"}
+    assert fetch(True, [1 << Role.REQUESTER], [b"\x00"]) == everyone
+    assert fetch(True, [6], []) == everyone - {b"\x03"}
+    assert fetch(False, [], [b"\x00"]) == everyone - {b"\x00"}
+    assert fetch(False, [1 << Role.RESPONDER], [b"\x00"]) == {b"\x01", b"\x02"}
+    assert fetch(True, [], [b"\x77"]) == set()
+    r = trio.request("a", "FETCH", "ace-group/g/creds", mb.build_creds_fetch(True), 261)
+    assert r.code == Code.BAD_REQUEST  # both filters empty is malformed
+    r = trio.request("a", "GET", "ace-group/g/creds")
+    assert cbor2.loads(r.payload)[Param.NUM] == 0
+
+
+def test_gid_lookup(trio: Harness) -> None:
+    g = trio.gm.group("g")
+    assert g is not None
+    body = cbor2.dumps({Param.GID: [g.gid, b"\xff\xff\xff"]})
+    r = trio.request("a", "FETCH", "ace-group", body, 261)
+    out = cbor2.loads(r.payload)
+    assert out == {Param.GID: [g.gid], Param.GNAME: ["g"], Param.GURI: ["/ace-group/g"]}
+    r = trio.request("stranger", "FETCH", "ace-group", body, 261)
+    assert cbor2.loads(r.payload) == b""
+
+
+def test_gid_recycling_evicts_elders(harness: Harness) -> None:
+    harness.gm.create_group("g", epoch_len=1, backward_security=False)
+    elder = harness.join("elder", "g")
+    harness.join("young", "g")
+    for _ in range(255):
+        harness.gm.rekey("g")
+    assert harness.gm.store.member("g", "elder") is not None
+    notes = harness.gm.rekey("g")  # epoch wraps to the elder's birth Gid
+    g = harness.gm.group("g")
+    assert g is not None and elder.material is not None and g.gid == elder.material.gid
+    assert harness.gm.store.member("g", "elder") is None
+    assert ("elder", Code.NOT_FOUND) in [(n.node, n.code) for n in notes]
+    check_invariants(harness.gm)
+
+
+def test_set_active_and_unknown_groups(harness: Harness) -> None:
+    from grouposcore.errors import ManagerError
+
+    with pytest.raises(ManagerError):
+        harness.gm.rekey("nope")
+    with pytest.raises(ManagerError):
+        harness.gm.evict("nope", "x")
+    harness.gm.create_group("g")
+    with pytest.raises(ManagerError):
+        harness.gm.create_group("g")
+    with pytest.raises(ManagerError):
+        harness.gm.evict("g", "nobody")
+    with pytest.raises(ManagerError):
+        harness.gm.create_group("bad/name")
+    with pytest.raises(ManagerError):
+        harness.gm.allow("x", "g", 1)  # bit 0 is reserved

@@ -1,0 +1,198 @@
+"""The SQLite store: file permissions, atomic transactions, and surviving restarts and kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from grouposcore.errors import ManagerStoreError
+from grouposcore.manager import member as mb
+from grouposcore.manager.core import GroupManager
+from grouposcore.manager.store import Store
+from tests.manager.helpers import Harness, check_invariants
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_new_database_is_0600_with_wal(db_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        gm = GroupManager(db_path)
+    finally:
+        os.umask(old)
+    gm.create_group("g")
+    assert _mode(db_path) == 0o600
+    wal = Path(str(db_path) + "-wal")
+    assert wal.exists() and _mode(wal) == 0o600
+    mode = gm.store._db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    gm.close()
+
+
+def test_existing_database_is_tightened(db_path: Path) -> None:
+    GroupManager(db_path).close()
+    os.chmod(db_path, 0o644)
+    GroupManager(db_path).close()
+    assert _mode(db_path) == 0o600
+
+
+def test_not_a_regular_file(tmp_path: Path) -> None:
+    with pytest.raises(ManagerStoreError):
+        Store(tmp_path)
+
+
+def test_foreign_file_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "junk.db"
+    bad.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(ManagerStoreError):
+        Store(bad)
+
+
+def test_schema_version_mismatch_is_refused(db_path: Path) -> None:
+    Store(db_path).close()
+    db = sqlite3.connect(db_path)
+    db.execute("UPDATE meta SET value=99 WHERE key='schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(ManagerStoreError):
+        Store(db_path)
+
+
+def test_writes_need_a_transaction_and_roll_back_on_error(db_path: Path) -> None:
+    s = Store(db_path)
+    with pytest.raises(ManagerStoreError):
+        s.set_access("n", "g", 6)
+    with pytest.raises(RuntimeError):
+        with s.transaction():
+            s.set_access("n", "g", 6)
+            with s.transaction():  # nested: part of the outer one
+                s.set_access("m", "g", 6)
+            raise RuntimeError("crash in the middle")
+    assert s.access_list() == []
+    with s.transaction():
+        s.set_access("n", "g", 6)
+    assert [(e.node, e.roles) for e in s.access_list()] == [("n", 6)]
+    s.close()
+
+
+def test_stale_sets_keep_the_last_n(gm: GroupManager) -> None:
+    gm.create_group("g")
+    s = gm.store
+    with s.transaction():
+        for n in range(1, 8):
+            s.add_stale_set("g", n, b"\x80", keep=3)
+    assert sorted(s.stale_sets("g")) == [5, 6, 7]
+
+
+def _busy_gm(harness: Harness) -> None:
+    gm = harness.gm
+    gm.create_group("g1")
+    gm.create_group("g2", sign_alg=-7, backward_security=False)
+    for i in range(6):
+        harness.join(f"n{i}", "g1")
+    from grouposcore.manager.params import Role
+
+    harness.join("mon", "g1", [Role.MONITOR])
+    harness.request("n2", "DELETE", "ace-group/g1/nodes/n2")
+    gm.evict("g1", "n3")
+    r = harness.request("n4", "POST", "ace-group/g1/nodes/n4")
+    n4 = harness.nodes["n4"]
+    assert n4.material is not None
+    n4.material = mb.parse_key_renewal(r.payload, n4.material)
+    gm.commission_node("n0")
+    gm.commission_node("n1")
+
+
+def test_reopen_sees_identical_state(db_path: Path, harness: Harness) -> None:
+    _busy_gm(harness)
+    before = harness.gm.snapshot()
+    # A second GM on the same file while the first one is still open (it was "killed").
+    second = GroupManager(db_path)
+    assert second.snapshot() == before
+    check_invariants(second)
+    # The reopened GM continues without reusing anything.
+    h2 = Harness(second)
+    h2.nodes.update(harness.nodes)
+    h2.join("late", "g1")
+    sids = [m.sender_id for m in second.members("g1") if m.sender_id]
+    assert len(sids) == len(set(sids))
+    check_invariants(second)
+    second.close()
+
+
+def test_channels_are_unique_and_persistent(db_path: Path, gm: GroupManager) -> None:
+    a = gm.commission_node("a")
+    b = gm.commission_node("b")
+    assert a.node_sender_id != b.node_sender_id and a.gm_sender_id == b""
+    a2 = gm.commission_node("a")  # re-commissioning: new secret, same identifier
+    assert a2.node_sender_id == a.node_sender_id and a2.master_secret != a.master_secret
+    again = Store(db_path)
+    assert again.channel("a") == a2
+    assert again.channel_by_sender_id(b.node_sender_id) == b
+    again.close()
+
+
+_KILLER = textwrap.dedent(
+    """
+    import sys
+    from grouposcore.manager.core import GroupManager
+    from tests.manager.helpers import Harness
+    gm = GroupManager(sys.argv[1])
+    h = Harness(gm)
+    if gm.group("g") is None:
+        gm.create_group("g")
+    i = 0
+    while True:
+        h.join(f"k{i}", "g")
+        if i % 3 == 2:
+            h.request(f"k{i - 1}", "DELETE", f"ace-group/g/nodes/k{i - 1}")
+        print(i, flush=True)
+        i += 1
+    """
+)
+
+
+def test_killed_mid_way_reopens_consistent(db_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLER, str(db_path)],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        text=True,
+    )
+    assert proc.stdout is not None
+    done = -1
+    try:
+        for line in proc.stdout:
+            done = int(line.split()[0])
+            if done >= 12:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert done >= 12
+    gm = GroupManager(db_path)
+    check_invariants(gm)
+    names = {m.node for m in gm.members("g")}
+    # Everything reported done is durable; only the step in flight may be missing.
+    for i in range(done + 1):
+        if i % 3 != 1:
+            assert f"k{i}" in names
+        elif i + 1 <= done:
+            assert f"k{i}" not in names
+    g = gm.group("g")
+    assert g is not None and g.num >= done
+    gm.close()

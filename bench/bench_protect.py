@@ -13,9 +13,11 @@ every operation (n = 10 for the signing ones, 100 for the others), in an order s
 per round; the reported figure is the median over the rounds of (loop time / n), in µs.
 Rounds are short and many because the machine is shared: a burst of foreign load then
 spoils a few rounds of every operation alike instead of all of one. One untimed warm-up
-round runs first. The garbage collector is off inside timed loops (as ``timeit`` does);
-state resets between rounds happen outside the timed loop. Targets are judged on the ratio
-of the medians; the median of the per-round ratios is shown next to it as a noise check.
+round runs first, and every timed loop is preceded by one untimed call of its operation
+(on a spare message for the unprotect cases) so that it starts warm. The garbage
+collector is off inside timed loops (as ``timeit`` does); state resets between rounds
+happen outside the timed loop. Targets are judged on the ratio of the medians; the median
+of the per-round ratios is shown next to it as a noise check.
 
 * protect: an already decoded ``grouposcore.coap.Message`` (request: vector G3's GET
   coap://localhost/tv1; response: G4's 2.05 "Hello World!") -> protected ``Message``

@@ -45,10 +45,20 @@ class Datagram:
 
 
 def normalise(sockaddr: tuple) -> tuple[str, int]:
-    """``(host, port)`` without the IPv4-mapped prefix."""
+    """``(host, port)`` without the IPv4-mapped prefix; link-local IPv6 gets its ``%zone``.
+
+    The zone (from the socket address's scope id) is what makes a link-local peer
+    reachable again, e.g. for a unicast follow-up to a server that answered a group request.
+    """
     host, port = sockaddr[0], sockaddr[1]
     if host.startswith(_MAPPED) and "." in host:
         host = host[len(_MAPPED) :]
+    elif len(sockaddr) >= 4 and sockaddr[3] and "%" not in host:
+        try:
+            zone = socket.if_indextoname(sockaddr[3])
+        except OSError:
+            zone = str(sockaddr[3])
+        host = f"{host}%{zone}"
     return (host, int(port))
 
 

@@ -47,10 +47,51 @@ class Name(Resource):
 
 
 class Secret(Resource):
-    protection = Protection()
+    protection = Protection(group=True)
 
     async def render_get(self, request):
         return Message(Code.CONTENT, payload=b"must not leak")
+
+
+class Toy:
+    # A stand-in security layer (XOR, not secure) to see bindings and results travel.
+
+    def __init__(self):
+        self.bindings = []
+
+    # client side
+    def protect_request(self, request):
+        outer = request.copy(code=Code.FETCH, payload=bytes(b ^ 0x55 for b in
+                             bytes([request.code]) + "/".join(request.options.uri_path).encode()))
+        outer.options.uri_path = []
+        outer.options.oscore = b"\x08\x01"
+        binding = object()
+        self.bindings.append(binding)
+        return outer, binding
+
+    def unprotect_response(self, response, binding):
+        assert binding is self.bindings[-1]
+        plain = response.copy(code=response.payload[0] ^ 0x55,
+                              payload=bytes(b ^ 0x55 for b in response.payload[1:]))
+        plain.options.oscore = None
+        return plain
+
+    # server side
+    def unprotect_request(self, request):
+        if request.options.oscore is None:
+            return None
+        data = bytes(b ^ 0x55 for b in request.payload)
+        plain = request.copy(code=data[0])
+        plain.options.oscore = None
+        plain.options.uri_path = data[1:].decode().split("/")
+        return plain, "binding"
+
+    def protect_response(self, response, binding):
+        assert binding == "binding"
+        outer = response.copy(code=Code.CHANGED, payload=bytes(b ^ 0x55 for b in
+                              bytes([response.code]) + response.payload))
+        outer.options.oscore = b""
+        return outer
 
 
 async def servers(binds, group, interface, seed):
@@ -60,7 +101,8 @@ async def servers(binds, group, interface, seed):
         site.add("name", Name(f"server{i}"))
         site.add("secret", Secret())
         ep = await Endpoint.create((host, 5683), site=site, params=PARAMS, leisure=0.3,
-                                   rng=random.Random(seed * 10 + i), reuse_address=True)
+                                   rng=random.Random(seed * 10 + i), reuse_address=True,
+                                   server_security=Toy())
         ep.join_group(group, interface)
         eps.append(ep)
     return eps
@@ -83,6 +125,12 @@ async def client(group, interface, bind):
                         "type": int(r.mtype), "remote": list(r.remote),
                         "after": time.monotonic() - t0})
         out[path] = got
+    toy = Toy()
+    got = []
+    async for r in ep.group_request(get("secret"), (group, 5683), timeout=1.0, security=toy):
+        got.append({"payload": r.payload.decode(), "code": int(r.code)})
+    out["secret_protected"] = got
+    out["bindings"] = len(toy.bindings)
     # A unicast follow-up to one responder (for IPv6: its link-local address with zone).
     if out["name"]:
         peer = tuple(out["name"][0]["remote"])
@@ -142,6 +190,9 @@ def check_group_results(out: dict, expected_remote_host: str | None) -> None:
     # a secured resource (no amplification), while unicast errors are answered.
     assert out["missing"] == [], out
     assert out["secret"] == [], out
+    # Protected, the same group request is answered by all three; one binding verifies all.
+    assert out["secret_protected"] == [{"payload": "must not leak", "code": 69}] * 3, out
+    assert out["bindings"] == 1
 
 
 def names_of(out: dict) -> list[str]:

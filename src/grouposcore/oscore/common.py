@@ -95,7 +95,7 @@ class ResponseTracker:
             self.window.update(int.from_bytes(piv, "big"))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RequestBinding:
     """What a client keeps of a request it protected, to verify the responses to it.
 
@@ -120,7 +120,7 @@ class RequestBinding:
         return tracker
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ServerBinding:
     """What a server keeps of a request it verified, to protect its response(s)."""
 

@@ -31,29 +31,35 @@ def _is_outer_only(number: int) -> bool:
 
 def split(message: Message) -> tuple[Options, bytes, int]:
     """Return (outer options, plaintext, outer code) for ``message``."""
-    inner = Options()
-    outer = Options()
-    request = 1 <= message.code <= 31
-    for number, value in message.options:
+    inner: list[tuple[int, bytes]] = []
+    outer: list[tuple[int, bytes]] = []
+    proxy_uri = None
+    for item in message.options:
+        number = item[0]
         if number == _OSCORE:
             raise OscoreError("message to protect already carries an OSCORE option")
         if number == _PROXY_URI:
-            _decompose_proxy_uri(value, inner, outer)
+            proxy_uri = item[1]
         elif _is_outer_only(number):
-            outer.add(number, value)
+            outer.append(item)
         else:
-            inner.add(number, value)
+            inner.append(item)
             if number == _OBSERVE:
-                outer.add(number, value)
-    observe = _OBSERVE in outer
-    if request:
+                outer.append(item)
+    # both lists inherit the ascending order of the message's options
+    inner_options = Options._from_sorted(inner)
+    outer_options = Options._from_sorted(outer)
+    if proxy_uri is not None:
+        _decompose_proxy_uri(proxy_uri, inner_options, outer_options)
+    observe = _OBSERVE in outer_options
+    if 1 <= message.code <= 31:
         outer_code = Code.FETCH if observe else Code.POST
     else:
         outer_code = Code.CONTENT if observe else Code.CHANGED
-    plaintext = bytes((message.code,)) + encode_options(inner)
+    plaintext = bytes((message.code,)) + encode_options(inner_options)
     if message.payload:
         plaintext += b"\xff" + message.payload
-    return outer, plaintext, outer_code
+    return outer_options, plaintext, outer_code
 
 
 def _decompose_proxy_uri(value: bytes, inner: Options, outer: Options) -> None:
@@ -74,6 +80,10 @@ def _decompose_proxy_uri(value: bytes, inner: Options, outer: Options) -> None:
         inner.add(OptionNumber.URI_QUERY, query)
 
 
+def _number(item: tuple[int, bytes]) -> int:
+    return item[0]
+
+
 def merge(protected: Message, plaintext: bytes) -> Message:
     """Rebuild the message from the outer part of ``protected`` and the decrypted plaintext."""
     if not plaintext:
@@ -82,16 +92,17 @@ def merge(protected: Message, plaintext: bytes) -> Message:
         inner, payload = decode_options(plaintext[1:])
     except CoapError as exc:
         raise OscoreDecodeError(f"malformed inner message: {exc}") from exc
-    options = Options()
-    for number, value in inner:
-        if not _is_outer_only(number):
-            options.add(number, value)
-    inner_observe = _OBSERVE in options
-    for number, value in protected.options:
-        if number == _OSCORE:
-            continue
-        if _is_outer_only(number) or (number == _OBSERVE and not inner_observe):
-            options.add(number, value)
+    items = [item for item in inner if not _is_outer_only(item[0])]
+    inner_observe = any(item[0] == _OBSERVE for item in items)
+    outer = [
+        item for item in protected.options
+        if item[0] != _OSCORE
+        and (_is_outer_only(item[0]) or (item[0] == _OBSERVE and not inner_observe))
+    ]
+    if outer:  # outer numbers interleave with inner ones; a stable sort keeps value order
+        options = Options._from_sorted(sorted(items + outer, key=_number))
+    else:
+        options = Options._from_sorted(items)
     return Message(
         code=plaintext[0],
         mtype=protected.mtype,

@@ -237,3 +237,26 @@ def test_block2_collector_rejects_wrong_offset() -> None:
     b2.options.block2 = BlockOption(2, False, 0)
     with pytest.raises(BlockwiseError):
         col.feed(b2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([23, 27, 28, 60, 11, 292]), st.binary(max_size=4)),
+        max_size=5,
+    ),
+    st.binary(max_size=300),
+)
+def test_server_planners_answer_garbage_with_coap_codes(
+    opts: list[tuple[int, bytes]], payload: bytes
+) -> None:
+    """Random Block/Size option bytes never raise: they get a response or pass through."""
+    msg = Message(Code.PUT, Type.CON, 1, b"\x01", Options(opts), payload)
+    asm = Block1Assembler(BlockwiseLimits(max_body=1000))
+    res = asm.feed(msg, ORIGIN, 0.0)
+    assert (res.complete is None) != (res.response is None)
+    srv = Block2Server(BlockwiseLimits())
+    cached = srv.cached(msg, ORIGIN, 0.0)
+    assert cached is None or cached.code in (Code.BAD_OPTION, Code.CONTENT)
+    out = srv.slice(msg, Message(Code.CONTENT, payload=payload * 5), ORIGIN, 0.0)
+    assert out.code in (Code.CONTENT, Code.BAD_OPTION)

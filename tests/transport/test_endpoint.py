@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from grouposcore.coap import Code, Message, Type
-from grouposcore.errors import RequestTimeout
+from grouposcore.errors import EndpointClosed, RequestTimeout
 from grouposcore.transport import (
     Endpoint,
     Protection,
@@ -345,7 +345,7 @@ def test_request_uri_and_uri_host_option() -> None:
     run(main())
 
 
-def test_handler_exception_gives_500_and_close_fails_pending() -> None:
+def test_handler_exception_gives_500() -> None:
     class Broken(Resource):
         async def render_get(self, request: Message) -> Message:
             raise RuntimeError("boom")
@@ -361,5 +361,24 @@ def test_handler_exception_gives_500_and_close_fails_pending() -> None:
         finally:
             await client.close()
             await server.close()
+
+    run(main())
+
+
+def test_close_fails_pending_requests() -> None:
+    async def main() -> None:
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.0.0.1", 0))
+        client = await Endpoint.create(("127.0.0.1", 0), params=FAST)
+        try:
+            task = asyncio.create_task(client.request(req(Code.GET, "x"), silent.getsockname()))
+            await asyncio.sleep(0.05)
+            await client.close()
+            with pytest.raises(EndpointClosed):
+                await task
+            with pytest.raises(EndpointClosed):
+                await client.request(req(Code.GET, "x"), silent.getsockname())
+        finally:
+            silent.close()
 
     run(main())

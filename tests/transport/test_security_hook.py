@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from grouposcore.coap import Code, Message, Options, decode_options, encode_options
-from grouposcore.errors import ContextNotFound, FreshnessRequired, ProtectionError
+from grouposcore.errors import ContextNotFound, FreshnessRequired, ProtectionError, ReplayError
 from grouposcore.transport import Endpoint, Protection, Resource, Site, TransmissionParams
 
 FAST = TransmissionParams(ack_timeout=0.1, max_retransmit=2, empty_ack_delay=0.05)
@@ -84,6 +84,7 @@ class ToyServer:
     def __init__(self, keys: dict[bytes, int], fresh: set[bytes] | None = None) -> None:
         self.keys = keys
         self.need_echo = fresh if fresh is not None else set()
+        self.replayed: set[bytes] = set()
         self.protected = 0
 
     def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
@@ -96,6 +97,10 @@ class ToyServer:
         code, opts, payload = unseal(request.payload, self.keys[kid])
         plain = Verified(code, request.mtype, request.mid, request.token, opts, payload, sender=kid)
         binding = Binding(kid, 0)
+        if kid in self.replayed:
+            err = ReplayError("replay")
+            err.binding = binding  # type: ignore[attr-defined]
+            raise err
         if kid in self.need_echo:
             if opts.echo != b"echo-" + kid:
                 raise FreshnessRequired("window not valid", binding, b"echo-" + kid)
@@ -265,6 +270,26 @@ def test_observe_under_protection_and_cancel() -> None:
             await obs.cancel()
             assert secret.observers == []
             assert [x async for x in obs] == []
+        finally:
+            await client.close()
+            await server.close()
+
+    run(main())
+
+
+def test_replay_is_answered_with_protected_401() -> None:
+    async def main() -> None:
+        sec = ToyServer({b"A": 0x5A})
+        sec.replayed.add(b"A")
+        site, secret = setup(sec)
+        server = await Endpoint.create(
+            ("127.0.0.1", 0), site=site, params=FAST, server_security=sec
+        )
+        client = await Endpoint.create(("127.0.0.1", 0), params=FAST)
+        try:
+            r = await client.request(get("open"), server.address, security=ToyClient(b"A", 0x5A))
+            assert r.code == Code.UNAUTHORIZED and isinstance(r, Verified)
+            assert r.payload == b"Replay detected" and secret.senders == []
         finally:
             await client.close()
             await server.close()

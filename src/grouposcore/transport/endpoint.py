@@ -358,7 +358,7 @@ class Endpoint:
     ) -> Message:
         """Send one request (one block) and return its (verified) response."""
         token = self._ml.new_token()
-        wire = message.copy(token=token, mtype=Type.CON if confirmable else Type.NON)
+        wire = message.copy(token=token, mtype=Type.CON if confirmable else Type.NON, remote=remote)
         binding = None
         if security is not None:
             wire, binding = security.protect_request(wire)
@@ -603,7 +603,7 @@ class Endpoint:
             timeout = self.params.default_leisure + self.params.ack_timeout
         deadline = self._now() + timeout
         token = self._ml.new_token()
-        wire = msg.copy(token=token, mtype=Type.NON)
+        wire = msg.copy(token=token, mtype=Type.NON, remote=target)
         binding = None
         if security is not None:
             wire, binding = security.protect_request(wire)
@@ -719,8 +719,10 @@ class Endpoint:
                 await self._finish(ex, request, challenge, e.binding, always=True)
                 return
             except OscoreError as e:
+                # An error that carries a binding (e.g. a replay of a request that verified)
+                # is answered protected; others plain. ``coap_code`` None: silence.
                 resp = None if e.coap_code is None else error_response(e.coap_code, e.diagnostic)
-                await self._finish(ex, request, resp, None)
+                await self._finish(ex, request, resp, getattr(e, "binding", None))
                 return
             except GroupOscoreError as e:
                 log.info("rejecting request from %s: %s", ex.remote, e)
@@ -920,7 +922,7 @@ class Observation:
         msg.options.observe = 0
         self._request, self._remote = msg, remote
         token = ep._ml.new_token()
-        wire = msg.copy(token=token, mtype=Type.CON)
+        wire = msg.copy(token=token, mtype=Type.CON, remote=remote)
         if self._security is not None:
             wire, self._binding = self._security.protect_request(wire)
             wire = wire.copy(token=token, mtype=Type.CON)

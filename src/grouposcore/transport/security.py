@@ -32,7 +32,12 @@ class ClientSecurity(Protocol):
     """Protects outgoing requests and verifies the responses to them."""
 
     def protect_request(self, request: Message) -> tuple[Message, Any]:
-        """The protected request and the binding to verify its response(s) with."""
+        """The protected request and the binding to verify its response(s) with.
+
+        ``request.remote`` is the destination: a group address for a group request, a
+        unicast address otherwise (e.g. the Echo retry or block-wise follow-up of a group
+        response), so the hook can choose group or pairwise mode.
+        """
         ...
 
     def unprotect_response(self, response: Message, binding: Any) -> Message:
@@ -48,8 +53,11 @@ class ServerSecurity(Protocol):
         """``(plain request, binding)``; ``None`` if the request is not protected for us.
 
         Raises a ``GroupOscoreError`` to reject the request. An ``OscoreError`` carries the
-        CoAP code to answer with (``coap_code``, ``None``: stay silent); a
-        ``FreshnessRequired`` carries the binding and Echo value for a protected 4.01.
+        CoAP code to answer with (``coap_code``, ``None``: stay silent); if it also has a
+        ``binding`` attribute the error response is protected with it (e.g. a replay).
+        A ``FreshnessRequired`` carries the binding and Echo value for a protected 4.01,
+        which is sent even to a multicast request (after the leisure), since the client
+        needs it to retry. Every other error response to a multicast request is suppressed.
         """
         ...
 

@@ -142,6 +142,9 @@ class Open(Resource):
     async def render_get(self, request: Message) -> Message:
         return Message(Code.CONTENT, payload=b"open")
 
+    async def render_post(self, request: Message) -> Message:
+        raise RuntimeError("handler bug")
+
 
 def setup(server_sec: ToyServer) -> tuple[Site, Secret]:
     site = Site()
@@ -189,6 +192,9 @@ def test_protected_requests_blockwise_and_authorization() -> None:
             assert r.payload == b"open" and isinstance(r, Verified)
             r = await client.request(get("open"), addr)
             assert r.payload == b"open" and not isinstance(r, Verified)
+            # A failing handler: the 5.00 to a protected request is protected too.
+            r = await client.request(get("open", code=Code.POST), addr, security=b)
+            assert r.code == Code.INTERNAL_SERVER_ERROR and isinstance(r, Verified)
             # Unknown kid: the server answers a plain 4.01, which does not verify.
             with pytest.raises(ProtectionError):
                 await client.request(get("open"), addr, security=ToyClient(b"Z", 1))

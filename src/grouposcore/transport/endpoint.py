@@ -692,16 +692,23 @@ class Endpoint:
     # --- server ------------------------------------------------------------------------
 
     async def _handle_request(self, ex: ServerExchange) -> None:
+        state: dict[str, Any] = {}
         try:
-            await self._serve(ex)
+            await self._serve(ex, state)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("error while handling %r from %s", ex.request, ex.remote)
             if not ex.responded:
-                await self._finish(ex, ex.request, error_response(Code.INTERNAL_SERVER_ERROR), None)
+                # A request that verified gets its 5.00 protected, never in the clear.
+                await self._finish(
+                    ex,
+                    state.get("request", ex.request),
+                    error_response(Code.INTERNAL_SERVER_ERROR),
+                    state.get("binding"),
+                )
 
-    async def _serve(self, ex: ServerExchange) -> None:
+    async def _serve(self, ex: ServerExchange, state: dict[str, Any]) -> None:
         request = ex.request
         bad = bad_option_response(request)
         if bad is not None:
@@ -731,6 +738,7 @@ class Endpoint:
             if unprotected is not None:
                 plain, binding = unprotected
                 plain.remote = ex.remote
+                state["request"], state["binding"] = plain, binding
                 bad = bad_option_response(plain)
                 if bad is not None:
                     await self._finish(ex, plain, bad, binding)

@@ -233,18 +233,14 @@ def test_ipv6_multicast_over_veth(node: Path) -> None:
         ip("link", "set", if_s, "netns", ns_s)
         for ns, ifname, addr in ((ns_c, if_c, "fd00:6f73::1"), (ns_s, if_s, "fd00:6f73::2")):
             # No duplicate address detection: the addresses are usable at once.
-            subprocess.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    f"net.ipv6.conf.{ifname}.accept_dad=0",
-                ],
-                check=True,
-                timeout=10,
+            # (/proc/sys/net belongs to the namespace of the process that writes it.)
+            ip(
+                "netns",
+                "exec",
+                ns,
+                "sh",
+                "-c",
+                f"echo 0 > /proc/sys/net/ipv6/conf/{ifname}/accept_dad",
             )
             ip("-n", ns, "link", "set", "lo", "up")
             ip("-n", ns, "addr", "add", f"{addr}/64", "dev", ifname, "nodad")

@@ -57,6 +57,8 @@ from grouposcore.manager.params import (
     roles_from_tperm,
     tperm,
 )
+from grouposcore.oscore.group import CredentialProvider, GroupContext
+from grouposcore.oscore.sequence import SenderSequence
 
 __all__ = [
     "Challenge",
@@ -71,6 +73,7 @@ __all__ = [
     "build_stale_sids_request",
     "decode_state",
     "encode_state",
+    "group_context",
     "handle_notification",
     "load_state",
     "parse_challenge",
@@ -494,6 +497,41 @@ def parse_key_renewal(payload: bytes, material: GroupKeyingMaterial) -> GroupKey
 def parse_kdc_cred(payload: bytes, client_nonce: bytes, sign_alg: int) -> bytes:
     """The GM credential from GET /kdc-cred, after checking its PoP over our join's N_C."""
     return _verify_kdc_pop(_body(payload, "kdc-cred response"), client_nonce, sign_alg)
+
+
+def group_context(
+    material: GroupKeyingMaterial,
+    *,
+    private_key: Any = None,
+    credential: bytes | None = None,
+    sequence: SenderSequence | None = None,
+    credential_provider: CredentialProvider | None = None,
+    replay_windows_valid: bool = True,
+) -> GroupContext:
+    """The Group OSCORE context this material describes, with the known peers preloaded.
+
+    ``private_key`` may be the private COSE_Key bytes of the state file or a key object.
+    Monitors pass neither key nor credential.
+    """
+    key = private_key_from_bytes(private_key) if isinstance(private_key, bytes) else private_key
+    return GroupContext(
+        material.master_secret,
+        material.gid,
+        sender_id=material.sender_id,
+        private_key=key,
+        credential=credential,
+        master_salt=material.master_salt,
+        hkdf=hkdf_by_id(material.hkdf_alg),
+        aead=material.aead_alg,
+        group_enc=material.group_enc_alg,
+        signature=material.sign_alg,
+        key_agreement=material.ecdh_alg,
+        gm_cred=material.gm_credential,
+        peers={sid: p.credential for sid, p in material.peers.items()},
+        credential_provider=credential_provider,
+        replay_windows_valid=replay_windows_valid,
+        sequence=sequence,
+    )
 
 
 # --- member state file ---------------------------------------------------------------------

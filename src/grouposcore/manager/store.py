@@ -102,6 +102,10 @@ CREATE TABLE IF NOT EXISTS access (
     roles INTEGER NOT NULL,
     PRIMARY KEY (node, grp)
 );
+CREATE TABLE IF NOT EXISTS sequence_numbers (
+    key TEXT PRIMARY KEY,
+    upto INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS channels (
     node TEXT PRIMARY KEY,
     master_secret BLOB NOT NULL,
@@ -512,10 +516,24 @@ class Store:
             ),
         )  # fmt: skip
 
+    # --- sender sequence numbers (the oscore SequenceNumberStore protocol) ---------------
+
+    def load(self, key: str) -> int | None:
+        """First sequence number usable after a restart for sender ``key`` (None: never)."""
+        row = self._one("SELECT upto FROM sequence_numbers WHERE key=?", (key,))
+        return None if row is None else int(row[0])
+
+    def reserve(self, key: str, upto: int) -> None:
+        """Durably record that numbers below ``upto`` may have been used (own transaction)."""
+        with self.transaction():
+            self._write(
+                "INSERT OR REPLACE INTO sequence_numbers(key, upto) VALUES (?, ?)", (key, upto)
+            )
+
     # --- whole-state view ---------------------------------------------------------------
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's rows in a stable order: what 'same state after restart' compares."""
         tables = ("meta", "gm_keys", "groups", "members", "sid_allocations", "stale_sets",
-                  "access", "channels")  # fmt: skip
+                  "access", "channels", "sequence_numbers")  # fmt: skip
         return {t: self._all(f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}

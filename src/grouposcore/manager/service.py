@@ -1,0 +1,287 @@
+"""The Group Manager on the network: the /ace-group tree on a transport Endpoint over OSCORE.
+
+This is the thin edge around the sans-I/O :class:`~grouposcore.manager.core.GroupManager`:
+
+* every node talks to the GM over its own RFC 8613 context, built from the commissioning
+  material in the store; the context that verified a request *is* the node's identity, so
+  the security hook tags each verified request with the node name before any resource sees
+  it;
+* the resource tree is dynamic (one subtree per group and node), so the site resolves
+  ``/ace-group/...`` paths on demand and keeps resource objects only where Observe needs
+  them (/ace-group/GROUPNAME, /num, /active, /nodes/NODENAME);
+* the core's notifications are queued per (node, path), and only that node's observers of
+  that path are re-rendered, so each member gets its own rekeying message (with the stale
+  Sender IDs) or its eviction (4.04). Nodes that poll simply GET the current material.
+
+The GM's sender sequence numbers for the channels are reserved in the same SQLite file, and
+contexts loaded at start-up begin with invalid replay windows (RFC 8613 Appendix B.1.2), so
+a restarted GM answers each node's first request with an Echo challenge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grouposcore.coap import Code as CoapCode
+from grouposcore.coap import Message
+from grouposcore.cose import hkdf_by_id
+from grouposcore.manager.core import GmResponse, GroupManager, Notification
+from grouposcore.manager.params import Code, Param, loads_strict
+from grouposcore.manager.store import ChannelMaterial, GroupRecord
+from grouposcore.oscore.context import SecurityContext
+from grouposcore.oscore.security import ServerSecurity
+from grouposcore.oscore.sequence import SenderSequence
+from grouposcore.transport import Endpoint, Protection, Resource, Site
+
+__all__ = ["GroupManagerService", "NodeRequest"]
+
+log = logging.getLogger(__name__)
+
+RT_GROUP_MEMBERSHIP = "core.osc.gm"
+
+
+@dataclass(slots=True, repr=False)
+class NodeRequest(Message):
+    """A request that verified under a node's channel context: ``node`` is who sent it."""
+
+    node: str | None = field(default=None, compare=False)
+
+
+def _sequence_key(material: ChannelMaterial) -> str:
+    # New commissioning material means new keys, so its numbering may start again.
+    digest = hashlib.sha256(material.master_secret + material.master_salt).hexdigest()[:16]
+    return f"channel/{material.node}/{digest}"
+
+
+class _ChannelSecurity:
+    """The transport's server security hook: OSCORE channels, requests tagged with the node."""
+
+    def __init__(self) -> None:
+        self.oscore = ServerSecurity()
+        self.nodes: dict[int, str] = {}
+
+    def add(self, node: str, context: SecurityContext) -> None:
+        self.oscore.add(context)
+        self.nodes[id(context)] = node
+
+    def remove(self, context: SecurityContext) -> None:
+        self.oscore.remove(context)
+        self.nodes.pop(id(context), None)
+
+    def node_of(self, binding: Any) -> str | None:
+        context = getattr(binding, "context", None)
+        return None if context is None else self.nodes.get(id(context))
+
+    def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
+        result = self.oscore.unprotect_request(request)
+        if result is None:
+            return None
+        plain, binding = result
+        tagged = NodeRequest(
+            code=plain.code,
+            mtype=plain.mtype,
+            mid=plain.mid,
+            token=plain.token,
+            options=plain.options,
+            payload=plain.payload,
+            remote=plain.remote,
+            node=self.node_of(binding),
+        )
+        return tagged, binding
+
+    def protect_response(self, response: Message, binding: Any) -> Message:
+        return self.oscore.protect_response(response, binding)
+
+
+class _GmResource(Resource):
+    """One /ace-group path; rendering is the core's ``handle`` for the tagged node."""
+
+    def __init__(self, service: GroupManagerService, path: tuple[str, ...], **attrs: Any):
+        super().__init__(protection=service.protection, **attrs)
+        self._service = service
+        self.path = path
+
+    async def render(self, request: Message) -> Message:
+        return self._service.serve(self.path, request)
+
+
+class _GmSite(Site):
+    """A site whose /ace-group subtree is resolved by the service instead of a fixed table."""
+
+    def __init__(self, service: GroupManagerService) -> None:
+        super().__init__()
+        self._service = service
+
+    def lookup(self, path: Iterable[str]) -> Resource | None:
+        parts = tuple(path)
+        found = super().lookup(parts)
+        if found is not None or not parts or parts[0] != "ace-group":
+            return found
+        return self._service.resource(parts)
+
+
+class GroupManagerService:
+    """Serves a :class:`GroupManager` to nodes over their commissioned OSCORE channels."""
+
+    def __init__(self, gm: GroupManager, *, sequence_step: int = 64) -> None:
+        self.gm = gm
+        self._security = _ChannelSecurity()
+        self._contexts: dict[str, SecurityContext] = {}
+        self._sequence_step = sequence_step
+        self._pending: dict[tuple[str, tuple[str, ...]], tuple[Notification, int | None]] = {}
+        self.protection = Protection(oscore=True, accept=self._accepts)
+        self.site = _GmSite(self)
+        self.endpoint: Endpoint | None = None
+        for material in gm.store.channels():
+            self._install(material, restarted=True)
+        for g in gm.store.groups():
+            self.resource(("ace-group", g.name))
+
+    @property
+    def server_security(self) -> _ChannelSecurity:
+        """The hook to give an Endpoint (``start`` does that)."""
+        return self._security
+
+    async def start(self, bind: tuple[str, int] = ("::", 0)) -> Endpoint:
+        """Bind an endpoint serving the GM's site."""
+        self.endpoint = await Endpoint.create(bind, site=self.site, server_security=self._security)
+        return self.endpoint
+
+    async def close(self) -> None:
+        """Stop serving (the store stays open; the GroupManager owns it)."""
+        if self.endpoint is not None:
+            await self.endpoint.close()
+            self.endpoint = None
+
+    # --- administration that changes what nodes see ---------------------------------------
+
+    def commission(self, node: str, **kwargs: Any) -> ChannelMaterial:
+        """New channel material for ``node``; the running service switches to it at once."""
+        material = self.gm.commission_node(node, **kwargs)
+        self._install(material, restarted=False)
+        return material
+
+    def create_group(self, name: str, **kwargs: Any) -> GroupRecord:
+        """Create a group and publish its resource (rt=core.osc.gm in /.well-known/core)."""
+        record = self.gm.create_group(name, **kwargs)
+        self.resource(("ace-group", name))
+        return record
+
+    def evict(self, group: str, node: str, *, revoke: bool = True) -> None:
+        """Evict and rekey; the notifications go out to the observers."""
+        self.deliver(self.gm.evict(group, node, revoke=revoke))
+
+    def rekey(self, group: str) -> None:
+        """Rekey and notify."""
+        self.deliver(self.gm.rekey(group))
+
+    def set_active(self, group: str, active: bool) -> None:
+        """(De)activate and notify observers of /active."""
+        self.deliver(self.gm.set_active(group, active))
+
+    # --- requests and notifications -------------------------------------------------------
+
+    def serve(self, path: tuple[str, ...], request: Message) -> Message:
+        """Answer one verified request on ``path`` (also the re-rendering for observers)."""
+        node = getattr(request, "node", None)
+        if node is None:
+            return Message(CoapCode.UNAUTHORIZED, payload=b"no channel identity")
+        if request.options.observe == 0:
+            queued = self._take_pending(node, path)
+            if queued is not None:
+                return self._message(GmResponse(queued.code, queued.payload, queued.content_format))
+        response = self.gm.handle(
+            node, request.code, path, request.payload, request.options.content_format
+        )
+        self.deliver(response.notifications)
+        return self._message(response)
+
+    def deliver(self, notes: Iterable[Notification]) -> None:
+        """Queue each notification for its node and wake that node's observers."""
+        for note in notes:
+            paths = {note.path}
+            if note.code == Code.NOT_FOUND:  # eviction: end the group observation too
+                paths.add(("ace-group", note.group))
+            num = self._num_of(note)
+            for path in paths:
+                self._pending[(note.node, path)] = (note, num)
+                resource = self.site.lookup(path)
+                for obs in resource.observers if resource is not None else ():
+                    if getattr(obs.request, "node", None) == note.node and obs.trigger:
+                        obs.trigger(obs)
+
+    def resource(self, path: tuple[str, ...]) -> Resource:
+        """The resource object for ``path``; observable ones are kept for their observers."""
+        observable = (
+            (len(path) == 2)
+            or (len(path) == 3 and path[2] in ("num", "active"))
+            or (len(path) == 4 and path[2] == "nodes")
+        )
+        group = self.gm.store.group(path[1]) if len(path) > 1 else None
+        if observable and group is not None and (len(path) != 4 or path[3] in self._contexts):
+            res = _GmResource(
+                self,
+                path,
+                observable=True,
+                rt=RT_GROUP_MEMBERSHIP if len(path) == 2 else None,
+                hidden=len(path) != 2,
+            )
+            self.site.add(path, res)
+            return res
+        return _GmResource(self, path, hidden=True)
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _accepts(self, binding: Any) -> bool:
+        return self._security.node_of(binding) is not None
+
+    def _install(self, material: ChannelMaterial, *, restarted: bool) -> None:
+        old = self._contexts.pop(material.node, None)
+        if old is not None:
+            self._security.remove(old)
+        context = SecurityContext(
+            material.master_secret,
+            sender_id=material.gm_sender_id,
+            recipient_id=material.node_sender_id,
+            master_salt=material.master_salt,
+            id_context=material.id_context,
+            aead=material.aead_alg,
+            hkdf=hkdf_by_id(material.hkdf_alg),
+            sequence=SenderSequence(
+                store=self.gm.store, key=_sequence_key(material), step=self._sequence_step
+            ),
+            replay_window_valid=not restarted,
+        )
+        self._contexts[material.node] = context
+        self._security.add(material.node, context)
+
+    def _num_of(self, note: Notification) -> int | None:
+        if note.code != Code.CONTENT or len(note.path) != 2:
+            return None
+        body = loads_strict(note.payload, "notification")  # our own encoding
+        num = body.get(Param.NUM) if isinstance(body, dict) else None
+        return num if isinstance(num, int) else None
+
+    def _take_pending(self, node: str, path: tuple[str, ...]) -> Notification | None:
+        entry = self._pending.pop((node, path), None)
+        if entry is None:
+            return None
+        note, num = entry
+        if num is not None:
+            group = self.gm.store.group(note.group)
+            if group is None or group.num != num:
+                return None  # superseded: render the current state instead
+        return note
+
+    @staticmethod
+    def _message(response: GmResponse) -> Message:
+        msg = Message(response.code, payload=response.payload)
+        if response.content_format is not None:
+            msg.options.content_format = response.content_format
+        if response.location_path:
+            msg.options.location_path = list(response.location_path)
+        return msg

@@ -139,3 +139,25 @@ def test_proxy_uri_is_decomposed() -> None:
         assert protected.options.proxy_scheme == "coap" and not protected.options.uri_path
         plain, _ = server.unprotect_request(protected)
         assert plain.options.uri_path == ["a", "b"] and plain.options.uri_query == ["x=1"]
+
+
+def test_echo_retry_through_the_same_client_security_goes_pairwise() -> None:
+    """A transport that repeats the request with the same ClientSecurity (and the server's
+    address in ``remote``) still sends the Echo retry in pairwise mode."""
+    server = ServerSecurity([B.context([A], replay_windows_valid=False)])
+    client = ClientSecurity(A.context([B]))
+    first = get()
+    first.remote = ("224.0.1.187", 5683)
+    req, binding = client.protect_request(first)
+    with pytest.raises(FreshnessRequired) as info:
+        server.unprotect_request(req)
+    challenge = server.error_response(info.value, req)
+    challenge.remote = ("192.0.2.7", 5683)
+    verified = client.unprotect_response(challenge, binding)
+    retry = get()
+    retry.options.echo = verified.options.echo
+    retry.remote = ("192.0.2.7", 5683)
+    req2, binding2 = client.protect_request(retry)
+    assert not binding2.group_mode and binding2.intended_recipient == B.sid
+    plain, sbinding = server.unprotect_request(req2)
+    assert not sbinding.group_mode and plain.options.echo == verified.options.echo

@@ -57,15 +57,25 @@ class ClientSecurity:
         self.pairwise_with = pairwise_with
         if pairwise_with is not None and not isinstance(context, GroupContext):
             raise OscoreError("pairwise mode needs a group context")
+        #: transport address -> Sender ID, learned from verified responses; lets a unicast
+        #: Echo retry go to a known member in pairwise mode (RFC 10021 §9 step 4)
+        self._members_at: dict[object, bytes] = {}
 
     @property
     def is_group(self) -> bool:
         return isinstance(self.context, GroupContext)
 
     def protect_request(self, request: Message) -> tuple[Message, RequestBinding]:
-        if isinstance(self.context, GroupContext):
-            return self.context.protect_request(request, pairwise_with=self.pairwise_with)
-        return self.context.protect_request(request)
+        ctx = self.context
+        if isinstance(ctx, GroupContext):
+            target = self.pairwise_with
+            if target is None and request.options.echo is not None and ctx.pairwise_mode:
+                # a repeated request answering an Echo challenge goes to one member
+                member = self._members_at.get(request.remote)
+                if member is not None and member in ctx.recipients:
+                    target = member
+            return ctx.protect_request(request, pairwise_with=target)
+        return ctx.protect_request(request)
 
     def unprotect_response(self, response: Message, binding: RequestBinding) -> VerifiedMessage:
         """Verify a response; an unprotected response (e.g. an OSCORE error from the server)
@@ -76,6 +86,8 @@ class ClientSecurity:
                 f"protected request: {response.payload[:80].decode('utf-8', 'replace')}"
             )
         plain, info = binding.context.unprotect_response(response, binding)  # type: ignore[attr-defined]
+        if response.remote is not None:
+            self._members_at[response.remote] = info.sender_id
         return _verified(plain, info)
 
     def echo_retry(self, response: VerifiedMessage, request: Message) -> tuple[Message,

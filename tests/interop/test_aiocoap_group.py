@@ -321,7 +321,7 @@ def test_identifier_edge_cases(client_id: bytes, server_id: bytes, gid: bytes) -
             for fresh in (False, True):
                 rid.can_reuse_nonce = not fresh
                 answer, _ = aio_protect(responder, response, rid)
-                gbinding.trackers.clear()  # the same PIV-less slot is reused on purpose
+                gbinding.trackers = None  # the same PIV-less slot is reused on purpose
                 got, info = gclient.unprotect_response(Message.decode(answer), gbinding)
                 assert got == response and info.sender_id == server_id
 

@@ -1,11 +1,24 @@
-"""The ``grouposcore`` command."""
+"""The ``grouposcore`` command: CoAP requests (plain, OSCORE, Group OSCORE, multicast),
+a demo server and offline group provisioning."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from grouposcore import __version__
+from grouposcore.cli import client, group, server
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="count", default=0,
+                      help="more log output (-vv for debugging)")
+    loud.add_argument("-q", "--quiet", action="store_true",
+                      help="only the responses, no status lines or warnings")
+    parser.add_argument("--json", action="store_true",
+                        help="machine-readable output: one JSON object per line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,8 +27,41 @@ def build_parser() -> argparse.ArgumentParser:
         description="Secure group communication for CoAP (Group OSCORE, RFC 10021).",
     )
     parser.add_argument("--version", action="version", version=f"grouposcore {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in ("get", "put", "post", "delete", "observe"):
+        what = "register as observer and print notifications" if name == "observe" \
+            else f"send a {name.upper()} request"
+        p = sub.add_parser(
+            name, help=what,
+            description=f"{what.capitalize()}. A multicast URI with --group sends a Group "
+                        "OSCORE group request and prints every verified response with its "
+                        "sender address and Sender ID.",
+        )
+        client.add_arguments(p, observe=name == "observe")
+        _common(p)
+    p = sub.add_parser("serve", help="run a demo server (/light, /time)",
+                       description=server.__doc__)
+    server.add_arguments(p)
+    _common(p)
+    p = sub.add_parser("group", help="static groups without a Group Manager")
+    group.add_arguments(p)
+    _common(p)
     return parser
+
+
+def _logging(args: argparse.Namespace) -> None:
+    if args.quiet:
+        level = logging.ERROR
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    root = logging.getLogger()
+    root.setLevel(level)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for old in [h for h in root.handlers if getattr(h, "_grouposcore_cli", False)]:
+        root.removeHandler(old)
+    handler._grouposcore_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    _logging(args)
+    if args.command == "serve":
+        return server.run(args)
+    if args.command == "group":
+        return group.run(args)
+    return client.run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

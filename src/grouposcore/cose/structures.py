@@ -50,9 +50,17 @@ def cbor_int(n: int) -> bytes:
     return _head(0, n) if n >= 0 else _head(1, -1 - n)
 
 
+_SHORT_BSTR_HEADS = [bytes((0x40 | n,)) for n in range(24)]
+
+
 def cbor_bstr(data: bytes) -> bytes:
     """Byte string (major type 2): head plus the bytes themselves."""
-    return _head(2, len(data)) + data
+    n = len(data)
+    if n < 24:  # the common case on the hot path (kids, PIVs, Gids, options)
+        return _SHORT_BSTR_HEADS[n] + data
+    if n < 0x100:
+        return bytes((0x58, n)) + data
+    return _head(2, n) + data
 
 
 def cbor_tstr(text: str) -> bytes:

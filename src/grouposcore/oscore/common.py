@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cbor2
 
@@ -42,7 +42,7 @@ class NonceFactory:
     first ``nonce_len`` bytes are used.
     """
 
-    __slots__ = ("_civ", "max_id_len", "nonce_len")
+    __slots__ = ("_civ", "_id_parts", "max_id_len", "nonce_len")
 
     def __init__(self, common_iv: bytes, nonce_len: int) -> None:
         if len(common_iv) < nonce_len:
@@ -50,15 +50,18 @@ class NonceFactory:
         self.nonce_len = nonce_len
         self.max_id_len = nonce_len - 6
         self._civ = int.from_bytes(common_iv[:nonce_len], "big")
+        #: ID_PIV -> (length byte | padded ID) XOR Common IV, the part fixed per sender
+        self._id_parts: dict[bytes, int] = {}
 
     def nonce(self, id_piv: bytes, piv: bytes) -> bytes:
-        n = self.nonce_len
-        value = (
-            (len(id_piv) << ((n - 1) * 8))
-            | (int.from_bytes(id_piv, "big") << 40)
-            | int.from_bytes(piv, "big")
-        )
-        return (value ^ self._civ).to_bytes(n, "big")
+        part = self._id_parts.get(id_piv)
+        if part is None:
+            n = self.nonce_len
+            part = ((len(id_piv) << ((n - 1) * 8)) | (int.from_bytes(id_piv, "big") << 40))
+            part ^= self._civ
+            if len(self._id_parts) < 4096:  # bounded: one entry per member that sends
+                self._id_parts[id_piv] = part
+        return (part ^ int.from_bytes(piv, "big")).to_bytes(self.nonce_len, "big")
 
 
 def parse_oscore_option(message: Message) -> OscoreOption:
@@ -111,12 +114,16 @@ class RequestBinding:
     #: the one server a pairwise (or 1:1 OSCORE) request is meant for
     intended_recipient: bytes | None = None
     observe: bool = False
-    trackers: dict[bytes, ResponseTracker] = field(default_factory=dict)
+    #: replay state per responding server, created with the first response
+    trackers: dict[bytes, ResponseTracker] | None = None
 
     def tracker(self, server: bytes) -> ResponseTracker:
-        tracker = self.trackers.get(server)
+        trackers = self.trackers
+        if trackers is None:
+            trackers = self.trackers = {}
+        tracker = trackers.get(server)
         if tracker is None:
-            tracker = self.trackers[server] = ResponseTracker()
+            tracker = trackers[server] = ResponseTracker()
         return tracker
 
 

@@ -201,6 +201,12 @@ class GroupContext:
         )
         self._gm_cred_bstr = cbor_bstr(gm_cred)
         self._gid_bstr = cbor_bstr(gid)
+        # keystream info = [id, Gid, type, L]: everything after id is fixed per direction
+        self._sig_len = self.signature.signature_len if self.signature else 0
+        self._sekey = self.signature_encryption_key or b""
+        sig_len_cbor = cbor2.dumps(self._sig_len)
+        self._ks_tail_request = self._gid_bstr + b"\xf5" + sig_len_cbor
+        self._ks_tail_response = self._gid_bstr + b"\xf4" + sig_len_cbor
 
         # Sender Context
         self.sender_id = sender_id
@@ -360,13 +366,10 @@ class GroupContext:
         ))
 
     def _keystream(self, piv: bytes, id_piv: bytes, is_request: bool) -> bytes:
-        assert self.signature is not None and self.signature_encryption_key is not None
-        L = self.signature.signature_len
-        info = b"".join((
-            b"\x84", cbor_bstr(id_piv), self._gid_bstr, b"\xf5" if is_request else b"\xf4",
-            cbor2.dumps(L),
-        ))
-        return self.hkdf.derive(piv, self.signature_encryption_key, info, L)
+        """HKDF(salt = PIV, IKM = SEKey, info = [id, Gid, is_request, L], L) (RFC 10021 §4.1)."""
+        tail = self._ks_tail_request if is_request else self._ks_tail_response
+        return self.hkdf.derive(piv, self._sekey, b"\x84" + cbor_bstr(id_piv) + tail,
+                                self._sig_len)
 
     def _seal_group(self, nonce: bytes, plaintext: bytes, aad_array: bytes, piv: bytes,
                     id_piv: bytes, is_request: bool) -> bytes:

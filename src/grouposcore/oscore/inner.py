@@ -18,7 +18,7 @@ _OSCORE = OptionNumber.OSCORE
 _PROXY_URI = OptionNumber.PROXY_URI
 
 # Option class per number, memoised: option_def() is cheap but this is the hot path.
-_OUTER_ONLY: dict[int, bool] = {}
+_OUTER_ONLY: dict[int, bool] = {}  # OSCORE (9) and Proxy-Uri (35) are class U too
 
 
 def _is_outer_only(number: int) -> bool:
@@ -34,29 +34,36 @@ def split(message: Message) -> tuple[Options, bytes, int]:
     inner: list[tuple[int, bytes]] = []
     outer: list[tuple[int, bytes]] = []
     proxy_uri = None
-    for item in message.options:
+    observe = False
+    outer_only = _OUTER_ONLY
+    for item in message.options._items:
         number = item[0]
-        if number == _OSCORE:
-            raise OscoreError("message to protect already carries an OSCORE option")
-        if number == _PROXY_URI:
-            proxy_uri = item[1]
-        elif _is_outer_only(number):
-            outer.append(item)
+        is_outer = outer_only.get(number)
+        if is_outer is None:
+            is_outer = _is_outer_only(number)
+        if is_outer:
+            if number == _PROXY_URI:
+                proxy_uri = item[1]
+            elif number == _OSCORE:
+                raise OscoreError("message to protect already carries an OSCORE option")
+            else:
+                outer.append(item)
         else:
             inner.append(item)
             if number == _OBSERVE:
                 outer.append(item)
+                observe = True
     # both lists inherit the ascending order of the message's options
     inner_options = Options._from_sorted(inner)
     outer_options = Options._from_sorted(outer)
     if proxy_uri is not None:
         _decompose_proxy_uri(proxy_uri, inner_options, outer_options)
-    observe = _OBSERVE in outer_options
-    if 1 <= message.code <= 31:
+    code = message.code
+    if 1 <= code <= 31:
         outer_code = Code.FETCH if observe else Code.POST
     else:
         outer_code = Code.CONTENT if observe else Code.CHANGED
-    plaintext = bytes((message.code,)) + encode_options(inner_options)
+    plaintext = bytes((code,)) + encode_options(inner_options) if inner else bytes((code,))
     if message.payload:
         plaintext += b"\xff" + message.payload
     return outer_options, plaintext, outer_code

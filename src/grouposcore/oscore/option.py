@@ -7,7 +7,7 @@ and truncated fields are errors, never silently accepted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from grouposcore.errors import OscoreDecodeError
 
@@ -20,9 +20,11 @@ FLAG_RESERVED = 0xC0
 MAX_PIV_LEN = 5
 
 
-@dataclass(frozen=True, slots=True)
-class OscoreOption:
-    """Decoded OSCORE option. ``None`` means the field is absent (h'' is a present, empty kid)."""
+class OscoreOption(NamedTuple):
+    """Decoded OSCORE option. ``None`` means the field is absent (h'' is a present, empty kid).
+
+    A NamedTuple rather than a frozen dataclass: it is built for every received message.
+    """
 
     piv: bytes | None = None
     kid: bytes | None = None

@@ -201,3 +201,11 @@ class EndpointClosed(TransportError):
 
 class MembershipTerminated(ManagerError):
     """The Group Manager ended this node's membership (eviction, or its Sender ID went stale)."""
+
+
+class RoleNotAuthorized(OscoreError):
+    """A group message from a member whose role does not allow it (digest §15.2): a request
+    from a non-Requester or a response from a non-Responder. Rejected before any state change."""
+
+    coap_code = 4 << 5 | 1  # 4.01
+    diagnostic = "Role not authorized"

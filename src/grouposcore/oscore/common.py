@@ -64,14 +64,19 @@ class NonceFactory:
         return (part ^ int.from_bytes(piv, "big")).to_bytes(self.nonce_len, "big")
 
 
-def parse_oscore_option(message: Message) -> OscoreOption:
-    """The decoded OSCORE option of a protected message (payload must not be empty)."""
+def parse_oscore_option(message: Message) -> tuple[bytes, OscoreOption]:
+    """The OSCORE option value and its decoded form (the payload must not be empty)."""
     value = message.options.get(9)
     if value is None:
         raise OscoreDecodeError("message has no OSCORE option")
     if not message.payload:
         raise OscoreDecodeError("OSCORE message without payload")
-    return decode_option(value)
+    return value, decode_option(value)
+
+
+def is_registration(message: Message) -> bool:
+    """Observe registration (Observe: 0); cheap for the common non-Observe message."""
+    return 6 in message.options and message.options.observe == 0
 
 
 class ResponseTracker:

@@ -31,6 +31,7 @@ from grouposcore.oscore.common import (
     ResponseInfo,
     ServerBinding,
     derive,
+    is_registration,
     needs_fresh_piv,
     parse_oscore_option,
 )
@@ -125,14 +126,14 @@ class SecurityContext:
             request_piv=piv,
             request_kid_context=self.id_context,
             intended_recipient=self.recipient_id,
-            observe=message.options.observe == 0,
+            observe=is_registration(message),
         )
         return inner.assemble(message, outer, outer_code, option, ciphertext), binding
 
     def unprotect_response(
         self, message: Message, binding: RequestBinding
     ) -> tuple[Message, ResponseInfo]:
-        opt = parse_oscore_option(message)
+        _, opt = parse_oscore_option(message)
         if opt.group:
             raise OscoreDecodeError("Group Flag set on a response for an OSCORE context")
         if opt.kid is not None and opt.kid != self.recipient_id:
@@ -155,7 +156,7 @@ class SecurityContext:
     # -- server side ----------------------------------------------------------------
 
     def unprotect_request(self, message: Message) -> tuple[Message, ServerBinding]:
-        opt = parse_oscore_option(message)
+        _, opt = parse_oscore_option(message)
         if opt.group:
             raise OscoreDecodeError("Group Flag set on a request for an OSCORE context")
         if opt.piv is None or opt.kid is None:
@@ -180,7 +181,7 @@ class SecurityContext:
             request_kid=opt.kid,
             request_piv=opt.piv,
             request_kid_context=opt.kid_context,
-            observe=result.options.observe == 0,
+            observe=is_registration(result),
         )
         if not window.valid:
             if self.echo_challenge is not None and result.options.echo == self.echo_challenge:

@@ -55,6 +55,7 @@ from grouposcore.oscore.common import (
     ResponseInfo,
     ServerBinding,
     derive,
+    is_registration,
     needs_fresh_piv,
     parse_oscore_option,
 )
@@ -442,14 +443,14 @@ class GroupContext:
             request_kid_context=self.gid,
             group_mode=group,
             intended_recipient=pairwise_with,
-            observe=message.options.observe == 0,
+            observe=is_registration(message),
         )
         return inner.assemble(message, outer, outer_code, option, payload), binding
 
     def unprotect_response(
         self, message: Message, binding: RequestBinding
     ) -> tuple[Message, ResponseInfo]:
-        opt = parse_oscore_option(message)
+        option_value, opt = parse_oscore_option(message)
         kid = opt.kid
         if kid is None:
             if binding.intended_recipient is None:
@@ -469,7 +470,7 @@ class GroupContext:
             piv, id_piv = opt.piv, kid
         aad_array = self._aad_array(
             binding.request_kid, binding.request_piv, binding.request_kid_context,
-            message.options.get(9) or b"", rc.cred_bstr,
+            option_value, rc.cred_bstr,
         )
         if opt.group:
             nonce = self._group_nonces.nonce(id_piv, piv)  # type: ignore[union-attr]
@@ -507,7 +508,7 @@ class GroupContext:
         is not valid yet and the policy is "echo"; the exception holds the binding to
         protect the 4.01 + Echo answer with.
         """
-        opt = parse_oscore_option(message)
+        option_value, opt = parse_oscore_option(message)
         if opt.piv is None or opt.kid is None or opt.kid_context is None:
             raise OscoreDecodeError("group request without Partial IV, kid or kid context")
         if opt.kid_context != self.gid:
@@ -522,7 +523,7 @@ class GroupContext:
         if window.valid:
             window.check(seq)
         aad_array = self._aad_array(
-            kid, piv, opt.kid_context, message.options.get(9) or b"", rc.cred_bstr
+            kid, piv, opt.kid_context, option_value, rc.cred_bstr
         )
         if opt.group:
             nonce = self._group_nonces.nonce(kid, piv)  # type: ignore[union-attr]
@@ -537,7 +538,7 @@ class GroupContext:
             request_kid_context=opt.kid_context,
             group_mode=opt.group,
             recipient=rc,
-            observe=result.options.observe == 0,
+            observe=is_registration(result),
         )
         if provisional:
             self._insert(rc)

@@ -44,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_arguments(p)
     _common(p)
     p = sub.add_parser("group", help="static groups without a Group Manager")
-    group.add_arguments(p)
-    _common(p)
+    group.add_arguments(p, _common)
     return parser
 
 

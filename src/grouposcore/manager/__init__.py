@@ -2,7 +2,9 @@
 
 Sans-I/O: :class:`GroupManager` serves decoded requests over a persistent
 :class:`~grouposcore.manager.store.Store`; :mod:`grouposcore.manager.member` is the joining
-node's side. The CoAP/OSCORE edge lives elsewhere and only moves bytes.
+node's side. The CoAP/OSCORE edge (service, client) only moves bytes;
+:class:`~grouposcore.manager.runtime.GroupMember` is a live member that keeps its group
+context current.
 """
 
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
@@ -13,6 +15,13 @@ from grouposcore.manager.member import (
     PendingJoin,
 )
 from grouposcore.manager.params import Role
+from grouposcore.manager.runtime import (
+    GroupMember,
+    MemberClientSecurity,
+    MemberServerSecurity,
+    read_channel_file,
+    write_channel_file,
+)
 from grouposcore.manager.store import ChannelMaterial, Store
 
 __all__ = [
@@ -20,10 +29,15 @@ __all__ = [
     "GmResponse",
     "GroupKeyingMaterial",
     "GroupManager",
+    "GroupMember",
+    "MemberClientSecurity",
+    "MemberServerSecurity",
     "MemberState",
     "Notification",
     "PeerInfo",
     "PendingJoin",
     "Role",
     "Store",
+    "read_channel_file",
+    "write_channel_file",
 ]

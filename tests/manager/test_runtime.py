@@ -1,0 +1,299 @@
+"""GroupMember over real UDP on 127.0.0.1: join, group traffic, rekeying, roles, restarts."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from grouposcore.coap import Code
+from grouposcore.errors import (
+    ContextNotFound,
+    ModeNotSupported,
+    OscoreError,
+    RoleNotAuthorized,
+)
+from grouposcore.manager import member as mb
+from grouposcore.manager.params import Role, tperm
+from grouposcore.oscore.option import decode_option
+from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
+from tests.manager.helpers import RS
+from tests.manager.runtime_net import Net, Peer, get, run, start_net
+
+
+def _sid(p: Peer) -> bytes:
+    sid = p.member.sender_id
+    assert sid is not None
+    return sid
+
+
+async def _ask(src: Peer, dst: Peer, *, pairwise: bool = False, payload: bytes = b"") -> bytes:
+    """One request from ``src`` to ``dst`` through the endpoints; the response must verify
+    as coming from ``dst`` in the expected mode."""
+    sec = src.member.client_security(pairwise_with=_sid(dst) if pairwise else None)
+    msg = get("light", payload, Code.POST if payload else Code.GET)
+    resp = await src.endpoint.request(msg, dst.address, timeout=5, security=sec)
+    assert isinstance(resp, VerifiedMessage) and resp.security is not None
+    assert resp.security.sender_id == _sid(dst)
+    if resp.code == Code.CONTENT or resp.code == Code.CHANGED:
+        return resp.payload
+    raise AssertionError(f"unexpected {resp.code}")
+
+
+def _net_test(tmp_path: Path, body, **group_kw) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        net = await start_net(tmp_path, **group_kw)
+        try:
+            await body(net)
+        finally:
+            await net.close()
+
+    run(main())
+
+
+def test_three_members_join_and_talk(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        a, b, c = [await net.member(n) for n in ("a", "b", "c")]
+        assert a.member.started == b.member.started == c.member.started == "joined"
+        sids = {_sid(p) for p in (a, b, c)}
+        assert len(sids) == 3
+        num = net.gm.store.group("g").num  # type: ignore[union-attr]
+        for p in (a, b, c):
+            await p.member.wait_for(num)
+            assert p.member.material.num == num
+        for src in (a, b, c):
+            for dst in (a, b, c):
+                if src is dst:
+                    continue
+                assert await _ask(src, dst) == dst.name.encode()
+                assert await _ask(src, dst, pairwise=True, payload=b"on") == (
+                    dst.name.encode() + b":on"
+                )
+        assert all(len(p.light.requests) == 4 for p in (a, b, c))
+        # Every member knows every other's credential and roles from the GM.
+        assert a.member.peer_roles(_sid(b)) == tperm(RS)
+        for p in (a, b, c):
+            for path in (net.state(p.name), Path(str(net.state(p.name)) + ".seq")):
+                assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+    _net_test(tmp_path, body)
+
+
+def test_forward_security_after_eviction(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        a, b, c = [await net.member(n) for n in ("a", "b", "c")]
+        old_c = c.member.context
+        num = net.gm.store.group("g").num  # type: ignore[union-attr]
+        net.svc.evict("g", "c")
+        await a.member.wait_for(num + 1)
+        await b.member.wait_for(num + 1)
+        await c.member.wait_terminated()
+        assert not net.state("c").exists()
+        assert _sid(c) not in a.member.material.peers
+        with pytest.raises(ContextNotFound):
+            c.member.context  # noqa: B018
+        # New group traffic: c's old context can neither verify nor decrypt it.
+        wire, _ = a.member.context.protect_request(get("light").copy(remote=b.address))
+        with pytest.raises(OscoreError):
+            old_c.unprotect_request(wire)
+        assert await _ask(a, b) == b"b"
+        # c's requests with the context it kept are refused, b's handler never runs.
+        before = len(b.light.requests)
+        with pytest.raises(OscoreError, match=r"4\.01"):
+            await c.endpoint.request(
+                get("light"), b.address, timeout=5, security=ClientSecurity(old_c)
+            )
+        assert len(b.light.requests) == before
+
+    _net_test(tmp_path, body)
+
+
+def test_backward_security_for_a_late_joiner(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        recorded, _ = a.member.context.protect_request(get("light", b"secret", Code.POST))
+        assert await _ask(a, b, payload=b"x") == b"b:x"
+        num = a.member.material.num
+        c = await net.member("c")  # backward security (default): the join rekeys
+        assert c.member.material.num == num + 1
+        await a.member.wait_for(num + 1)
+        await b.member.wait_for(num + 1)
+        with pytest.raises(OscoreError):
+            c.member.context.unprotect_request(recorded)
+        # The rekeying told a and b about c, and c got their credentials at join.
+        assert _sid(c) in a.member.material.peers and _sid(c) in b.member.material.peers
+        assert await _ask(c, a) == b"a"
+        assert await _ask(a, c, pairwise=True, payload=b"y") == b"c:y"
+
+    _net_test(tmp_path, body)
+
+
+def test_offline_member_catches_up_after_two_rekeyings(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        a, b, d = [await net.member(n) for n in ("a", "b", "d")]
+        d_sid, num = _sid(d), d.member.material.num
+        joined_at = net.gm.store.member("g", "d").joined_at  # type: ignore[union-attr]
+        await d.member.close()  # offline: state kept, no longer following
+        net.svc.evict("g", "b")
+        net.svc.rekey("g")
+        await a.member.wait_for(num + 2)
+        d2 = await net.member("d")
+        assert d2.member.started == "resumed"
+        assert d2.member.material.num == num + 2 and _sid(d2) == d_sid
+        assert _sid(b) not in d2.member.material.peers  # purged via /stale-sids
+        assert set(d2.member.material.peers) == {_sid(a)}
+        assert net.gm.store.member("g", "d").joined_at == joined_at  # type: ignore[union-attr]
+        assert await _ask(a, d2) == b"d"
+        assert await _ask(d2, a) == b"a"
+
+    _net_test(tmp_path, body)
+
+
+def test_restart_from_state_without_join_never_reuses_sequence_numbers(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n, sequence_step=4) for n in ("a", "b")]
+        for _ in range(6):
+            assert await _ask(a, b) == b"b"
+        used = a.member.context.sequence.peek()
+        assert len(b.light.requests) == 6
+        record = net.gm.store.member("g", "a")
+        await a.member.close()
+        a2 = await net.member("a", sequence_step=4)
+        assert a2.member.started == "resumed"
+        assert net.gm.store.member("g", "a") == record  # no new join
+        assert _sid(a2) == _sid(a)
+        first = a2.member.context.sequence.peek()
+        assert first >= used  # resumes at or past the durable reservation
+        assert await _ask(a2, b) == b"b"
+        # b's replay window for a holds the old numbers: the new one was accepted as new.
+        rc = b.member.context.recipients[_sid(a)]
+        assert rc.replay_window.valid
+        # b restarts too: its windows start invalid, so a's next request meets an Echo
+        # challenge and is repeated once; then it goes through.
+        await b.member.close()
+        b2 = await net.member("b", sequence_step=4)
+        assert b2.member.started == "resumed"
+        assert not b2.member.context.replay_windows_valid
+        assert await _ask(a2, b2) == b"b"
+        assert len(b2.light.requests) == 1 and b2.light.requests[0].options.echo is not None
+
+    _net_test(tmp_path, body)
+
+
+def test_roles_monitor_and_responder_only(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        r = await net.member("r", [Role.REQUESTER])
+        s = await net.member("s", [Role.RESPONDER])
+        both = await net.member("x", RS)
+        m = await net.member("m", [Role.MONITOR])
+        await r.member.wait_for(m.member.material.num)
+        assert m.member.sender_id is None
+        # A Monitor has no Sender ID, and its member refuses to protect requests.
+        with pytest.raises(RoleNotAuthorized):
+            m.member.client_security().protect_request(get("light"))
+        with pytest.raises(ModeNotSupported):
+            ClientSecurity(m.member.context).protect_request(get("light"))
+        # The monitor still reads group-mode requests of Requesters.
+        wire, _ = r.member.context.protect_request(get("light", b"hi", Code.POST))
+        plain, _ = m.member.context.unprotect_request(wire)
+        assert plain.payload == b"hi"
+        # Requests from a Responder-only member are refused by the others, before any
+        # replay state changes; the handler never runs.
+        with pytest.raises(RoleNotAuthorized):
+            s.member.client_security().protect_request(get("light"))
+        rogue = ClientSecurity(s.member.context)
+        with pytest.raises(OscoreError, match=r"4\.01"):
+            await s.endpoint.request(get("light"), both.address, timeout=5, security=rogue)
+        assert both.light.requests == []
+        wire, _ = s.member.context.protect_request(get("light"))
+        rc = both.member.context.recipients.get(_sid(s))
+        window_before = None if rc is None else repr(rc.replay_window)
+        with pytest.raises(RoleNotAuthorized):
+            both.endpoint.server_security.unprotect_request(wire)  # type: ignore[union-attr]
+        rc = both.member.context.recipients.get(_sid(s))
+        assert (None if rc is None else repr(rc.replay_window)) == window_before
+        # Responses are accepted only from Responders: r answers (nothing stops its server)
+        # but its answer is refused; s answers fine.
+        assert await _ask(both, s) == b"s"
+        with pytest.raises(RoleNotAuthorized):
+            await both.endpoint.request(
+                get("light"), r.address, timeout=5, security=both.member.client_security()
+            )
+        assert len(r.light.requests) == 1
+
+    _net_test(tmp_path, body)
+
+
+def test_unknown_sender_credential_fetched_on_the_fly(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        a = await net.member("a")
+        b = await net.member("b")  # no rekeying on join: a has not heard of b
+        assert _sid(b) not in a.member.material.peers
+        assert a.member.material.num == b.member.material.num
+        with pytest.raises(OscoreError, match=r"5\.03"):
+            await _ask(b, a)
+        assert a.light.requests == []
+        await a.member.wait_fetches()
+        assert a.member.peer_roles(_sid(b)) == tperm(RS)
+        assert await _ask(b, a) == b"a"
+        # The fetched credential is persisted with the material.
+        assert _sid(b) in mb.load_state(net.state("a")).material.peers
+
+    _net_test(tmp_path, body, backward_security=False)
+
+
+def test_leave_and_rekey_for_the_rest(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        num = a.member.material.num
+        await b.member.leave()
+        assert b.member.terminated and not net.state("b").exists()
+        material = await a.member.wait_for(num + 1)
+        assert material.peers == {}
+        assert [m.node for m in net.gm.members("g")] == ["a"]
+
+    _net_test(tmp_path, body)
+
+
+def test_in_flight_exchange_across_a_rekeying(tmp_path: Path) -> None:
+    """A request verified before a rekeying is answered under the new context; a response
+    under the old context still verifies during the grace time, and not after it."""
+    now = [1000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n, clock=clock, grace=10.0) for n in ("a", "b")]
+        a_sec, b_sec = a.member.client_security(), b.endpoint.server_security
+        assert b_sec is not None
+        num = a.member.material.num
+        wire1, binding1 = a_sec.protect_request(get("light"))
+        wire2, binding2 = a_sec.protect_request(get("light"))
+        _, server1 = b_sec.unprotect_request(wire1)  # type: ignore[misc]
+        _, server2 = b_sec.unprotect_request(wire2)  # type: ignore[misc]
+        old_gid = a.member.context.gid
+        net.svc.rekey("g")
+        await a.member.wait_for(num + 1)
+        await b.member.wait_for(num + 1)
+        # Old-context requests are no longer accepted.
+        with pytest.raises(OscoreError):
+            b_sec.unprotect_request(wire1)
+        # b answers request 1 under the new context: fresh PIV, new Gid as kid context.
+        resp = b_sec.protect_response(get("x").copy(code=Code.CONTENT), server1)
+        opt = decode_option(resp.options.oscore or b"")
+        assert opt.kid_context == b.member.context.gid != old_gid and opt.piv is not None
+        assert a_sec.unprotect_response(resp, binding1).code == Code.CONTENT
+        # A response protected with the old context verifies during the grace time only.
+        old_resp = server2.context.protect_response(  # type: ignore[attr-defined]
+            get("x").copy(code=Code.CONTENT), server2
+        )
+        now[0] += 5
+        assert a_sec.unprotect_response(old_resp, binding2).code == Code.CONTENT
+        now[0] += 6
+        with pytest.raises(ContextNotFound, match="retired"):
+            a_sec.unprotect_response(old_resp, binding2)
+
+    _net_test(tmp_path, body)

@@ -1,0 +1,202 @@
+"""The request commands against ``grouposcore serve`` on loopback: provision a group,
+serve it, and talk to it through the group file (in-process ``main([...])``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from grouposcore.cli.main import main
+from grouposcore.oscore.config import read_secret_file, write_secret_file
+from tests.cli.conftest import REPO, Served, grouposcore_cmd, start_serve, stop
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_get_through_the_group_file_prints_the_verified_response(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # twice: the first request to a server may be its Echo challenge's pairwise repeat
+    for _ in range(2):
+        assert main(["get", served.uri("light"), "--group", str(served.member("client")),
+                     "--timeout", "5"]) == 0
+    out, err = capsys.readouterr()
+    state = out.splitlines()[-1]
+    assert state in ("on", "off") or state.startswith("dim ")
+    last = err.splitlines()[-1]
+    assert last == f"2.05 Content from 127.0.0.1:{served.port} (verified: Sender ID 02, " \
+        "group mode)"
+
+
+def test_json_output_names_sender_and_mode(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group = str(served.member("client"))
+    assert main(["put", served.uri("light"), "--group", group, "--pairwise", "02",
+                 "--payload", "dim 40", "--json", "--timeout", "5"]) == 0
+    assert main(["get", served.uri("light"), "--group", group, "--json", "--timeout", "5"]) == 0
+    put, get = json_lines(capsys.readouterr().out)
+    assert put == {"remote": f"127.0.0.1:{served.port}", "code": "2.04", "status": "Changed",
+                   "verified": True, "sender_id": "02", "mode": "pairwise",
+                   "content_format": 0, "payload": "dim 40"}
+    assert (get["code"], get["payload"], get["mode"], get["sender_id"]) == (
+        "2.05", "dim 40", "group", "02")
+
+
+def test_post_toggles_and_bad_states_are_refused(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group = str(served.member("client"))
+    common = ["--group", group, "--json", "--timeout", "5"]
+    assert main(["put", served.uri("light"), "--payload", "off", *common]) == 0
+    assert main(["post", served.uri("light"), *common]) == 0
+    assert main(["post", served.uri("light"), "--payload", "toggle", *common]) == 0
+    assert main(["put", served.uri("light"), "--payload", "dim 101", *common]) == 1
+    assert main(["put", served.uri("light"), "--payload", "on", "--content-format", "50",
+                 *common]) == 1
+    assert main(["delete", served.uri("light"), *common]) == 1
+    records = json_lines(capsys.readouterr().out)
+    assert [(r["code"], r.get("payload")) for r in records[:3]] == [
+        ("2.04", "off"), ("2.04", "on"), ("2.04", "off")]
+    assert [r["code"] for r in records[3:]] == ["4.00", "4.15", "4.05"]
+    assert all(r["verified"] and r["sender_id"] == "02" for r in records)
+
+
+def test_payload_file(served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = tmp_path / "state.txt"
+    body.write_text("dim 7\n")
+    assert main(["put", served.uri("light"), "--payload-file", str(body), "--group",
+                 str(served.member("client")), "-q", "--timeout", "5"]) == 0
+    assert capsys.readouterr().out == "dim 7\n"
+
+
+def test_unprotected_request_to_secured_resource_is_refused(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["get", served.uri("light"), "--timeout", "5"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "4.01 Unauthorized" in err and "not protected" in err
+
+
+def test_discovery_is_open_and_lists_secured_resources(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["get", served.uri(".well-known/core"), "-q", "--timeout", "5"]) == 0
+    links = capsys.readouterr().out
+    assert '</light>;rt="core.light"' in links and "gosc" in links and "obs" in links
+    assert "</time>" in links
+
+
+def test_observe_time_prints_verified_notifications(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["observe", served.uri("time"), "--group", str(served.member("client")),
+                 "--count", "2", "--json", "--timeout", "5"]) == 0
+    first, second = json_lines(capsys.readouterr().out)
+    for r in (first, second):
+        assert r["verified"] and r["sender_id"] == "02" and r["code"] == "2.05"
+        assert r["payload"].endswith("Z")
+    assert second["observe"] != first["observe"]
+
+
+def test_a_foreign_group_file_is_refused_by_the_server(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["group", "provision", "mallory", "x", "--out", str(tmp_path), "-q"]) == 0
+    assert main(["get", served.uri("light"), "--group", str(tmp_path / "mallory.json"),
+                 "--timeout", "5"]) == 3
+    assert "4.01" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--pairwise", "02"], "--pairwise needs a group file"),
+        (["--group", "G", "--pairwise", "zz"], "not a hex Sender ID"),
+        (["--group", "G", "--pairwise", "09"], "not a member"),
+        (["--group", "G", "--security", "G"], "not both"),
+    ],
+)
+def test_usage_errors(
+    served: Served, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    extra = [str(served.member("client")) if a == "G" else a for a in extra]
+    assert main(["get", served.uri("light"), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_uri_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["get", "http://127.0.0.1/x"]) == 2
+    assert main(["get", "not a uri"]) == 2
+
+
+def test_security_file_without_sequence_file_is_refused(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = read_secret_file(served.member("client"))
+    del doc["sequence_file"]
+    path = write_secret_file(tmp_path / "volatile.json", doc)
+    assert main(["get", served.uri("light"), "--group", str(path)]) == 2
+    assert "sequence_file" in capsys.readouterr().err
+
+
+def test_world_readable_security_file_is_refused(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_secret_file(tmp_path / "open.json", read_secret_file(served.member("client")))
+    os.chmod(path, 0o644)
+    assert main(["get", served.uri("light"), "--group", str(path)]) == 2
+    assert "chmod 600" in capsys.readouterr().err
+
+
+def test_sequence_numbers_persist_between_runs(served: Served) -> None:
+    """Separate processes with the same group file: no replay rejections, because each run
+    continues the sequence numbers the previous one reserved."""
+    for _ in range(3):
+        proc = subprocess.run(
+            grouposcore_cmd("get", served.uri("light"), "--group",
+                            str(served.member("client")), "--timeout", "5"),
+            cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "verified: Sender ID 02" in proc.stderr
+
+
+def test_restarted_server_challenges_then_answers(
+    group_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that just started has no valid replay windows: the first request gets a
+    protected 4.01+Echo and the client's repeat (pairwise, RFC 10021 §9) is answered; the
+    next request goes through in group mode."""
+    proc, port = start_serve("--security", str(group_dir / "light1.json"), "-v")
+    try:
+        for _ in range(2):
+            assert main(["get", f"coap://127.0.0.1:{port}/light", "--group",
+                         str(group_dir / "client.json"), "--json", "--timeout", "5"]) == 0
+    finally:
+        err = stop(proc)
+    records = json_lines(capsys.readouterr().out)
+    assert [(r["code"], r["sender_id"], r["mode"]) for r in records] == [
+        ("2.05", "02", "pairwise"), ("2.05", "02", "group")]
+    assert "light is" not in err  # reads only: no state change
+
+
+def test_unsecured_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proc, port = start_serve()
+    try:
+        assert main(["put", f"coap://127.0.0.1:{port}/light", "--payload", "on",
+                     "--timeout", "5", "--json"]) == 0
+        assert main(["get", f"coap://127.0.0.1:{port}/light", "--timeout", "5", "--json",
+                     "--non"]) == 0
+    finally:
+        stop(proc)
+    put, get = json_lines(capsys.readouterr().out)
+    assert (put["code"], put["payload"], put["verified"]) == ("2.04", "on", False)
+    assert (get["payload"], get["mode"]) == ("on", "plain")

@@ -81,7 +81,7 @@ def test_unprotected_request_to_secured_resource_is_refused(
 ) -> None:
     assert main(["get", served.uri("light"), "--timeout", "5"]) == 1
     out, err = capsys.readouterr()
-    assert out == ""
+    assert out == "Security context required\n"  # the diagnostic payload
     assert "4.01 Unauthorized" in err and "not protected" in err
 
 

@@ -1,0 +1,75 @@
+"""``grouposcore get coap://224.0.1.187/light --group FILE`` against three
+``grouposcore serve --join 224.0.1.187`` processes, inside a private network namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from grouposcore.cli.main import main
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+    reason="needs root, unshare and ip to create a network namespace",
+)
+
+SETUP = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    directory = tmp_path_factory.mktemp("mcast-cli")
+    assert main(["group", "provision", "client", "s1", "s2", "s3", "--out", str(directory),
+                 "-q"]) == 0
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "tests.cli.netns_cli",
+         str(directory)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_group_request_prints_every_verified_response(runs: dict[str, Any]) -> None:
+    run = runs["plain"]
+    assert run["rc"] == 0, run["err"]
+    rows = [line.split("\t") for line in run["out"].splitlines()]
+    assert sorted(row[1] for row in rows) == ["02", "03", "04"]  # the three Sender IDs
+    for address, _sid, code, mode, payload in rows:
+        assert address == "127.0.0.1:5683"
+        assert (code, mode, payload) == ("2.05", "group", "off")
+    assert "3 responses (verified)" in run["err"]
+
+
+def test_group_request_with_json_output(runs: dict[str, Any]) -> None:
+    run = runs["json"]
+    assert run["rc"] == 0, run["err"]
+    records = [json.loads(line) for line in run["out"].splitlines()]
+    assert sorted(r["sender_id"] for r in records) == ["02", "03", "04"]
+    assert {(r["code"], r["payload"], r["verified"], r["mode"]) for r in records} == {
+        ("2.04", "dim 5", True, "group")}
+
+
+def test_unsecured_group_request_gets_no_answer_from_secured_resources(
+    runs: dict[str, Any],
+) -> None:
+    run = runs["unsecured"]
+    assert run["out"] == "" and run["rc"] == 1
+    assert "0 responses" in run["err"]
+
+
+def test_unsecured_discovery_over_multicast(runs: dict[str, Any]) -> None:
+    run = runs["discovery"]
+    assert run["rc"] == 0, run["err"]
+    rows = [line.split("\t") for line in run["out"].splitlines()]
+    assert len(rows) == 3
+    assert all(row[1] == "-" and row[3] == "plain" and "</light>" in row[4] for row in rows)
+
+

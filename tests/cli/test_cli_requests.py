@@ -200,3 +200,28 @@ def test_unsecured_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     put, get = json_lines(capsys.readouterr().out)
     assert (put["code"], put["payload"], put["verified"]) == ("2.04", "on", False)
     assert (get["payload"], get["mode"]) == ("on", "plain")
+
+
+def test_oscore_security_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """RFC 8613 OSCORE (one peer, no group) through ``--security`` on both sides."""
+    common = {"type": "oscore", "master_secret": "0102030405060708090a0b0c0d0e0f10",
+              "master_salt": "9e7ca92223786340"}
+    write_secret_file(tmp_path / "server.json", dict(
+        common, sender_id="01", recipient_id="", sequence_file="server.seq"))
+    client = write_secret_file(tmp_path / "client.json", dict(
+        common, sender_id="", recipient_id="01", sequence_file="client.seq"))
+    proc, port = start_serve("--security", str(tmp_path / "server.json"))
+    try:
+        assert main(["post", f"coap://127.0.0.1:{port}/light", "--security", str(client),
+                     "--json", "--timeout", "5"]) == 0
+        assert main(["get", f"coap://127.0.0.1:{port}/.well-known/core", "-q",
+                     "--timeout", "5"]) == 0
+        assert main(["get", f"coap://127.0.0.1:{port}/light", "--security", str(client),
+                     "--pairwise", "01"]) == 2
+    finally:
+        stop(proc)
+    out = capsys.readouterr().out.splitlines()
+    changed = json.loads(out[0])
+    assert (changed["code"], changed["payload"], changed["mode"], changed["sender_id"]) == (
+        "2.04", "on", "oscore", "01")
+    assert ";osc" in out[1] and "gosc" not in out[1]

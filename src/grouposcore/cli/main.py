@@ -8,7 +8,7 @@ import logging
 import sys
 
 from grouposcore import __version__
-from grouposcore.cli import client, group, server
+from grouposcore.cli import client, group, manager_cmd, server
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("group", help="static groups without a Group Manager")
     group.add_arguments(p, _common)
+    p = sub.add_parser("manager", help="run and administer a Group Manager",
+                       description=manager_cmd.DESCRIPTION)
+    manager_cmd.add_manager_arguments(p, _common)
+    p = sub.add_parser("join", help="join a group through its Group Manager",
+                       description="Join GROUP (or resume from --state) through the Group "
+                                   "Manager and write the member's state file (0600).")
+    manager_cmd.add_join_arguments(p)
+    _common(p)
     return parser
 
 
@@ -74,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         return server.run(args)
     if args.command == "group":
         return group.run(args)
+    if args.command == "manager":
+        return manager_cmd.run_manager(args)
+    if args.command == "join":
+        return manager_cmd.run_join(args)
     return client.run(args)
 
 

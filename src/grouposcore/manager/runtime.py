@@ -23,6 +23,7 @@ member already has, and otherwise schedules a FETCH of /creds for that Sender ID
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -52,7 +53,15 @@ from grouposcore.errors import (
 )
 from grouposcore.manager import member as mb
 from grouposcore.manager.client import GroupManagerClient
-from grouposcore.manager.params import Code, Role, roles_from_tperm, tperm
+from grouposcore.manager.params import (
+    Code,
+    ErrorId,
+    Param,
+    Role,
+    loads_strict,
+    roles_from_tperm,
+    tperm,
+)
 from grouposcore.manager.store import ChannelMaterial
 from grouposcore.oscore.common import RequestBinding, ServerBinding
 from grouposcore.oscore.group import GroupContext
@@ -380,6 +389,8 @@ class GroupMember:
                 if e.code not in (Code.FORBIDDEN, Code.NOT_FOUND):
                     raise
                 latest = None  # not a member any more: join afresh
+            if latest is not None and latest.num != state.material.num:
+                latest = await self._with_all_creds(latest)
             if latest is not None:
                 self._scope, self._client_nonce = state.scope, state.client_nonce
                 if state.private_key is not None:
@@ -499,8 +510,18 @@ class GroupMember:
                 self._terminate(str(e))
                 raise MembershipTerminated(str(e)) from None
             raise
+        if latest.num != before.material.num:
+            latest = await self._with_all_creds(latest)
         self._install(latest)
         return self._current is not before
+
+    async def _with_all_creds(self, material: mb.GroupKeyingMaterial) -> mb.GroupKeyingMaterial:
+        """After missed rekeyings: the GM's current list of members replaces the peers, so
+        joiners announced only in the missed messages are known too (digest §8.2 step 5)."""
+        peers = await self.client.creds(self.group, sign_alg=material.sign_alg)
+        if material.sender_id is not None:
+            peers.pop(material.sender_id, None)
+        return replace(material, peers=peers)
 
     async def renew_sender_id(self) -> bytes | None:
         """Ask the GM for a new Sender ID (e.g. well before sequence numbers run out)."""
@@ -713,23 +734,50 @@ class GroupMember:
                 log.info("group %s: polling the GM failed: %s", self.group, e)
 
     async def _follow_once(self) -> None:
-        assert self._current is not None
-        stream = self.client.follow(self._current.material)
+        """Observe the group resource until the observation ends.
+
+        Only a rekeying message (it carries 'stale_node_ids') that is exactly one version
+        ahead is installed as it is. Anything else that is ahead, e.g. a registration
+        answer after missed rekeyings, is a plain GET rendering without stale IDs, so the
+        member catches up through /stale-sids and /creds instead.
+        """
+        obs = self.client.observe(self.group)
         try:
             while True:
-                if self.poll_interval is not None:
-                    try:
-                        material = await asyncio.wait_for(anext(stream), self.poll_interval)
-                    except TimeoutError:
-                        await self.refresh()
-                        continue
-                else:
-                    material = await anext(stream)
-                self._install(material)
-        except StopAsyncIteration:
-            return
+                try:
+                    if self.poll_interval is not None:
+                        msg = await asyncio.wait_for(anext(obs), self.poll_interval)
+                    else:
+                        msg = await anext(obs)
+                except TimeoutError:
+                    await self.refresh()
+                    continue
+                except StopAsyncIteration:
+                    return
+                await self._notified(msg)
         finally:
-            await stream.aclose()
+            with contextlib.suppress(GroupOscoreError, OSError, asyncio.CancelledError):
+                await obs.cancel(timeout=0.5)
+
+    async def _notified(self, msg: Message) -> None:
+        current = self._current
+        assert current is not None
+        if msg.code != Code.CONTENT:
+            err = mb.parse_error(msg.code, msg.payload, msg.options.content_format)
+            if msg.code == Code.NOT_FOUND or err.error_id in (
+                ErrorId.MEMBERSHIP_TERMINATED,
+                ErrorId.ONLY_MEMBERS,
+            ):
+                raise MembershipTerminated(str(err))
+            raise err
+        material = mb.parse_material(msg.payload, current.material)
+        if material.num > current.material.num:
+            body = loads_strict(msg.payload, "group keying material")
+            rekeying = isinstance(body, dict) and Param.STALE_NODE_IDS in body
+            if not rekeying or material.num > current.material.num + 1:
+                await self.refresh()
+                return
+        self._install(material)
 
     # --- persistence ------------------------------------------------------------------------
 

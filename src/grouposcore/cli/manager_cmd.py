@@ -1,0 +1,457 @@
+"""``grouposcore manager ...`` (run and administer a Group Manager) and ``grouposcore join``.
+
+The administrative commands (``group create``, ``allow``, ``evict``, ``rekey``, ``show``)
+work directly on the GM database, with or without a running ``manager serve``: the server
+re-reads the database every ``--sync`` seconds, installs channels commissioned meanwhile,
+publishes new groups, and pushes rekeyings made offline to the members observing their
+group (with the stale Sender IDs) and 4.04 to the evicted ones.
+
+``allow`` also commissions the node's OSCORE channel with the GM (once per node) and writes
+the node's channel file (0600); ``join`` uses that file to join and writes the member's
+state file, from which a later ``join`` (or any :class:`GroupMember`) resumes without a new
+join while the material is current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from grouposcore.coap.uri import parse_uri
+from grouposcore.errors import GroupOscoreError
+from grouposcore.manager.core import GroupManager, Notification
+from grouposcore.manager.params import (
+    CF_ACE_GROUPCOMM,
+    CF_PROBLEM_DETAILS,
+    Code,
+    ErrorId,
+    Param,
+    Role,
+    dumps,
+    encode_problem_details,
+    loads_strict,
+    roles_from_tperm,
+)
+from grouposcore.manager.runtime import GroupMember, read_channel_file, write_channel_file
+from grouposcore.manager.service import GroupManagerService
+from grouposcore.manager.store import ChannelMaterial
+
+log = logging.getLogger("grouposcore.cli")
+
+DEFAULT_DB = "grouposcore-gm.db"
+DESCRIPTION = (
+    "Run a Group Manager (serve) and administer it (group create, allow, evict, rekey, "
+    "show). The administrative commands work on the database directly; a running server "
+    "picks their changes up and pushes rekeyings to the members."
+)
+_ROLE_NAMES = {"requester": Role.REQUESTER, "responder": Role.RESPONDER,
+               "monitor": Role.MONITOR, "verifier": Role.VERIFIER}  # fmt: skip
+
+
+def parse_roles(text: str) -> list[Role]:
+    """``requester,responder`` -> roles (argparse type)."""
+    try:
+        roles = [_ROLE_NAMES[w.strip().lower()] for w in text.split(",") if w.strip()]
+    except KeyError as e:
+        raise argparse.ArgumentTypeError(
+            f"unknown role {e.args[0]!r} (requester, responder, monitor, verifier)"
+        ) from None
+    if not roles:
+        raise argparse.ArgumentTypeError("no role given")
+    return roles
+
+
+def _alg(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a COSE algorithm number: {text!r}") from None
+
+
+def _role_names(tperm: int) -> str:
+    try:
+        return ",".join(r.name.lower() for r in sorted(roles_from_tperm(tperm)))
+    except GroupOscoreError:
+        return str(tperm)
+
+
+# --- argument parsers ---------------------------------------------------------------------
+
+
+def add_manager_arguments(
+    parser: argparse.ArgumentParser, common: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """The ``manager`` subcommands; ``common`` adds -v/-q/--json to each."""
+    sub = parser.add_subparsers(dest="manager_command", metavar="COMMAND", required=True)
+
+    def db(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", metavar="PATH", default=DEFAULT_DB,
+                       help=f"GM database (SQLite, created 0600; default {DEFAULT_DB})")
+        common(p)
+
+    p = sub.add_parser("serve", help="run the Group Manager (the /ace-group resources)",
+                       description="Serve the groups of the database to commissioned nodes "
+                                   "over their OSCORE channels. Prints 'listening on "
+                                   "ADDR:PORT' once ready.")
+    p.add_argument("--bind", metavar="ADDR", default="::", help="local address (default ::)")
+    p.add_argument("--port", metavar="N", type=int, default=5683,
+                   help="UDP port (default 5683; 0 picks a free one)")
+    p.add_argument("--sync", metavar="S", type=float, default=1.0,
+                   help="how often to pick up changes made by offline commands (seconds)")
+    db(p)
+
+    grp = sub.add_parser("group", help="create groups")
+    gsub = grp.add_subparsers(dest="group_command", metavar="COMMAND", required=True)
+    p = gsub.add_parser("create", help="create a group with fresh keying material")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--algs", metavar="SIGN,ENC,AEAD,ECDH",
+                   help="all four algorithms at once (Signature, Group Encryption, pairwise "
+                        "AEAD, pairwise key agreement), e.g. --algs=-7,10,10,-27 or "
+                        "--algs=-8,10,none,none")
+    p.add_argument("--sign-alg", type=int, default=-8, metavar="N",
+                   help="signature algorithm: -8 EdDSA (default), -7 ES256")
+    p.add_argument("--group-enc-alg", type=int, default=10, metavar="N",
+                   help="group-mode encryption algorithm (default 10, AES-CCM-16-64-128)")
+    p.add_argument("--aead-alg", type=_alg, default=10, metavar="N|none",
+                   help="pairwise-mode AEAD (default 10; none: no pairwise mode)")
+    p.add_argument("--ecdh-alg", type=_alg, default=-27, metavar="N|none",
+                   help="pairwise key agreement (default -27, ECDH-SS + HKDF-256)")
+    p.add_argument("--no-backward-security", action="store_true",
+                   help="do not rekey when a node joins")
+    p.add_argument("--lifetime", type=int, default=30 * 24 * 3600, metavar="S",
+                   help="keying material lifetime in seconds (default 30 days)")
+    db(p)
+
+    p = sub.add_parser("allow", help="let a node join a group; writes its channel file",
+                       description="Put NODE on GROUP's access list with the given roles. "
+                                   "The first time a node is allowed anywhere, its OSCORE "
+                                   "channel with the GM is commissioned. The channel file "
+                                   "(0600) is what 'grouposcore join --channel' needs.")
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("--roles", type=parse_roles, required=True,
+                   help="comma-separated: requester, responder, monitor")
+    p.add_argument("--channel-out", metavar="FILE",
+                   help="where to write the channel file (default NODE.channel.json)")
+    p.add_argument("--manager", metavar="URI",
+                   help="the GM's URI to note in the channel file, e.g. coap://[::1]:5683")
+    p.add_argument("--recommission", action="store_true",
+                   help="new channel keys for the node (its old channel file stops working)")
+    db(p)
+
+    p = sub.add_parser("evict", help="remove a member and rekey the group")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("--keep-access", action="store_true",
+                   help="leave the node on the access list (it may join again)")
+    db(p)
+
+    p = sub.add_parser("rekey", help="rekey a group now")
+    p.add_argument("group", metavar="GROUP")
+    db(p)
+
+    p = sub.add_parser("show", help="groups, members and the access list")
+    p.add_argument("group", metavar="GROUP", nargs="?")
+    db(p)
+
+
+def add_join_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("group", metavar="GROUP")
+    parser.add_argument("--manager", metavar="URI",
+                        help="the GM, e.g. coap://127.0.0.1:5683 (default: from the channel file)")
+    parser.add_argument("--channel", metavar="FILE", required=True,
+                        help="the node's channel file from 'grouposcore manager allow'")
+    parser.add_argument("--state", metavar="FILE", required=True,
+                        help="the member's state file (written 0600; resumed from if present)")
+    parser.add_argument("--roles", type=parse_roles, default=[Role.REQUESTER, Role.RESPONDER],
+                        help="roles to join with (default requester,responder)")
+    parser.add_argument("--sign-alg", type=int, default=-8, metavar="N",
+                        help="algorithm of the member key generated at the first join")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="per-request timeout towards the GM (seconds)")
+
+
+# --- offline administration ---------------------------------------------------------------
+
+
+def _print(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(record, sort_keys=True), flush=True)
+    elif not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+def _fail(what: str, message: str) -> int:
+    print(f"grouposcore {what}: {message}", file=sys.stderr)
+    return 1
+
+
+def _group_create(gm: GroupManager, args: argparse.Namespace) -> int:
+    sign, enc, aead, ecdh = args.sign_alg, args.group_enc_alg, args.aead_alg, args.ecdh_alg
+    if args.algs:
+        parts = [w.strip() for w in args.algs.split(",")]
+        if len(parts) != 4:
+            return _fail("manager group create", "--algs needs SIGN,ENC,AEAD,ECDH")
+        try:
+            vals = [_alg(w) for w in parts]
+        except argparse.ArgumentTypeError as e:
+            return _fail("manager group create", str(e))
+        if vals[0] is None or vals[1] is None:
+            return _fail("manager group create", "signature and group encryption are needed")
+        sign, enc, aead, ecdh = vals[0], vals[1], vals[2], vals[3]
+    if (aead is None) != (ecdh is None):
+        return _fail("manager group create", "pairwise mode needs both --aead-alg and --ecdh-alg")
+    g = gm.create_group(
+        args.name, sign_alg=sign, group_enc_alg=enc, aead_alg=aead, ecdh_alg=ecdh,
+        backward_security=not args.no_backward_security, lifetime=args.lifetime,
+    )  # fmt: skip
+    _print(args, {"group": g.name, "gid": g.gid.hex(), "num": g.num},
+           f"created group {g.name} (Gid {g.gid.hex()})")
+    return 0
+
+
+def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
+    if gm.group(args.group) is None:
+        return _fail("manager allow", f"no group {args.group!r}")
+    gm.allow(args.node, args.group, args.roles)
+    channel = gm.store.channel(args.node)
+    if channel is None or args.recommission:
+        channel = gm.commission_node(args.node)
+    out = Path(args.channel_out or f"{args.node}.channel.json")
+    pinned: dict[str, bytes] = {}
+    manager = args.manager
+    if out.exists():
+        with contextlib.suppress(GroupOscoreError):
+            old, old_manager, pinned = read_channel_file(out)
+            if old != channel:
+                pinned = {}
+            manager = manager or old_manager
+    for entry in gm.store.access_list():
+        if entry.node == args.node and entry.roles and gm.group(entry.group) is not None:
+            pinned[entry.group] = gm.gm_credential(entry.group)
+    write_channel_file(out, channel, manager=manager, gm_credentials=pinned)
+    roles = _role_names(sum(1 << r for r in args.roles))
+    _print(args, {"node": args.node, "group": args.group, "roles": roles, "channel": str(out)},
+           f"{args.node} may join {args.group} as {roles}; channel file {out}")
+    return 0
+
+
+def _show(gm: GroupManager, args: argparse.Namespace) -> int:
+    groups = [g for g in gm.store.groups() if args.group in (None, g.name)]
+    if args.group is not None and not groups:
+        return _fail("manager show", f"no group {args.group!r}")
+    access = gm.store.access_list()
+    for g in groups:
+        members = [
+            {"node": m.node, "roles": _role_names(m.roles),
+             "sender_id": None if m.sender_id is None else m.sender_id.hex()}
+            for m in gm.members(g.name)
+        ]  # fmt: skip
+        allowed = [
+            {"node": a.node, "roles": _role_names(a.roles)}
+            for a in access if a.group == g.name and a.roles
+        ]  # fmt: skip
+        record = {
+            "group": g.name, "gid": g.gid.hex(), "num": g.num, "exp": g.exp,
+            "active": g.active, "backward_security": g.backward_security,
+            "algs": {"sign": g.sign_alg, "group_enc": g.group_enc_alg, "aead": g.aead_alg,
+                     "ecdh": g.ecdh_alg, "hkdf": g.hkdf_alg},
+            "members": members, "allowed": allowed,
+        }  # fmt: skip
+        lines = [f"group {g.name}: Gid {g.gid.hex()}, num {g.num}, "
+                 f"{'active' if g.active else 'inactive'}, algs sign {g.sign_alg} "
+                 f"enc {g.group_enc_alg} aead {g.aead_alg} ecdh {g.ecdh_alg}"]  # fmt: skip
+        for m in members:
+            lines.append(f"  member {m['node']}: {m['roles']}, Sender ID {m['sender_id'] or '-'}")
+        for a in allowed:
+            lines.append(f"  allowed {a['node']}: {a['roles']}")
+        _print(args, record, "\n".join(lines))
+    return 0
+
+
+def run_manager(args: argparse.Namespace) -> int:
+    """Dispatch ``grouposcore manager ...``."""
+    if args.manager_command == "serve":
+        try:
+            return asyncio.run(_serve(args))
+        except KeyboardInterrupt:
+            return 0
+    try:
+        gm = GroupManager(args.db)
+    except GroupOscoreError as e:
+        return _fail("manager", str(e))
+    try:
+        if args.manager_command == "group":
+            return _group_create(gm, args)
+        if args.manager_command == "allow":
+            return _allow(gm, args)
+        if args.manager_command == "evict":
+            gm.evict(args.group, args.node, revoke=not args.keep_access)
+            g = gm.group(args.group)
+            assert g is not None
+            _print(args, {"group": args.group, "evicted": args.node, "num": g.num},
+                   f"evicted {args.node} from {args.group}; rekeyed to num {g.num}")
+            return 0
+        if args.manager_command == "rekey":
+            gm.rekey(args.group)
+            g = gm.group(args.group)
+            assert g is not None
+            _print(args, {"group": args.group, "num": g.num, "gid": g.gid.hex()},
+                   f"rekeyed {args.group} to num {g.num} (Gid {g.gid.hex()})")
+            return 0
+        return _show(gm, args)
+    except GroupOscoreError as e:
+        return _fail(f"manager {args.manager_command}", str(e))
+    finally:
+        gm.close()
+
+
+# --- the server ---------------------------------------------------------------------------
+
+
+class _SyncedService(GroupManagerService):
+    """The service plus what offline commands changed in the database meanwhile."""
+
+    def __init__(self, gm: GroupManager) -> None:
+        super().__init__(gm)
+        self._channels: dict[str, ChannelMaterial] = {c.node: c for c in gm.store.channels()}
+        self._seen: dict[str, tuple[int, frozenset[str]]] = {}
+        for g in gm.store.groups():
+            self._remember(g.name)
+
+    def _remember(self, group: str) -> None:
+        g = self.gm.store.group(group)
+        if g is not None:
+            self._seen[group] = (g.num, frozenset(m.node for m in self.gm.store.members(group)))
+
+    def commission(self, node: str, **kwargs: Any) -> ChannelMaterial:
+        material = super().commission(node, **kwargs)
+        self._channels[node] = material  # installed already
+        return material
+
+    def deliver(self, notes: Iterable[Notification]) -> None:
+        notes = list(notes)
+        super().deliver(notes)
+        for group in {n.group for n in notes}:
+            self._remember(group)  # pushed already: the sync must not push it again
+
+    def sync(self) -> None:
+        """Install new channels, publish new groups, push offline rekeyings."""
+        store = self.gm.store
+        for c in store.channels():
+            if self._channels.get(c.node) != c:
+                self._install(c, restarted=False)
+                self._channels[c.node] = c
+                log.info("channel of %s installed", c.node)
+        for g in store.groups():
+            if g.name not in self._seen:
+                self.resource(("ace-group", g.name))
+                self._remember(g.name)
+                log.info("group %s published", g.name)
+                continue
+            num, before = self._seen[g.name]
+            if g.num == num:
+                continue
+            now = frozenset(m.node for m in store.members(g.name))
+            notes = [self._eviction(g.name, node) for node in sorted(before - now)]
+            stale = store.stale_sets(g.name).get(g.num) if g.num == num + 1 else None
+            for node in sorted(now):
+                answer = self.gm.handle(node, "GET", ("ace-group", g.name), b"", None)
+                if answer.code != Code.CONTENT:
+                    continue
+                body = loads_strict(answer.payload, "material")
+                if stale is not None:
+                    body[Param.STALE_NODE_IDS] = loads_strict(stale, "stale set")
+                notes.append(Notification(node, g.name, ("ace-group", g.name), Code.CONTENT,
+                                          dumps(body), CF_ACE_GROUPCOMM))  # fmt: skip
+            log.info("group %s: pushing num %d to %d member(s)", g.name, g.num, len(now))
+            self.deliver(notes)
+
+    @staticmethod
+    def _eviction(group: str, node: str) -> Notification:
+        return Notification(
+            node, group, ("ace-group", group, "nodes", node), Code.NOT_FOUND,
+            encode_problem_details(ErrorId.MEMBERSHIP_TERMINATED, "membership terminated"),
+            CF_PROBLEM_DETAILS,
+        )  # fmt: skip
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    try:
+        gm = GroupManager(args.db)
+    except GroupOscoreError as e:
+        return _fail("manager serve", str(e))
+    svc = _SyncedService(gm)
+    try:
+        endpoint = await svc.start((args.bind, args.port))
+        host, port = endpoint.address
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        print(f"listening on {shown}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.sync)
+            try:
+                svc.sync()
+            except GroupOscoreError as e:
+                log.warning("database sync failed: %s", e)
+    finally:
+        await svc.close()
+        gm.close()
+    return 0
+
+
+# --- join ---------------------------------------------------------------------------------
+
+
+def run_join(args: argparse.Namespace) -> int:
+    """``grouposcore join``: join (or resume), write the state file, print the summary."""
+    try:
+        return asyncio.run(_join(args))
+    except GroupOscoreError as e:
+        return _fail("join", str(e))
+    except OSError as e:
+        return _fail("join", f"{e.strerror or e}")
+
+
+async def _join(args: argparse.Namespace) -> int:
+    channel, noted, pinned = read_channel_file(args.channel)
+    uri = args.manager or noted
+    if uri is None:
+        return _fail("join", "no --manager URI and none in the channel file")
+    parsed = parse_uri(uri)
+    member = await GroupMember.open(
+        None, (parsed.host, parsed.port), channel, args.group, args.roles, args.state,
+        channel_sequence=str(args.channel) + ".seq", timeout=args.timeout, follow=False,
+        sign_alg=args.sign_alg, gm_credential=pinned.get(args.group),
+    )  # fmt: skip
+    try:
+        m = member.material
+        record = {
+            "group": args.group, "node": channel.node, "started": member.started,
+            "sender_id": None if m.sender_id is None else m.sender_id.hex(),
+            "gid": m.gid.hex(), "num": m.num, "roles": _role_names(member.roles),
+            "peers": {sid.hex(): _role_names(p.roles) for sid, p in sorted(m.peers.items())},
+            "state": str(args.state),
+        }  # fmt: skip
+        sid = record["sender_id"] or "- (monitor)"
+        _print(args, record,
+               f"{member.started} {args.group} as {channel.node}: Sender ID {sid}, "
+               f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}")
+    finally:
+        await member.close()
+    return 0

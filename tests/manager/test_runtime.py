@@ -297,3 +297,24 @@ def test_in_flight_exchange_across_a_rekeying(tmp_path: Path) -> None:
             a_sec.unprotect_response(old_resp, binding2)
 
     _net_test(tmp_path, body)
+
+
+def test_newer_material_without_stale_ids_triggers_catch_up(tmp_path: Path) -> None:
+    """A rekeying the member never got pushed (here: made on the GM without notifying)
+    reaches it as a plain rendering, without stale IDs: through the Observe registration
+    answer, or by polling. Either way it catches up over /stale-sids and /creds."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        poller = await net.member("p", follow=False, poll_interval=0.2)
+        c = await net.member("c", follow=True)
+        num = c.member.material.num
+        assert {_sid(b), _sid(poller)} <= set(c.member.material.peers)
+        net.gm.evict("g", "b")  # no notifications delivered; c has not registered yet
+        material = await c.member.wait_for(num + 1)
+        assert _sid(b) not in material.peers and _sid(a) in material.peers
+        material = await poller.member.wait_for(num + 1)
+        assert _sid(b) not in material.peers and _sid(c) in material.peers
+        assert await _ask(poller, c) == b"c"
+
+    _net_test(tmp_path, body)

@@ -209,3 +209,8 @@ class RoleNotAuthorized(OscoreError):
 
     coap_code = 4 << 5 | 1  # 4.01
     diagnostic = "Role not authorized"
+
+
+class PushError(GroupOscoreError):
+    """A firmware-push message is malformed or does not fit the transfer it names; the
+    receiver's state is left as it was."""

@@ -1,0 +1,353 @@
+"""The asyncio edge of firmware push: the sender on an Endpoint, the /fw resource on members.
+
+Only message movement lives here; every decision is in :mod:`grouposcore.push.protocol`.
+
+Sender (:func:`push_file`): DATA blocks go out as fire-and-forget group requests, paced at
+``rate`` blocks per second in bursts (a burst is what one event-loop turn sends, so members
+in the same process keep up). Then rounds of: a multicast STATUS collecting REPORTs until
+every expected member answered or ``status_timeout`` ran out, and unicast pairwise repairs
+(NON, No-Response, paced like the data) of the blocks each member listed. The next round's
+STATUS shows what arrived; a member is done when its REPORT says complete with the digest.
+
+Member (:class:`FirmwareResource`): verified DATA is stored, STATUS answered with a REPORT.
+Which member sent a request and in which mode comes from :class:`SenderTagging`, a wrapper
+around any server security hook that puts the verified Sender ID on the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grouposcore.coap import Code, Message
+from grouposcore.errors import GroupOscoreError, PushError, RequestTimeout
+from grouposcore.oscore.common import ResponseInfo
+from grouposcore.oscore.group import GroupContext
+from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
+from grouposcore.push.protocol import (
+    NO_RESPONSE_ALL,
+    Data,
+    PushReceiver,
+    PushSender,
+    Status,
+    decode,
+)
+from grouposcore.transport import Endpoint, Protection, Resource
+
+__all__ = [
+    "FirmwareResource",
+    "PushResult",
+    "SenderTagging",
+    "push_file",
+]
+
+log = logging.getLogger(__name__)
+
+FW_PATH = ("fw",)
+
+
+class SenderTagging:
+    """Wraps a server security hook so verified requests carry who sent them and how.
+
+    The resource then sees a :class:`VerifiedMessage` whose ``security`` holds the
+    requester's Sender ID and whether the request came in group mode.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
+        result = self.inner.unprotect_request(request)
+        if result is None:
+            return None
+        plain, binding = result
+        info = ResponseInfo(binding.request_kid, bool(binding.group_mode), binding.request_piv)
+        tagged = VerifiedMessage(
+            code=plain.code, mtype=plain.mtype, mid=plain.mid, token=plain.token,
+            options=plain.options, payload=plain.payload, remote=plain.remote, security=info,
+        )  # fmt: skip
+        return tagged, binding
+
+    def protect_response(self, response: Message, binding: Any) -> Message:
+        return self.inner.protect_response(response, binding)
+
+
+class FirmwareResource(Resource):
+    """``/fw`` on a member: DATA in group mode (multicast) or pairwise mode (repair) is
+    stored, STATUS is answered with a REPORT. Only OSCORE-verified requests get here.
+
+    ``senders`` limits who may push (Sender IDs); ``on_complete(tid, data)`` runs once per
+    file whose SHA-256 matched.
+    """
+
+    protection = Protection(oscore=True, group=True)
+    hidden = False
+    rt = "grouposcore.fw"
+
+    def __init__(
+        self,
+        receiver: PushReceiver | None = None,
+        *,
+        senders: Iterable[bytes] | None = None,
+        on_complete: Callable[[bytes, bytes], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.receiver = receiver if receiver is not None else PushReceiver()
+        self.senders = None if senders is None else set(senders)
+        self.on_complete = on_complete
+        self.rejected = 0
+        self._announced: set[bytes] = set()
+
+    def _announce(self, tid: bytes) -> None:
+        result = self.receiver.file(tid)
+        if result is not None and tid not in self._announced:
+            self._announced.add(tid)
+            if self.on_complete is not None:
+                self.on_complete(tid, result)
+
+    async def render_post(self, request: Message) -> Message:
+        info = getattr(request, "security", None)
+        if not isinstance(info, ResponseInfo):
+            return Message(Code.UNAUTHORIZED, payload=b"needs SenderTagging security")
+        if self.senders is not None and info.sender_id not in self.senders:
+            return Message(Code.FORBIDDEN, payload=b"not an allowed firmware sender")
+        try:
+            msg = decode(request.payload)
+            if isinstance(msg, Data):
+                self.receiver.on_data(msg)
+            elif isinstance(msg, Status):
+                self.receiver.on_status(msg)
+            else:
+                raise PushError("a member only takes DATA and STATUS")
+        except PushError as exc:
+            self.rejected += 1
+            log.info("rejected push message from %s: %s", info.sender_id.hex(), exc)
+            return Message(Code.BAD_REQUEST, payload=str(exc).encode())
+        self._announce(msg.tid)
+        if request.options.no_response == NO_RESPONSE_ALL:
+            return Message(Code.CHANGED)  # suppressed by the endpoint: no report needed
+        return Message(Code.CHANGED, payload=self.receiver.report(msg.tid).encode())
+
+
+# --- sender ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PushResult:
+    """How a push ended."""
+
+    sender: PushSender
+    seconds: float
+    blocks_sent: int
+    repairs_sent: int
+    rounds: int
+    addresses: dict[bytes, tuple[str, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.sender.done
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.sender
+        return {
+            "ok": self.ok,
+            "size": len(s.data),
+            "blocks": s.nblocks,
+            "block_size": s.block_size,
+            "sha256": s.digest.hex(),
+            "seconds": round(self.seconds, 3),
+            "blocks_sent": self.blocks_sent,
+            "repairs_sent": self.repairs_sent,
+            "rounds": self.rounds,
+            "members": [
+                {
+                    "sender_id": sid.hex(),
+                    "state": p.state,
+                    "expected": sid in s.expected,
+                    "sha256": p.digest.hex() if p.digest else None,
+                    "repairs": p.repairs,
+                    "missing": p.missing_count,
+                }
+                for sid, p in sorted(s.members.items())
+            ],
+        }
+
+
+ProgressCallback = Callable[[str, PushSender, int, int], None]
+
+#: Room the DATA header (kind, tid, size, block size, index, byte-string head, and the
+#: digest in block 0) takes next to the chunk in a payload.
+DATA_OVERHEAD = 64
+
+
+def default_block_size(endpoint: Endpoint) -> int:
+    """The largest chunk whose DATA payload still fits one block of ``endpoint``'s
+    block-wise size, so a unicast repair never turns into a block-wise exchange."""
+    return (16 << endpoint.blockwise.szx) - DATA_OVERHEAD
+
+
+def _request(path: Iterable[str], payload: bytes, *, no_response: bool) -> Message:
+    msg = Message(Code.POST, payload=payload)
+    msg.options.uri_path = list(path)
+    if no_response:
+        msg.options.no_response = NO_RESPONSE_ALL
+    return msg
+
+
+def _securities(source: Any) -> tuple[GroupContext, Any, Callable[[bytes], Any]]:
+    """(context, group-mode security, pairwise security per member) of a GroupContext or of
+    a member object with ``context`` and ``client_security(pairwise_with=...)`` (GroupMember)."""
+    if isinstance(source, GroupContext):
+        ctx = source
+        return ctx, ClientSecurity(ctx), lambda sid: ClientSecurity(ctx, pairwise_with=sid)
+    return source.context, source.client_security(), (
+        lambda sid: source.client_security(pairwise_with=sid)
+    )
+
+
+class _Pacer:
+    """At most ``rate`` datagrams a second, in bursts of ``burst`` (one loop turn each)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.burst = max(1, burst)
+        self.pause = self.burst / rate if rate > 0 else 0.0
+        self.count = 0
+
+    async def tick(self) -> bool:
+        self.count += 1
+        if self.count % self.burst:
+            return False
+        await asyncio.sleep(self.pause)
+        return True
+
+
+async def push_file(
+    endpoint: Endpoint,
+    source: Any,
+    data: bytes,
+    group: tuple[str, int],
+    *,
+    members: Iterable[bytes] | None = None,
+    path: Iterable[str] = FW_PATH,
+    block_size: int | None = None,
+    rate: float = 4000.0,
+    burst: int = 8,
+    status_timeout: float = 2.0,
+    settle: float = 0.05,
+    max_rounds: int = 12,
+    interface: int | str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> PushResult:
+    """Send ``data`` to every member of the group via ``group`` (a multicast address).
+
+    ``source`` is the sender's :class:`GroupContext` or a GroupMember (whose security
+    follows rekeyings). ``members`` (Sender IDs) must end with the file; by default every
+    member the context knows. ``on_progress(phase, sender, blocks_sent, repairs_sent)`` is
+    called as blocks go out and reports come in. The result's ``ok`` says whether every
+    expected member reported the file with the right SHA-256 within ``max_rounds``.
+
+    Repairs are NON requests with No-Response, like the multicast blocks: a lost repair is
+    simply listed again in the next report. (A CON retransmission would not do: it repeats
+    the Partial IV, and by then the sender has used many others for other members, so the
+    member's replay window has moved past it.)
+    """
+    path = tuple(path)
+    context, group_security, pairwise_security = _securities(source)
+    expected = list(context.recipients) if members is None else list(members)
+    size = default_block_size(endpoint) if block_size is None else block_size
+    sender = PushSender(data, block_size=size, members=expected)
+    start = time.perf_counter()
+    sent = 0
+    repairs = 0
+    addresses: dict[bytes, tuple[str, int]] = {}
+    pacer = _Pacer(rate, burst)
+
+    def progress(phase: str) -> None:
+        if on_progress is not None:
+            on_progress(phase, sender, sent, repairs)
+
+    async def multicast(payload: bytes) -> None:
+        msg = _request(path, payload, no_response=True)
+        gen = endpoint.group_request(msg, group, timeout=0, security=group_security,
+                                     interface=interface)
+        async with contextlib.aclosing(gen):
+            async for _ in gen:
+                pass
+
+    async def unicast(payload: bytes, remote: tuple[str, int], security: Any) -> None:
+        # NON with No-Response: nothing comes back, so a zero timeout sends and returns.
+        msg = _request(path, payload, no_response=True)
+        with contextlib.suppress(RequestTimeout):
+            await endpoint.request(msg, remote, timeout=0, confirmable=False,
+                                   security=security)
+
+    # 1. every block once, over multicast
+    for index in range(sender.nblocks):
+        await multicast(sender.block(index))
+        sent += 1
+        if await pacer.tick():
+            progress("data")
+    progress("data")
+
+    def record(resp: Message) -> bytes | None:
+        info = getattr(resp, "security", None)
+        if info is None or resp.code != Code.CHANGED:
+            return None
+        try:
+            p = sender.on_report(info.sender_id, resp.payload)
+        except PushError as exc:
+            log.info("bad report from %s: %s", info.sender_id.hex(), exc)
+            return None
+        if resp.remote is not None:
+            host = resp.remote[0]
+            addresses[info.sender_id] = (host, p.port) if p.port else tuple(resp.remote)
+        return info.sender_id
+
+    # 2. rounds: who misses what, then unicast repairs of exactly that
+    rounds = 0
+    wait = status_timeout
+    slowest = 0.0
+    while not sender.done and rounds < max_rounds:
+        rounds += 1
+        msg = _request(path, sender.status(), no_response=False)
+        waiting = set(sender.pending())
+        asked = time.perf_counter()
+        gen = endpoint.group_request(msg, group, timeout=wait, security=group_security,
+                                     interface=interface)
+        async with contextlib.aclosing(gen):
+            async for resp in gen:
+                slowest = max(slowest, time.perf_counter() - asked)
+                waiting.discard(record(resp))
+                if not waiting:
+                    break
+        # Once every member answered in time, later rounds wait twice the slowest answer
+        # seen, not the full timeout, for a report that was lost.
+        if slowest:
+            wait = min(status_timeout, max(0.2, 2 * slowest + 0.05))
+        progress("status")
+        for sid in sender.pending():
+            p = sender.members[sid]
+            remote = addresses.get(sid)
+            if remote is None or not p.missing:
+                continue
+            pairwise = context.pairwise_mode and sid in context.recipients
+            security = pairwise_security(sid) if pairwise else group_security
+            for index in p.missing:
+                try:
+                    await unicast(sender.block(index), remote, security)
+                except (GroupOscoreError, OSError) as exc:
+                    log.info("repair of block %d to %s failed: %s", index, sid.hex(), exc)
+                    break
+                repairs += 1
+                p.repairs += 1
+                if await pacer.tick():
+                    progress("repair")
+        if repairs:
+            await asyncio.sleep(settle)  # let the last repairs land before asking again
+    progress("done")
+    return PushResult(sender, time.perf_counter() - start, sent, repairs, rounds, addresses)

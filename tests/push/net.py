@@ -1,0 +1,155 @@
+"""Firmware-push scenarios over real multicast on ``lo``; run inside ``unshare -n``.
+
+``python -m tests.push.net SCENARIO...`` prints one JSON object with what each scenario saw.
+Scenarios: ``direct`` (members share the group port and have a unicast endpoint for
+repairs), ``lossy`` (every datagram through the lossy fan-out, 5 % dropped), ``tamper``
+(one block to one member altered on the way). Sizes and member counts come from the
+environment (PUSH_SIZE, PUSH_MEMBERS) so the tests can keep them small or make them large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from grouposcore.coap.constants import ALL_COAP_NODES_V4
+from grouposcore.oscore import GroupContext
+from grouposcore.oscore.config import group_context_from_document, provision_static_group
+from grouposcore.oscore.security import ServerSecurity
+from grouposcore.push.protocol import PushReceiver
+from grouposcore.push.relay import LossyFanout
+from grouposcore.push.runner import FirmwareResource, SenderTagging, push_file
+from grouposcore.transport import Endpoint, Site
+
+GROUP_PORT = 5683
+LEISURE = 0.05
+
+
+class Recording(ServerSecurity):
+    """Counts requests that failed verification, by exception name."""
+
+    def __init__(self, contexts: Any = ()) -> None:
+        super().__init__(contexts)
+        self.failures: list[str] = []
+
+    def unprotect_request(self, request: Any) -> Any:
+        try:
+            return super().unprotect_request(request)
+        except Exception as exc:
+            self.failures.append(type(exc).__name__)
+            raise
+
+
+@dataclass
+class Member:
+    ctx: GroupContext
+    security: Recording
+    resource: FirmwareResource
+    endpoints: list[Endpoint]
+    files: dict[bytes, bytes]
+
+
+async def start_member(ctx: GroupContext, port: int, *, unicast: bool) -> Member:
+    security = Recording([ctx])
+    files: dict[bytes, bytes] = {}
+    resource = FirmwareResource(
+        PushReceiver(), on_complete=lambda tid, data: files.__setitem__(tid, data)
+    )
+    site = Site()
+    site.add("fw", resource)
+    hook = SenderTagging(security)
+    group_ep = await Endpoint.create(("0.0.0.0", port), site=site, server_security=hook,
+                                     leisure=LEISURE, reuse_address=unicast)
+    group_ep.join_group(ALL_COAP_NODES_V4, "lo")
+    endpoints = [group_ep]
+    if unicast:
+        uni = await Endpoint.create(("127.0.0.1", 0), site=site, server_security=hook)
+        resource.receiver.port = uni.address[1]
+        endpoints.append(uni)
+    return Member(ctx, security, resource, endpoints, files)
+
+
+async def scenario(kind: str, n: int, size: int, seed: int = 7) -> dict[str, Any]:
+    names = ["sender", *(f"m{i}" for i in range(n))]
+    docs = provision_static_group(names)
+    ctxs = {name: group_context_from_document(doc) for name, doc in docs.items()}
+    data = random.Random(seed).randbytes(size)
+    relay = None
+    members: list[Member] = []
+    sender_ep = await Endpoint.create(("0.0.0.0", 0), multicast_interface="lo")
+    try:
+        if kind == "direct":
+            for i in range(n):
+                members.append(await start_member(ctxs[f"m{i}"], GROUP_PORT, unicast=True))
+        else:
+            ports = []
+            for i in range(n):
+                m = await start_member(ctxs[f"m{i}"], 0, unicast=False)
+                members.append(m)
+                ports.append(m.endpoints[0].address[1])
+            mangle = None
+            if kind == "tamper":
+                def mangle(member: int, number: int, datagram: bytes) -> bytes:
+                    if member == 0 and number == 3:
+                        flipped = bytearray(datagram)
+                        flipped[-20] ^= 0x40
+                        return bytes(flipped)
+                    return datagram
+            relay = await LossyFanout.start(
+                (ALL_COAP_NODES_V4, GROUP_PORT), ports,
+                loss=0.05 if kind == "lossy" else 0.0, seed=seed, mangle=mangle,
+            )  # fmt: skip
+        start = time.perf_counter()
+        result = await push_file(
+            sender_ep, ctxs["sender"], data, (ALL_COAP_NODES_V4, GROUP_PORT),
+            interface="lo", status_timeout=1.0,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        digest = hashlib.sha256(data).hexdigest()
+        return {
+            "ok": result.ok,
+            "seconds": round(seconds, 2),
+            "sha256": digest,
+            "result": result.as_dict(),
+            "member_hashes": [
+                hashlib.sha256(m.files[result.sender.tid]).hexdigest()
+                if result.sender.tid in m.files else None
+                for m in members
+            ],
+            "stored": [m.resource.receiver.stored_blocks for m in members],
+            "rejected_by_resource": [m.resource.rejected for m in members],
+            "oscore_failures": [m.security.failures for m in members],
+            "relay": None if relay is None else {
+                "forwarded": relay.forwarded, "dropped": relay.dropped,
+            },
+        }
+    finally:
+        await sender_ep.close()
+        if relay is not None:
+            await relay.close()
+        for m in members:
+            for ep in m.endpoints:
+                await ep.close()
+
+
+async def main(kinds: list[str]) -> dict[str, Any]:
+    n = int(os.environ.get("PUSH_MEMBERS", "20"))
+    size = int(os.environ.get("PUSH_SIZE", str(1 << 20)))
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        try:
+            out[kind] = await asyncio.wait_for(scenario(kind, n, size), 120)
+        except Exception as exc:  # reported to the test, which fails on it
+            out[kind] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(sys.argv[1:]))))

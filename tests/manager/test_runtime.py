@@ -17,6 +17,7 @@ from grouposcore.errors import (
 )
 from grouposcore.manager import member as mb
 from grouposcore.manager.params import Role, tperm
+from grouposcore.oscore.common import ResponseInfo
 from grouposcore.oscore.option import decode_option
 from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
 from tests.manager.helpers import RS
@@ -316,5 +317,53 @@ def test_newer_material_without_stale_ids_triggers_catch_up(tmp_path: Path) -> N
         material = await poller.member.wait_for(num + 1)
         assert _sid(b) not in material.peers and _sid(c) in material.peers
         assert await _ask(poller, c) == b"c"
+
+    _net_test(tmp_path, body)
+
+
+def test_new_sender_id_and_role_change(tmp_path: Path) -> None:
+    """A renewed Sender ID starts a new context (sequence numbers from 0 under new keys);
+    peers learn the new ID's credential on the fly. Restarting with other roles re-joins
+    with the same key."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        old_sid, cred = _sid(b), b.member.context.credential
+        assert await _ask(b, a) == b"a"
+        new_sid = await b.member.renew_sender_id()
+        assert new_sid is not None and new_sid != old_sid
+        assert b.member.context.sender_id == new_sid and b.member.context.sequence.peek() == 0
+        with pytest.raises(OscoreError, match=r"5\.03"):
+            await _ask(b, a)
+        await a.member.wait_fetches()
+        assert await _ask(b, a) == b"a"
+        await b.member.close()
+        b2 = await net.member("b", [Role.REQUESTER])
+        assert b2.member.started == "joined" and b2.member.roles == tperm([Role.REQUESTER])
+        assert b2.member.context.credential == cred
+        record = net.gm.store.member("g", "b")
+        assert record is not None and record.roles == tperm([Role.REQUESTER])
+
+    _net_test(tmp_path, body)
+
+
+def _info(sid: bytes) -> ResponseInfo:
+    return ResponseInfo(sid, True, b"\x01")
+
+
+def test_echo_retry_keeps_following_the_member(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        challenge = VerifiedMessage(Code.UNAUTHORIZED, security=_info(_sid(b)))
+        challenge.options.echo = b"\x01\x02"
+        answer = a.member.client_security().echo_retry(challenge, get("light"))
+        assert answer is not None
+        assert a.member.client_security().echo_retry(challenge, answer[0]) is None  # once only
+        retry, sec = answer
+        assert retry.options.echo == b"\x01\x02"
+        assert type(sec).__name__ == "MemberClientSecurity" and sec.pairwise_with == _sid(b)
+        net.svc.rekey("g")
+        await a.member.wait_for(a.member.material.num + 1)
+        assert sec.context is a.member.context  # still the member's current context
 
     _net_test(tmp_path, body)

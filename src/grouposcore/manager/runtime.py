@@ -194,6 +194,16 @@ class MemberClientSecurity(ClientSecurity):
             raise RoleNotAuthorized("this member is not a Requester in the group")
         return super().protect_request(request)
 
+    def echo_retry(
+        self, response: VerifiedMessage, request: Message
+    ) -> tuple[Message, ClientSecurity] | None:
+        """As the base class, but the retry keeps following the member (and its roles)."""
+        answer = super().echo_retry(response, request)
+        if answer is None:
+            return None
+        retry, sec = answer
+        return retry, MemberClientSecurity(self._member, pairwise_with=sec.pairwise_with)
+
     def unprotect_response(self, response: Message, binding: RequestBinding) -> VerifiedMessage:
         value = response.options.get(9)
         if value is None:
@@ -380,6 +390,12 @@ class GroupMember:
     async def start(self) -> None:
         """Resume from the state file if the GM still knows this membership, else join."""
         state = self._load_state()
+        if state is not None and state.private_key is not None and self._private_key is None:
+            # A re-join (other roles, or after the GM forgot us) keeps the member's key.
+            self._private_key = private_key_from_bytes(state.private_key)
+            self._credential = state.credential
+        if state is not None and state.material.roles != self.roles:
+            state = None  # other roles asked for: join again (the GM answers 2.04)
         if state is not None:
             try:
                 latest = await self.client.catch_up(state.material)

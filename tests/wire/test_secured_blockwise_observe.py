@@ -111,3 +111,30 @@ def test_oscore_blockwise_and_observe() -> None:
     server = SecurityContext(b"k" * 16, b"\x02", b"\x01")
     out = asyncio.run(_scenario(ClientSecurity(client), ServerSecurity([server])))
     _check(out, b"\x02")
+
+
+def test_unverifiable_answer_to_a_registration_ends_the_observation() -> None:
+    """A registration refused with an unprotected 4.01 raises at once, like request()."""
+    from grouposcore.errors import OscoreError
+
+    async def main() -> None:
+        site = Site()
+        site.add("blob", Blob())
+        server = await Endpoint.create(("127.0.0.1", 0), site=site,
+                                       server_security=ServerSecurity([]))
+        client = await Endpoint.create(("127.0.0.1", 0))
+        ctx = SecurityContext(b"k" * 16, b"\x01", b"\x02")
+        try:
+            obs = client.observe(_get(observe=0), server.address,
+                                 security=ClientSecurity(ctx))
+            try:
+                await asyncio.wait_for(obs.__anext__(), 5)
+            except OscoreError as exc:
+                assert "4.01" in str(exc)
+            else:
+                raise AssertionError("an unverifiable registration answer was accepted")
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(main())

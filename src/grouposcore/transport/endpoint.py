@@ -972,6 +972,11 @@ class Observation:
                 try:
                     msg = self._security.unprotect_response(raw, self._binding)
                 except GroupOscoreError as e:
+                    if self._first:
+                        # the answer to the registration itself failed: end, as request()
+                        # does, instead of waiting for notifications that will never come
+                        self._end()
+                        raise
                     log.info("dropping notification from %s: %s", raw.remote, e)
                     continue
                 msg.remote = raw.remote

@@ -143,6 +143,7 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert main(["join", "g", "--manager", uri, "--channel", str(channels["b"]),
                      "--state", str(states["b"]), "--timeout", "5"]) == 1
         assert "4.03" in capsys.readouterr().err
+        assert not states["b"].exists()  # the ended membership's state is gone
         # a was offline during both rekeyings: it catches up from its state file.
         assert main(["join", "g", "--channel", str(channels["a"]), "--manager", uri,
                      "--state", str(states["a"]), "--json"]) == 0

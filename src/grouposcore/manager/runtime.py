@@ -405,6 +405,8 @@ class GroupMember:
                 if e.code not in (Code.FORBIDDEN, Code.NOT_FOUND):
                     raise
                 latest = None  # not a member any more: join afresh
+            if latest is None:
+                self.state_path.unlink(missing_ok=True)  # that membership is over
             if latest is not None and latest.num != state.material.num:
                 latest = await self._with_all_creds(latest)
             if latest is not None:

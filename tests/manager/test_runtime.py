@@ -16,7 +16,9 @@ from grouposcore.errors import (
     RoleNotAuthorized,
 )
 from grouposcore.manager import member as mb
+from grouposcore.manager.core import GroupManager
 from grouposcore.manager.params import Role, tperm
+from grouposcore.manager.service import GroupManagerService
 from grouposcore.oscore.common import ResponseInfo
 from grouposcore.oscore.option import decode_option
 from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
@@ -365,5 +367,30 @@ def test_echo_retry_keeps_following_the_member(tmp_path: Path) -> None:
         net.svc.rekey("g")
         await a.member.wait_for(a.member.material.num + 1)
         assert sec.context is a.member.context  # still the member's current context
+
+    _net_test(tmp_path, body)
+
+
+def test_gm_restart_members_keep_up_by_polling(tmp_path: Path) -> None:
+    """The GM process restarts (same database, same port): its observations are gone, so a
+    member that also polls still learns the next rekeying; the GM's first answer on each
+    channel goes through an Echo round trip (its replay windows start invalid)."""
+
+    async def body(net: Net) -> None:
+        a = await net.member("a", poll_interval=0.3)
+        b = await net.member("b")
+        num, port = b.member.material.num, net.gm_address[1]
+        await a.member.wait_for(num)
+        await net.svc.close()
+        net.gm.close()
+        net.gm = GroupManager(net.tmp / "gm.db")
+        net.svc = GroupManagerService(net.gm)
+        await net.svc.start(("127.0.0.1", port))
+        net.svc.rekey("g")
+        material = await a.member.wait_for(num + 1, timeout=10)
+        assert material.gid == net.gm.store.group("g").gid  # type: ignore[union-attr]
+        assert b.member.material.num == num  # observing only: it has not heard yet
+        assert await b.member.refresh()
+        assert await _ask(a, b) == b"b"
 
     _net_test(tmp_path, body)

@@ -26,6 +26,10 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+def caught_c_sid(shown: dict) -> str:
+    return next(m["sender_id"] for m in shown["members"] if m["node"] == "c")
+
+
 def _serve(db: Path) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
         grouposcore_cmd("manager", "serve", "--db", str(db), "--bind", "127.0.0.1",
@@ -150,6 +154,22 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
         caught = _json(capsys.readouterr().out)[0]
         assert caught["started"] == "resumed" and caught["num"] == shown["num"]
         assert joined["b"]["sender_id"] not in caught["peers"]
+        # A Monitor joins without a key and gets no Sender ID.
+        chan_m = tmp_path / "m.channel.json"
+        assert main(["manager", "allow", "m", "g", "--roles", "monitor", "--db", db,
+                     "--channel-out", str(chan_m), "--manager", uri, "-q"]) == 0
+        attempts = 0
+        while attempts < 50:  # the server installs m's channel within --sync
+            if main(["join", "g", "--channel", str(chan_m), "--roles", "monitor",
+                     "--state", str(tmp_path / "m.state"), "--json", "--timeout", "1"]) == 0:
+                break
+            attempts += 1
+        monitor = _json(capsys.readouterr().out)[0]
+        assert monitor["sender_id"] is None and monitor["roles"] == "monitor"
+        assert set(monitor["peers"]) == {joined["a"]["sender_id"], caught_c_sid(shown)}
+        assert main(["manager", "show", "g", "--db", db]) == 0
+        text = capsys.readouterr().out
+        assert "  member m: monitor, Sender ID -" in text and "  member a: " in text
     finally:
         err = stop(proc)
     assert "Traceback" not in err, err

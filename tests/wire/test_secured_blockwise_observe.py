@@ -138,3 +138,48 @@ def test_unverifiable_answer_to_a_registration_ends_the_observation() -> None:
             await server.close()
 
     asyncio.run(main())
+
+
+def test_outer_block1_fragments_of_a_protected_request_are_reassembled() -> None:
+    """A protected request cut into outer Block1 fragments (as a proxy may do, RFC 8613
+    §4.1.3.4.2) is reassembled before it is verified, then answered protected."""
+    import socket
+
+    from grouposcore.coap import BlockOption, Type
+
+    client_ctx = SecurityContext(b"k" * 16, b"\x01", b"\x02")
+    server_ctx = SecurityContext(b"k" * 16, b"\x02", b"\x01")
+
+    async def main() -> None:
+        blob = Blob()
+        site = Site()
+        site.add("blob", blob)
+        server = await Endpoint.create(("127.0.0.1", 0), site=site,
+                                       server_security=ServerSecurity([server_ctx]))
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.connect(server.address)
+        try:
+            put = Message(code=Code.PUT, mtype=Type.CON, token=b"\x07", payload=BIG[:3000])
+            put.options.uri_path = ["blob"]
+            protected, binding = client_ctx.protect_request(put)
+            body = protected.payload
+            size = 1024
+            answers = []
+            for num, start in enumerate(range(0, len(body), size)):
+                frag = protected.copy(mid=100 + num, payload=body[start:start + size])
+                frag.options.block1 = BlockOption.from_size(num, start + size < len(body), size)
+                await loop.sock_sendall(sock, frag.encode())
+                answers.append(Message.decode(await asyncio.wait_for(
+                    loop.sock_recv(sock, 2048), 5)))
+            assert [a.code for a in answers[:-1]] == [Code.CONTINUE] * (len(answers) - 1)
+            final = answers[-1]
+            assert final.options.block1 is not None and not final.options.block1.more
+            plain, _ = client_ctx.unprotect_response(final, binding)
+            assert plain.code == Code.CHANGED and blob.body == BIG[:3000]
+        finally:
+            sock.close()
+            await server.close()
+
+    asyncio.run(main())

@@ -25,7 +25,15 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from grouposcore.coap import Code, Message, OptionNumber, Type, parse_uri, uri_to_options
+from grouposcore.coap import (
+    BlockOption,
+    Code,
+    Message,
+    OptionNumber,
+    Type,
+    parse_uri,
+    uri_to_options,
+)
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK, COAP_PORT
 from grouposcore.errors import (
     BlockwiseError,
@@ -121,6 +129,8 @@ class Endpoint:
         self.server_security = server_security
         self.multicast_interface = multicast_interface
         self._block1 = Block1Assembler(self.blockwise)
+        #: outer block-wise (RFC 8613 §4.1.3.4.2): OSCORE requests a proxy fragmented
+        self._outer_block1 = Block1Assembler(self.blockwise)
         self._block2 = Block2Server(self.blockwise)
         self._waiters: dict[bytes, _Waiter] = {}
         self._pings: dict[tuple[Address, int], asyncio.Future[None]] = {}
@@ -715,8 +725,17 @@ class Endpoint:
             await self._finish(ex, request, bad, None)
             return
         binding = None
-        plain = request
         sec = self.server_security
+        outer_block1 = None
+        if sec is not None and _N.OSCORE in request.options and _N.BLOCK1 in request.options:
+            # Outer Block1 fragments the protected message itself (RFC 8613 §4.1.3.4.2):
+            # reassemble it before anything is verified; the final answer echoes Block1.
+            ob1 = self._outer_block1.feed(request, (ex.remote, "outer"), self._now())
+            if ob1.response is not None or ob1.complete is None:
+                await self._finish(ex, request, ob1.response, None)
+                return
+            request, outer_block1 = ob1.complete, ob1.final_block
+        plain = request
         if sec is not None:
             try:
                 unprotected = sec.unprotect_request(request)
@@ -771,7 +790,7 @@ class Endpoint:
         if b1.final_block is not None:
             response.options.block1 = dataclasses.replace(b1.final_block)
         response = self._block2.slice(whole, response, origin, self._now())
-        await self._finish(ex, whole, response, binding)
+        await self._finish(ex, whole, response, binding, outer_block1=outer_block1)
 
     async def _render(
         self, ex: ServerExchange, resource: Resource, whole: Message, binding: Any
@@ -808,6 +827,7 @@ class Endpoint:
         binding: Any,
         *,
         always: bool = False,
+        outer_block1: BlockOption | None = None,
     ) -> None:
         """Suppress, delay (multicast), protect and send a response."""
         if response is not None and not always and suppressed(request, response, ex.multicast):
@@ -820,6 +840,8 @@ class Endpoint:
             except GroupOscoreError as e:
                 log.warning("cannot protect response to %s: %s", ex.remote, e)
                 response = None
+        if response is not None and outer_block1 is not None:
+            response.options.block1 = dataclasses.replace(outer_block1)
         if self._closed:
             return
         self._process(self._ml.respond(ex, response, self._now()))

@@ -135,31 +135,47 @@ def write_channel_file(
     return target
 
 
+def _field(doc: dict[str, Any], name: str, kind: type) -> Any:
+    value = doc.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ManagerMessageError(f"channel file: {name!r} missing or not a {kind.__name__}")
+    return value
+
+
+def _hex(doc: dict[str, Any], name: str) -> bytes:
+    try:
+        return bytes.fromhex(_field(doc, name, str))
+    except ValueError:
+        raise ManagerMessageError(f"channel file: {name!r} is not hex") from None
+
+
 def read_channel_file(
     path: str | os.PathLike[str],
 ) -> tuple[ChannelMaterial, str | None, dict[str, bytes]]:
     """(channel material, GM URI or None, pinned GM credentials) from a channel file."""
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or doc.get("version") != _CHANNEL_VERSION:
-            raise ManagerMessageError("not a channel file of a known version")
-        ctx = doc.get("id_context")
-        channel = ChannelMaterial(
-            node=str(doc["node"]),
-            master_secret=bytes.fromhex(doc["master_secret"]),
-            master_salt=bytes.fromhex(doc["master_salt"]),
-            gm_sender_id=bytes.fromhex(doc["gm_sender_id"]),
-            node_sender_id=bytes.fromhex(doc["node_sender_id"]),
-            id_context=None if ctx is None else bytes.fromhex(ctx),
-            aead_alg=int(doc["aead_alg"]),
-            hkdf_alg=int(doc["hkdf_alg"]),
-        )
-        manager = doc.get("manager")
-        creds = {str(g): bytes.fromhex(c) for g, c in dict(doc.get("gm_credentials", {})).items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        doc = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as e:
         raise ManagerMessageError(f"unreadable channel file {path}: {e}") from None
+    if not isinstance(doc, dict) or doc.get("version") != _CHANNEL_VERSION:
+        raise ManagerMessageError("not a channel file of a known version")
+    channel = ChannelMaterial(
+        node=_field(doc, "node", str),
+        master_secret=_hex(doc, "master_secret"),
+        master_salt=_hex(doc, "master_salt"),
+        gm_sender_id=_hex(doc, "gm_sender_id"),
+        node_sender_id=_hex(doc, "node_sender_id"),
+        id_context=None if doc.get("id_context") is None else _hex(doc, "id_context"),
+        aead_alg=_field(doc, "aead_alg", int),
+        hkdf_alg=_field(doc, "hkdf_alg", int),
+    )
+    manager = doc.get("manager")
     if manager is not None and not isinstance(manager, str):
-        raise ManagerMessageError("'manager' in the channel file is not a URI string")
+        raise ManagerMessageError("channel file: 'manager' is not a URI string")
+    pinned = doc.get("gm_credentials", {})
+    if not isinstance(pinned, dict):
+        raise ManagerMessageError("channel file: 'gm_credentials' is not an object")
+    creds = {str(g): _hex(pinned, g) for g in pinned}
     return channel, manager, creds
 
 

@@ -8,10 +8,11 @@ and outer message without reinterpreting them. Typed accessors convert on demand
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from operator import itemgetter
+from typing import Any, Generic, TypeVar, overload
 
 from grouposcore.errors import OptionValueError
 
@@ -312,6 +313,35 @@ def format_option_value(number: int, value: bytes) -> str:
     return f"h'{value.hex()}'"
 
 
+_T = TypeVar("_T")
+
+
+class _Accessor(Generic[_T]):
+    """A typed attribute of :class:`Options` for one option number (a property whose
+    getter and setter are shared helpers that take the number)."""
+
+    __slots__ = ("getter", "number", "setter")
+
+    def __init__(
+        self, number: int, getter: Callable[[Any, int], _T], setter: Callable[[Any, int, Any], None]
+    ) -> None:
+        self.number = number
+        self.getter = getter
+        self.setter = setter
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Accessor[_T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> _T | _Accessor[_T]:
+        if obj is None:
+            return self
+        return self.getter(obj, self.number)
+
+    def __set__(self, obj: object, value: _T) -> None:
+        self.setter(obj, self.number, value)
+
+
 class Options:
     """Ordered multi-map option number -> raw values, kept in wire order.
 
@@ -464,183 +494,41 @@ class Options:
         else:
             self.set(number, value.encode())
 
+    def _get_bytes(self, number: int) -> bytes | None:
+        return self.get(number)
+
+    def _get_bytes_list(self, number: int) -> list[bytes]:
+        return self.get_all(number)
+
+    def _set_bytes_list(self, number: int, values: Iterable[bytes] | None) -> None:
+        self.set_all(number, values or ())
+
     # --- typed properties -------------------------------------------------------------
+    # One accessor per option, built from the helpers above: reading gives the decoded
+    # value (None / [] when absent), assigning None (or an empty list) removes the option.
 
-    @property
-    def uri_host(self) -> str | None:
-        return self._get_str(_N.URI_HOST)
-
-    @uri_host.setter
-    def uri_host(self, value: str | None) -> None:
-        self._set_opt(_N.URI_HOST, value)
-
-    @property
-    def uri_port(self) -> int | None:
-        return self._get_uint(_N.URI_PORT)
-
-    @uri_port.setter
-    def uri_port(self, value: int | None) -> None:
-        self._set_opt(_N.URI_PORT, value)
-
-    @property
-    def uri_path(self) -> list[str]:
-        return self._get_strs(_N.URI_PATH)
-
-    @uri_path.setter
-    def uri_path(self, value: Iterable[str] | None) -> None:
-        self._set_strs(_N.URI_PATH, value)
-
-    @property
-    def uri_query(self) -> list[str]:
-        return self._get_strs(_N.URI_QUERY)
-
-    @uri_query.setter
-    def uri_query(self, value: Iterable[str] | None) -> None:
-        self._set_strs(_N.URI_QUERY, value)
-
-    @property
-    def location_path(self) -> list[str]:
-        return self._get_strs(_N.LOCATION_PATH)
-
-    @location_path.setter
-    def location_path(self, value: Iterable[str] | None) -> None:
-        self._set_strs(_N.LOCATION_PATH, value)
-
-    @property
-    def location_query(self) -> list[str]:
-        return self._get_strs(_N.LOCATION_QUERY)
-
-    @location_query.setter
-    def location_query(self, value: Iterable[str] | None) -> None:
-        self._set_strs(_N.LOCATION_QUERY, value)
-
-    @property
-    def content_format(self) -> int | None:
-        return self._get_uint(_N.CONTENT_FORMAT)
-
-    @content_format.setter
-    def content_format(self, value: int | None) -> None:
-        self._set_opt(_N.CONTENT_FORMAT, value)
-
-    @property
-    def accept(self) -> int | None:
-        return self._get_uint(_N.ACCEPT)
-
-    @accept.setter
-    def accept(self, value: int | None) -> None:
-        self._set_opt(_N.ACCEPT, value)
-
-    @property
-    def max_age(self) -> int | None:
-        return self._get_uint(_N.MAX_AGE)
-
-    @max_age.setter
-    def max_age(self, value: int | None) -> None:
-        self._set_opt(_N.MAX_AGE, value)
-
-    @property
-    def observe(self) -> int | None:
-        return self._get_uint(_N.OBSERVE)
-
-    @observe.setter
-    def observe(self, value: int | None) -> None:
-        self._set_opt(_N.OBSERVE, value)
-
-    @property
-    def etag(self) -> bytes | None:
-        return self.get(_N.ETAG)
-
-    @etag.setter
-    def etag(self, value: bytes | None) -> None:
-        self._set_opt(_N.ETAG, value)
-
-    @property
-    def block1(self) -> BlockOption | None:
-        return self._get_block(_N.BLOCK1)
-
-    @block1.setter
-    def block1(self, value: BlockOption | None) -> None:
-        self._set_block(_N.BLOCK1, value)
-
-    @property
-    def block2(self) -> BlockOption | None:
-        return self._get_block(_N.BLOCK2)
-
-    @block2.setter
-    def block2(self, value: BlockOption | None) -> None:
-        self._set_block(_N.BLOCK2, value)
-
-    @property
-    def size1(self) -> int | None:
-        return self._get_uint(_N.SIZE1)
-
-    @size1.setter
-    def size1(self, value: int | None) -> None:
-        self._set_opt(_N.SIZE1, value)
-
-    @property
-    def size2(self) -> int | None:
-        return self._get_uint(_N.SIZE2)
-
-    @size2.setter
-    def size2(self, value: int | None) -> None:
-        self._set_opt(_N.SIZE2, value)
-
-    @property
-    def echo(self) -> bytes | None:
-        return self.get(_N.ECHO)
-
-    @echo.setter
-    def echo(self, value: bytes | None) -> None:
-        self._set_opt(_N.ECHO, value)
-
-    @property
-    def request_tag(self) -> bytes | None:
-        return self.get(_N.REQUEST_TAG)
-
-    @request_tag.setter
-    def request_tag(self, value: bytes | None) -> None:
-        self._set_opt(_N.REQUEST_TAG, value)
-
-    @property
-    def oscore(self) -> bytes | None:
-        return self.get(_N.OSCORE)
-
-    @oscore.setter
-    def oscore(self, value: bytes | None) -> None:
-        self._set_opt(_N.OSCORE, value)
-
-    @property
-    def no_response(self) -> int | None:
-        return self._get_uint(_N.NO_RESPONSE)
-
-    @no_response.setter
-    def no_response(self, value: int | None) -> None:
-        self._set_opt(_N.NO_RESPONSE, value)
-
-    @property
-    def proxy_uri(self) -> str | None:
-        return self._get_str(_N.PROXY_URI)
-
-    @proxy_uri.setter
-    def proxy_uri(self, value: str | None) -> None:
-        self._set_opt(_N.PROXY_URI, value)
-
-    @property
-    def proxy_scheme(self) -> str | None:
-        return self._get_str(_N.PROXY_SCHEME)
-
-    @proxy_scheme.setter
-    def proxy_scheme(self, value: str | None) -> None:
-        self._set_opt(_N.PROXY_SCHEME, value)
-
-    @property
-    def if_match(self) -> list[bytes]:
-        return self.get_all(_N.IF_MATCH)
-
-    @if_match.setter
-    def if_match(self, value: Iterable[bytes] | None) -> None:
-        self.set_all(_N.IF_MATCH, value or ())
+    uri_host = _Accessor[str | None](_N.URI_HOST, _get_str, _set_opt)
+    uri_port = _Accessor[int | None](_N.URI_PORT, _get_uint, _set_opt)
+    uri_path = _Accessor[list[str]](_N.URI_PATH, _get_strs, _set_strs)
+    uri_query = _Accessor[list[str]](_N.URI_QUERY, _get_strs, _set_strs)
+    location_path = _Accessor[list[str]](_N.LOCATION_PATH, _get_strs, _set_strs)
+    location_query = _Accessor[list[str]](_N.LOCATION_QUERY, _get_strs, _set_strs)
+    content_format = _Accessor[int | None](_N.CONTENT_FORMAT, _get_uint, _set_opt)
+    accept = _Accessor[int | None](_N.ACCEPT, _get_uint, _set_opt)
+    max_age = _Accessor[int | None](_N.MAX_AGE, _get_uint, _set_opt)
+    observe = _Accessor[int | None](_N.OBSERVE, _get_uint, _set_opt)
+    etag = _Accessor[bytes | None](_N.ETAG, _get_bytes, _set_opt)
+    block1 = _Accessor[BlockOption | None](_N.BLOCK1, _get_block, _set_block)
+    block2 = _Accessor[BlockOption | None](_N.BLOCK2, _get_block, _set_block)
+    size1 = _Accessor[int | None](_N.SIZE1, _get_uint, _set_opt)
+    size2 = _Accessor[int | None](_N.SIZE2, _get_uint, _set_opt)
+    echo = _Accessor[bytes | None](_N.ECHO, _get_bytes, _set_opt)
+    request_tag = _Accessor[bytes | None](_N.REQUEST_TAG, _get_bytes, _set_opt)
+    oscore = _Accessor[bytes | None](_N.OSCORE, _get_bytes, _set_opt)
+    no_response = _Accessor[int | None](_N.NO_RESPONSE, _get_uint, _set_opt)
+    proxy_uri = _Accessor[str | None](_N.PROXY_URI, _get_str, _set_opt)
+    proxy_scheme = _Accessor[str | None](_N.PROXY_SCHEME, _get_str, _set_opt)
+    if_match = _Accessor[list[bytes]](_N.IF_MATCH, _get_bytes_list, _set_bytes_list)
 
     @property
     def if_none_match(self) -> bool:

@@ -217,14 +217,21 @@ def test_roles_monitor_and_responder_only(tmp_path: Path) -> None:
             both.endpoint.server_security.unprotect_request(wire)  # type: ignore[union-attr]
         rc = both.member.context.recipients.get(_sid(s))
         assert (None if rc is None else repr(rc.replay_window)) == window_before
-        # Responses are accepted only from Responders: r answers (nothing stops its server)
-        # but its answer is refused; s answers fine.
+        # Responses are accepted only from Responders: s answers fine. r, a Requester only,
+        # takes no requests through its member; a response it makes anyway is refused.
         assert await _ask(both, s) == b"s"
-        with pytest.raises(RoleNotAuthorized):
+        with pytest.raises(OscoreError, match=r"4\.01"):
             await both.endpoint.request(
                 get("light"), r.address, timeout=5, security=both.member.client_security()
             )
-        assert len(r.light.requests) == 1
+        assert r.light.requests == []
+        sec = both.member.client_security()
+        wire, binding = sec.protect_request(get("light"))
+        _, served = r.member.context.unprotect_request(wire)
+        answer = r.member.context.protect_response(get("x").copy(code=Code.CONTENT), served)
+        with pytest.raises(RoleNotAuthorized):
+            sec.unprotect_response(answer, binding)
+        assert not binding.trackers  # refused before any response state changed
 
     _net_test(tmp_path, body)
 

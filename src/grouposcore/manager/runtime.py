@@ -241,7 +241,8 @@ class MemberClientSecurity(ClientSecurity):
 class MemberServerSecurity(ServerSecurity):
     """Server security holding exactly the member's current context (the member swaps it).
 
-    Requests are refused before verification when the sender is not a Requester; a response
+    Requests are refused before verification when the sender is not a Requester (or this
+    member is neither a Responder nor a Monitor); a response
     to a request verified under a context that has since been replaced is protected with
     the current one (fresh Partial IV, new Gid as kid context: digest §8.4).
     """
@@ -253,6 +254,8 @@ class MemberServerSecurity(ServerSecurity):
     def unprotect_request(self, request: Message) -> tuple[Message, ServerBinding] | None:
         value = request.options.get(9)
         if value is not None:
+            if not (self._member.has_role(Role.RESPONDER) or self._member.has_role(Role.MONITOR)):
+                raise RoleNotAuthorized("this member is neither a Responder nor a Monitor")
             option = decode_option(value)
             current = self._member._current
             if (

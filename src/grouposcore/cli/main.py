@@ -8,7 +8,7 @@ import logging
 import sys
 
 from grouposcore import __version__
-from grouposcore.cli import client, group, manager_cmd, server
+from grouposcore.cli import client, demo_cmd, group, manager_cmd, server
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Manager and write the member's state file (0600).")
     manager_cmd.add_join_arguments(p)
     _common(p)
+    p = sub.add_parser("demo", help="a secured lighting group with a Group Manager, end to end",
+                       description=demo_cmd.__doc__)
+    demo_cmd.add_arguments(p)
+    _common(p)
     return parser
 
 
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return manager_cmd.run_manager(args)
     if args.command == "join":
         return manager_cmd.run_join(args)
+    if args.command == "demo":
+        return demo_cmd.run(args, argv)
     return client.run(args)
 
 

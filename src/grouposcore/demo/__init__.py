@@ -1,0 +1,10 @@
+"""``grouposcore demo``: a secured lighting group with a Group Manager, end to end.
+
+:mod:`~grouposcore.demo.scenario` runs the story and checks each step,
+:mod:`~grouposcore.demo.view` shows it, :mod:`~grouposcore.demo.netns` finds (or makes) a
+place where multicast on loopback works.
+"""
+
+from grouposcore.demo.scenario import DemoConfig, DemoReport, StepResult, run_demo
+
+__all__ = ["DemoConfig", "DemoReport", "StepResult", "run_demo"]

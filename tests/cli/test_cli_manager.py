@@ -173,3 +173,30 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
     finally:
         err = stop(proc)
     assert "Traceback" not in err, err
+
+
+def test_serve_rekeys_expired_material_and_installs_new_channels(tmp_path: Path) -> None:
+    from grouposcore.cli.manager_cmd import _SyncedService
+    from grouposcore.manager.core import GroupManager
+
+    db = tmp_path / "gm.db"
+    assert main(["manager", "group", "create", "g", "--db", str(db), "--lifetime", "60",
+                 "-q"]) == 0
+    gm = GroupManager(db)
+    try:
+        svc = _SyncedService(gm)
+        g = gm.group("g")
+        assert g is not None
+        svc.sync(now=g.exp - 1)
+        assert gm.group("g").num == 0  # type: ignore[union-attr]
+        svc.sync(now=g.exp)
+        after = gm.group("g")
+        assert after is not None and after.num == 1 and after.gid != g.gid
+        # A channel commissioned by another process is installed at the next sync.
+        assert main(["manager", "allow", "n", "g", "--roles", "requester", "--db", str(db),
+                     "--channel-out", str(tmp_path / "n.json"), "-q"]) == 0
+        assert "n" not in svc._contexts
+        svc.sync()
+        assert "n" in svc._contexts
+    finally:
+        gm.close()

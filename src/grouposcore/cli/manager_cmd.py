@@ -4,7 +4,8 @@ The administrative commands (``group create``, ``allow``, ``evict``, ``rekey``, 
 work directly on the GM database, with or without a running ``manager serve``: the server
 re-reads the database every ``--sync`` seconds, installs channels commissioned meanwhile,
 publishes new groups, and pushes rekeyings made offline to the members observing their
-group (with the stale Sender IDs) and 4.04 to the evicted ones.
+group (with the stale Sender IDs) and 4.04 to the evicted ones. It also rekeys every group
+whose keying material expired ('exp', from ``group create --lifetime``).
 
 ``allow`` also commissions the node's OSCORE channel with the GM (once per node) and writes
 the node's channel file (0600); ``join`` uses that file to join and writes the member's
@@ -21,6 +22,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -345,9 +347,15 @@ class _SyncedService(GroupManagerService):
         for group in {n.group for n in notes}:
             self._remember(group)  # pushed already: the sync must not push it again
 
-    def sync(self) -> None:
-        """Install new channels, publish new groups, push offline rekeyings."""
+    def sync(self, now: float | None = None) -> None:
+        """Install new channels, publish new groups, push offline rekeyings, and rekey
+        groups whose keying material expired."""
         store = self.gm.store
+        now = time.time() if now is None else now
+        for g in store.groups():
+            if g.exp <= now and g.name in self._seen:
+                log.info("group %s: keying material expired, rekeying", g.name)
+                self.rekey(g.name)
         for c in store.channels():
             if self._channels.get(c.node) != c:
                 self._install(c, restarted=False)

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from grouposcore import __version__
-from grouposcore.cli import client, demo_cmd, group, manager_cmd, server
+from grouposcore.cli import client, demo_cmd, group, manager_cmd, push_cmd, server
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description=demo_cmd.__doc__)
     demo_cmd.add_arguments(p)
     _common(p)
+    p = sub.add_parser("push", help="send a file to every member of a group (firmware push)",
+                       description=push_cmd.__doc__)
+    push_cmd.add_push_arguments(p)
+    _common(p)
+    p = sub.add_parser("receive", help="receive files pushed to the group (member side)",
+                       description=push_cmd.__doc__)
+    push_cmd.add_receive_arguments(p)
+    _common(p)
     return parser
 
 
@@ -92,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return manager_cmd.run_join(args)
     if args.command == "demo":
         return demo_cmd.run(args, argv)
+    if args.command == "push":
+        return push_cmd.run_push(args)
+    if args.command == "receive":
+        return push_cmd.run_receive(args)
     return client.run(args)
 
 

@@ -191,9 +191,7 @@ class RichView:
         if self._live is not None:
             self._live.update(self._table())
             self._live.stop()
-            self._live = None
-        color = "green" if summary.verified == summary.expected else "red"
-        self.console.print(f"[{color}]{summary.line}")
+            self._live = None  # the step's result line below says how the round went
 
     def push_start(self, size: int, blocks: int, members: int) -> None:
         self._progress = Progress(

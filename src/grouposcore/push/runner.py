@@ -30,6 +30,7 @@ from grouposcore.oscore.common import ResponseInfo
 from grouposcore.oscore.group import GroupContext
 from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
 from grouposcore.push.protocol import (
+    COMPLETE,
     NO_RESPONSE_ALL,
     Data,
     PushReceiver,
@@ -101,6 +102,9 @@ class FirmwareResource(Resource):
         self.senders = None if senders is None else set(senders)
         self.on_complete = on_complete
         self.rejected = 0
+        #: transfer id -> how many REPORTs saying "complete" went out (a member that wants to
+        #: exit after one file waits until the sender could have heard it)
+        self.completion_reports: dict[bytes, int] = {}
         self._announced: set[bytes] = set()
 
     def _announce(self, tid: bytes) -> None:
@@ -131,7 +135,10 @@ class FirmwareResource(Resource):
         self._announce(msg.tid)
         if request.options.no_response == NO_RESPONSE_ALL:
             return Message(Code.CHANGED)  # suppressed by the endpoint: no report needed
-        return Message(Code.CHANGED, payload=self.receiver.report(msg.tid).encode())
+        report = self.receiver.report(msg.tid)
+        if report.state == COMPLETE:
+            self.completion_reports[msg.tid] = self.completion_reports.get(msg.tid, 0) + 1
+        return Message(Code.CHANGED, payload=report.encode())
 
 
 # --- sender ---------------------------------------------------------------------------------

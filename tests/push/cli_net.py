@@ -1,0 +1,63 @@
+"""``grouposcore receive`` ×3 and ``grouposcore push`` as processes; run inside ``unshare -n``.
+
+``python -m tests.push.cli_net DIR SIZE`` provisions a static group in DIR, starts the
+receivers, pushes a random file of SIZE bytes and prints one JSON object with what happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from grouposcore.oscore.config import provision_static_group, write_secret_file
+
+CLI = [sys.executable, "-m", "grouposcore.cli.main"]
+
+
+def main(directory: Path, size: int) -> dict:
+    names = ["sender", "r1", "r2", "r3"]
+    docs = provision_static_group(names)
+    files = {n: write_secret_file(directory / f"{n}.json", d) for n, d in docs.items()}
+    data = os.urandom(size)
+    firmware = directory / "firmware.bin"
+    firmware.write_bytes(data)
+    receivers = []
+    for n in names[1:]:
+        out = directory / f"{n}.out"
+        proc = subprocess.Popen(
+            [*CLI, "receive", "--group", str(files[n]), "--interface", "lo", "--out", str(out),
+             "--once", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None
+        receivers.append((n, out, proc, json.loads(proc.stdout.readline())))
+    start = time.perf_counter()
+    push = subprocess.run(
+        [*CLI, "push", str(firmware), "coap://224.0.1.187/fw", "--group", str(files["sender"]),
+         "--interface", "lo", "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    seconds = time.perf_counter() - start
+    results = {}
+    for n, out, proc, listening in receivers:
+        stdout, stderr = proc.communicate(timeout=30)
+        results[n] = {
+            "code": proc.returncode, "listening": listening,
+            "lines": [json.loads(line) for line in stdout.splitlines() if line.strip()],
+            "stderr": stderr,
+            "sha256": hashlib.sha256(out.read_bytes()).hexdigest() if out.exists() else None,
+        }
+    return {
+        "sha256": hashlib.sha256(data).hexdigest(), "seconds": round(seconds, 2),
+        "push": {"code": push.returncode, "stdout": push.stdout, "stderr": push.stderr},
+        "receivers": results,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]))))

@@ -1,0 +1,65 @@
+"""The command line: ``grouposcore push`` to three ``grouposcore receive`` processes over
+multicast in a private network namespace; and the errors a user meets first."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grouposcore.oscore.config import provision_static_group, write_secret_file
+from tests.conftest import REPO
+
+SETUP = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
+CLI = [sys.executable, "-m", "grouposcore.cli.main"]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+    reason="needs root, unshare and ip to create a network namespace",
+)
+def test_push_to_three_receivers(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "tests.push.cli_net",
+         str(tmp_path), str(200_000)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    push = found["push"]
+    assert push["code"] == 0, push["stderr"]
+    result = json.loads(push["stdout"].strip().splitlines()[-1])
+    assert result["event"] == "push" and result["ok"] and result["size"] == 200_000
+    assert [m["state"] for m in result["members"]] == ["complete"] * 3
+    for name, r in found["receivers"].items():
+        assert r["code"] == 0, (name, r["stderr"])
+        assert r["sha256"] == found["sha256"]
+        received = [line for line in r["lines"] if line["event"] == "received"]
+        assert len(received) == 1 and received[0]["sha256"] == found["sha256"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+def test_push_needs_a_multicast_uri_and_a_group_file(tmp_path: Path) -> None:
+    docs = provision_static_group(["a", "b"])
+    group = write_secret_file(tmp_path / "a.json", docs["a"])
+    blob = tmp_path / "f.bin"
+    blob.write_bytes(b"x" * 100)
+    r = run_cli("push", str(blob), "coap://127.0.0.1/fw", "--group", str(group))
+    assert r.returncode == 2 and "multicast URI" in r.stderr
+    r = run_cli("push", str(tmp_path / "missing"), "coap://224.0.1.187/fw", "--group",
+                str(group))
+    assert r.returncode == 2 and "missing" in r.stderr
+    r = run_cli("push", str(blob), "coap://224.0.1.187/fw", "--group", str(tmp_path / "no"))
+    assert r.returncode == 2
+    r = run_cli("push", str(blob), "coap://224.0.1.187/fw", "--group", str(group),
+                "--members", "zz")
+    assert r.returncode == 2 and "hex Sender IDs" in r.stderr

@@ -70,6 +70,8 @@ class OscoreError(GroupOscoreError):
 
     coap_code: int | None = 4 << 5 | 0  # 4.00
     diagnostic: str = "Decryption failed"
+    #: Max-Age of the error answer: 0, so no cache keeps it (RFC 8613 §7.4)
+    max_age: int = 0
 
 
 class OscoreDecodeError(OscoreError):
@@ -94,6 +96,7 @@ class CredentialNotFound(ContextNotFound):
 
     coap_code = 5 << 5 | 3  # 5.03
     diagnostic = "Authentication credential not available"
+    max_age = 60  # when to retry: the credential is being fetched meanwhile
 
 
 class ReplayError(OscoreError):

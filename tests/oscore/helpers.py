@@ -40,3 +40,12 @@ def get(path: str = "light", *, mid: int = 1, token: bytes = b"\x01\x02") -> Mes
 
 def content(payload: bytes, *, mid: int = 1, token: bytes = b"\x01\x02") -> Message:
     return Message(code=Code.CONTENT, mtype=Type.NON, mid=mid, token=token, payload=payload)
+
+
+def echo_challenge(exc: Any, request: Message) -> Message:
+    """The protected 4.01 + Echo a server sends for a FreshnessRequired, built the way the
+    transport builds it: the context picks the server's own Partial IV by itself."""
+    reply = Message(code=Code.UNAUTHORIZED, mtype=request.mtype, mid=request.mid,
+                    token=request.token, remote=request.remote)
+    reply.options.echo = exc.echo
+    return exc.binding.context.protect_response(reply, exc.binding)

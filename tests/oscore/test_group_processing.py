@@ -17,7 +17,7 @@ from grouposcore.errors import (
     ReplayError,
 )
 from grouposcore.oscore import GroupContext, SecurityContext
-from tests.oscore.helpers import Member, content, get
+from tests.oscore.helpers import Member, content, echo_challenge, get
 
 A, B, C, D = (Member(bytes([i]), n) for i, n in ((0x0A, "a"), (0x0B, "b"), (0x0C, "c"),
                                                    (0x0D, "d")))
@@ -231,7 +231,7 @@ def test_eviction_makes_new_windows_invalid_and_echo_recovers() -> None:
     late, _ = a.protect_request(get())
     with pytest.raises(FreshnessRequired) as info:
         server.unprotect_request(late)
-    challenge = server.echo_challenge_response(info.value, late)
+    challenge = echo_challenge(info.value, late)
     assert challenge.options.oscore[0] & 0x07  # own Partial IV, never the request nonce
     # a new request without the Echo value is not enough
     no_echo, _ = a.protect_request(get(), pairwise_with=B.sid)
@@ -253,7 +253,7 @@ def test_echo_challenge_is_readable_by_the_client() -> None:
     request, binding = a.protect_request(get())
     with pytest.raises(FreshnessRequired) as info:
         server.unprotect_request(request)
-    reply, _ = a.unprotect_response(server.echo_challenge_response(info.value, request),
+    reply, _ = a.unprotect_response(echo_challenge(info.value, request),
                                         binding)
     assert reply.code == 0x81 and reply.options.echo == info.value.echo
     retry = get()

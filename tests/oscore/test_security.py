@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 
 from grouposcore.coap import Code
-from grouposcore.errors import ContextNotFound, FreshnessRequired, OscoreError, ProtectionError
+from grouposcore.errors import (
+    ContextNotFound,
+    CredentialNotFound,
+    FreshnessRequired,
+    OscoreError,
+    ProtectionError,
+)
 from grouposcore.oscore import GroupContext, SecurityContext, SenderSequence
 from grouposcore.oscore.security import ClientSecurity, ServerSecurity, VerifiedMessage
-from tests.oscore.helpers import Member, content, get
+from tests.oscore.helpers import Member, content, echo_challenge, get
 
 A, B, C = Member(b"\x0a", "a"), Member(b"\x0b", "b"), Member(b"\x0c", "c")
 
@@ -52,18 +58,17 @@ def test_colliding_gids_are_each_tried() -> None:
             stranger.context([B], sequence=SenderSequence(5)).protect_request(get())[0])
 
 
-def test_error_answers() -> None:
+def test_errors_carry_their_answer() -> None:
     server = ServerSecurity([B.context([A])])
     req, _ = C.context([B]).protect_request(get())
     with pytest.raises(ContextNotFound) as info:
         server.unprotect_request(req)
-    answer = server.error_response(info.value, req)
-    assert answer is not None and answer.code == Code.UNAUTHORIZED
-    assert answer.options.max_age == 0 and 9 not in answer.options
-    assert answer.payload == b"Security context not found"
-    silent = OscoreError("x")
-    silent.coap_code = None
-    assert server.error_response(silent, req) is None
+    assert info.value.coap_code == Code.UNAUTHORIZED and info.value.max_age == 0
+    assert info.value.diagnostic == "Security context not found"
+    provider = B.context([A], credential_provider=lambda kid, gid: None)
+    with pytest.raises(CredentialNotFound) as missing:
+        ServerSecurity([provider]).unprotect_request(req)
+    assert missing.value.coap_code == Code.SERVICE_UNAVAILABLE and missing.value.max_age == 60
 
 
 def test_unprotected_answer_to_protected_request_is_an_error() -> None:
@@ -81,7 +86,7 @@ def test_echo_challenge_then_pairwise_retry() -> None:
     req, binding = client.protect_request(original)
     with pytest.raises(FreshnessRequired) as info:
         server.unprotect_request(req)
-    challenge = server.error_response(info.value, req)
+    challenge = echo_challenge(info.value, req)
     assert challenge is not None and 9 in challenge.options
     verified = client.unprotect_response(challenge, binding)
     retry = client.echo_retry(verified, original)
@@ -105,7 +110,7 @@ def test_plain_oscore_echo_recovery() -> None:
     req, binding = client.protect_request(get())
     with pytest.raises(FreshnessRequired) as info:
         server.unprotect_request(req)
-    verified = client.unprotect_response(server.error_response(info.value, req), binding)
+    verified = client.unprotect_response(echo_challenge(info.value, req), binding)
     retry_msg, sec = client.echo_retry(verified, get())
     req2, _ = sec.protect_request(retry_msg)
     assert server.unprotect_request(req2)[0].options.echo == verified.options.echo
@@ -151,7 +156,7 @@ def test_echo_retry_through_the_same_client_security_goes_pairwise() -> None:
     req, binding = client.protect_request(first)
     with pytest.raises(FreshnessRequired) as info:
         server.unprotect_request(req)
-    challenge = server.error_response(info.value, req)
+    challenge = echo_challenge(info.value, req)
     challenge.remote = ("192.0.2.7", 5683)
     verified = client.unprotect_response(challenge, binding)
     retry = get()

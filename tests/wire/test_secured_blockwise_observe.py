@@ -183,3 +183,27 @@ def test_outer_block1_fragments_of_a_protected_request_are_reassembled() -> None
             await server.close()
 
     asyncio.run(main())
+
+
+def test_unknown_sender_gets_503_with_max_age() -> None:
+    """RFC 10021 §7.2: no credential for the sender yet -> 5.03 with Max-Age (retry later)."""
+    docs = provision_static_group(["client", "server"])
+    client = group_context_from_document(docs["client"])
+    server = group_context_from_document(docs["server"] | {"members": []},
+                                         credential_provider=lambda kid, gid: None)
+
+    async def main() -> Message:
+        site = Site()
+        site.add("blob", Blob())
+        ep = await Endpoint.create(("127.0.0.1", 0), site=site,
+                                   server_security=ServerSecurity([server]))
+        cl = await Endpoint.create(("127.0.0.1", 0))
+        try:
+            protected, _ = client.protect_request(_get())
+            return await cl.request(protected, ep.address, timeout=5)
+        finally:
+            await cl.close()
+            await ep.close()
+
+    answer = asyncio.run(main())
+    assert answer.code == Code.SERVICE_UNAVAILABLE and answer.options.max_age == 60

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import cbor2
 
-from grouposcore.coap import Code, Message, Options
+from grouposcore.coap import Message
 from grouposcore.cose import (
     HKDF_SHA256,
     AeadAlgorithm,
@@ -607,17 +607,6 @@ class GroupContext:
             payload = rc._pairwise_sender.encrypt(nonce, plaintext, enc_structure(aad_array))
         binding.responses_sent += 1
         return inner.assemble(message, outer, outer_code, option, payload)
-
-    def echo_challenge_response(self, exc: FreshnessRequired, request: Message) -> Message:
-        """The protected 4.01 carrying only Echo that answers ``exc`` (RFC 10021 §9 step 2);
-        always with the server's own Partial IV, never reusing the request nonce."""
-        binding = exc.binding
-        assert isinstance(binding, ServerBinding)
-        options = Options()
-        options.echo = exc.echo
-        reply = Message(code=Code.UNAUTHORIZED, mtype=request.mtype, mid=request.mid,
-                        token=request.token, options=options, remote=request.remote)
-        return self.protect_response(reply, binding, fresh_piv=True)
 
     def __repr__(self) -> str:
         sid = "-" if self.sender_id is None else self.sender_id.hex()

@@ -1,10 +1,10 @@
 """Endpoint-facing security: choosing a context for each message and answering failures.
 
 The transport calls these objects at exactly four points (protect request, unprotect
-response, unprotect request, protect response) and never looks inside a context. All
-policy lives here, sans-I/O: which context a request belongs to, what an OSCORE failure
-is answered with (RFC 8613 §8.2, RFC 10021 §7-§9), and when an Echo challenge makes the
-client repeat its request.
+response, unprotect request, protect response) and never looks inside a context. The
+policy lives here, sans-I/O: which context a request belongs to and how a client repeats
+a request after an Echo challenge. What a failure is answered with travels on the error
+itself (``coap_code``, ``diagnostic``, ``max_age`` in :mod:`grouposcore.errors`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from grouposcore.coap import Code, Message, Options
+from grouposcore.coap import Code, Message
 from grouposcore.errors import (
     ContextNotFound,
-    CredentialNotFound,
     FreshnessRequired,
     OscoreDecodeError,
     OscoreError,
@@ -26,9 +25,6 @@ from grouposcore.oscore.group import GroupContext
 from grouposcore.oscore.option import decode_option
 
 AnyContext = SecurityContext | GroupContext
-
-#: Max-Age of a 5.03 answer to a sender whose credential is not known yet (RFC 10021 §7.2)
-CREDENTIAL_RETRY_AFTER = 60
 
 
 @dataclass(slots=True, repr=False)
@@ -174,24 +170,3 @@ class ServerSecurity:
 
     def protect_response(self, response: Message, binding: ServerBinding) -> Message:
         return binding.context.protect_response(response, binding)  # type: ignore[attr-defined]
-
-    def error_response(self, exc: OscoreError, request: Message) -> Message | None:
-        """The answer to a request that failed with ``exc``: a protected 4.01 + Echo for a
-        freshness challenge, an unprotected error with diagnostic for other OSCORE failures,
-        or None where the spec says to stay silent."""
-        if isinstance(exc, FreshnessRequired):
-            ctx = exc.binding.context  # type: ignore[attr-defined]
-            if isinstance(ctx, GroupContext):
-                return ctx.echo_challenge_response(exc, request)
-            options = Options()
-            options.echo = exc.echo
-            reply = Message(code=Code.UNAUTHORIZED, mtype=request.mtype, mid=request.mid,
-                            token=request.token, options=options, remote=request.remote)
-            return ctx.protect_response(reply, exc.binding, fresh_piv=True)
-        if exc.coap_code is None:
-            return None
-        options = Options()
-        options.max_age = CREDENTIAL_RETRY_AFTER if isinstance(exc, CredentialNotFound) else 0
-        return Message(code=exc.coap_code, mtype=request.mtype, mid=request.mid,
-                       token=request.token, options=options,
-                       payload=exc.diagnostic.encode(), remote=request.remote)

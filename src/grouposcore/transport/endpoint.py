@@ -40,6 +40,7 @@ from grouposcore.errors import (
     EndpointClosed,
     FreshnessRequired,
     GroupOscoreError,
+    ModeNotSupported,
     OscoreError,
     RequestTimeout,
     ResetReceived,
@@ -747,7 +748,10 @@ class Endpoint:
             except OscoreError as e:
                 # An error that carries a binding (e.g. a replay of a request that verified)
                 # is answered protected; others plain. ``coap_code`` None: silence.
-                resp = None if e.coap_code is None else error_response(e.coap_code, e.diagnostic)
+                resp = None
+                if e.coap_code is not None:
+                    resp = error_response(e.coap_code, e.diagnostic)
+                    resp.options.max_age = e.max_age
                 await self._finish(ex, request, resp, getattr(e, "binding", None))
                 return
             except GroupOscoreError as e:
@@ -837,6 +841,9 @@ class Endpoint:
         if response is not None and binding is not None and self.server_security is not None:
             try:
                 response = self.server_security.protect_response(response, binding)
+            except ModeNotSupported as e:  # e.g. a silent server (Monitor): never answers
+                log.debug("not answering %s: %s", ex.remote, e)
+                response = None
             except GroupOscoreError as e:
                 log.warning("cannot protect response to %s: %s", ex.remote, e)
                 response = None

@@ -116,3 +116,15 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_size(text)
+
+
+@needs_netns
+def test_demo_with_lights_in_two_worker_processes() -> None:
+    code, out, err, _ = demo("--lights", "6", "--processes", "2", "--firmware", "32K",
+                             "--json")
+    assert code == 0, out + err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["verified"] for e in events if e["event"] == "round"] == [6, 6, 6, 7, 6]
+    evict = next(e for e in events if e["event"] == "result" and e["name"] == "after-evict")
+    assert evict["ok"] and evict["data"]["evicted_rejections"] == ["ContextNotFound"]
+    assert events[-1]["ok"] and events[-1]["mode"].endswith("lights in 2 processes")

@@ -1,11 +1,13 @@
 """The demo's story on real pieces: a Group Manager, a switch and N lights, all joined over
 OSCORE channels with proof of possession, commanding the lights with Group OSCORE multicast.
 
-Every node is a :class:`~grouposcore.manager.runtime.GroupMember` with real UDP endpoints
-in this process: one unicast endpoint (its GM channel, unicast repairs of a firmware push,
-and the ``--unicast`` fallback) and, for lights, one endpoint on the group port that joined
-the multicast group. Each step checks what it claims and ends in a :class:`StepResult`;
-the views (``grouposcore.demo.view``) only display.
+Every node is a :class:`~grouposcore.manager.runtime.GroupMember` with real UDP endpoints:
+one unicast endpoint (its GM channel, unicast repairs of a firmware push, and the
+``--unicast`` fallback) and, for lights, one endpoint on the group port that joined the
+multicast group. Lights live in this process or, with ``processes`` > 1, in worker
+processes (:mod:`grouposcore.demo.worker`) behind the same interface. Each step checks
+what it claims and ends in a :class:`StepResult`; the views (``grouposcore.demo.view``)
+only display.
 
 Why the joining order: with backward security every join rekeys, and only the rekeying
 message tells existing members the joiner's credential. So the lights join first with
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import random
@@ -29,22 +32,17 @@ from typing import Any, Protocol
 
 from grouposcore.coap import Code, Message, Type
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK
+from grouposcore.demo.nodes import GROUP, LightNode, LightSettings, LightStatus
+from grouposcore.demo.worker import RemoteLight, WorkerClient
 from grouposcore.errors import GroupOscoreError
 from grouposcore.manager.core import GroupManager
 from grouposcore.manager.params import Role
 from grouposcore.manager.runtime import GroupMember
 from grouposcore.manager.service import GroupManagerService
-from grouposcore.oscore.group import GroupContext
-from grouposcore.oscore.security import ServerSecurity
-from grouposcore.push.protocol import PushReceiver, PushSender
-from grouposcore.push.runner import (
-    FirmwareResource,
-    PushResult,
-    SenderTagging,
-    default_block_size,
-    push_file,
-)
-from grouposcore.transport import Endpoint, Protection, Resource, Site
+from grouposcore.manager.store import ChannelMaterial
+from grouposcore.push.protocol import PushSender
+from grouposcore.push.runner import PushResult, default_block_size, push_file
+from grouposcore.transport import Endpoint
 from grouposcore.transport.sockets import UdpSocket
 
 __all__ = [
@@ -57,10 +55,7 @@ __all__ = [
     "run_demo",
 ]
 
-GROUP = "lights"
 DEFAULT_V4_GROUP = ALL_COAP_NODES_V4  # 224.0.1.187
-#: the most lights a demo runs (each gets a Message ID range of 64 on the shared port)
-MAX_LIGHTS = 1001
 
 
 @dataclass
@@ -76,6 +71,8 @@ class DemoConfig:
     #: how long a command round waits for answers at most (it ends when all answered)
     timeout: float = 3.0
     seed: int | None = None
+    #: worker processes for the lights (1: all in this process)
+    processes: int = 1
 
     @property
     def group_address(self) -> str:
@@ -150,79 +147,7 @@ class DemoView(Protocol):
     def result(self, step: StepResult) -> None: ...
 
 
-# --- the pieces on each node -----------------------------------------------------------
-
-
-class FailureLog:
-    """Delegating server security that notes every request it rejected (by error name)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.failures: list[str] = []
-
-    def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
-        try:
-            return self.inner.unprotect_request(request)
-        except Exception as exc:
-            self.failures.append(type(exc).__name__)
-            raise
-
-    def protect_response(self, response: Message, binding: Any) -> Message:
-        return self.inner.protect_response(response, binding)
-
-
-class Light(Resource):
-    """``/light``: POST ``on``, ``off`` or ``dim N`` (0..100); answers its new state."""
-
-    protection = Protection(oscore=True, group=True)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.state = "off"
-        self.level = 0
-        self.runs = 0
-
-    @property
-    def shown(self) -> str:
-        return "off" if self.state == "off" else f"{self.state} {self.level}"
-
-    async def render_post(self, request: Message) -> Message:
-        words = request.payload.decode("utf-8", "replace").split()
-        if words == ["on"]:
-            self.state, self.level = "on", 100
-        elif words == ["off"]:
-            self.state, self.level = "off", 0
-        elif len(words) == 2 and words[0] == "dim" and words[1].isdigit() \
-                and 0 <= int(words[1]) <= 100:
-            self.state, self.level = "dim", int(words[1])
-        else:
-            return Message(Code.BAD_REQUEST, payload=b"on, off or dim 0..100")
-        self.runs += 1
-        return Message(Code.CHANGED, payload=self.shown.encode())
-
-    async def render_get(self, request: Message) -> Message:
-        return Message(Code.CONTENT, payload=self.shown.encode())
-
-
-class _SpreadMids(random.Random):
-    """A light's endpoint RNG whose first ``randrange`` (the message layer's initial Message
-    ID) is a chosen one.
-
-    On one host all lights answer from the same address and port (they share the group
-    port), and the switch's message layer deduplicates by (address, Message ID): two lights
-    with the same Message ID would look like one answer sent twice. Real devices have their
-    own addresses; here the lights get Message ID ranges far apart instead.
-    """
-
-    def __init__(self, first: int) -> None:
-        super().__init__()
-        self._first: int | None = first
-
-    def randrange(self, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        return super().randrange(*args, **kwargs)
+# --- the switch's side ------------------------------------------------------------------
 
 
 class Capture:
@@ -258,23 +183,14 @@ class Capture:
         return getattr(self.inner, name)
 
 
-@dataclass
-class Node:
-    name: str
-    member: GroupMember
-    unicast: Endpoint
-    group_ep: Endpoint | None = None
-    light: Light | None = None
-    firmware: FirmwareResource | None = None
-    log: FailureLog | None = None
-    evicted: bool = False
-    files: dict[bytes, bytes] = field(default_factory=dict)
+LightHandle = LightNode | RemoteLight
 
-    @property
-    def sid(self) -> bytes:
-        sid = self.member.material.sender_id
-        assert sid is not None
-        return sid
+
+@dataclass
+class Switch:
+    member: GroupMember
+    endpoint: Endpoint
+    capture: Capture
 
 
 # --- the demo --------------------------------------------------------------------------
@@ -285,112 +201,146 @@ class Demo:
         self.cfg = config
         self.view = view
         self.steps: list[StepResult] = []
-        self.nodes: dict[str, Node] = {}
-        self.endpoints: list[Endpoint] = []
+        self.handles: dict[str, LightHandle] = {}
+        self.evicted: set[str] = set()
+        self.workers: list[WorkerClient] = []
         self.rng = random.Random(config.seed)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.gm: GroupManager | None = None
         self.svc: GroupManagerService | None = None
-        self.switch: Node | None = None
-        self.capture: Capture | None = None
+        self.switch: Switch | None = None
+        self._next_worker = 0
+
+    @property
+    def settings(self) -> LightSettings:
+        c = self.cfg
+        return LightSettings(c.group_address, c.port, c.interface, c.ipv6, c.unicast, c.leisure)
+
+    @property
+    def state_dir(self) -> Path:
+        assert self._tmp is not None
+        return Path(self._tmp.name)
+
+    @property
+    def gm_address(self) -> tuple[str, int]:
+        assert self.svc is not None and self.svc.endpoint is not None
+        return self.svc.endpoint.address
 
     # --- setup ---------------------------------------------------------------------------
 
-    @property
-    def bind_host(self) -> str:
-        if self.cfg.ipv6:
-            return "::"
-        return "0.0.0.0" if not self.cfg.unicast else "127.0.0.1"
-
-    async def _node(self, name: str, roles: list[Role], *, light: bool) -> Node:
-        assert self.svc is not None and self.svc.endpoint is not None and self._tmp
+    def _commission(self, name: str, roles: list[Role]) -> ChannelMaterial:
+        assert self.svc is not None
         self.svc.gm.allow(name, GROUP, roles)
-        channel = self.svc.commission(name)
-        host = "::" if self.cfg.ipv6 else "127.0.0.1"
-        site = Site()
-        uni = await Endpoint.create((host, 0), site=site, multicast_interface=self.cfg.interface)
-        self.endpoints.append(uni)
-        member = await GroupMember.open(
-            uni, self.svc.endpoint.address, channel, GROUP, roles,
-            Path(self._tmp.name) / f"{name}.state", timeout=10.0,
-        )  # fmt: skip
-        node = Node(name, member, uni)
-        node.log = FailureLog(member.server_security())
-        hook = SenderTagging(node.log)
-        uni.server_security = hook
-        if light:
-            node.light = Light()
-            node.firmware = FirmwareResource(
-                PushReceiver(port=uni.address[1]),
-                on_complete=lambda tid, data: node.files.__setitem__(tid, data),
-            )
-            site.add("light", node.light)
-            site.add("fw", node.firmware)
-            if not self.cfg.unicast:
-                index = int(name.removeprefix("light"))
-                gep = await Endpoint.create(
-                    (self.bind_host, self.cfg.port), site=site, server_security=hook,
-                    leisure=self.cfg.leisure, reuse_address=True,
-                    multicast_interface=self.cfg.interface,
-                    rng=_SpreadMids((index * 0x10000 // MAX_LIGHTS) & 0xFFFF),
-                )  # fmt: skip
-                gep.join_group(self.cfg.group_address, self.cfg.interface)
-                node.group_ep = gep
-                self.endpoints.append(gep)
-        self.nodes[name] = node
-        return node
+        return self.svc.commission(name)
+
+    async def _start_lights(self, names: list[str]) -> None:
+        """Start lights here, or spread over the workers (round robin)."""
+        channels = [(n, self._commission(n, [Role.RESPONDER])) for n in names]
+        if not self.workers:
+            gate = asyncio.Semaphore(16)
+
+            async def local(name: str, channel: ChannelMaterial) -> LightNode:
+                async with gate:
+                    return await LightNode.start(name, channel, self.gm_address,
+                                                 self.settings, self.state_dir)
+
+            for node in await asyncio.gather(*(local(n, c) for n, c in channels)):
+                self.handles[node.name] = node
+            return
+        shares: list[list[tuple[str, ChannelMaterial]]] = [[] for _ in self.workers]
+        for entry in channels:
+            shares[self._next_worker % len(self.workers)].append(entry)
+            self._next_worker += 1
+        started = await asyncio.gather(*(
+            w.start(share) for w, share in zip(self.workers, shares, strict=True) if share))
+        for group in started:
+            for remote in group:
+                self.handles[remote.name] = remote
+        # keep the demo's order: light1, light2, ...
+        self.handles = dict(sorted(self.handles.items(),
+                                   key=lambda kv: int(kv[0].removeprefix("light"))))
 
     async def setup(self) -> None:
         start = time.perf_counter()
         self._tmp = tempfile.TemporaryDirectory(prefix="grouposcore-demo-")
-        db = self.cfg.db if self.cfg.db is not None else Path(self._tmp.name) / "gm.db"
+        db = self.cfg.db if self.cfg.db is not None else self.state_dir / "gm.db"
         self.gm = GroupManager(db)
         self.svc = GroupManagerService(self.gm)
         if self.gm.group(GROUP) is not None:
             raise GroupOscoreError(f"the database {db} already has a group {GROUP!r}")
         self.svc.create_group(GROUP, backward_security=False)
         await self.svc.start(("127.0.0.1", 0))
-        self.view.step("join", f"Group Manager on {_addr(self.svc.endpoint.address)}: "
+        where = "" if self.cfg.processes <= 1 else f", lights in {self.cfg.processes} processes"
+        self.view.step("join", f"Group Manager on {_addr(self.gm_address)}: "
                        f"group '{GROUP}', 1 switch and {self.cfg.lights} lights join "
-                       "with proof of possession")
-        gate = asyncio.Semaphore(16)
-
-        async def join_light(i: int) -> None:
-            async with gate:
-                await self._node(f"light{i}", [Role.RESPONDER], light=True)
-
-        await asyncio.gather(*(join_light(i) for i in range(1, self.cfg.lights + 1)))
+                       f"with proof of possession{where}")
+        if self.cfg.processes > 1:
+            self.workers = list(await asyncio.gather(
+                *(WorkerClient.spawn() for _ in range(self.cfg.processes))))
+            await asyncio.gather(*(w.call("configure", settings=dataclasses.asdict(
+                self.settings), gm=list(self.gm_address), state_dir=str(self.state_dir))
+                for w in self.workers))
+        await self._start_lights([f"light{i}" for i in range(1, self.cfg.lights + 1)])
+        # Rekey-on-join from now on; the switch's join tells every light its credential.
         self.gm.set_backward_security(GROUP, True)
-        switch = await self._node("switch", [Role.REQUESTER], light=False)
-        self.switch = switch
-        self.capture = Capture(switch.member.client_security())
-        num = switch.member.material.num
-        await asyncio.gather(*(n.member.wait_for(num, 10.0) for n in self.lights()))
-        sids = {n.sid for n in self.nodes.values()}
-        peers = set(switch.member.material.peers)
-        ok = len(sids) == len(self.nodes) and peers == {n.sid for n in self.lights()}
+        channel = self._commission("switch", [Role.REQUESTER])
+        endpoint = await Endpoint.create(("::" if self.cfg.ipv6 else "127.0.0.1", 0),
+                                         multicast_interface=self.cfg.interface)
+        member = await GroupMember.open(endpoint, self.gm_address, channel, GROUP,
+                                        [Role.REQUESTER], self.state_dir / "switch.state",
+                                        timeout=10.0)
+        self.switch = Switch(member, endpoint, Capture(member.client_security()))
+        num = member.material.num
+        await self.wait_all(num)
+        lights = self.lights()
+        sids = {h.sid for h in lights} | {member.material.sender_id}
+        peers = set(member.material.peers)
+        ok = len(sids) == len(lights) + 1 and peers == {h.sid for h in lights}
         self._result("join", ok,
-                     f"{len(self.nodes)} members joined, distinct Sender IDs, switch knows "
+                     f"{len(lights) + 1} members joined, distinct Sender IDs, switch knows "
                      f"{len(peers)} lights, group version {num}", start,
-                     members=len(self.nodes), num=num)  # fmt: skip
+                     members=len(lights) + 1, num=num)  # fmt: skip
 
-    def lights(self, *, include_evicted: bool = False) -> list[Node]:
-        found = [n for n in self.nodes.values() if n.light is not None]
-        return [n for n in found if include_evicted or not n.evicted]
+    def lights(self, *, include_evicted: bool = False) -> list[LightHandle]:
+        return [h for n, h in self.handles.items() if include_evicted or n not in self.evicted]
+
+    async def wait_all(self, num: int) -> None:
+        """Every current light (and the switch) on keying material version ``num``."""
+        assert self.switch is not None
+        current = self.lights()
+        local = [h for h in current if isinstance(h, LightNode)]
+        waits = [h.wait_for(num) for h in local]
+        for w in self.workers:
+            names = [h.name for h in current if isinstance(h, RemoteLight) and h.worker is w]
+            if names:
+                waits.append(w.call("wait_for", num=num, names=names))
+        await asyncio.gather(self.switch.member.wait_for(num, 10.0), *waits)
+
+    async def statuses(self) -> dict[str, LightStatus]:
+        """What every light (evicted ones too) reports about itself right now."""
+        found: dict[str, LightStatus] = {}
+        for h in self.handles.values():
+            if isinstance(h, LightNode):
+                found[h.name] = h.status_now()
+        asked = await asyncio.gather(*(w.statuses(w.names) for w in self.workers if w.names))
+        for part in asked:
+            found.update(part)
+        return found
 
     # --- commands ------------------------------------------------------------------------
 
-    async def command(self, text: str, *, expect_silent: tuple[Node, ...] = ()) -> RoundSummary:
+    async def command(self, text: str, *, expect_silent: tuple[LightHandle, ...] = ()
+                      ) -> RoundSummary:
         """One command to the group; verified when every current light answered, verified,
-        with the state asked for, and every ``expect_silent`` light stayed silent."""
-        assert self.switch is not None and self.capture is not None
+        with the state asked for (the answer, and the light's own state afterwards)."""
+        assert self.switch is not None
+        switch = self.switch
         current = self.lights()
-        by_sid = {n.sid: n for n in current}
-        rows = {n.name: LightRow(n.name, n.sid.hex()) for n in current}
-        silent_before = {}
-        for n in expect_silent:
-            rows[n.name] = LightRow(n.name, n.sid.hex(), note="evicted")
-            silent_before[n.name] = len(n.log.failures) if n.log is not None else 0
+        by_sid = {h.sid: h for h in current}
+        rows = {h.name: LightRow(h.name, h.sid.hex()) for h in current}
+        before = await self.statuses() if expect_silent else {}
+        for h in expect_silent:
+            rows[h.name] = LightRow(h.name, h.sid.hex(), note="evicted")
         self.view.round_start(text, list(rows.values()))
         msg = Message(Code.POST, payload=text.encode())
         msg.options.uri_path = ["light"]
@@ -400,35 +350,35 @@ class Demo:
 
         def answer(resp: Message, sent_at: float) -> None:
             info = getattr(resp, "security", None)
-            node = by_sid.get(info.sender_id) if info is not None else None
-            if node is None:
+            handle = by_sid.get(info.sender_id) if info is not None else None
+            if handle is None:
                 return
-            row = rows[node.name]
+            row = rows[handle.name]
             row.rtt_ms = (time.perf_counter() - sent_at) * 1000
             row.state = resp.payload.decode("utf-8", "replace")
             row.verified = "group" if info.group_mode else "pairwise"
             row.ok = resp.code == Code.CHANGED and row.state == want
             if not row.ok:
                 row.note = f"unexpected {resp.code >> 5}.{resp.code & 31:02d}"
-            waiting.discard(node.sid)
+            waiting.discard(handle.sid)
             self.view.round_update(row)
 
         if self.cfg.unicast:
-            async def one(node: Node, timeout: float) -> None:
+            async def one(handle: LightHandle, timeout: float) -> None:
                 sent_at = time.perf_counter()
                 with contextlib.suppress(GroupOscoreError, OSError):
-                    resp = await self.switch.unicast.request(  # type: ignore[union-attr]
-                        msg, node.unicast.address, timeout=timeout,
-                        confirmable=False, security=self.capture,
+                    resp = await switch.endpoint.request(
+                        msg, handle.unicast_address, timeout=timeout, confirmable=False,
+                        security=switch.capture,
                     )  # fmt: skip
                     answer(resp, sent_at)
             silent_wait = min(self.cfg.timeout, 0.5)
-            await asyncio.gather(*(one(n, self.cfg.timeout) for n in current),
-                                 *(one(n, silent_wait) for n in expect_silent))
+            await asyncio.gather(*(one(h, self.cfg.timeout) for h in current),
+                                 *(one(h, silent_wait) for h in expect_silent))
         else:
-            gen = self.switch.unicast.group_request(
+            gen = switch.endpoint.group_request(
                 msg, (self.cfg.group_address, self.cfg.port), timeout=self.cfg.timeout,
-                security=self.capture, interface=self.cfg.interface,
+                security=switch.capture, interface=self.cfg.interface,
             )  # fmt: skip
             async with contextlib.aclosing(gen):
                 async for resp in gen:
@@ -439,15 +389,22 @@ class Demo:
                 # a silent light would answer within the leisure: give it that long
                 await asyncio.sleep(self.cfg.leisure + 0.05)
         seconds = time.perf_counter() - start
-        for n in current:
-            row = rows[n.name]
+        after = await self.statuses()
+        for h in current:
+            row = rows[h.name]
+            if row.ok and after[h.name].shown != want:
+                row.ok, row.note = False, f"answered, but is {after[h.name].shown}"
             if not row.ok and not row.note:
                 row.note = "no answer"
-        for n in expect_silent:
-            seen = n.log.failures[silent_before[n.name]:] if n.log is not None else []
-            rows[n.name].note = (f"evicted: rejected it ({', '.join(seen)})" if seen
-                                 else "evicted: never received it")
-        verified = sum(rows[n.name].ok for n in current)
+        for h in expect_silent:
+            seen = after[h.name].failures[len(before[h.name].failures):]
+            acted = after[h.name].runs != before[h.name].runs
+            rows[h.name].note = (
+                "evicted: ACTED ON IT" if acted
+                else f"evicted: rejected it ({', '.join(seen)})" if seen
+                else "evicted: never received it"
+            )
+        verified = sum(rows[h.name].ok for h in current)
         summary = RoundSummary(text, len(current), verified, seconds, list(rows.values()))
         self.view.round_end(summary)
         return summary
@@ -456,9 +413,7 @@ class Demo:
         self.view.step(name, f"switch → group (multicast, group mode): {text}"
                        if not self.cfg.unicast else f"switch → each light (unicast): {text}")
         summary = await self.command(text)
-        ok = summary.verified == summary.expected and all(
-            n.light is not None and n.light.shown == _expected_state(text) for n in self.lights()
-        )
+        ok = summary.verified == summary.expected
         self.steps.append(StepResult(name, ok, summary.line, summary.seconds,
                                      {"command": text, "expected": summary.expected,
                                       "verified": summary.verified}))
@@ -468,19 +423,19 @@ class Demo:
     # --- membership changes --------------------------------------------------------------
 
     async def new_light(self) -> None:
-        assert self.switch is not None and self.capture is not None
+        assert self.switch is not None
         start = time.perf_counter()
         name = f"light{self.cfg.lights + 1}"
         self.view.step("join-rekey", f"{name} joins: the group is rekeyed (backward security)")
         old_gid = self.switch.member.context.gid
         num = self.switch.member.material.num
-        old_command = self.capture.sent[-1][1]  # sent before the join, under the old keys
-        node = await self._node(name, [Role.RESPONDER], light=True)
-        await asyncio.gather(*(n.member.wait_for(num + 1, 10.0)
-                               for n in [self.switch, *self.lights()]))
+        old_command = self.switch.capture.sent[-1][1]  # sent before the join: old keys
+        await self._start_lights([name])
+        newcomer = self.handles[name]
+        await self.wait_all(num + 1)
         new_gid = self.switch.member.context.gid
-        readable = _can_read(node.member.context, old_command)
-        knows = node.sid in self.switch.member.material.peers
+        readable = await newcomer.can_read(old_command.encode())
+        knows = newcomer.sid in self.switch.member.material.peers
         ok = new_gid != old_gid and readable is not None and knows
         self._result(
             "join-rekey", ok,
@@ -495,40 +450,34 @@ class Demo:
                                       "verified": summary.verified}))
         self.view.result(self.steps[-1])
 
-    async def evict(self) -> Node:
+    async def evict(self) -> None:
         assert self.switch is not None and self.svc is not None
         start = time.perf_counter()
         victim = self.lights()[max(0, self.cfg.lights // 2 - 1)]
         self.view.step("evict", f"{victim.name} is evicted: the group is rekeyed "
                        "(forward security); it keeps its old keys and keeps listening")
-        old_ctx = victim.member.context
+        await victim.snapshot()
         num = self.switch.member.material.num
         self.svc.evict(GROUP, victim.name)
-        victim.evicted = True
-        await victim.member.wait_terminated(10.0)
-        await asyncio.gather(*(n.member.wait_for(num + 1, 10.0)
-                               for n in [self.switch, *self.lights()]))
-        # A compromised device would ignore the eviction: give it its old context back.
-        victim.log = FailureLog(ServerSecurity([old_ctx]))
-        hook = SenderTagging(victim.log)
-        victim.unicast.server_security = hook
-        if victim.group_ep is not None:
-            victim.group_ep.server_security = hook
-        self._result("evict", victim.member.terminated,
+        self.evicted.add(victim.name)
+        await victim.wait_terminated()
+        await self.wait_all(num + 1)
+        # A compromised device would ignore the eviction: it listens with its old context.
+        await victim.keep_old_keys()
+        terminated = (await self.statuses())[victim.name].terminated
+        self._result("evict", terminated,
                      f"{victim.name} got its eviction notice; the others are on version "
                      f"{num + 1}", start)
-        assert victim.light is not None
-        before_state, before_runs, before_fail = victim.light.shown, victim.light.runs, \
-            len(victim.log.failures)
+        before = (await self.statuses())[victim.name]
         summary = await self.command("dim 40", expect_silent=(victim,))
-        assert self.capture is not None
-        new_command = self.capture.sent[-1][1]
-        rejected = victim.log.failures[before_fail:]
-        readable = _can_read(old_ctx, new_command)
+        after = (await self.statuses())[victim.name]
+        rejected = after.failures[len(before.failures):]
+        new_command = self.switch.capture.sent[-1][1]
+        readable = await victim.can_read(new_command.encode(), old=True)
         ok = (
             summary.verified == summary.expected
-            and victim.light.runs == before_runs
-            and victim.light.shown == before_state
+            and after.runs == before.runs
+            and after.shown == before.shown
             and bool(rejected)
             and readable is not None
         )
@@ -541,30 +490,28 @@ class Demo:
              "evicted": victim.name, "evicted_rejections": rejected},
         ))  # fmt: skip
         self.view.result(self.steps[-1])
-        return victim
 
     async def replay(self) -> None:
-        assert self.capture is not None
+        assert self.switch is not None
+        capture = self.switch.capture
         start = time.perf_counter()
         self.view.step("replay", "an attacker replays recorded commands to the group")
         everyone = self.lights(include_evicted=True)
         outcomes = []
         for label, index in (("latest", -1), ("first", 0)):
-            sent = self.capture.commands(index)
+            sent = capture.commands(index)
             remotes = {tuple(r) for _, r in sent}
             # multicast reaches every light; a unicast round only the lights it went to
             targets = everyone if not self.cfg.unicast else [
-                n for n in everyone if tuple(n.unicast.address) in remotes]
-            before = {n.name: (len(n.log.failures) if n.log else 0,
-                               n.light.runs if n.light else 0) for n in targets}
+                h for h in everyone if tuple(h.unicast_address) in remotes]
+            before = await self.statuses()
             answers = await self._replay_round(sent)
+            after = await self.statuses()
             errors = {}
-            for n in targets:
-                fails, runs = before[n.name]
-                assert n.log is not None and n.light is not None
-                errors[n.name] = n.log.failures[fails:]
-                if n.light.runs != runs or not errors[n.name]:
-                    outcomes.append(f"{label}: {n.name} accepted it")
+            for h in targets:
+                errors[h.name] = after[h.name].failures[len(before[h.name].failures):]
+                if after[h.name].runs != before[h.name].runs or not errors[h.name]:
+                    outcomes.append(f"{label}: {h.name} accepted it")
             kinds = sorted({e for v in errors.values() for e in v})
             accepted = [code for code in answers if code >> 5 == 2]
             if accepted:
@@ -610,8 +557,8 @@ class Demo:
                          start)
             return
         data = self.rng.randbytes(size)
-        digest = hashlib.sha256(data).digest()
-        blocks = -(-size // default_block_size(self.switch.unicast))
+        digest = hashlib.sha256(data).hexdigest()
+        blocks = -(-size // default_block_size(self.switch.endpoint))
         self.view.push_start(size, blocks, len(targets))
 
         def progress(phase: str, sender: PushSender, sent: int, repairs: int) -> None:
@@ -619,19 +566,20 @@ class Demo:
                                     len(sender.expected), repairs)
 
         result = await push_file(
-            self.switch.unicast, self.switch.member, data,
-            (self.cfg.group_address, self.cfg.port), members=[n.sid for n in targets],
+            self.switch.endpoint, self.switch.member, data,
+            (self.cfg.group_address, self.cfg.port), members=[h.sid for h in targets],
             interface=self.cfg.interface, on_progress=progress,
             status_timeout=max(1.0, 4 * self.cfg.leisure),
         )  # fmt: skip
         self.view.push_end(result)
-        good = [n for n in targets if n.files.get(result.sender.tid) is not None
-                and hashlib.sha256(n.files[result.sender.tid]).digest() == digest]
+        status = await self.statuses()
+        tid = result.sender.tid.hex()
+        good = [h for h in targets if status[h.name].files.get(tid) == digest]
         ok = result.ok and len(good) == len(targets)
         self._result(
             "firmware", ok,
             f"{len(good)} of {len(targets)} lights hold the exact file (SHA-256 "
-            f"{digest.hex()[:16]}…), {result.repairs_sent} repairs, {result.rounds} rounds, "
+            f"{digest[:16]}…), {result.repairs_sent} repairs, {result.rounds} rounds, "
             f"{result.seconds:.2f} s", start, push=result.as_dict(),
         )  # fmt: skip
 
@@ -643,12 +591,14 @@ class Demo:
         self.view.result(step)
 
     async def close(self) -> None:
-        for n in self.nodes.values():
+        if self.switch is not None:
             with contextlib.suppress(Exception):
-                await n.member.close()
-        for ep in self.endpoints:
+                await self.switch.member.close()
+            await self.switch.endpoint.close()
+        for h in self.handles.values():
             with contextlib.suppress(Exception):
-                await ep.close()
+                await h.close()
+        await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
         if self.svc is not None:
             await self.svc.close()
         if self.gm is not None:
@@ -664,29 +614,6 @@ def _expected_state(command: str) -> str:
     if words[:1] == ["dim"]:
         return f"dim {int(words[1])}"
     return "off"
-
-
-def _can_read(context: GroupContext, wire: Message) -> str | None:
-    """None if ``context`` verifies the request ``wire``, else the name of the error.
-    Works on a copy: the real context's replay state stays untouched."""
-    probe = ServerSecurity([_isolated_copy(context)])
-    try:
-        probe.unprotect_request(wire.copy())
-    except GroupOscoreError as exc:
-        return type(exc).__name__
-    return None
-
-
-def _isolated_copy(context: GroupContext) -> GroupContext:
-    """A context with the same keys whose replay windows and recipients are its own."""
-    copy = GroupContext(
-        context.master_secret, context.gid, sender_id=None, master_salt=context.master_salt,
-        hkdf=context.hkdf, aead=context.aead, group_enc=context.group_enc,
-        signature=context.signature, key_agreement=context.key_agreement,
-        gm_cred=context.gm_cred,
-        peers={rid: rc.credential for rid, rc in context.recipients.items()},
-    )  # fmt: skip
-    return copy
 
 
 def _addr(address: tuple[str, int]) -> str:
@@ -712,4 +639,6 @@ async def run_demo(config: DemoConfig, view: DemoView) -> DemoReport:
     finally:
         await demo.close()
     mode = "unicast" if config.unicast else ("ipv6" if config.ipv6 else "ipv4") + " multicast"
+    if config.processes > 1:
+        mode += f", lights in {config.processes} processes"
     return DemoReport(demo.steps, time.perf_counter() - start, mode)

@@ -33,7 +33,7 @@ of the per-round ratios is shown next to it as a noise check.
   reset between rounds, outside the timed loop.
 * unprotect response: ``n`` (request binding, protected response) pairs prepared before
   timing; each response is unprotected once per round with its own binding, including the
-  per-server response replay tracking; the bindings' response trackers are cleared between
+  per-server response replay tracking; the bindings' response trackers are reset between
   rounds, outside the timed loop.
 * floor: ``cryptography`` alone, with key objects prepared: Ed25519 sign and verify of the
   exact Countersign_structure grouposcore signs for the G3 request, and one AES-CCM-16-64-128
@@ -311,7 +311,7 @@ def grouposcore_cases(inp: Inputs, prep: Prepared) -> list[Case]:
 
         def prep_u_resp(u: Any = unprotect_resp, responses: Any = responses) -> None:
             for _, b in responses:
-                b.trackers.clear()
+                b.trackers = None
             u(*responses[0])
 
         cases += [

@@ -1,6 +1,6 @@
 """``grouposcore receive`` ×3 and ``grouposcore push`` as processes; run inside ``unshare -n``.
 
-``python -m tests.push.cli_net DIR SIZE`` provisions a static group in DIR, starts the
+``python -m tests.push.cli_net DIR SIZE [RATE]`` provisions a static group in DIR, starts the
 receivers, pushes a random file of SIZE bytes and prints one JSON object with what happened.
 """
 
@@ -19,7 +19,7 @@ from grouposcore.oscore.config import provision_static_group, write_secret_file
 CLI = [sys.executable, "-m", "grouposcore.cli.main"]
 
 
-def main(directory: Path, size: int) -> dict:
+def main(directory: Path, size: int, rate: str = "4000") -> dict:
     names = ["sender", "r1", "r2", "r3"]
     docs = provision_static_group(names)
     files = {n: write_secret_file(directory / f"{n}.json", d) for n, d in docs.items()}
@@ -39,8 +39,8 @@ def main(directory: Path, size: int) -> dict:
     start = time.perf_counter()
     push = subprocess.run(
         [*CLI, "push", str(firmware), "coap://224.0.1.187/fw", "--group", str(files["sender"]),
-         "--interface", "lo", "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
+         "--interface", "lo", "--json", "--rate", rate],
+        capture_output=True, text=True, timeout=90, check=False,
     )
     seconds = time.perf_counter() - start
     results = {}
@@ -60,4 +60,4 @@ def main(directory: Path, size: int) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]))))
+    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4])))

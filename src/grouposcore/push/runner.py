@@ -222,8 +222,16 @@ class _Pacer:
 
     def __init__(self, rate: float, burst: int) -> None:
         self.burst = max(1, burst)
+        self.rate = rate
         self.pause = self.burst / rate if rate > 0 else 0.0
         self.count = 0
+
+    def slow_down(self, floor: float) -> None:
+        """Halve the rate (not below ``floor``): members lose what comes faster than they
+        can verify it, which their reports show."""
+        if self.rate > 0:
+            self.rate = max(floor, self.rate / 2)
+            self.pause = self.burst / self.rate
 
     async def tick(self) -> bool:
         self.count += 1
@@ -243,6 +251,7 @@ async def push_file(
     path: Iterable[str] = FW_PATH,
     block_size: int | None = None,
     rate: float = 4000.0,
+    min_rate: float = 100.0,
     burst: int = 8,
     status_timeout: float = 2.0,
     settle: float = 0.05,
@@ -257,6 +266,10 @@ async def push_file(
     member the context knows. ``on_progress(phase, sender, blocks_sent, repairs_sent)`` is
     called as blocks go out and reports come in. The result's ``ok`` says whether every
     expected member reported the file with the right SHA-256 within ``max_rounds``.
+
+    ``rate`` (blocks per second) should suit the slowest member; when reports show that
+    more than a quarter of a round went missing, the repairs slow down (halving, not below
+    ``min_rate``).
 
     Repairs are NON requests with No-Response, like the multicast blocks: a lost repair is
     simply listed again in the next report. (A CON retransmission would not do: it repeats
@@ -319,6 +332,7 @@ async def push_file(
     rounds = 0
     wait = status_timeout
     slowest = 0.0
+    last_repairs = 0
     while not sender.done and rounds < max_rounds:
         rounds += 1
         msg = _request(path, sender.status(), no_response=False)
@@ -337,6 +351,13 @@ async def push_file(
         if slowest:
             wait = min(status_timeout, max(0.2, 2 * slowest + 0.05))
         progress("status")
+        # Reports listing more than a quarter of what went out since the last round mean
+        # the members could not keep up (or a lossy path): repair more slowly.
+        missing = sum(len(sender.members[sid].missing) for sid in sender.pending())
+        delivered = sent * len(sender.expected) if rounds == 1 else last_repairs
+        if delivered and missing > delivered / 4:
+            pacer.slow_down(min_rate)
+        last_repairs = 0
         for sid in sender.pending():
             p = sender.members[sid]
             remote = addresses.get(sid)
@@ -351,6 +372,7 @@ async def push_file(
                     log.info("repair of block %d to %s failed: %s", index, sid.hex(), exc)
                     break
                 repairs += 1
+                last_repairs += 1
                 p.repairs += 1
                 if await pacer.tick():
                     progress("repair")

@@ -27,8 +27,8 @@ CLI = [sys.executable, "-m", "grouposcore.cli.main"]
     ("size", "rate"),
     [
         (200_000, "4000"),
-        # far faster than three receiver processes on two cores can verify: most of the
-        # first pass is lost in full socket buffers, and the repairs must slow down
+        # as fast as the sender can sign: faster than three receiver processes on two
+        # cores verify, so blocks may overflow their socket buffers and need repairs
         (1 << 20, "100000"),
     ],
 )

@@ -257,3 +257,39 @@ def test_tampered_block_fails_verification_and_is_never_stored() -> None:
     assert r.progress(s.tid) == (2, 3)
     assert r.report(s.tid).missing() == [1]
     assert r.file(s.tid) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(0, 2000),
+    block_size=st.sampled_from([16, 100, 512]),
+    seed=st.integers(0, 2**32 - 1),
+    order=st.randoms(use_true_random=False),
+)
+def test_any_delivery_order_with_duplicates_ends_with_the_exact_file(
+    size: int, block_size: int, seed: int, order: random.Random
+) -> None:
+    data = blob(size, seed)
+    s = PushSender(data, block_size=block_size, members=[b"\x07"])
+    r = PushReceiver()
+    indexes = list(range(s.nblocks)) * 2
+    order.shuffle(indexes)
+    kept = indexes[: max(1, len(indexes) * 2 // 3)] if indexes else []
+    deliver(s, r, kept)
+    for _ in range(5):  # report and repair until complete
+        report = status_of(s, r)
+        s.on_report(b"\x07", report.encode())
+        if report.state == COMPLETE:
+            break
+        deliver(s, r, s.members[b"\x07"].missing)
+    assert r.file(s.tid) == data and s.done
+    assert r.stored_blocks == s.nblocks
+
+
+def test_pacer_halves_down_to_its_floor() -> None:
+    from grouposcore.push.runner import _Pacer
+
+    p = _Pacer(1000.0, 8)
+    for _ in range(10):
+        p.slow_down(100.0)
+    assert p.rate == 100.0 and p.pause == pytest.approx(8 / 100.0)

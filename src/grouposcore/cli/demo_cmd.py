@@ -1,10 +1,12 @@
 """``grouposcore demo``: a Group Manager, a switch and N lights on real UDP sockets, with
 rekeying on join and eviction, replay rejection and optionally a firmware push.
 
-Multicast on loopback needs a network namespace of the demo's own: inside a fresh
-``unshare -n`` it configures ``lo`` itself; elsewhere it re-runs itself under
-``unshare -n`` (root) or ``unshare -rn``. Without any of that, ``--unicast`` runs the same
-story with one unicast request per light instead of multicast.
+Multicast goes to 224.0.1.187 on ``lo`` (``--ipv6``: ff02::fd). Where that works it runs
+right there (port 5683 must be free, or give ``--port``); inside a fresh ``unshare -n`` it
+configures ``lo`` itself; elsewhere it re-runs itself under ``unshare -n`` (root) or
+``unshare -rn``. Without any of that, ``--unicast`` runs the same story with one unicast
+request per light instead of multicast. Exit status: 0 when every step verified, 1 when a
+step failed (stderr says which), 2 when the demo could not run.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""Where the demo's multicast can run: a private network namespace, set up by the demo.
+"""Where the demo's multicast can run, and making a place for it when needed.
 
-Multicast on ``lo`` needs a route for the group range and, for IPv6, the MULTICAST flag on
-``lo``; changing either on a host would touch the host's network. So the demo prefers a
-network namespace of its own: inside one that has nothing but ``lo`` (as ``unshare -n``
-creates), it brings ``lo`` up and adds the routes itself; outside, the command re-executes
-itself under ``unshare -n`` (as root) or ``unshare -rn`` (unprivileged user namespaces).
-If none of that works, the demo says so and runs only with ``--unicast``.
+The demo first checks, with one datagram of TTL 0 (it cannot leave the host), whether
+multicast on the chosen interface reaches a socket that joined the group. Inside a network
+namespace that has nothing but ``lo`` (a fresh ``unshare -n``) it first brings ``lo`` up
+and adds the group route itself, since that changes nobody else's network. Where multicast
+does not work and the namespace is the host's, the command re-executes itself under
+``unshare -n`` (as root) or ``unshare -rn`` (unprivileged user namespaces) rather than
+touch the host's routes. If none of that works, the demo says so and runs only with
+``--unicast``. IPv6 multicast does not loop back over ``lo``; in its own namespace the demo
+creates a veth pair for it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ The file travels once over multicast; what a member misses it gets over unicast.
    retransmission repeats its Partial IV, which the member's replay window has usually
    left behind by then, because the sender used other Partial IVs for other members.)
 
+Reports are sender-driven: a round's STATUS has a deadline (the sender's status timeout,
+later rounds twice the slowest answer seen), and whoever has not reported by then is asked
+again in the next round. Members never report unasked, so a group's reports come spread by
+their leisure instead of all at once. A member keeps the state of its ``max_transfers``
+most recent transfers only.
+
 The block index is in the (encrypted) payload rather than a Block1 option: RFC 7959
 Block1 is a sequential, atomic exchange the server reassembles in order, whereas here blocks
 arrive with gaps and are stored out of order.

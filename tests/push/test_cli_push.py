@@ -74,3 +74,13 @@ def test_push_needs_a_multicast_uri_and_a_group_file(tmp_path: Path) -> None:
     r = run_cli("push", str(blob), "coap://224.0.1.187/fw", "--group", str(group),
                 "--members", "zz")
     assert r.returncode == 2 and "hex Sender IDs" in r.stderr
+
+
+def test_push_refuses_blocks_larger_than_one_coap_block(tmp_path: Path) -> None:
+    docs = provision_static_group(["a", "b"])
+    group = write_secret_file(tmp_path / "a.json", docs["a"])
+    blob = tmp_path / "f.bin"
+    blob.write_bytes(b"x" * 100)
+    r = run_cli("push", str(blob), "coap://224.0.1.187/fw", "--group", str(group),
+                "--block-size", "1024")
+    assert r.returncode == 1 and "do not fit one CoAP block" in r.stderr

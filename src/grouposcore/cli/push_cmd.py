@@ -164,7 +164,7 @@ def run_push(args: argparse.Namespace) -> int:
     elif sys.stdout.isatty():
         view = RichView()
     else:
-        view = PlainView()
+        view = PlainView(quiet=args.quiet)
     try:
         return asyncio.run(_push(args, view))
     except UsageError as e:

@@ -35,8 +35,10 @@ def _rtt(row: LightRow) -> str:
 class PlainView:
     """One parseable line per event."""
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, *, quiet: bool = False) -> None:
         self.out = out if out is not None else sys.stdout
+        #: no progress lines, only results
+        self.quiet = quiet
         self._last_push = -1
 
     def _emit(self, line: str) -> None:
@@ -68,6 +70,8 @@ class PlainView:
     def push_progress(self, blocks_sent: int, blocks: int, complete: int, members: int,
                       repairs: int) -> None:
         # a line per tenth of the blocks and per completed member, not per block
+        if self.quiet:
+            return
         mark = (blocks_sent * 10 // max(1, blocks), complete)
         key = mark[0] * 100_000 + mark[1]
         if key != self._last_push:

@@ -280,6 +280,9 @@ async def push_file(
     context, group_security, pairwise_security = _securities(source)
     expected = list(context.recipients) if members is None else list(members)
     size = default_block_size(endpoint) if block_size is None else block_size
+    if size > default_block_size(endpoint):
+        raise PushError(f"blocks of {size} bytes do not fit one CoAP block with the DATA "
+                        f"header; at most {default_block_size(endpoint)}")
     sender = PushSender(data, block_size=size, members=expected)
     start = time.perf_counter()
     sent = 0

@@ -19,7 +19,7 @@ from grouposcore.oscore.config import provision_static_group, write_secret_file
 CLI = [sys.executable, "-m", "grouposcore.cli.main"]
 
 
-def main(directory: Path, size: int, rate: str = "4000") -> dict:
+def main(directory: Path, size: int, rate: str = "1000") -> dict:
     names = ["sender", "r1", "r2", "r3"]
     docs = provision_static_group(names)
     files = {n: write_secret_file(directory / f"{n}.json", d) for n, d in docs.items()}

@@ -286,10 +286,15 @@ def test_any_delivery_order_with_duplicates_ends_with_the_exact_file(
     assert r.stored_blocks == s.nblocks
 
 
-def test_pacer_halves_down_to_its_floor() -> None:
+def test_pacer_follows_what_got_through_between_floor_and_ceiling() -> None:
     from grouposcore.push.runner import _Pacer
 
     p = _Pacer(1000.0, 8)
+    p.settle_at(0.5, 100.0)
+    assert p.rate == pytest.approx(450.0) and p.pause == pytest.approx(8 / 450.0)
     for _ in range(10):
-        p.slow_down(100.0)
-    assert p.rate == 100.0 and p.pause == pytest.approx(8 / 100.0)
+        p.settle_at(0.9, 100.0)
+    assert p.rate == 100.0
+    for _ in range(30):
+        p.speed_up(1000.0)
+    assert p.rate == 1000.0

@@ -56,8 +56,11 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interface", metavar="IF", help="interface for the multicast")
     parser.add_argument("--block-size", type=int, metavar="N",
                         help="bytes per block (default: what fits one CoAP block)")
-    parser.add_argument("--rate", type=float, default=4000.0,
-                        help="blocks per second, at most (default 4000)")
+    parser.add_argument("--rate", type=float, default=1000.0,
+                        help="blocks per second to start with; the members' reports move it "
+                             "(default 1000)")
+    parser.add_argument("--max-rate", type=float, default=20000.0,
+                        help="blocks per second, at most (default 20000)")
     parser.add_argument("--status-timeout", type=float, default=2.0,
                         help="longest wait for the members' reports per round (default 2 s)")
     parser.add_argument("--rounds", type=int, default=12,
@@ -143,6 +146,7 @@ async def _push(args: argparse.Namespace, view: Any) -> int:
         result = await push_file(
             endpoint, ctx, data, (host, uri.port or COAP_PORT), members=members,
             path=uri.path or ("fw",), block_size=args.block_size, rate=args.rate,
+            max_rate=max(args.rate, args.max_rate),
             status_timeout=args.status_timeout, max_rounds=args.rounds,
             interface=args.interface, on_progress=progress,
         )  # fmt: skip

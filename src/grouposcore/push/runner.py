@@ -226,12 +226,19 @@ class _Pacer:
         self.pause = self.burst / rate if rate > 0 else 0.0
         self.count = 0
 
-    def slow_down(self, floor: float) -> None:
-        """Halve the rate (not below ``floor``): members lose what comes faster than they
-        can verify it, which their reports show."""
+    def set_rate(self, rate: float) -> None:
+        self.rate = rate
+        self.pause = self.burst / rate if rate > 0 else 0.0
+
+    def speed_up(self, ceiling: float) -> None:
+        """A quarter faster, up to ``ceiling``."""
         if self.rate > 0:
-            self.rate = max(floor, self.rate / 2)
-            self.pause = self.burst / self.rate
+            self.set_rate(min(ceiling, self.rate * 1.25))
+
+    def settle_at(self, loss: float, floor: float) -> None:
+        """Down to about what got through (with a margin), not below ``floor``."""
+        if self.rate > 0:
+            self.set_rate(max(floor, self.rate * (1.0 - loss) * 0.9))
 
     async def tick(self) -> bool:
         self.count += 1
@@ -250,9 +257,11 @@ async def push_file(
     members: Iterable[bytes] | None = None,
     path: Iterable[str] = FW_PATH,
     block_size: int | None = None,
-    rate: float = 4000.0,
+    rate: float = 1000.0,
     min_rate: float = 100.0,
+    max_rate: float = 20000.0,
     burst: int = 8,
+    checkpoint: int = 256,
     status_timeout: float = 2.0,
     settle: float = 0.05,
     max_rounds: int = 12,
@@ -267,9 +276,14 @@ async def push_file(
     called as blocks go out and reports come in. The result's ``ok`` says whether every
     expected member reported the file with the right SHA-256 within ``max_rounds``.
 
-    ``rate`` (blocks per second) should suit the slowest member; when reports show that
-    more than a quarter of a round went missing, the repairs slow down (halving, not below
-    ``min_rate``).
+    ``rate`` (blocks per second) is where sending starts. After 32, 64, 128, ... and then
+    every ``checkpoint`` blocks (0: never) the sender asks for reports and waits for the
+    first quarter of the members: if more than 5 % of the blocks they should have since the
+    last checkpoint went missing (members that cannot verify that fast lose them in full
+    socket buffers), the rate drops to about what got through, not below ``min_rate``;
+    under 1 % it grows by a quarter, up to ``max_rate``. A repair round
+    whose reports list more than a quarter of what went out lowers it the same way.
+    Repairs go round robin over the members, each member at that rate.
 
     Repairs are NON requests with No-Response, like the multicast blocks: a lost repair is
     simply listed again in the next report. (A CON retransmission would not do: it repeats
@@ -309,14 +323,6 @@ async def push_file(
             await endpoint.request(msg, remote, timeout=0, confirmable=False,
                                    security=security)
 
-    # 1. every block once, over multicast
-    for index in range(sender.nblocks):
-        await multicast(sender.block(index))
-        sent += 1
-        if await pacer.tick():
-            progress("data")
-    progress("data")
-
     def record(resp: Message) -> bytes | None:
         info = getattr(resp, "security", None)
         if info is None or resp.code != Code.CHANGED:
@@ -331,36 +337,82 @@ async def push_file(
             addresses[info.sender_id] = (host, p.port) if p.port else tuple(resp.remote)
         return info.sender_id
 
-    # 2. rounds: who misses what, then unicast repairs of exactly that
-    rounds = 0
     wait = status_timeout
     slowest = 0.0
-    last_repairs = 0
-    while not sender.done and rounds < max_rounds:
-        rounds += 1
+
+    async def ask(quorum: int | None = None) -> set[bytes]:
+        """One STATUS to the group; the members that reported before the deadline (or
+        once ``quorum`` of them did)."""
+        nonlocal wait, slowest
         msg = _request(path, sender.status(), no_response=False)
         waiting = set(sender.pending())
+        heard: set[bytes] = set()
         asked = time.perf_counter()
         gen = endpoint.group_request(msg, group, timeout=wait, security=group_security,
                                      interface=interface)
         async with contextlib.aclosing(gen):
             async for resp in gen:
-                slowest = max(slowest, time.perf_counter() - asked)
-                waiting.discard(record(resp))
-                if not waiting:
+                if quorum is None:  # a quorum's answers are the fastest, not the slowest
+                    slowest = max(slowest, time.perf_counter() - asked)
+                sid = record(resp)
+                if sid is not None:
+                    heard.add(sid)
+                    waiting.discard(sid)
+                if not waiting or (quorum is not None and len(heard) >= quorum):
                     break
-        # Once every member answered in time, later rounds wait twice the slowest answer
-        # seen, not the full timeout, for a report that was lost.
+        # Once members answered, later rounds wait twice the slowest answer seen, not the
+        # full timeout, for a report that was lost.
         if slowest:
             wait = min(status_timeout, max(0.2, 2 * slowest + 0.05))
+        return heard
+
+    # 1. every block once, over multicast. After 32, 64, 128, ... and then every
+    # ``checkpoint`` blocks a STATUS goes out and the first quarter of the members to answer
+    # say how much of what was sent so far they lost; the rate follows.
+    next_checkpoint = min(32, checkpoint) if checkpoint else -1
+    quorum = max(1, -(-len(sender.expected) // 4))
+    lost_before: dict[bytes, int] = {}
+    sent_before: dict[bytes, int] = {}
+    for index in range(sender.nblocks):
+        await multicast(sender.block(index))
+        sent += 1
+        if await pacer.tick():
+            progress("data")
+        if sent == next_checkpoint and sent < sender.nblocks:
+            next_checkpoint = min(2 * sent, sent + checkpoint)
+            heard = await ask(quorum)
+            unsent = sender.nblocks - sent
+            fresh = lost = 0
+            for sid in heard:
+                p = sender.members[sid]
+                now = 0 if p.complete else max(0, (p.missing_count or 0) - unsent)
+                lost += now - lost_before.get(sid, 0)
+                fresh += sent - sent_before.get(sid, 0)
+                lost_before[sid], sent_before[sid] = now, sent
+            if fresh and lost > fresh * 0.05:
+                pacer.settle_at(lost / fresh, min_rate)
+            elif fresh and lost <= fresh * 0.01:
+                pacer.speed_up(max_rate)
+            progress("checkpoint")
+    progress("data")
+
+    # 2. rounds: who misses what, then unicast repairs of exactly that
+    rounds = 0
+    last_repairs = 0
+    while not sender.done and rounds < max_rounds:
+        rounds += 1
+        await ask()
         progress("status")
         # Reports listing more than a quarter of what went out since the last round mean
         # the members could not keep up (or a lossy path): repair more slowly.
         missing = sum(len(sender.members[sid].missing) for sid in sender.pending())
         delivered = sent * len(sender.expected) if rounds == 1 else last_repairs
         if delivered and missing > delivered / 4:
-            pacer.slow_down(min_rate)
+            pacer.settle_at(missing / delivered, min_rate)
         last_repairs = 0
+        # Round robin over the members, each at the multicast rate: a unicast repair costs
+        # only its one member a verification.
+        queues = []
         for sid in sender.pending():
             p = sender.members[sid]
             remote = addresses.get(sid)
@@ -368,16 +420,22 @@ async def push_file(
                 continue
             pairwise = context.pairwise_mode and sid in context.recipients
             security = pairwise_security(sid) if pairwise else group_security
-            for index in p.missing:
+            queues.append((p, remote, security, list(p.missing)))
+        repair_pacer = _Pacer(pacer.rate * max(1, len(queues)), burst)
+        for turn in range(max((len(q[3]) for q in queues), default=0)):
+            for p, remote, security, todo in queues:
+                if turn >= len(todo):
+                    continue
                 try:
-                    await unicast(sender.block(index), remote, security)
+                    await unicast(sender.block(todo[turn]), remote, security)
                 except (GroupOscoreError, OSError) as exc:
-                    log.info("repair of block %d to %s failed: %s", index, sid.hex(), exc)
-                    break
+                    log.info("repair of block %d to %s failed: %s", todo[turn],
+                             p.sender_id.hex(), exc)
+                    continue
                 repairs += 1
                 last_repairs += 1
                 p.repairs += 1
-                if await pacer.tick():
+                if await repair_pacer.tick():
                     progress("repair")
         if repairs:
             await asyncio.sleep(settle)  # let the last repairs land before asking again

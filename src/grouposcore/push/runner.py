@@ -1,13 +1,16 @@
 """The asyncio edge of firmware push: the sender on an Endpoint, the /fw resource on members.
 
-Only message movement lives here; every decision is in :mod:`grouposcore.push.protocol`.
+The message formats and state machines are in :mod:`grouposcore.push.protocol`; this module
+moves the messages and paces them.
 
-Sender (:func:`push_file`): DATA blocks go out as fire-and-forget group requests, paced at
-``rate`` blocks per second in bursts (a burst is what one event-loop turn sends, so members
-in the same process keep up). Then rounds of: a multicast STATUS collecting REPORTs until
-every expected member answered or ``status_timeout`` ran out, and unicast pairwise repairs
-(NON, No-Response, paced like the data) of the blocks each member listed. The next round's
-STATUS shows what arrived; a member is done when its REPORT says complete with the digest.
+Sender (:func:`push_file`): DATA blocks go out as fire-and-forget group requests in bursts
+(a burst is what one event-loop turn sends, so members in the same process keep up), at a
+rate that follows the members' reports at checkpoints: a member that cannot verify blocks
+as fast as they come loses them in a full socket buffer, and says so. Then rounds of: a
+multicast STATUS collecting REPORTs until every expected member answered or the deadline
+passed, and unicast pairwise repairs (NON, No-Response, round robin over the members) of
+the blocks each member listed. The next round's STATUS shows what arrived; a member is done
+when its REPORT says complete with the right digest.
 
 Member (:class:`FirmwareResource`): verified DATA is stored, STATUS answered with a REPORT.
 Which member sent a request and in which mode comes from :class:`SenderTagging`, a wrapper

@@ -128,3 +128,13 @@ def test_demo_with_lights_in_two_worker_processes() -> None:
     evict = next(e for e in events if e["event"] == "result" and e["name"] == "after-evict")
     assert evict["ok"] and evict["data"]["evicted_rejections"] == ["ContextNotFound"]
     assert events[-1]["ok"] and events[-1]["mode"].endswith("lights in 2 processes")
+
+
+@needs_netns
+def test_demo_with_a_hundred_lights() -> None:
+    code, out, err, seconds = demo("--lights", "100", timeout=170)
+    print(f"grouposcore demo --lights 100: {seconds:.2f} s wall")
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert rounds(out) == [("on", 100, 100), ("dim 40", 100, 100), ("off", 100, 100),
+                           ("on", 101, 101), ("dim 40", 100, 100)]
+    assert re.search(r"^summary ok: 9 of 9 steps verified", out, re.M)

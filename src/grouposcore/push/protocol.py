@@ -65,6 +65,7 @@ __all__ = [
     "RECEIVING",
     "REPORT",
     "STATUS",
+    "Accepted",
     "Data",
     "MemberProgress",
     "PushReceiver",

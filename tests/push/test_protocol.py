@@ -298,3 +298,14 @@ def test_pacer_follows_what_got_through_between_floor_and_ceiling() -> None:
     for _ in range(30):
         p.speed_up(1000.0)
     assert p.rate == 1000.0
+
+
+def test_largest_data_header_fits_the_overhead_the_runner_reserves() -> None:
+    from grouposcore.push.runner import DATA_OVERHEAD
+
+    chunk = 1024 - DATA_OVERHEAD
+    size = (1 << 40) - 1  # as large as the format allows
+    last_full = size // chunk - 1
+    for index in (0, last_full):
+        d = Data(b"\xff" * 16, size, chunk, index, b"x" * chunk, b"\x00" * 32)
+        assert len(d.encode()) <= 1024

@@ -190,9 +190,10 @@ class PushResult:
 
 ProgressCallback = Callable[[str, PushSender, int, int], None]
 
-#: Room the DATA header (kind, tid, size, block size, index, byte-string head, and the
-#: digest in block 0) takes next to the chunk in a payload.
-DATA_OVERHEAD = 64
+#: Room the DATA header takes next to the chunk at most: array and kind (2), tid (17),
+#: size and index (9 each), block size (3), the chunk's byte-string head (3) and the digest
+#: of block 0 (33) make 76.
+DATA_OVERHEAD = 80
 
 
 def default_block_size(endpoint: Endpoint) -> int:

@@ -405,19 +405,23 @@ async def push_file(
     last_repairs = 0
     while not sender.done and rounds < max_rounds:
         rounds += 1
-        await ask()
+        heard = await ask()
         progress("status")
         # Reports listing more than a quarter of what went out since the last round mean
         # the members could not keep up (or a lossy path): repair more slowly.
-        missing = sum(len(sender.members[sid].missing) for sid in sender.pending())
+        missing = sum(len(sender.members[sid].missing) for sid in heard
+                      if not sender.members[sid].complete)
         delivered = sent * len(sender.expected) if rounds == 1 else last_repairs
         if delivered and missing > delivered / 4:
             pacer.settle_at(missing / delivered, min_rate)
         last_repairs = 0
         # Round robin over the members, each at the multicast rate: a unicast repair costs
-        # only its one member a verification.
+        # only its one member a verification. Only members that reported in this round:
+        # an older report (e.g. from a checkpoint) lists blocks that have arrived since.
         queues = []
         for sid in sender.pending():
+            if sid not in heard:
+                continue
             p = sender.members[sid]
             remote = addresses.get(sid)
             if remote is None or not p.missing:

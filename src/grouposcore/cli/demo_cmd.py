@@ -1,10 +1,11 @@
 """``grouposcore demo``: a Group Manager, a switch and N lights on real UDP sockets, with
 rekeying on join and eviction, replay rejection and optionally a firmware push.
 
-Multicast goes to 224.0.1.187 on ``lo`` (``--ipv6``: ff02::fd). Where that works it runs
-right there (port 5683 must be free, or give ``--port``); inside a fresh ``unshare -n`` it
-configures ``lo`` itself; elsewhere it re-runs itself under ``unshare -n`` (root) or
-``unshare -rn``. Without any of that, ``--unicast`` runs the same story with one unicast
+Multicast goes to 224.0.1.187 on ``lo`` (``--ipv6``: ff02::fd) inside a network namespace
+of the demo's own: it re-runs itself under ``unshare -n`` (root) or ``unshare -rn``
+(unprivileged user namespaces) and configures ``lo`` there, so none of its traffic can
+reach the host's network. Only when no namespace can be made (or with ``--host-network``)
+does it use the current namespace. ``--unicast`` runs the same story with one unicast
 request per light instead of multicast. Exit status: 0 when every step verified, 1 when a
 step failed (stderr says which), 2 when the demo could not run.
 """
@@ -52,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ipv6", action="store_true",
                         help="IPv6 multicast to ff02::fd instead of IPv4 224.0.1.187")
     parser.add_argument("--port", type=int, default=5683, help="group port (default 5683)")
+    parser.add_argument("--host-network", action="store_true",
+                        help="run in the current network namespace instead of a private one "
+                             "(multicast then goes out on --interface of this host)")
     parser.add_argument("--unicast", action="store_true",
                         help="no multicast: send each command to every light by unicast")
     parser.add_argument("--firmware", type=parse_size, metavar="SIZE",
@@ -77,14 +81,18 @@ def _prepare(args: argparse.Namespace, argv: list[str]) -> int | None:
             print("grouposcore demo: cannot set up this network namespace:\n  "
                   + "\n  ".join(problems), file=sys.stderr)
             return 2
-    elif not netns.multicast_works(_group(args), args.interface or "lo"):
+    elif not args.host_network:
+        # Multicast stays inside a namespace of the demo's own: nothing it sends can reach
+        # another program or network. Only where none can be made does it use the host's lo.
         status = netns.reexec_in_namespace(argv)
         if status is not None:
             return status
-        print("grouposcore demo: multicast on loopback does not work here and no network "
-              "namespace could be created.\n  Run it in one: sudo unshare -n grouposcore demo"
-              "\n  or without multicast:      grouposcore demo --unicast", file=sys.stderr)
-        return 2
+        if not netns.multicast_works(_group(args), args.interface or "lo"):
+            print("grouposcore demo: no network namespace could be created and multicast on "
+                  "the host's loopback does not work.\n  Run it in one: sudo unshare -n "
+                  "grouposcore demo\n  or without multicast:      grouposcore demo --unicast",
+                  file=sys.stderr)
+            return 2
     if not netns.multicast_works(_group(args), args.interface or "lo"):
         print(f"grouposcore demo: multicast to {_group(args)} on "
               f"{args.interface or 'lo'} does not work; try --unicast", file=sys.stderr)

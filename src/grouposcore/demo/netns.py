@@ -1,14 +1,13 @@
-"""Where the demo's multicast can run, and making a place for it when needed.
+"""Where the demo's multicast runs: a network namespace of its own.
 
-The demo first checks, with one datagram of TTL 0 (it cannot leave the host), whether
-multicast on the chosen interface reaches a socket that joined the group. Inside a network
-namespace that has nothing but ``lo`` (a fresh ``unshare -n``) it first brings ``lo`` up
-and adds the group route itself, since that changes nobody else's network. Where multicast
-does not work and the namespace is the host's, the command re-executes itself under
-``unshare -n`` (as root) or ``unshare -rn`` (unprivileged user namespaces) rather than
-touch the host's routes. If none of that works, the demo says so and runs only with
-``--unicast``. IPv6 multicast does not loop back over ``lo``; in its own namespace the demo
-creates a veth pair for it.
+Outside one, the demo re-executes itself under ``unshare -n`` (as root) or ``unshare -rn``
+(unprivileged user namespaces), so none of its multicast can reach the host's network or
+other programs. Inside a namespace that has nothing but ``lo`` (a fresh ``unshare -n``) it
+brings ``lo`` up and adds the group route itself, since that changes nobody else's
+network; IPv6 multicast does not loop back over ``lo``, so there it creates a veth pair.
+Only where no namespace can be made does it check, with one datagram of TTL 0 (it cannot
+leave the host), whether multicast on the host's loopback works, and use it; otherwise it
+says so and runs only with ``--unicast``.
 """
 
 from __future__ import annotations

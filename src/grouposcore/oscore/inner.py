@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from grouposcore.coap import Code, Message, OptionNumber, Options
 from grouposcore.coap.codec import decode_options, encode_options
+from grouposcore.coap.codes import CODE_TABLE
 from grouposcore.coap.options import OscoreClass, option_def
 from grouposcore.coap.uri import DEFAULT_PORTS, parse_uri
 from grouposcore.errors import CoapError, OscoreDecodeError, OscoreError
@@ -111,7 +112,7 @@ def merge(protected: Message, plaintext: bytes) -> Message:
     else:
         options = Options._from_sorted(items)
     return Message(
-        code=plaintext[0],
+        code=CODE_TABLE[plaintext[0]],
         mtype=protected.mtype,
         mid=protected.mid,
         token=protected.token,

@@ -200,3 +200,38 @@ def test_serve_rekeys_expired_material_and_installs_new_channels(tmp_path: Path)
         assert "n" in svc._contexts
     finally:
         gm.close()
+
+
+def test_member_state_files_drive_serve_and_requests(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Members that joined through the GM use their state files with serve, get/put."""
+    from tests.cli.conftest import start_serve
+
+    db = str(tmp_path / "gm.db")
+    assert main(["manager", "group", "create", "lights", "--db", db, "-q"]) == 0
+    for node, roles in (("switch", "requester"), ("lamp", "responder")):
+        assert main(["manager", "allow", node, "lights", "--roles", roles, "--db", db,
+                     "--channel-out", str(tmp_path / f"{node}.chan"), "-q"]) == 0
+    gm, port = _serve(Path(db))
+    try:
+        # the switch's join rekeys the group (backward security); the lamp's second run
+        # of join resumes and brings its state file up to the current keying material
+        for node, roles in (("lamp", "responder"), ("switch", "requester"),
+                            ("lamp", "responder")):
+            assert main(["join", "lights", "--manager", f"coap://127.0.0.1:{port}",
+                         "--roles", roles, "--channel", str(tmp_path / f"{node}.chan"),
+                         "--state", str(tmp_path / f"{node}.state"), "-q"]) == 0
+        lamp, lamp_port = start_serve("--security", str(tmp_path / "lamp.state"))
+        try:
+            uri = f"coap://127.0.0.1:{lamp_port}/light"
+            state = str(tmp_path / "switch.state")
+            assert main(["put", uri, "--security", state, "--payload", "dim 40", "--json"]) == 0
+            first = _json(capsys.readouterr().out)[0]
+            assert first["verified"] and first["code"] == "2.04"
+            assert main(["get", uri, "--security", state, "--json"]) == 0
+            second = _json(capsys.readouterr().out)[0]
+            assert second["payload"] == "dim 40" and second["mode"] == "group"
+        finally:
+            stop(lamp)
+    finally:
+        stop(gm)

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 from grouposcore.cli.output import Printer
+from grouposcore.cli.security_files import is_member_state, load_context
 from grouposcore.coap import CoapUri, Code, Message, parse_uri, uri_to_options
 from grouposcore.errors import GroupOscoreError, RequestTimeout, UriError
 from grouposcore.oscore import GroupContext, SecurityContext
-from grouposcore.oscore.config import ConfigError, load_security, read_secret_file
+from grouposcore.oscore.config import ConfigError, read_secret_file
 from grouposcore.oscore.security import ClientSecurity
 from grouposcore.transport import Endpoint
 from grouposcore.transport.sockets import is_multicast
@@ -83,6 +84,8 @@ def _payload(args: argparse.Namespace) -> bytes:
 def require_durable_sequence(path: str) -> None:
     """Refuse a security file without ``sequence_file``: every run would start counting at
     0 again and reuse nonces (and the peers would reject the requests as replays)."""
+    if is_member_state(path):
+        return  # a member's state always comes with its STATE.seq reservation file
     document = read_secret_file(path)
     if document.get("sender_id") is not None and not document.get("sequence_file"):
         raise UsageError(
@@ -99,7 +102,7 @@ def _security(args: argparse.Namespace, multicast: bool) -> ClientSecurity | Non
         if args.pairwise:
             raise UsageError("--pairwise needs a group file (--group)")
         return None
-    context = load_security(path)
+    context = load_context(path)
     require_durable_sequence(path)
     if args.group and not isinstance(context, GroupContext):
         raise UsageError(f"{path} is not a group security file")

@@ -22,12 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from grouposcore.cli.security_files import load_group_context
 from grouposcore.coap import parse_uri
 from grouposcore.coap.constants import COAP_PORT
 from grouposcore.demo.view import JsonView, PlainView, RichView
 from grouposcore.errors import GroupOscoreError, UriError
 from grouposcore.oscore import GroupContext
-from grouposcore.oscore.config import ConfigError, load_security
+from grouposcore.oscore.config import ConfigError
 from grouposcore.oscore.security import ServerSecurity
 from grouposcore.push.protocol import PushReceiver
 from grouposcore.push.runner import FirmwareResource, SenderTagging, push_file
@@ -94,12 +95,9 @@ def add_receive_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _group_context(path: str) -> GroupContext:
     try:
-        ctx = load_security(path)
+        return load_group_context(path)
     except (ConfigError, OSError) as e:
         raise UsageError(f"{path}: {e}") from None
-    if not isinstance(ctx, GroupContext):
-        raise UsageError(f"{path} is not a group security file")
-    return ctx
 
 
 def _sids(text: str | None) -> list[bytes] | None:

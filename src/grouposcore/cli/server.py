@@ -17,16 +17,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from grouposcore.cli.security_files import is_member_state, load_context
 from grouposcore.coap import Code, Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, TEXT_PLAIN
 from grouposcore.errors import GroupOscoreError
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.config import (
     ConfigError,
-    group_context_from_document,
-    load_security,
     read_secret_file,
 )
 from grouposcore.oscore.security import AnyContext, ServerSecurity
@@ -152,13 +150,10 @@ def load_server_context(path: str, freshness: str | None = None) -> AnyContext:
     before): the group's freshness policy decides about each sender's first request,
     by default an Echo challenge (RFC 10021 §9). ``freshness`` overrides the file.
     """
-    document = read_secret_file(path)
-    if document.get("type") != "group":
-        return load_security(path)
     overrides: dict[str, object] = {"replay_windows_valid": False}
     if freshness is not None:
         overrides["freshness"] = freshness
-    return group_context_from_document(document, base=Path(path).parent, **overrides)
+    return load_context(path, **overrides)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -184,7 +179,7 @@ async def serve(args: argparse.Namespace) -> int:
     contexts = []
     for path in args.security:
         contexts.append(load_server_context(path, args.freshness))
-        if not read_secret_file(path).get("sequence_file"):
+        if not is_member_state(path) and not read_secret_file(path).get("sequence_file"):
             log.warning("%s has no sequence_file: after a restart this server would reuse "
                         "sequence numbers (nonces) in its responses", path)
     site, _light, clock = demo_site(contexts)

@@ -507,6 +507,7 @@ def group_context(
     sequence: SenderSequence | None = None,
     credential_provider: CredentialProvider | None = None,
     replay_windows_valid: bool = True,
+    **extra: Any,
 ) -> GroupContext:
     """The Group OSCORE context this material describes, with the known peers preloaded.
 
@@ -530,6 +531,7 @@ def group_context(
         peers={sid: p.credential for sid, p in material.peers.items()},
         credential_provider=credential_provider,
         replay_windows_valid=replay_windows_valid,
+        **extra,
         sequence=sequence,
     )
 

@@ -636,10 +636,7 @@ class GroupMember:
         )  # fmt: skip
 
     def _sequence(self, material: mb.GroupKeyingMaterial) -> SenderSequence | None:
-        if material.sender_id is None:
-            return None
-        key = f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
-        return SenderSequence(store=self.sequence_store, key=key, step=self.sequence_step)
+        return member_sequence(material, self.sequence_store, self.sequence_step)
 
     def _prune(self) -> None:
         now = self._clock()
@@ -854,3 +851,39 @@ class GroupMember:
     def __repr__(self) -> str:
         where = "-" if self._current is None else repr(self._current.context)
         return f"<GroupMember {self.client.node} in {self.group} {where}>"
+
+
+def member_sequence(
+    material: mb.GroupKeyingMaterial, store: SequenceNumberStore, step: int = 256
+) -> SenderSequence | None:
+    """The member's Sender Sequence Number for this material, reserved in ``store`` (one
+    key per group, Gid and Sender ID, so numbers restart only with new keys)."""
+    if material.sender_id is None:
+        return None
+    key = f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
+    return SenderSequence(store=store, key=key, step=step)
+
+
+def context_from_state_file(
+    path: str | os.PathLike[str], *, replay_windows_valid: bool = True, **overrides: Any
+) -> GroupContext:
+    """The group context a member's state file (``grouposcore join --state``) describes,
+    for one-shot tools that do not follow the Group Manager: the sequence numbers continue
+    from the same reservation file a :class:`GroupMember` uses (``PATH.seq``), so the two
+    never reuse a nonce between them."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ManagerMessageError(f"cannot read member state {path}: {exc}") from exc
+    if mode & 0o006:
+        raise ManagerMessageError(f"{path} is accessible by other users; run: chmod 600 {path}")
+    try:
+        state = mb.load_state(path)
+    except OSError as exc:
+        raise ManagerMessageError(f"cannot read member state {path}: {exc}") from exc
+    sequence = member_sequence(state.material, FileSequenceStore(str(path) + ".seq"))
+    return mb.group_context(
+        state.material, private_key=state.private_key, credential=state.credential,
+        sequence=sequence, replay_windows_valid=replay_windows_valid, **overrides,
+    )
+

@@ -20,13 +20,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.coap.uri import parse_uri
 from grouposcore.errors import GroupOscoreError
 from grouposcore.manager.core import GroupManager, Notification
@@ -405,11 +405,7 @@ async def _serve(args: argparse.Namespace) -> int:
         host, port = endpoint.address
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         print(f"listening on {shown}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.sync)

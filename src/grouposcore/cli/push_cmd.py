@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.security_files import load_group_context
 from grouposcore.coap import parse_uri
 from grouposcore.coap.constants import COAP_PORT
@@ -203,11 +202,7 @@ async def _receive(args: argparse.Namespace) -> int:
     # port, so that port does not reach one member; reports name this one instead.
     unicast = await Endpoint.create((args.listen, 0), site=site, server_security=hook)
     receiver.port = unicast.address[1]
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         for group in args.join or (["ff02::fd"] if v6 else ["224.0.1.187"]):
             group_ep.join_group(group, args.interface)

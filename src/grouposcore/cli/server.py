@@ -13,11 +13,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import time
 from dataclasses import dataclass
 
+from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.security_files import is_member_state, load_context
 from grouposcore.coap import Code, Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, TEXT_PLAIN
@@ -197,11 +197,7 @@ async def serve(args: argparse.Namespace) -> int:
         for ctx in contexts:
             log.info("security context: %r", ctx)
         print(f"listening on {shown}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)

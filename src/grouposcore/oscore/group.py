@@ -226,6 +226,12 @@ class GroupContext:
             )
             self._sender_cred_bstr = cbor_bstr(self.credential.raw)
             self._sign = self.signature.signer(private_key) if self.signature else None
+            if len(gid) > 255:
+                raise OscoreError("Gid longer than 255 bytes does not fit the OSCORE option")
+            self._request_option_tail = bytes((len(gid),)) + gid + sender_id
+            self._request_aad_head = self._aad_head + cbor_bstr(sender_id)
+            self._request_aad_mid = b"\x40" + self._gid_bstr
+            self._request_aad_tail = self._sender_cred_bstr + self._gm_cred_bstr
         else:
             self._sign = None
             self.sender_key = None
@@ -428,8 +434,11 @@ class GroupContext:
                 self._pairwise_ciphers(rc)
         outer, plaintext, outer_code = inner.split(message)
         piv = piv_from_int(self.sequence.next())
-        option = encode_option(piv, sid, self.gid, group)
-        aad_array = self._aad_array(sid, piv, self.gid, option, self._sender_cred_bstr)
+        # Request option and external_aad: everything but the PIV is fixed per sender
+        # (flags | PIV | len(Gid) | Gid | own kid; aad [.., kid, PIV, h'', Gid, option, ..])
+        option = bytes(((0x38 if group else 0x18) | len(piv),)) + piv + self._request_option_tail
+        aad_array = b"".join((self._request_aad_head, cbor_bstr(piv), self._request_aad_mid,
+                              cbor_bstr(option), self._request_aad_tail))
         if group:
             nonce = self._group_nonces.nonce(sid, piv)  # type: ignore[union-attr]
             payload = self._seal_group(nonce, plaintext, aad_array, piv, sid, True)

@@ -7,6 +7,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from grouposcore.coap import Message
+from grouposcore.cose import cbor_bstr
 from grouposcore.oscore import GroupContext, SenderSequence, derive_info
 from tests.conftest import load_vectors
 
@@ -83,12 +84,12 @@ def _request(vector_id: str, *, pairwise: bool) -> tuple[GroupContext, Any, Mess
 def test_g3_group_request() -> None:
     vec = V["G3"]
     mid, out = vec["intermediate"], vec["outputs"]
-    client, _, protected = _request("G3", pairwise=False)
+    client, binding, protected = _request("G3", pairwise=False)
     assert protected.options.oscore.hex() == mid["oscore_option"]
     assert client._group_nonces.nonce(CLIENT_ID, b"\x05").hex() == mid["nonce"]
     assert client._keystream(b"\x05", CLIENT_ID, True).hex() == mid["keystream"]
-    aad_array = client._aad_array(CLIENT_ID, b"\x05", GID, H(mid["oscore_option"]),
-                                  client._sender_cred_bstr)
+    # the external_aad as protect_request built it: the binding keeps its shared prefix
+    aad_array = binding.aad_prefix + cbor_bstr(H(mid["oscore_option"])) + client._own_aad_tail
     assert aad_array.hex() == mid["aad_array"]
     assert protected.payload.hex() == out["payload"]
     assert protected.encode().hex() == out["protected_coap"]

@@ -121,6 +121,8 @@ class RequestBinding:
     observe: bool = False
     #: replay state per responding server, created with the first response
     trackers: dict[bytes, ResponseTracker] | None = None
+    #: the start of every response's external_aad (Group OSCORE), built with the request
+    aad_prefix: bytes = b""
 
     def tracker(self, server: bytes) -> ResponseTracker:
         trackers = self.trackers
@@ -145,6 +147,8 @@ class ServerBinding:
     recipient: object = None
     observe: bool = False
     responses_sent: int = 0
+    #: the start of every response's external_aad (Group OSCORE), built with the request
+    aad_prefix: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,7 +231,9 @@ class GroupContext:
             self._request_option_tail = bytes((len(gid),)) + gid + sender_id
             self._request_aad_head = self._aad_head + cbor_bstr(sender_id)
             self._request_aad_mid = b"\x40" + self._gid_bstr
-            self._request_aad_tail = self._sender_cred_bstr + self._gm_cred_bstr
+            self._own_aad_tail = self._sender_cred_bstr + self._gm_cred_bstr
+            self._response_options = {g: bytes((0x28 if g else 0x08,)) + sender_id
+                                      for g in (True, False)}
         else:
             self._sign = None
             self.sender_key = None
@@ -357,20 +359,19 @@ class GroupContext:
 
     # -- building blocks ------------------------------------------------------------
 
-    def _aad_array(
-        self, req_kid: bytes, req_piv: bytes, req_kid_context: bytes | None, option: bytes,
-        sender_cred_bstr: bytes,
-    ) -> bytes:
+    def _aad_prefix(self, req_kid: bytes, req_piv: bytes, req_kid_context: bytes | None) -> bytes:
+        """external_aad up to the request's kid context: the part a request and all its
+        responses share (RFC 10021 §4.3), kept in the binding so it is built once."""
         return b"".join((
-            self._aad_head,
-            cbor_bstr(req_kid),
-            cbor_bstr(req_piv),
-            b"\x40",
+            self._aad_head, cbor_bstr(req_kid), cbor_bstr(req_piv), b"\x40",
             cbor_bstr(req_kid_context if req_kid_context is not None else b""),
-            cbor_bstr(option),
-            sender_cred_bstr,
-            self._gm_cred_bstr,
         ))
+
+    def _binding_prefix(self, binding: RequestBinding | ServerBinding) -> bytes:
+        if binding.context is self and binding.aad_prefix:
+            return binding.aad_prefix
+        return self._aad_prefix(binding.request_kid, binding.request_piv,
+                                binding.request_kid_context)
 
     def _keystream(self, piv: bytes, id_piv: bytes, is_request: bool) -> bytes:
         """HKDF(salt = PIV, IKM = SEKey, info = [id, Gid, is_request, L], L) (RFC 10021 §4.1)."""
@@ -437,8 +438,8 @@ class GroupContext:
         # Request option and external_aad: everything but the PIV is fixed per sender
         # (flags | PIV | len(Gid) | Gid | own kid; aad [.., kid, PIV, h'', Gid, option, ..])
         option = bytes(((0x38 if group else 0x18) | len(piv),)) + piv + self._request_option_tail
-        aad_array = b"".join((self._request_aad_head, cbor_bstr(piv), self._request_aad_mid,
-                              cbor_bstr(option), self._request_aad_tail))
+        prefix = self._request_aad_head + cbor_bstr(piv) + self._request_aad_mid
+        aad_array = prefix + cbor_bstr(option) + self._own_aad_tail
         if group:
             nonce = self._group_nonces.nonce(sid, piv)  # type: ignore[union-attr]
             payload = self._seal_group(nonce, plaintext, aad_array, piv, sid, True)
@@ -453,6 +454,7 @@ class GroupContext:
             group_mode=group,
             intended_recipient=pairwise_with,
             observe=is_registration(message),
+            aad_prefix=prefix,
         )
         return inner.assemble(message, outer, outer_code, option, payload), binding
 
@@ -477,10 +479,8 @@ class GroupContext:
             piv, id_piv = binding.request_piv, binding.request_kid
         else:
             piv, id_piv = opt.piv, kid
-        aad_array = self._aad_array(
-            binding.request_kid, binding.request_piv, binding.request_kid_context,
-            option_value, rc.cred_bstr,
-        )
+        aad_array = (self._binding_prefix(binding) + cbor_bstr(option_value) + rc.cred_bstr
+                     + self._gm_cred_bstr)
         if opt.group:
             nonce = self._group_nonces.nonce(id_piv, piv)  # type: ignore[union-attr]
             plaintext = self._open_group(rc, nonce, message.payload, aad_array, piv, id_piv, False)
@@ -531,9 +531,8 @@ class GroupContext:
         window = rc.replay_window
         if window.valid:
             window.check(seq)
-        aad_array = self._aad_array(
-            kid, piv, opt.kid_context, option_value, rc.cred_bstr
-        )
+        prefix = self._aad_prefix(kid, piv, opt.kid_context)
+        aad_array = prefix + cbor_bstr(option_value) + rc.cred_bstr + self._gm_cred_bstr
         if opt.group:
             nonce = self._group_nonces.nonce(kid, piv)  # type: ignore[union-attr]
             plaintext = self._open_group(rc, nonce, message.payload, aad_array, piv, kid, True)
@@ -548,6 +547,7 @@ class GroupContext:
             group_mode=opt.group,
             recipient=rc,
             observe=is_registration(result),
+            aad_prefix=prefix,
         )
         if provisional:
             self._insert(rc)
@@ -596,12 +596,12 @@ class GroupContext:
         else:
             piv = None
             nonce_piv, id_piv = binding.request_piv, binding.request_kid
-        kid_context = self.gid if binding.request_kid_context != self.gid else None
-        option = encode_option(piv, sid, kid_context, group)
-        aad_array = self._aad_array(
-            binding.request_kid, binding.request_piv, binding.request_kid_context, option,
-            self._sender_cred_bstr,
-        )
+        if piv is None and binding.request_kid_context == self.gid:
+            option = self._response_options[group]  # the usual case: flags and kid only
+        else:
+            kid_context = self.gid if binding.request_kid_context != self.gid else None
+            option = encode_option(piv, sid, kid_context, group)
+        aad_array = self._binding_prefix(binding) + cbor_bstr(option) + self._own_aad_tail
         if group:
             nonce = self._group_nonces.nonce(id_piv, nonce_piv)  # type: ignore[union-attr]
             payload = self._seal_group(nonce, plaintext, aad_array, nonce_piv, id_piv, False)

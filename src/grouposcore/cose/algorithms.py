@@ -253,6 +253,10 @@ _HASHES: dict[int, type[hashes.HashAlgorithm]] = {
 }
 
 
+#: one hash descriptor per algorithm (they carry no state), not a new one per derivation
+_HASH_OBJECTS: dict[int, hashes.HashAlgorithm] = {i: h() for i, h in _HASHES.items()}
+
+
 @dataclass(frozen=True)
 class HkdfAlgorithm:
     """HKDF (RFC 5869), identified by the COSE id of its HMAC (5, 6, 7) as Group OSCORE does."""
@@ -263,9 +267,8 @@ class HkdfAlgorithm:
     def derive(self, salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
         """Extract-and-expand; an empty salt means hash-length zeros (RFC 5869 §2.2)."""
         try:
-            kdf = HKDF(
-                algorithm=_HASHES[self.id](), length=length, salt=bytes(salt) or None, info=info
-            )
+            kdf = HKDF(algorithm=_HASH_OBJECTS[self.id], length=length, salt=salt or None,
+                       info=info)
             return kdf.derive(ikm)
         except (ValueError, TypeError) as e:
             raise CoseError(f"HKDF failed: {e}") from None

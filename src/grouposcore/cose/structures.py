@@ -88,15 +88,9 @@ _CSIG0_PREFIX = b"\x85\x71CounterSignature0\x40\x40"
 
 def enc_structure(external_aad: bytes) -> bytes:
     """Enc_structure for COSE_Encrypt0 with empty protected header: the AEAD's AAD."""
-    return _ENC0_PREFIX + _head(2, len(external_aad)) + external_aad
+    return _ENC0_PREFIX + cbor_bstr(external_aad)
 
 
 def countersign_structure(external_aad: bytes, ciphertext: bytes) -> bytes:
     """Countersign_structure over the ciphertext (encrypt-then-sign, group mode)."""
-    return (
-        _CSIG0_PREFIX
-        + _head(2, len(external_aad))
-        + external_aad
-        + _head(2, len(ciphertext))
-        + ciphertext
-    )
+    return _CSIG0_PREFIX + cbor_bstr(external_aad) + cbor_bstr(ciphertext)

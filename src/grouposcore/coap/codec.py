@@ -193,11 +193,12 @@ def _decode_options(data: bytes, i: int) -> tuple[Options, bytes]:
     return Options._from_sorted(items), b""
 
 
-def decode_options(data: bytes) -> tuple[Options, bytes]:
-    """Options and payload from a header-less byte string (e.g. OSCORE's inner plaintext)."""
+def decode_options(data: bytes, offset: int = 0) -> tuple[Options, bytes]:
+    """Options and payload from a header-less byte string starting at ``offset`` (e.g.
+    OSCORE's inner plaintext after its code byte, without copying it first)."""
     if type(data) is not bytes:
         data = _as_bytes(data)
-    return _decode_options(data, 0)
+    return _decode_options(data, offset)
 
 
 def decode(data: bytes) -> Message:

@@ -97,7 +97,7 @@ def merge(protected: Message, plaintext: bytes) -> Message:
     if not plaintext:
         raise OscoreDecodeError("empty plaintext")
     try:
-        inner, payload = decode_options(plaintext[1:])
+        inner, payload = decode_options(plaintext, 1)
     except CoapError as exc:
         raise OscoreDecodeError(f"malformed inner message: {exc}") from exc
     items = [item for item in inner if not _is_outer_only(item[0])]

@@ -14,12 +14,10 @@ from typing import Any
 
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
-from grouposcore.cose import hkdf_by_id
 from grouposcore.errors import MembershipTerminated
 from grouposcore.manager import member as mb
 from grouposcore.manager.params import CF_ACE_GROUPCOMM, Code, ErrorId, Role
 from grouposcore.manager.store import ChannelMaterial
-from grouposcore.oscore.context import SecurityContext
 from grouposcore.oscore.security import ClientSecurity
 from grouposcore.oscore.sequence import SenderSequence
 from grouposcore.transport import Endpoint, Observation
@@ -44,16 +42,8 @@ class GroupManagerClient:
         self.gm_address = gm_address
         self.node = channel.node
         self.timeout = timeout
-        self.context = SecurityContext(
-            channel.master_secret,
-            sender_id=channel.node_sender_id,
-            recipient_id=channel.gm_sender_id,
-            master_salt=channel.master_salt,
-            id_context=channel.id_context,
-            aead=channel.aead_alg,
-            hkdf=hkdf_by_id(channel.hkdf_alg),
-            sequence=sequence,
-            replay_window_valid=replay_window_valid,
+        self.context = channel.context(
+            as_gm=False, sequence=sequence, replay_window_valid=replay_window_valid
         )
         self.security = ClientSecurity(self.context)
 

@@ -28,7 +28,6 @@ from typing import Any
 
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
-from grouposcore.cose import hkdf_by_id
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
 from grouposcore.manager.params import Code, Param, loads_strict
 from grouposcore.manager.store import ChannelMaterial, GroupRecord
@@ -243,14 +242,8 @@ class GroupManagerService:
         old = self._contexts.pop(material.node, None)
         if old is not None:
             self._security.remove(old)
-        context = SecurityContext(
-            material.master_secret,
-            sender_id=material.gm_sender_id,
-            recipient_id=material.node_sender_id,
-            master_salt=material.master_salt,
-            id_context=material.id_context,
-            aead=material.aead_alg,
-            hkdf=hkdf_by_id(material.hkdf_alg),
+        context = material.context(
+            as_gm=True,
             sequence=SenderSequence(
                 store=self.gm.store, key=_sequence_key(material), step=self._sequence_step
             ),

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grouposcore.cose import hkdf_by_id
 from grouposcore.errors import ManagerStoreError
+from grouposcore.oscore import SecurityContext, SenderSequence
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -183,6 +185,26 @@ class ChannelMaterial:
     id_context: bytes | None
     aead_alg: int
     hkdf_alg: int
+
+    def context(
+        self, *, as_gm: bool, sequence: SenderSequence | None = None,
+        replay_window_valid: bool = True,
+    ) -> SecurityContext:
+        """The channel's OSCORE context as the GM (``as_gm``) or as the node sees it: the
+        same material, with Sender and Recipient ID swapped."""
+        own, peer = ((self.gm_sender_id, self.node_sender_id) if as_gm
+                     else (self.node_sender_id, self.gm_sender_id))
+        return SecurityContext(
+            self.master_secret,
+            sender_id=own,
+            recipient_id=peer,
+            master_salt=self.master_salt,
+            id_context=self.id_context,
+            aead=self.aead_alg,
+            hkdf=hkdf_by_id(self.hkdf_alg),
+            sequence=sequence,
+            replay_window_valid=replay_window_valid,
+        )
 
 
 _GROUP_COLS = (

@@ -14,9 +14,8 @@ from typing import Any
 
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
-from grouposcore.errors import MembershipTerminated
 from grouposcore.manager import member as mb
-from grouposcore.manager.params import CF_ACE_GROUPCOMM, Code, ErrorId, Role
+from grouposcore.manager.params import CF_ACE_GROUPCOMM, Code, Role
 from grouposcore.manager.store import ChannelMaterial
 from grouposcore.oscore.security import ClientSecurity
 from grouposcore.oscore.sequence import SenderSequence
@@ -177,16 +176,10 @@ class GroupManagerClient:
         """
         current = material
         async for msg in self.observe(material.group):
-            if msg.code != Code.CONTENT:
-                err = mb.parse_error(msg.code, msg.payload, msg.options.content_format)
-                if msg.code == Code.NOT_FOUND or err.error_id in (
-                    ErrorId.MEMBERSHIP_TERMINATED,
-                    ErrorId.ONLY_MEMBERS,
-                ):
-                    raise MembershipTerminated(str(err))
-                raise err
-            if mb.parse_material(msg.payload, current).num > current.num + 1:
+            notified = mb.handle_notification(current, msg.code, msg.payload,
+                                              msg.options.content_format)
+            if notified.num > current.num + 1:
                 current = await self.catch_up(current)
             else:
-                current = mb.parse_material(msg.payload, current)
+                current = notified
             yield current

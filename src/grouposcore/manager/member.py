@@ -41,6 +41,7 @@ from grouposcore.manager.params import (
     GKTY_GROUP_OSCORE,
     PROFILE_COAP_GROUP_OSCORE,
     Code,
+    ErrorId,
     KeyParam,
     Param,
     Role,
@@ -457,12 +458,15 @@ def parse_material(payload: bytes, previous: GroupKeyingMaterial) -> GroupKeying
 def handle_notification(
     previous: GroupKeyingMaterial, code: int, payload: bytes, content_format: int | None
 ) -> GroupKeyingMaterial:
-    """An Observe notification from the GM: new material, or the end of the membership."""
-    if code == Code.NOT_FOUND:
-        err = parse_error(code, payload, content_format)
-        raise MembershipTerminated(str(err))
+    """An Observe notification from the GM: new material, or the end of the membership
+    (4.04 on the group resource, or an error saying membership ended or is required)."""
     if code != Code.CONTENT:
-        raise parse_error(code, payload, content_format)
+        err = parse_error(code, payload, content_format)
+        if code == Code.NOT_FOUND or err.error_id in (
+            ErrorId.MEMBERSHIP_TERMINATED, ErrorId.ONLY_MEMBERS,
+        ):
+            raise MembershipTerminated(str(err))
+        raise err
     return parse_material(payload, previous)
 
 

@@ -55,7 +55,6 @@ from grouposcore.manager import member as mb
 from grouposcore.manager.client import GroupManagerClient
 from grouposcore.manager.params import (
     Code,
-    ErrorId,
     Param,
     Role,
     loads_strict,
@@ -796,15 +795,8 @@ class GroupMember:
     async def _notified(self, msg: Message) -> None:
         current = self._current
         assert current is not None
-        if msg.code != Code.CONTENT:
-            err = mb.parse_error(msg.code, msg.payload, msg.options.content_format)
-            if msg.code == Code.NOT_FOUND or err.error_id in (
-                ErrorId.MEMBERSHIP_TERMINATED,
-                ErrorId.ONLY_MEMBERS,
-            ):
-                raise MembershipTerminated(str(err))
-            raise err
-        material = mb.parse_material(msg.payload, current.material)
+        material = mb.handle_notification(current.material, msg.code, msg.payload,
+                                          msg.options.content_format)
         if material.num > current.material.num:
             body = loads_strict(msg.payload, "group keying material")
             rekeying = isinstance(body, dict) and Param.STALE_NODE_IDS in body

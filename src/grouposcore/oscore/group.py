@@ -224,21 +224,20 @@ class GroupContext:
             self._sender_group_cipher = (
                 self.group_enc.cipher(self.sender_key) if self.group_enc else None
             )
-            self._sender_cred_bstr = cbor_bstr(self.credential.raw)
             self._sign = self.signature.signer(private_key) if self.signature else None
             if len(gid) > 255:
                 raise OscoreError("Gid longer than 255 bytes does not fit the OSCORE option")
             self._request_option_tail = bytes((len(gid),)) + gid + sender_id
             self._request_aad_head = self._aad_head + cbor_bstr(sender_id)
             self._request_aad_mid = b"\x40" + self._gid_bstr
-            self._own_aad_tail = self._sender_cred_bstr + self._gm_cred_bstr
+            # the end of every external_aad this member protects: [.., sender_cred, gm_cred]
+            self._own_aad_tail = cbor_bstr(self.credential.raw) + self._gm_cred_bstr
             self._response_options = {g: bytes((0x28 if g else 0x08,)) + sender_id
                                       for g in (True, False)}
         else:
             self._sign = None
             self.sender_key = None
             self._sender_group_cipher = None
-            self._sender_cred_bstr = b""
         self.sequence = sequence if sequence is not None else SenderSequence()
 
         # Recipient Contexts

@@ -57,10 +57,6 @@ class ClientSecurity:
         #: Echo retry go to a known member in pairwise mode (RFC 10021 §9 step 4)
         self._members_at: dict[object, bytes] = {}
 
-    @property
-    def is_group(self) -> bool:
-        return isinstance(self.context, GroupContext)
-
     def protect_request(self, request: Message) -> tuple[Message, RequestBinding]:
         ctx = self.context
         if isinstance(ctx, GroupContext):

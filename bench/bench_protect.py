@@ -75,10 +75,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from grouposcore.coap import Message
 from grouposcore.oscore import GroupContext, SenderSequence
 
-#: the vectors file, found as tests/conftest.py finds it ($GROUPOSCORE_SPEC_DIR or ../shared/spec)
+#: the vectors file, found as tests/conftest.py finds it ($GROUPOSCORE_SPEC_DIR or tests/vectors)
 VECTORS = (
     Path(os.environ.get("GROUPOSCORE_SPEC_DIR")
-         or Path(__file__).resolve().parents[2] / "shared" / "spec")
+         or Path(__file__).resolve().parents[1] / "tests" / "vectors")
     / "vectors-group-oscore.json"
 )
 H = bytes.fromhex

@@ -13,12 +13,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def spec_dir() -> Path:
-    """The implementer's spec folder: ``$GROUPOSCORE_SPEC_DIR`` or ``../shared/spec``.
+    """The test vectors: ``$GROUPOSCORE_SPEC_DIR`` or the copy in ``tests/vectors``.
 
+    The copy is kept in the repository so that a bare clone tests itself; the variable
+    points the suite at another copy (e.g. the team's ``shared/spec``) to check against it.
     A missing folder is an error, not a skip: the vectors are the project's ground truth.
     """
     env = os.environ.get("GROUPOSCORE_SPEC_DIR")
-    path = Path(env) if env else REPO.parent / "shared" / "spec"
+    path = Path(env) if env else REPO / "tests" / "vectors"
     if not path.is_dir():
         raise FileNotFoundError(f"spec folder with test vectors not found: {path}")
     return path

@@ -98,5 +98,5 @@ def check_invariants(gm: GroupManager) -> None:
             assert (m.sender_id is None) == (m.roles == 1 << Role.MONITOR)
         stale = gm.store.stale_sets(g.name)
         assert len(stale) <= g.stale_sets_kept
-        assert all(1 <= n <= g.num for n in stale)
+        assert all(0 <= n <= g.num for n in stale) and g.num in stale
         assert g.gid == g.gid_prefix + g.epoch.to_bytes(g.epoch_len, "big")

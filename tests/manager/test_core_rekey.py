@@ -13,6 +13,7 @@ from grouposcore.manager.params import (
     CF_PROBLEM_DETAILS,
     Code,
     ErrorId,
+    KeyParam,
     Param,
     Role,
     decode_problem_details,
@@ -132,20 +133,57 @@ def test_stale_sets_beyond_retention_mean_purge_all(trio: Harness) -> None:
     r = trio.request("a", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(0))
     assert r.code == Code.CONTENT and r.payload == b""
     assert mb.parse_stale_sids(r.payload) is None
+    # N = 3 sets are kept, the current version's included: V' = 4 answers V = 2 and 3 only.
     r = trio.request("a", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(1))
+    assert mb.parse_stale_sids(r.payload) is None
+    r = trio.request("a", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(2))
     assert mb.parse_stale_sids(r.payload) == []
     r = trio.request("a", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(9))
     assert r.code == Code.BAD_REQUEST
+
+
+def test_stale_sids_for_the_current_or_a_newer_version_is_bad_request(trio: Harness) -> None:
+    trio.gm.rekey("g")
+    g = trio.gm.group("g")
+    assert g is not None and g.num == 1
+    for v in (g.num, g.num + 1):
+        r = trio.request("a", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(v))
+        assert r.code == Code.BAD_REQUEST and r.content_format == CF_PROBLEM_DETAILS
+    r = trio.request("a", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(0))
+    assert r.code == Code.CONTENT and mb.parse_stale_sids(r.payload) == []
+
+
+def test_relinquished_sender_id_is_stale_at_once_not_only_at_rekeying(trio: Harness) -> None:
+    trio.gm.rekey("g")  # version 1; b and c stay at 1
+    a = trio.nodes["a"].material
+    assert a is not None
+    r = trio.request("a", "POST", "ace-group/g/nodes/a")
+    assert r.code == Code.CONTENT
+    # No rekeying yet: b, asking about version 0, already learns that 0x00 is stale.
+    r = trio.request("b", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(0))
+    assert mb.parse_stale_sids(r.payload) == [a.sender_id]
+    assert cbor2.loads(trio.gm.store.stale_sets("g")[1]) == [a.sender_id]
+    # A re-join gives up the renewed ID the same way.
+    renewed = trio.gm.store.member("g", "a").sender_id  # type: ignore[union-attr]
+    trio.join("a", "g", allow=False)
+    r = trio.request("b", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(0))
+    assert set(mb.parse_stale_sids(r.payload) or []) == {a.sender_id, renewed}
+    # The next rekeying distributes exactly that set, and opens an empty one.
+    notes = trio.gm.rekey("g")
+    stale = cbor2.loads(notes[0].payload)[Param.STALE_NODE_IDS]
+    assert set(stale) == {a.sender_id, renewed}
+    assert cbor2.loads(trio.gm.store.stale_sets("g")[2]) == []
+    check_invariants(trio.gm)
 
 
 def test_key_renewal_gives_a_new_sid_that_becomes_stale_later(trio: Harness) -> None:
     a = trio.nodes["a"]
     assert a.material is not None
     r = trio.request("a", "POST", "ace-group/g/nodes/a")
-    assert r.code == Code.CHANGED
+    assert r.code == Code.CONTENT  # RFC 9594 §4.8.2: 2.05
     renewed = mb.parse_key_renewal(r.payload, a.material)
     assert renewed.sender_id == b"\x03"
-    assert trio.request("a", "PUT", "ace-group/g/nodes/a").code == Code.CHANGED  # RFC 9594
+    assert trio.request("a", "PUT", "ace-group/g/nodes/a").code == Code.CONTENT
     notes = trio.gm.rekey("g")
     stale = cbor2.loads(notes[0].payload)[Param.STALE_NODE_IDS]
     assert stale == [b"\x00", b"\x03"]
@@ -293,3 +331,45 @@ def test_set_active_and_unknown_groups(harness: Harness) -> None:
         harness.gm.create_group("bad/name")
     with pytest.raises(ManagerError):
         harness.gm.allow("x", "g", 1)  # bit 0 is reserved
+
+
+def test_rekeying_message_carries_only_the_changed_material_and_stale_ids(
+    trio: Harness,
+) -> None:
+    notes = trio.gm.rekey("g")
+    body = cbor2.loads(notes[0].payload)
+    assert set(body) == {Param.GKTY, Param.KEY, Param.NUM, Param.EXP, Param.EXI,
+                         Param.ACE_GROUPCOMM_PROFILE, Param.STALE_NODE_IDS}  # fmt: skip
+    assert set(body[Param.KEY]) == {KeyParam.MS, KeyParam.CONTEXT_ID, KeyParam.SALT}
+    # A rekeying caused by a join adds exactly the joiner's creds triple.
+    trio.gm.set_backward_security("g", True)
+    r = trio.request("a", "DELETE", "ace-group/g/nodes/a")
+    trio.deliver(r)
+    d = trio.join("d", "g")
+    assert d.material is not None
+    note = next(n for n in trio.gm.rekey("g") if n.node == "b")  # plain rekeying again
+    assert Param.CREDS not in cbor2.loads(note.payload)
+    trio.gm.allow("e", "g", RS)
+    e = trio.node("e")
+    ch = trio.challenge("e", "g")
+    p = mb.build_join_request("g", RS, credential=e.credential, private_key=e.private_key,
+                              challenge=ch)  # fmt: skip
+    r = trio.request("e", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+    body = cbor2.loads(next(n for n in r.notifications if n.node == "b").payload)
+    assert set(body) == {Param.GKTY, Param.KEY, Param.NUM, Param.EXP, Param.EXI,
+                         Param.ACE_GROUPCOMM_PROFILE, Param.STALE_NODE_IDS, Param.CREDS,
+                         Param.PEER_ROLES, Param.PEER_IDENTIFIERS}  # fmt: skip
+    assert body[Param.CREDS] == [e.credential]
+    # The members still install it: algorithms and policies stay as learnt at joining.
+    trio.deliver(r)
+    b = trio.nodes["b"].material
+    g = trio.gm.group("g")
+    assert b is not None and g is not None
+    assert (b.gid, b.num, b.master_secret, b.sign_alg, b.ecdh_alg) == (
+        g.gid, g.num, g.master_secret, -8, -27)  # fmt: skip
+
+
+def test_key_renewal_is_answered_2_05_content(trio: Harness) -> None:
+    r = trio.request("b", "PUT", "ace-group/g/nodes/b")
+    assert r.code == Code.CONTENT and r.content_format == CF_ACE_GROUPCOMM
+    assert set(cbor2.loads(r.payload)) == {Param.GROUP_SENDER_ID}

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from grouposcore.errors import ManagerStoreError
@@ -196,3 +197,27 @@ def test_killed_mid_way_reopens_consistent(db_path: Path) -> None:
     g = gm.group("g")
     assert g is not None and g.num >= done
     gm.close()
+
+
+def test_schema_1_database_is_migrated_to_per_version_stale_sets(db_path: Path) -> None:
+    """Schema 1 filed a stale set under the version that distributed it; schema 2 files it
+    under the version during which the IDs were given up, the current one included."""
+    gm = GroupManager(db_path)
+    h = Harness(gm)
+    gm.create_group("g", backward_security=False)
+    for n in ("a", "b", "c"):
+        h.join(n, "g")
+    h.request("a", "DELETE", "ace-group/g/nodes/a")  # version 1 distributed [0x00]
+    h.request("b", "POST", "ace-group/g/nodes/b")  # 0x01 given up under version 1
+    gm.close()
+    db = sqlite3.connect(db_path)
+    db.execute("DELETE FROM stale_sets")
+    db.execute("INSERT INTO stale_sets VALUES ('g', 1, ?)", (cbor2.dumps([b"\x00"]),))
+    db.execute("UPDATE meta SET value=1 WHERE key='schema'")
+    db.commit()
+    db.close()
+    s = Store(db_path)
+    sets = {n: cbor2.loads(v) for n, v in s.stale_sets("g").items()}
+    assert sets == {0: [b"\x00"], 1: [b"\x01"]}
+    assert s._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == 2
+    s.close()

@@ -35,11 +35,8 @@ from grouposcore.manager.params import (
     CF_PROBLEM_DETAILS,
     Code,
     ErrorId,
-    Param,
     Role,
-    dumps,
     encode_problem_details,
-    loads_strict,
     roles_from_tperm,
 )
 from grouposcore.manager.runtime import GroupMember, read_channel_file, write_channel_file
@@ -372,16 +369,18 @@ class _SyncedService(GroupManagerService):
                 continue
             now = frozenset(m.node for m in store.members(g.name))
             notes = [self._eviction(g.name, node) for node in sorted(before - now)]
-            stale = store.stale_sets(g.name).get(g.num) if g.num == num + 1 else None
+            # One version on: push its rekeying message (with its stale IDs); several: the
+            # current material, and the members catch up over /stale-sids.
+            message = self.gm.rekeying_message(g.name) if g.num == num + 1 else None
             for node in sorted(now):
-                answer = self.gm.handle(node, "GET", ("ace-group", g.name), b"", None)
-                if answer.code != Code.CONTENT:
-                    continue
-                body = loads_strict(answer.payload, "material")
-                if stale is not None:
-                    body[Param.STALE_NODE_IDS] = loads_strict(stale, "stale set")
+                payload = message
+                if payload is None:
+                    answer = self.gm.handle(node, "GET", ("ace-group", g.name), b"", None)
+                    if answer.code != Code.CONTENT:
+                        continue
+                    payload = answer.payload
                 notes.append(Notification(node, g.name, ("ace-group", g.name), Code.CONTENT,
-                                          dumps(body), CF_ACE_GROUPCOMM))  # fmt: skip
+                                          payload, CF_ACE_GROUPCOMM))  # fmt: skip
             log.info("group %s: pushing num %d to %d member(s)", g.name, g.num, len(now))
             self.deliver(notes)
 

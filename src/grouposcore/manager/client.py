@@ -145,10 +145,8 @@ class GroupManagerClient:
         return mb.parse_creds(r.payload, sign_alg)
 
     async def renew_sender_id(self, material: mb.GroupKeyingMaterial) -> mb.GroupKeyingMaterial:
-        """Ask for a new Sender ID (RFC 9594 key renewal)."""
-        r = await self.request(
-            CoapCode.POST, ("ace-group", material.group, "nodes", self.node), ok=(Code.CHANGED,)
-        )
+        """Ask for a new Sender ID (RFC 9594 §4.8.2 key renewal, answered 2.05)."""
+        r = await self.request(CoapCode.POST, ("ace-group", material.group, "nodes", self.node))
         return mb.parse_key_renewal(r.payload, material)
 
     async def leave(self, group: str) -> None:

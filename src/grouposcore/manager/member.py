@@ -492,9 +492,17 @@ def parse_stale_sids(payload: bytes) -> list[bytes] | None:
 
 
 def parse_key_renewal(payload: bytes, material: GroupKeyingMaterial) -> GroupKeyingMaterial:
-    """Install the new Sender ID from a key-renewal answer."""
+    """Install a key-renewal answer: a new Sender ID, or a rekeying message when the GM chose
+    to rekey the group instead (the Sender ID then stays, under a new Gid)."""
     body = _body(payload, "key renewal response")
+    if Param.GROUP_SENDER_ID not in body and Param.KEY in body:
+        renewed = parse_material(payload, material)
+        if renewed.num <= material.num:
+            raise ManagerMessageError("a rekeying answer must carry a newer version")
+        return renewed
     sid = expect_bytes(body.get(Param.GROUP_SENDER_ID), "'group_SenderId'", max_len=_MAX_SID)
+    if sid == material.sender_id:
+        raise ManagerMessageError("key renewal returned the Sender ID already held")
     return replace(material, sender_id=sid)
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cbor2
+
 from grouposcore.cose import hkdf_by_id
 from grouposcore.errors import ManagerStoreError
 from grouposcore.oscore import SecurityContext, SenderSequence
@@ -35,7 +37,7 @@ __all__ = [
     "Store",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -91,6 +93,18 @@ CREATE TABLE IF NOT EXISTS sid_allocations (
     sender_id BLOB NOT NULL,
     node TEXT NOT NULL,
     PRIMARY KEY (grp, gid, sender_id)
+);
+CREATE INDEX IF NOT EXISTS sid_allocations_node ON sid_allocations (grp, gid, node);
+CREATE TABLE IF NOT EXISTS sid_cursors (
+    grp TEXT PRIMARY KEY REFERENCES groups(name),
+    gid BLOB NOT NULL,
+    next_index INTEGER NOT NULL,
+    relinquished INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evicted_elders (
+    grp TEXT NOT NULL REFERENCES groups(name),
+    node TEXT NOT NULL,
+    PRIMARY KEY (grp, node)
 );
 CREATE TABLE IF NOT EXISTS stale_sets (
     grp TEXT NOT NULL REFERENCES groups(name),
@@ -272,12 +286,39 @@ class Store:
                 self._db.execute(
                     "INSERT INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
                 )
+            elif row[0] == 1:
+                self._migrate_from_1()
             elif row[0] != SCHEMA_VERSION:
                 raise ManagerStoreError(f"database schema {row[0]!r} is not {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 keyed a stale set by the version that *distributed* it and filled it only
+        at rekeying time; schema 2 keys it by the version under which the IDs were given up
+        and fills it at once. Shift the old sets down by one and open the current set with
+        what was relinquished under the current Gid so far."""
+        old = self._all("SELECT grp, num, sender_ids FROM stale_sets")
+        self._db.execute("DELETE FROM stale_sets")
+        for grp, num, ids in old:
+            if num >= 1:
+                self._db.execute(
+                    "INSERT INTO stale_sets(grp, num, sender_ids) VALUES (?, ?, ?)",
+                    (grp, num - 1, ids),
+                )
+        for grp, num, gid in self._all("SELECT name, num, gid FROM groups"):
+            held = {r[0] for r in self._all(
+                "SELECT sender_id FROM members WHERE grp=? AND sender_id IS NOT NULL", (grp,))}
+            gone = sorted({r[0] for r in self._all(
+                "SELECT sender_id FROM sid_allocations WHERE grp=? AND gid=?", (grp, gid)
+            )} - held)
+            self._db.execute(
+                "INSERT OR REPLACE INTO stale_sets(grp, num, sender_ids) VALUES (?, ?, ?)",
+                (grp, num, cbor2.dumps(gone)),
+            )
+        self._db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         """Close the connection (committed state is already on disk)."""
@@ -466,10 +507,53 @@ class Store:
         """Forget allocations of Gids that are no longer current."""
         self._write("DELETE FROM sid_allocations WHERE grp=? AND gid<>?", (group, except_gid))
 
+    def sid_allocated(self, group: str, gid: bytes, sender_id: bytes) -> bool:
+        """Whether ``sender_id`` was handed out under ``gid`` (one index lookup)."""
+        return self._one(
+            "SELECT 1 FROM sid_allocations WHERE grp=? AND gid=? AND sender_id=?",
+            (group, gid, sender_id),
+        ) is not None
+
+    def allocations_of(self, group: str, gid: bytes, node: str) -> int:
+        """How many Sender IDs ``node`` was given under ``gid`` (join, re-joins, renewals)."""
+        row = self._one(
+            "SELECT COUNT(*) FROM sid_allocations WHERE grp=? AND gid=? AND node=?",
+            (group, gid, node),
+        )
+        return 0 if row is None else int(row[0])
+
+    def sid_cursor(self, group: str, gid: bytes) -> tuple[int, int]:
+        """(next candidate index, IDs relinquished) under ``gid``; (0, 0) for a fresh Gid."""
+        row = self._one("SELECT gid, next_index, relinquished FROM sid_cursors WHERE grp=?",
+                        (group,))
+        if row is None or row[0] != gid:
+            return 0, 0
+        return int(row[1]), int(row[2])
+
+    def set_sid_cursor(self, group: str, gid: bytes, next_index: int, relinquished: int) -> None:
+        """Persist the allocation cursor of ``group`` under ``gid``."""
+        self._write(
+            "INSERT OR REPLACE INTO sid_cursors(grp, gid, next_index, relinquished) "
+            "VALUES (?, ?, ?, ?)",
+            (group, gid, next_index, relinquished),
+        )
+
+    # --- elders evicted by Gid reuse ------------------------------------------------------
+
+    def evicted_elders(self, group: str) -> set[str]:
+        """Nodes evicted as elders by the latest rekeying (forgotten at the next one)."""
+        return {r[0] for r in self._all("SELECT node FROM evicted_elders WHERE grp=?", (group,))}
+
+    def set_evicted_elders(self, group: str, nodes: set[str]) -> None:
+        """Replace the list of latest-evicted elders of ``group``."""
+        self._write("DELETE FROM evicted_elders WHERE grp=?", (group,))
+        for node in sorted(nodes):
+            self._write("INSERT INTO evicted_elders(grp, node) VALUES (?, ?)", (group, node))
+
     # --- stale Sender IDs ---------------------------------------------------------------
 
     def add_stale_set(self, group: str, num: int, sender_ids: bytes, keep: int) -> None:
-        """Record the stale-ID set (CBOR array) that came with version ``num``; keep ``keep``."""
+        """Open the stale-ID set (CBOR array) of version ``num``; keep the ``keep`` newest."""
         self._write(
             "INSERT INTO stale_sets(grp, num, sender_ids) VALUES (?, ?, ?)",
             (group, num, sender_ids),
@@ -480,8 +564,18 @@ class Store:
             (group, group, keep),
         )
 
+    def add_stale_ids(self, group: str, num: int, sender_ids: list[bytes]) -> None:
+        """Add Sender IDs given up while version ``num`` is current to that version's set."""
+        row = self._one("SELECT sender_ids FROM stale_sets WHERE grp=? AND num=?", (group, num))
+        current = set() if row is None else set(cbor2.loads(row[0]))
+        current.update(sender_ids)
+        self._write(
+            "INSERT OR REPLACE INTO stale_sets(grp, num, sender_ids) VALUES (?, ?, ?)",
+            (group, num, cbor2.dumps(sorted(current))),
+        )
+
     def stale_sets(self, group: str) -> dict[int, bytes]:
-        """num -> CBOR array of the Sender IDs that became stale when ``num`` was installed."""
+        """num -> CBOR array of the Sender IDs given up while version ``num`` was current."""
         rows = self._all("SELECT num, sender_ids FROM stale_sets WHERE grp=?", (group,))
         return {r[0]: r[1] for r in rows}
 
@@ -556,6 +650,7 @@ class Store:
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's rows in a stable order: what 'same state after restart' compares."""
-        tables = ("meta", "gm_keys", "groups", "members", "sid_allocations", "stale_sets",
-                  "access", "channels", "sequence_numbers")  # fmt: skip
+        tables = ("meta", "gm_keys", "groups", "members", "sid_allocations", "sid_cursors",
+                  "evicted_elders", "stale_sets", "access", "channels",
+                  "sequence_numbers")  # fmt: skip
         return {t: self._all(f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cbor2
 import pytest
 
@@ -350,3 +352,77 @@ def test_gm_keys_are_per_signature_algorithm(gm: GroupManager) -> None:
     gm.create_group("c", sign_alg=-7)
     assert gm.gm_credential("a") == gm.gm_credential("b") != gm.gm_credential("c")
     assert Credential.from_ccs(gm.gm_credential("c")).alg == -7
+
+
+def test_empty_pop_without_earlier_proof_is_invalid_pop_error_3(eve: Harness) -> None:
+    n = eve.nodes["eve"]
+    eve.challenge("eve", "g")  # even with a live challenge, empty evidence proves nothing
+    body = cbor2.loads(mb.build_join_request("g", RS, credential=n.credential).payload)
+    body[Param.CLIENT_CRED_VERIFY] = b""
+    r = _rejected(eve, cbor2.dumps(body))
+    assert _error_id(r) == ErrorId.INVALID_POP
+    # A member that proved possession of this very credential may re-join with empty evidence.
+    alice = eve.nodes["alice"]
+    body = cbor2.loads(mb.build_join_request("g", RS, credential=alice.credential).payload)
+    body[Param.CLIENT_CRED_VERIFY] = b""
+    r = eve.request("alice", "POST", "ace-group/g", cbor2.dumps(body), CF_ACE_GROUPCOMM)
+    assert r.code == Code.CHANGED
+    # A credential update always needs real evidence.
+    rec = eve.gm.store.member("g", "alice")
+    assert rec is not None
+    upd = {Param.CLIENT_CRED: alice.credential, Param.CNONCE: b"c" * 8,
+           Param.CLIENT_CRED_VERIFY: b""}  # fmt: skip
+    before = eve.gm.snapshot()
+    r = eve.request("alice", "POST", "ace-group/g/nodes/alice/cred", cbor2.dumps(upd), 261)
+    assert r.code == Code.BAD_REQUEST and _error_id(r) == ErrorId.INVALID_POP
+    assert eve.gm.snapshot() == before
+
+
+def test_responder_only_node_cannot_take_the_requester_role(harness: Harness) -> None:
+    harness.gm.create_group("g")
+    harness.gm.allow("x", "g", [Role.RESPONDER])
+    n = harness.node("x")
+    for roles in ([Role.REQUESTER], RS):
+        p = mb.build_join_request("g", roles, credential=n.credential)
+        r = harness.request("x", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+        assert r.code == Code.FORBIDDEN
+    assert harness.gm.store.member("g", "x") is None
+    joined = harness.join("x", "g", [Role.RESPONDER], allow=False)
+    assert joined.material is not None and joined.material.roles == 1 << Role.RESPONDER
+
+
+def test_creds_refused_to_allowed_node_that_is_neither_member_nor_verifier(
+    harness: Harness,
+) -> None:
+    harness.gm.create_group("g", backward_security=False)
+    harness.join("a", "g")
+    harness.gm.allow("d", "g", RS)  # on the access list, never joined
+    r = harness.request("d", "GET", "ace-group/g/creds")
+    assert r.code == Code.FORBIDDEN and _error_id(r) == ErrorId.ONLY_MEMBERS
+    body = mb.build_creds_fetch(True, [], [b"\x00"])
+    r = harness.request("d", "FETCH", "ace-group/g/creds", body, CF_ACE_GROUPCOMM)
+    assert r.code == Code.FORBIDDEN and _error_id(r) == ErrorId.ONLY_MEMBERS
+
+
+def test_gm_challenge_expires_on_the_injected_clock(tmp_path: Path) -> None:
+    now = [1000.0]
+    gm = GroupManager(tmp_path / "gm.db", clock=lambda: now[0], challenge_ttl=10.0)
+    try:
+        h = Harness(gm)
+        gm.create_group("g")
+        for name, wait, expired in (("early", 9.0, False), ("late", 11.0, True)):
+            gm.allow(name, "g", RS)
+            n = h.node(name)
+            ch = h.challenge(name, "g")
+            now[0] += wait
+            p = mb.build_join_request("g", RS, credential=n.credential,
+                                      private_key=n.private_key, challenge=ch)  # fmt: skip
+            r = h.request(name, "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+            if expired:  # answered with a new challenge, not a membership
+                assert r.code == Code.BAD_REQUEST and r.content_format == CF_ACE_GROUPCOMM
+                assert mb.parse_challenge(r.payload).kdcchallenge != ch
+                assert gm.store.member("g", name) is None
+            else:
+                assert r.code == Code.CREATED
+    finally:
+        gm.close()

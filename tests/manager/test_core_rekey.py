@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cbor2
 import pytest
 
 from grouposcore.cose import EDDSA, Credential
 from grouposcore.errors import MembershipTerminated
 from grouposcore.manager import member as mb
+from grouposcore.manager.core import GmResponse, GroupManager
 from grouposcore.manager.params import (
     CF_ACE_GROUPCOMM,
     CF_PROBLEM_DETAILS,
@@ -373,3 +376,113 @@ def test_key_renewal_is_answered_2_05_content(trio: Harness) -> None:
     r = trio.request("b", "PUT", "ace-group/g/nodes/b")
     assert r.code == Code.CONTENT and r.content_format == CF_ACE_GROUPCOMM
     assert set(cbor2.loads(r.payload)) == {Param.GROUP_SENDER_ID}
+
+
+def _renew(h: Harness, node: str) -> GmResponse:
+    return h.request(node, "POST", f"ace-group/g/nodes/{node}")
+
+
+def test_one_node_cannot_hold_unbounded_sender_ids_under_one_gid(tmp_path: Path) -> None:
+    gm = GroupManager(tmp_path / "gm.db", max_sender_ids_per_node=4)
+    try:
+        h = Harness(gm)
+        gm.create_group("g", backward_security=False)
+        h.join("a", "g")
+        h.join("b", "g")
+        for _ in range(3):  # the join's ID plus three renewals
+            assert _renew(h, "a").code == Code.CONTENT
+        before = gm.snapshot()
+        r = _renew(h, "a")
+        assert r.code == Code.SERVICE_UNAVAILABLE
+        assert decode_problem_details(r.payload)[0] == ErrorId.NO_NODE_IDS
+        assert gm.snapshot() == before
+        # Re-joining is an allocation too, and is bounded the same way.
+        p = mb.build_join_request("g", RS)
+        assert h.request("a", "POST", "ace-group/g", p.payload, 261).code == 163
+        assert _renew(h, "b").code == Code.CONTENT
+        gm.rekey("g")  # a new Gid: a fresh budget
+        assert _renew(h, "a").code == Code.CONTENT
+        check_invariants(gm)
+    finally:
+        gm.close()
+
+
+def test_crowded_sender_id_space_rekeys_instead_of_allocating(tmp_path: Path) -> None:
+    gm = GroupManager(tmp_path / "gm.db", max_relinquished_sender_ids=3)
+    try:
+        h = Harness(gm)
+        gm.create_group("g", backward_security=False)
+        for n in ("a", "b"):
+            h.join(n, "g")
+        for _ in range(3):
+            r = _renew(h, "a")
+            h.nodes["a"].material = mb.parse_key_renewal(
+                r.payload, h.nodes["a"].material  # type: ignore[arg-type]
+            )
+        g = gm.group("g")
+        a = h.nodes["a"].material
+        assert g is not None and a is not None and g.num == 0
+        r = _renew(h, "b")  # three IDs given up under this Gid: rekey first
+        assert r.code == Code.CONTENT
+        b = mb.parse_key_renewal(r.payload, h.nodes["b"].material)  # type: ignore[arg-type]
+        g2 = gm.group("g")
+        assert g2 is not None and g2.num == 1 and b.gid == g2.gid
+        assert b.sender_id == h.nodes["b"].material.sender_id  # type: ignore[union-attr]
+        # The others got the rekeying, with the IDs a gave up as stale.
+        h.deliver(r)
+        assert h.nodes["a"].material is not None and h.nodes["a"].material.gid == g2.gid
+        assert len(cbor2.loads(r.notifications[0].payload)[Param.STALE_NODE_IDS]) == 3
+        check_invariants(gm)
+    finally:
+        gm.close()
+
+
+def test_small_sender_id_space_is_rekeyed_before_it_runs_out(tmp_path: Path) -> None:
+    # 1-byte Sender IDs (7-byte nonce): once 3/4 of the 256 IDs were handed out, rekey.
+    gm = GroupManager(tmp_path / "gm.db", max_sender_ids_per_node=1000,
+                      max_relinquished_sender_ids=1000)  # fmt: skip
+    try:
+        h = Harness(gm)
+        gm.create_group("g", group_enc_alg=12, aead_alg=12, backward_security=False)
+        h.join("a", "g")
+        codes = set()
+        for _ in range(191):
+            r = _renew(h, "a")
+            codes.add(Param.GROUP_SENDER_ID in cbor2.loads(r.payload))
+        g = gm.group("g")
+        assert g is not None and g.num == 0 and codes == {True}
+        r = _renew(h, "a")
+        assert Param.KEY in cbor2.loads(r.payload)
+        g = gm.group("g")
+        assert g is not None and g.num == 1
+        check_invariants(gm)
+    finally:
+        gm.close()
+
+
+def test_sender_id_allocation_does_not_rescan_taken_ids(tmp_path: Path) -> None:
+    gm = GroupManager(tmp_path / "gm.db", max_sender_ids_per_node=10_000,
+                      max_relinquished_sender_ids=10_000)  # fmt: skip
+    try:
+        h = Harness(gm)
+        gm.create_group("g", backward_security=False)
+        for n in ("a", "b", "c"):
+            h.join(n, "g")
+        gm.rekey("g")  # the kept IDs 0x00-0x02 now sit at the start of the new space
+        lookups = 0
+        original = gm.store.sid_allocated
+
+        def counting(*args: object) -> bool:
+            nonlocal lookups
+            lookups += 1
+            return original(*args)  # type: ignore[arg-type]
+
+        gm.store.sid_allocated = counting  # type: ignore[method-assign]
+        gm.store.allocated_sids = None  # type: ignore[assignment,method-assign]  # no full scans
+        renewals = 200
+        for _ in range(renewals):
+            assert _renew(h, "a").code == Code.CONTENT
+        # Each allocation checks one candidate; the three kept IDs are skipped once in all.
+        assert lookups == renewals + 3
+    finally:
+        gm.close()

@@ -426,3 +426,26 @@ def test_gm_challenge_expires_on_the_injected_clock(tmp_path: Path) -> None:
                 assert r.code == Code.CREATED
     finally:
         gm.close()
+
+
+@pytest.mark.parametrize(
+    ("roles", "expected"),
+    [
+        ([Role.REQUESTER], {"rsp", "both"}),
+        ([Role.RESPONDER], {"req", "both"}),
+        (RS, {"req", "rsp", "both"}),
+        ([Role.MONITOR], {"req", "both"}),
+    ],
+)
+def test_get_creds_null_returns_only_the_members_relevant_to_the_joiner(
+    harness: Harness, roles: list[Role], expected: set[str]
+) -> None:
+    harness.gm.create_group("g", backward_security=False)
+    harness.join("req", "g", [Role.REQUESTER])
+    harness.join("rsp", "g", [Role.RESPONDER])
+    harness.join("both", "g", RS)
+    harness.join("mon", "g", [Role.MONITOR])
+    joined = harness.join("new", "g", roles)  # get_creds: null
+    assert joined.material is not None
+    by_sid = {m.sender_id: m.node for m in harness.gm.members("g")}
+    assert {by_sid[sid] for sid in joined.material.peers} == expected

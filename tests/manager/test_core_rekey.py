@@ -486,3 +486,32 @@ def test_sender_id_allocation_does_not_rescan_taken_ids(tmp_path: Path) -> None:
         assert lookups == renewals + 3
     finally:
         gm.close()
+
+
+def test_evicted_elders_rejoin_without_rekeying_until_the_next_rekeying(
+    harness: Harness,
+) -> None:
+    gm = harness.gm
+    gm.create_group("g", epoch_len=1)  # backward security: every other join rekeys
+    elder = harness.join("elder", "g")
+    assert elder.material is not None
+    birth = elder.material.gid
+    harness.join("young", "g")
+    g = gm.group("g")
+    assert g is not None
+    while g.epoch != (birth[-1] - 1) % 256:
+        gm.rekey("g")
+        g = gm.group("g")
+        assert g is not None
+    notes = gm.rekey("g")  # the Gid comes back to the elder's Birth Gid: evicted
+    assert ("elder", Code.NOT_FOUND) in [(n.node, n.code) for n in notes]
+    stale = cbor2.loads(next(n for n in notes if n.node == "young").payload)
+    assert elder.material.sender_id in stale[Param.STALE_NODE_IDS]
+    num = gm.group("g").num  # type: ignore[union-attr]
+    harness.join("elder", "g", allow=False)  # remembered: no rekeying for its re-join
+    assert gm.group("g").num == num  # type: ignore[union-attr]
+    # Forgotten at the next rekeying: a later re-join rekeys as usual.
+    assert harness.request("elder", "DELETE", "ace-group/g/nodes/elder").code == Code.DELETED
+    harness.join("elder", "g", allow=False)
+    assert gm.group("g").num == num + 2  # type: ignore[union-attr]
+    check_invariants(gm)

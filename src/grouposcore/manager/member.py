@@ -71,6 +71,7 @@ __all__ = [
     "build_cred_update",
     "build_creds_fetch",
     "build_join_request",
+    "build_kdc_cred_fetch",
     "build_stale_sids_request",
     "decode_state",
     "encode_state",
@@ -221,6 +222,13 @@ def build_cred_update(
 def build_stale_sids_request(num: int) -> bytes:
     """FETCH /stale-sids body: the last version the member knows."""
     return dumps(int(num))
+
+
+def build_kdc_cred_fetch(cnonce: bytes | None = None) -> tuple[bytes, bytes]:
+    """(payload, N_C) of FETCH /kdc-cred: a non-member (signature verifier) has no join
+    nonce, so it sends the N_C the GM's proof of possession must cover."""
+    nonce = cnonce if cnonce is not None else secrets.token_bytes(16)
+    return dumps({Param.CNONCE: nonce}), nonce
 
 
 def build_creds_fetch(

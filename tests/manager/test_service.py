@@ -192,3 +192,61 @@ def test_material_builds_interoperating_group_contexts(harness: Harness) -> None
     protected, _ = ctx_a.protect_request(request)
     with pytest.raises(OscoreError):
         ctx_b2.unprotect_request(protected)
+
+
+def test_verifier_gets_verification_data_and_gm_credential_over_oscore(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        gm = GroupManager(tmp_path / "gm.db")
+        svc = GroupManagerService(gm)
+        svc.create_group("g")
+        gm.allow("a", "g", RS)
+        gm.allow("v", "g", [Role.VERIFIER])
+        await svc.start(("127.0.0.1", 0))
+        endpoints: list[Endpoint] = []
+        try:
+            clients = await _clients(svc, ("a", "v"), endpoints)
+            key, cred = _keys("a")
+            mat, _ = await clients["a"].join("g", RS, credential=cred, private_key=key)
+            data = await clients["v"].verification_data("g")
+            ctx = mb.group_context(mat, private_key=key, credential=cred)
+            assert (data.gid, data.num) == (mat.gid, mat.num)
+            assert data.sign_enc_key == ctx.signature_encryption_key
+            assert await clients["v"].kdc_credential("g", -8) == mat.gm_credential
+            assert len(await clients["v"].creds("g", sign_alg=-8)) == 1
+            with pytest.raises(GroupManagerRequestError) as err:
+                await clients["a"].verification_data("g")
+            assert err.value.code == Code.FORBIDDEN and err.value.error_id == 8
+        finally:
+            await svc.close()
+            for ep in endpoints:
+                await ep.close()
+            gm.close()
+
+    run(scenario())
+
+
+class _OneAnswer:
+    """An endpoint stand-in that answers every request with one fixed message."""
+
+    def __init__(self, answer: Message) -> None:
+        self.answer = answer
+
+    async def request(self, *args: Any, **kwargs: Any) -> Message:
+        return self.answer
+
+
+def test_client_key_renewal_expects_2_05(harness: Harness) -> None:
+    harness.gm.create_group("g", backward_security=False)
+    a = harness.join("a", "g")
+    assert a.material is not None
+    channel = harness.gm.commission_node("a")
+    body = harness.request("a", "POST", "ace-group/g/nodes/a").payload
+    for code, ok in ((Code.CONTENT, True), (Code.CHANGED, False)):
+        answer = Message(code, payload=body)
+        client = GroupManagerClient(_OneAnswer(answer), ("127.0.0.1", 1), channel)  # type: ignore[arg-type]
+        if ok:
+            renewed = run(client.renew_sender_id(a.material))
+            assert renewed.sender_id != a.material.sender_id
+        else:
+            with pytest.raises(GroupManagerRequestError):
+                run(client.renew_sender_id(a.material))

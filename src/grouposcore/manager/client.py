@@ -144,6 +144,20 @@ class GroupManagerClient:
             r = await self.request(CoapCode.FETCH, path, body, CF_ACE_GROUPCOMM)
         return mb.parse_creds(r.payload, sign_alg)
 
+    async def kdc_credential(self, group: str, sign_alg: int) -> bytes:
+        """The GM's credential, proven over a fresh N_C (FETCH /kdc-cred): the way for a
+        signature verifier, which has no join nonce."""
+        payload, cnonce = mb.build_kdc_cred_fetch()
+        r = await self.request(
+            CoapCode.FETCH, ("ace-group", group, "kdc-cred"), payload, CF_ACE_GROUPCOMM
+        )
+        return mb.parse_kdc_cred(r.payload, cnonce, sign_alg)
+
+    async def verification_data(self, group: str) -> mb.VerificationData:
+        """GET /verif-data (signature verifiers only)."""
+        r = await self.request(CoapCode.GET, ("ace-group", group, "verif-data"))
+        return mb.parse_verif_data(r.payload)
+
     async def renew_sender_id(self, material: mb.GroupKeyingMaterial) -> mb.GroupKeyingMaterial:
         """Ask for a new Sender ID (RFC 9594 §4.8.2 key renewal, answered 2.05)."""
         r = await self.request(CoapCode.POST, ("ace-group", material.group, "nodes", self.node))

@@ -67,6 +67,7 @@ __all__ = [
     "MemberState",
     "PeerInfo",
     "PendingJoin",
+    "VerificationData",
     "apply_stale",
     "build_cred_update",
     "build_creds_fetch",
@@ -86,6 +87,7 @@ __all__ = [
     "parse_key_renewal",
     "parse_material",
     "parse_stale_sids",
+    "parse_verif_data",
     "save_state",
 ]
 
@@ -515,8 +517,58 @@ def parse_key_renewal(payload: bytes, material: GroupKeyingMaterial) -> GroupKey
 
 
 def parse_kdc_cred(payload: bytes, client_nonce: bytes, sign_alg: int) -> bytes:
-    """The GM credential from GET /kdc-cred, after checking its PoP over our join's N_C."""
+    """The GM credential from /kdc-cred, after checking its PoP over ``client_nonce`` (our
+    join's N_C for GET, the N_C we sent for FETCH)."""
     return _verify_kdc_pop(_body(payload, "kdc-cred response"), client_nonce, sign_alg)
+
+
+@dataclass(frozen=True)
+class VerificationData:
+    """What a signature verifier learns from /verif-data: no key that decrypts, but the
+    Signature Encryption Key that unmasks countersignatures, and the algorithms."""
+
+    gid: bytes
+    num: int
+    exp: int | None
+    hkdf_alg: int
+    cred_fmt: int
+    group_enc_alg: int
+    sign_alg: int
+    sign_params: Any
+    aead_alg: int | None
+    ecdh_alg: int | None
+    sign_enc_key: bytes
+
+
+def parse_verif_data(payload: bytes) -> VerificationData:
+    """A /verif-data answer; material that would let a verifier decrypt is refused."""
+    body = _body(payload, "verification data")
+    gkty = body.get(Param.GKTY)
+    if gkty != GKTY_GROUP_OSCORE or isinstance(gkty, bool):
+        raise ManagerMessageError("'gkty' is not Group_OSCORE_Input_Material")
+    key = expect_map(body.get(Param.KEY), "'key'")
+    if KeyParam.MS in key or KeyParam.SALT in key:
+        raise ManagerMessageError("verification data must not carry the Master Secret or Salt")
+    group_enc = _opt_alg(key, KeyParam.GP_ENC_ALG, aead_by_id, "'gp_enc_alg'")
+    sign_alg = _opt_alg(key, KeyParam.SIGN_ALG, signature_by_id, "'sign_alg'")
+    if group_enc is None or sign_alg is None:
+        raise ManagerMessageError("verification data without group-mode algorithms")
+    exp = body.get(Param.EXP)
+    return VerificationData(
+        gid=expect_bytes(key.get(KeyParam.CONTEXT_ID), "'contextId'", max_len=16),
+        num=expect_int(body.get(Param.NUM), "'num'", lo=0),
+        exp=None if exp is None else expect_int(exp, "'exp'", lo=0),
+        hkdf_alg=_opt_alg(key, KeyParam.HKDF, hkdf_by_id, "'hkdf'") or 5,
+        cred_fmt=expect_int(key.get(KeyParam.CRED_FMT), "'cred_fmt'", lo=0, hi=1 << 16),
+        group_enc_alg=group_enc,
+        sign_alg=sign_alg,
+        sign_params=expect_array(key.get(KeyParam.SIGN_PARAMS), "'sign_params'", max_len=8),
+        aead_alg=_opt_alg(key, KeyParam.ALG, aead_by_id, "'alg'"),
+        ecdh_alg=_opt_alg(key, KeyParam.ECDH_ALG, key_agreement_by_id, "'ecdh_alg'"),
+        sign_enc_key=expect_bytes(
+            body.get(Param.SIGN_ENC_KEY), "'sign_enc_key'", min_len=16, max_len=64
+        ),
+    )
 
 
 def group_context(

@@ -81,9 +81,8 @@ class Membership:
     def _rekey(
         self, g: GroupRecord, skip_node: str | None = None
     ) -> tuple[GroupRecord, list[Notification], bytes]:
-        new, notes = rekey(self.store, g, random_bytes=self._random, now=self._clock(),
-                           skip_node=skip_node)  # fmt: skip
-        return new, notes, self.rekeying_message(g.name)
+        return rekey(self.store, g, random_bytes=self._random, now=self._clock(),
+                     skip_node=skip_node)  # fmt: skip
 
     def _remove_member(self, g: GroupRecord, m: MemberRecord) -> None:
         """End a membership; its Sender ID becomes stale under the current version at once."""

@@ -99,8 +99,10 @@ def rekey(
     random_bytes: Callable[[int], bytes],
     now: float,
     skip_node: str | None = None,
-) -> tuple[GroupRecord, list[Notification]]:
+) -> tuple[GroupRecord, list[Notification], bytes]:
     """New Master Secret, Salt and Gid, num + 1; the current stale set goes out with it.
+
+    Returns the new record, the notifications and the rekeying message itself.
 
     Remaining members keep their Sender IDs (re-recorded under the new Gid). A recycled Gid
     evicts every member born under it ("elders"), whose IDs join the stale set first; they
@@ -151,5 +153,5 @@ def rekey(
         if m.node != skip_node
     ]  # fmt: skip
     notes += [eviction_notice(g.name, m.node) for m in elders]
-    return new, notes
+    return new, notes, payload
 

@@ -515,3 +515,17 @@ def test_evicted_elders_rejoin_without_rekeying_until_the_next_rekeying(
     harness.join("elder", "g", allow=False)
     assert gm.group("g").num == num + 2  # type: ignore[union-attr]
     check_invariants(gm)
+
+
+def test_inactive_group_refuses_key_renewal_and_credential_update(trio: Harness) -> None:
+    trio.gm.set_active("g", False)
+    before = trio.gm.snapshot()
+    r = trio.request("a", "POST", "ace-group/g/nodes/a")
+    assert r.code == Code.SERVICE_UNAVAILABLE
+    assert decode_problem_details(r.payload)[0] == ErrorId.GROUP_INACTIVE
+    r = trio.request("a", "POST", "ace-group/g/nodes/a/cred", b"\xa0", CF_ACE_GROUPCOMM)
+    assert r.code == Code.SERVICE_UNAVAILABLE
+    assert decode_problem_details(r.payload)[0] == ErrorId.GROUP_INACTIVE
+    assert trio.gm.snapshot() == before
+    trio.gm.set_active("g", True)
+    assert trio.request("a", "POST", "ace-group/g/nodes/a").code == Code.CONTENT

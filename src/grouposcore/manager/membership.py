@@ -112,10 +112,7 @@ class Membership:
         pop = req.get(Param.CLIENT_CRED_VERIFY)
         if pop is not None:
             pop = expect_bytes(pop, "'client_cred_verify'", max_len=512)
-        if not g.active:
-            raise reject(
-                "group currently not active", ErrorId.GROUP_INACTIVE, Code.SERVICE_UNAVAILABLE
-            )
+        _require_active(g)
         monitor = roles == frozenset({Role.MONITOR})
         credential: bytes | None = None
         used_challenge = False
@@ -213,6 +210,7 @@ class Membership:
         """Key renewal (RFC 9594 §4.8.2): 2.05 with a new Sender ID, or, when the Gid's ID
         space is crowded, a rekeying (the member keeps its Sender ID under the new Gid) whose
         message is the answer."""
+        _require_active(g)
         if member.sender_id is None:
             raise reject("a monitor holds no Sender ID", ErrorId.ROLES_INCONSISTENT)
         with self.store.transaction():
@@ -227,6 +225,7 @@ class Membership:
         return GmResponse(Code.CONTENT, dumps({Param.GROUP_SENDER_ID: sid}), CF_ACE_GROUPCOMM)
 
     def _update_cred(self, g: GroupRecord, member: MemberRecord, body: Any) -> GmResponse:
+        _require_active(g)
         if member.credential is None:
             raise GroupManagerRequestError("monitors hold no credential", code=Code.NOT_FOUND)
         req = expect_map(body, "credential update")
@@ -253,3 +252,7 @@ def _with_fields(n: Notification, extra: dict[int, Any]) -> Notification:
     return Notification(n.node, n.group, n.path, n.code, dumps(body), n.content_format)
 
 
+def _require_active(g: GroupRecord) -> None:
+    """Joins, renewals and credential updates wait while the group is inactive (5.03, 9)."""
+    if not g.active:
+        raise reject("group currently not active", ErrorId.GROUP_INACTIVE, Code.SERVICE_UNAVAILABLE)

@@ -172,7 +172,10 @@ def test_separate_response(host: str) -> None:
         assert r.code == Code.CONTENT and r.payload == b"slow"
         assert r.mtype == Type.CON
         assert slow.runs == 1
-        await asyncio.sleep(0.05)
+        for _ in range(400):  # until the client's ACK arrived
+            if server.message_layer.pending_confirmables() == 0:
+                break
+            await asyncio.sleep(0.025)
         assert server.message_layer.pending_confirmables() == 0  # the client ACKed it
 
     with_pair(host, body)

@@ -194,7 +194,7 @@ def test_non_request_gets_non_response(host: str) -> None:
 def test_ping(host: str) -> None:
     async def body(server: Endpoint, client: Endpoint, *_: Any) -> None:
         rtt = await client.ping(server.address)
-        assert 0 <= rtt < 1
+        assert 0 <= rtt < 10  # seconds; generous for a loaded machine
 
     with_pair(host, body)
 

@@ -72,6 +72,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "a node allowed only as Responder must not grant itself the Requester role",
     ),
     Mutant(
+        "gm-responder-role",
+        "manager/core.py",
+        (("if perm & ~self.store.allowed_roles(node, g.name):",
+          "if perm & ~self.store.allowed_roles(node, g.name) & ~(1 << Role.RESPONDER):"),),
+        GM,
+        "a node allowed only as Requester must not grant itself the Responder role",
+    ),
+    Mutant(
         "gm-creds-needs-member-or-verifier",
         "manager/core.py",
         (("if member is None and not allowed & (1 << Role.VERIFIER):",
@@ -85,6 +93,21 @@ MUTANTS: tuple[Mutant, ...] = (
         (("if entry is None or entry[1] < self._clock():", "if entry is None:"),),
         GM,
         "an expired kdcchallenge must not prove possession of a key",
+    ),
+    Mutant(
+        "gm-pop-signature-check",
+        "manager/core.py",
+        (("            signature_by_id(sign_alg).verify(cred.public_key, pop, data)\n",
+          "            pass\n"),),
+        GM,
+        "a joiner proves possession of its private key by signing the GM's challenge",
+    ),
+    Mutant(
+        "gm-challenge-single-use",
+        "manager/core.py",
+        (("            self._challenges.pop(node, None)\n", "            pass\n"),),
+        GM,
+        "a kdcchallenge is consumed by the join that used it (no replay of a join's PoP)",
     ),
     Mutant(
         "oscore-echo-value",

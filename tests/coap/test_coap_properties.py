@@ -1,4 +1,5 @@
-"""Property tests: round trips, canonical encoding, and random bytes only raise our error."""
+"""Property tests: round trips, canonical encoding, and random bytes are decoded exactly
+when they are well-formed (checked against an independent reading of RFC 7252 §3)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def messages(draw: st.DrawFn) -> Message:
     return Message(code, mtype, mid, token, opts, payload)
 
 
+@settings(deadline=None)
 @given(messages())
 def test_message_roundtrip(m: Message) -> None:
     data = encode(m)
@@ -59,6 +61,7 @@ def test_message_roundtrip(m: Message) -> None:
     assert isinstance(back.mtype, Type)
 
 
+@settings(deadline=None)
 @given(option_lists, st.binary(max_size=40))
 def test_options_roundtrip(items: list[tuple[int, bytes]], payload: bytes) -> None:
     opts = Options(items)
@@ -66,6 +69,7 @@ def test_options_roundtrip(items: list[tuple[int, bytes]], payload: bytes) -> No
     assert decode_options(data) == (opts, payload)
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 40), st.binary(max_size=3)), max_size=20))
 def test_options_keep_sorted_stable_order(items: list[tuple[int, bytes]]) -> None:
     o = Options()
@@ -75,6 +79,42 @@ def test_options_keep_sorted_stable_order(items: list[tuple[int, bytes]]) -> Non
     for n in {n for n, _ in items}:
         assert o.get_all(n) == [v for k, v in items if k == n]
         assert o.get(n) == o.get_all(n)[0]
+
+
+def _options_well_formed(data: bytes) -> bool:
+    """RFC 7252 §3.1 option/payload framing, read independently of the codec."""
+    rest, number = data, 0
+    while rest:
+        if rest[0] == 0xFF:
+            return len(rest) > 1  # a payload marker must be followed by a payload
+        head, rest = rest[0], rest[1:]
+        fields = []
+        for nibble in (head >> 4, head & 0x0F):  # delta, then length; extensions in order
+            if nibble == 15:
+                return False
+            extra = {13: 1, 14: 2}.get(nibble, 0)
+            if len(rest) < extra:
+                return False
+            base = {13: 13, 14: 269}.get(nibble, nibble)
+            fields.append(base + int.from_bytes(rest[:extra], "big") if extra else nibble)
+            rest = rest[extra:]
+        number += fields[0]
+        if number > 0xFFFF or len(rest) < fields[1]:
+            return False
+        rest = rest[fields[1]:]
+    return True
+
+
+def _well_formed(data: bytes) -> bool:
+    """RFC 7252 §3: version 1, token length 0-8, Empty is a bare header, then options."""
+    if len(data) < 4 or data[0] >> 6 != 1:
+        return False
+    tkl = data[0] & 0x0F
+    if tkl > 8 or len(data) < 4 + tkl:
+        return False
+    if data[1] == 0:
+        return len(data) == 4
+    return _options_well_formed(data[4 + tkl:])
 
 
 datagrams = st.one_of(
@@ -87,27 +127,32 @@ datagrams = st.one_of(
 )
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(datagrams)
 def test_random_datagrams_only_raise_decode_error(data: bytes) -> None:
     try:
         m = decode(data)
     except CoapDecodeError:
+        assert not _well_formed(data), data.hex()  # refused only what is malformed
         return
+    assert _well_formed(data), data.hex()  # and accepted nothing malformed
     # The wire format has exactly one encoding per message, so success means identity.
     assert m.encode() == data
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=64))
 def test_random_option_bytes_only_raise_decode_error(data: bytes) -> None:
     try:
         opts, payload = decode_options(data)
     except CoapDecodeError:
+        assert not _options_well_formed(data), data.hex()
         return
+    assert _options_well_formed(data), data.hex()
     assert encode_options(opts) + (b"\xff" + payload if payload else b"") == data
 
 
+@settings(deadline=None)
 @given(st.integers(0, (1 << 20) - 1), st.booleans(), st.integers(0, 6))
 def test_block_roundtrip(num: int, more: bool, szx: int) -> None:
     b = BlockOption(num, more, szx)
@@ -116,6 +161,7 @@ def test_block_roundtrip(num: int, more: bool, szx: int) -> None:
     assert len(b.encode()) <= 3
 
 
+@settings(deadline=None)
 @given(st.integers(0, 1 << 70))
 def test_uint_roundtrip(v: int) -> None:
     enc = encode_uint(v)
@@ -123,7 +169,7 @@ def test_uint_roundtrip(v: int) -> None:
     assert enc[:1] != b"\x00"  # minimal: no leading zero byte
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(messages(), st.integers(0, 10_000), st.integers(0, 255), st.booleans())
 def test_mutated_valid_datagrams(m: Message, pos: int, byte: int, truncate: bool) -> None:
     """Corrupting one byte of, or truncating, a valid datagram reaches the deep error paths."""
@@ -136,5 +182,7 @@ def test_mutated_valid_datagrams(m: Message, pos: int, byte: int, truncate: bool
     try:
         back = decode(bytes(data))
     except CoapDecodeError:
+        assert not _well_formed(bytes(data)), data.hex()
         return
+    assert _well_formed(bytes(data)), data.hex()
     assert back.encode() == bytes(data)

@@ -160,6 +160,11 @@ def test_public_helpers_reject_private_and_foreign_keys() -> None:
 @given(st.binary(max_size=120))
 def test_private_key_from_random_bytes(data: bytes) -> None:
     try:
-        private_key_from_bytes(data)
+        key = private_key_from_bytes(data)
     except CredentialError:
-        pass
+        return
+    # accepted: a CBOR map with a byte-string d, and the key survives its own encoding
+    decoded = cbor2.loads(data)
+    assert isinstance(decoded, dict) and isinstance(decoded.get(-4), bytes)
+    again = private_key_from_bytes(private_key_to_bytes(key))
+    assert public_key_bytes(again.public_key()) == public_key_bytes(key.public_key())

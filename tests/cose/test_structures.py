@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cbor2
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grouposcore.cose import (
@@ -20,21 +20,25 @@ from grouposcore.cose import (
 from grouposcore.errors import CoseError
 
 
+@settings(deadline=None)
 @given(st.integers(0, 2**64 - 1))
 def test_uint_matches_cbor2(n: int) -> None:
     assert cbor_uint(n) == cbor2.dumps(n) == cbor_int(n)
 
 
+@settings(deadline=None)
 @given(st.integers(-(2**64), 2**64 - 1))
 def test_int_matches_cbor2(n: int) -> None:
     assert cbor_int(n) == cbor2.dumps(n)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=300))
 def test_bstr_matches_cbor2(data: bytes) -> None:
     assert cbor_bstr(data) == cbor2.dumps(data)
 
 
+@settings(deadline=None)
 @given(st.text(max_size=300))
 def test_tstr_matches_cbor2(text: str) -> None:
     assert cbor_tstr(text) == cbor2.dumps(text)
@@ -56,6 +60,7 @@ def test_boundaries_and_containers() -> None:
         cbor_int(-(2**64) - 1)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=400), st.binary(max_size=400))
 def test_structures_match_cbor2(aad: bytes, ct: bytes) -> None:
     assert enc_structure(aad) == cbor2.dumps(["Encrypt0", b"", aad])

@@ -62,7 +62,6 @@ def test_demo_with_eight_lights_verifies_every_step() -> None:
     assert re.search(r"replayed the latest command: rejected by 9 of 9 lights "
                      r"\(ContextNotFound, ReplayError\), no answers", out)
     assert re.search(r"^summary ok: 9 of 9 steps verified", out, re.M)
-    assert seconds < 30
 
 
 @needs_netns

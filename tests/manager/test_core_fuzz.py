@@ -1,4 +1,5 @@
-"""Hostile input to the Group Manager: only 4.xx answers, never an exception, never a change."""
+"""Hostile input to the Group Manager: only 4.xx answers, never an exception, never a change,
+and every answer is one a client can read."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grouposcore.manager.core import GroupManager
-from grouposcore.manager.params import Code, Param
+from grouposcore.manager import member as mb
+from grouposcore.manager.core import GmResponse, GroupManager
+from grouposcore.manager.params import (
+    CF_ACE_GROUPCOMM,
+    CF_PROBLEM_DETAILS,
+    Code,
+    Param,
+    decode_problem_details,
+    loads_strict,
+)
 from tests.manager.helpers import RS, Harness
 
 
@@ -36,12 +45,28 @@ _CLIENT_ERRORS = {
 }
 
 
+def _assert_readable(r: GmResponse) -> None:
+    """2.05 carries one CBOR item; a 4.00 carries problem details or a fresh kdcchallenge
+    (ace-groupcomm+cbor); other errors carry problem details or a short diagnostic."""
+    if r.code == Code.CONTENT:
+        loads_strict(r.payload, "2.05 payload")
+    elif r.content_format == CF_PROBLEM_DETAILS:
+        decode_problem_details(r.payload)
+    elif r.content_format == CF_ACE_GROUPCOMM:
+        assert r.code == Code.BAD_REQUEST
+        assert len(mb.parse_challenge(r.payload).kdcchallenge) >= 8
+    else:
+        assert r.content_format is None and r.code != Code.BAD_REQUEST
+        assert len(r.payload) <= 200
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_to_join_only_give_4_00(fuzz_gm: Harness, data: bytes) -> None:
     before = fuzz_gm.gm.snapshot()
     r = fuzz_gm.request("joiner", "POST", "ace-group/g", data, 261)
     assert r.code == Code.BAD_REQUEST
+    _assert_readable(r)
     assert fuzz_gm.gm.snapshot() == before
 
 
@@ -76,6 +101,7 @@ def test_structured_garbage_to_join(
     before = fuzz_gm.gm.snapshot()
     r = fuzz_gm.request("joiner", "POST", "ace-group/g", cbor2.dumps(body), 261)
     assert r.code in (Code.BAD_REQUEST, Code.FORBIDDEN)
+    _assert_readable(r)
     assert fuzz_gm.gm.snapshot() == before
 
 
@@ -106,5 +132,6 @@ def test_random_requests_everywhere(
     before = fuzz_gm.gm.snapshot()
     r = fuzz_gm.request("member", method, path, data, cf)
     assert r.code in _CLIENT_ERRORS or r.code == Code.CONTENT
+    _assert_readable(r)
     if r.code != Code.CONTENT:
         assert fuzz_gm.gm.snapshot() == before

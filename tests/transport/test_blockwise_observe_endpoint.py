@@ -231,7 +231,7 @@ def test_observer_that_forgets_is_removed_by_rst() -> None:
             # The client forgets the token without telling the server.
             obs._end()
             blob.notify()  # CON notification → the client answers RST
-            for _ in range(50):
+            for _ in range(500):
                 if not blob.observers:
                     break
                 await asyncio.sleep(0.02)

@@ -172,7 +172,10 @@ def test_separate_response(host: str) -> None:
         assert r.code == Code.CONTENT and r.payload == b"slow"
         assert r.mtype == Type.CON
         assert slow.runs == 1
-        await asyncio.sleep(0.05)
+        for _ in range(400):  # until the client's ACK arrived
+            if server.message_layer.pending_confirmables() == 0:
+                break
+            await asyncio.sleep(0.025)
         assert server.message_layer.pending_confirmables() == 0  # the client ACKed it
 
     with_pair(host, body)
@@ -191,7 +194,7 @@ def test_non_request_gets_non_response(host: str) -> None:
 def test_ping(host: str) -> None:
     async def body(server: Endpoint, client: Endpoint, *_: Any) -> None:
         rtt = await client.ping(server.address)
-        assert 0 <= rtt < 1
+        assert 0 <= rtt < 10  # seconds; generous for a loaded machine
 
     with_pair(host, body)
 

@@ -123,7 +123,11 @@ def test_deterministic_losses(path: str, drops: dict[str, tuple[int, ...]]) -> N
             relay_addr = transport.get_extra_info("sockname")[:2]
             r = await client.request(post(path), relay_addr)
             assert r.code == Code.CHANGED and r.payload == b"1"
-            await asyncio.sleep(0.4)  # let any retransmission of the response settle
+            for _ in range(400):  # until every retransmission of the response was ACKed
+                if (server.message_layer.pending_confirmables() == 0
+                        and relay.dropped == sum(len(v) for v in drops.values())):
+                    break
+                await asyncio.sleep(0.025)
             assert (fast.runs, slow.runs) == ((1, 0) if path == "fast" else (0, 1))
             assert relay.dropped == sum(len(v) for v in drops.values())
             assert server.message_layer.pending_confirmables() == 0

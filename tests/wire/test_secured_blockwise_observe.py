@@ -68,8 +68,11 @@ async def _scenario(client_sec: ClientSecurity, server_sec: ServerSecurity) -> d
                     return
 
         task = asyncio.create_task(collect())
-        for _ in range(3):
-            await asyncio.sleep(0.05)
+        for i in range(3):
+            for _ in range(400):  # notify again only once the previous one arrived
+                if len(notes) > i or task.done():
+                    break
+                await asyncio.sleep(0.025)
             blob.counter += 1
             blob.notify()
         await asyncio.wait_for(task, 5)

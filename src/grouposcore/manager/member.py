@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from grouposcore.cose import (
@@ -58,6 +56,7 @@ from grouposcore.manager.params import (
     roles_from_tperm,
     tperm,
 )
+from grouposcore.manager.secretfile import read_private_file, write_private_file
 from grouposcore.oscore.group import CredentialProvider, GroupContext
 from grouposcore.oscore.sequence import SenderSequence
 
@@ -641,27 +640,11 @@ def decode_state(data: bytes) -> MemberState:
 
 def save_state(path: str | os.PathLike[str], state: MemberState) -> None:
     """Write the state file atomically, mode 0600 (it holds the Master Secret and own key)."""
-    target = Path(path)
-    data = encode_state(state)
-    fd, tmp = tempfile.mkstemp(prefix=".member-", dir=target.parent or ".")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_private_file(path, encode_state(state), prefix=".member-")
 
 
 def load_state(path: str | os.PathLike[str]) -> MemberState:
-    """Read a state file written by :func:`save_state`."""
-    with open(path, "rb") as f:
-        return decode_state(f.read())
+    """Read a state file written by :func:`save_state`; ManagerMessageError if it is
+    missing or unreadable, or if other users can read or write it (its secrets are no
+    longer the member's: the message names the chmod to run)."""
+    return decode_state(read_private_file(path, "member state file"))

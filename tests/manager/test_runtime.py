@@ -23,6 +23,7 @@ from grouposcore.manager import member as mb
 from grouposcore.manager.core import GroupManager
 from grouposcore.manager.fetchlimit import FetchLimiter
 from grouposcore.manager.params import Role, tperm
+from grouposcore.manager.runtime import context_from_state_file
 from grouposcore.manager.service import GroupManagerService
 from grouposcore.oscore.common import ResponseInfo
 from grouposcore.oscore.group import GroupContext
@@ -625,3 +626,19 @@ def test_sender_id_renewed_before_sequence_numbers_run_out(tmp_path: Path) -> No
         assert _sid(b2) not in (first, second)
 
     _net_test(tmp_path, body, backward_security=False)
+
+
+def test_context_from_state_file_starts_with_invalid_windows(tmp_path: Path) -> None:
+    """A one-shot tool loading a member's state file has no replay state: a request the
+    member already delivered must not be delivered again through it."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        await a.member.wait_for(b.member.material.num)
+        wire, _ = b.member.context.protect_request(get("light"))
+        a.member.context.unprotect_request(wire)
+        loaded = context_from_state_file(net.state("a"))
+        with pytest.raises(FreshnessRequired):
+            loaded.unprotect_request(wire)
+
+    _net_test(tmp_path, body)

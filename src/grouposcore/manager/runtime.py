@@ -860,12 +860,16 @@ def member_sequence(
 
 
 def context_from_state_file(
-    path: str | os.PathLike[str], *, replay_windows_valid: bool = True, **overrides: Any
+    path: str | os.PathLike[str], *, replay_windows_valid: bool = False, **overrides: Any
 ) -> GroupContext:
     """The group context a member's state file (``grouposcore join --state``) describes,
     for one-shot tools that do not follow the Group Manager: the sequence numbers continue
     from the same reservation file a :class:`GroupMember` uses (``PATH.seq``), so the two
-    never reuse a nonce between them."""
+    never reuse a nonce between them.
+
+    The file keeps no replay state, so the windows start invalid (a peer's first request
+    goes through Echo) unless the caller says otherwise: valid windows at 0 would deliver
+    every request recorded earlier under these keys once more (RFC 10021 §2.6.1.2)."""
     state = mb.load_state(path)  # refuses a file other users can read or write
     sequence = member_sequence(state.material, FileSequenceStore(str(path) + ".seq"))
     return mb.group_context(

@@ -516,6 +516,12 @@ def test_unicast_request_to_a_known_member_defaults_to_pairwise(tmp_path: Path) 
         assert grp.security.group_mode
         _, binding = sec.protect_request(get("light").copy(remote=("224.0.1.187", 5683)))
         assert binding.group_mode
+        _, binding = sec.protect_request(get("light").copy(remote=b.address))
+        assert not binding.group_mode and binding.intended_recipient == _sid(b)
+        via_proxy = get("light").copy(remote=b.address)
+        via_proxy.options.proxy_scheme = "coap"
+        _, binding = sec.protect_request(via_proxy)
+        assert binding.group_mode
 
     _net_test(tmp_path, body)
 

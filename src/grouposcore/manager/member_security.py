@@ -40,8 +40,8 @@ class MemberClientSecurity(ClientSecurity):
     §8: a unicast request to a single server SHOULD use pairwise mode): with
     ``pairwise_with`` naming that member, or else when the transport addresses the request
     to a unicast address where the member last verified a message of a known peer
-    (``pairwise=False`` keeps group mode there). A group address, or an address of no
-    known member, gets group mode.
+    (``pairwise=False`` keeps group mode there). A group address, an address of no known
+    member, or a request to a forward proxy (Proxy-Uri/Proxy-Scheme) gets group mode.
 
     Responses are tried with each context they can belong to (the request's own one, then
     the current one after a rekeying), so a server that already answers under the new Gid
@@ -73,6 +73,8 @@ class MemberClientSecurity(ClientSecurity):
             return self.pairwise_with
         if not (self.pairwise and ctx.pairwise_mode and _unicast(request.remote)):
             return None
+        if 35 in request.options or 39 in request.options:
+            return None  # Proxy-Uri/-Scheme: the address is a proxy's, not a member's
         kid = member._members_at.get(request.remote)
         if kid is None or kid == ctx.sender_id or not member._known_peer(kid):
             return None

@@ -14,6 +14,7 @@ from grouposcore.coap import Code
 from grouposcore.errors import (
     ContextNotFound,
     FreshnessRequired,
+    GroupOscoreError,
     ModeNotSupported,
     OscoreError,
     ReplayError,
@@ -422,6 +423,7 @@ def test_sender_id_renewal_keeps_replay_windows(tmp_path: Path) -> None:
         assert server is not None
         plain, _ = server.unprotect_request(wire)  # type: ignore[misc]
         assert plain.payload == b"on"
+        assert await _ask(a, b, pairwise=True, payload=b"o") == b"b:o"  # derives pairwise keys
         window = a.member.context.recipients[_sid(b)].replay_window
         old_sid = _sid(a)
         assert await a.member.renew_sender_id() not in (None, old_sid)
@@ -430,6 +432,9 @@ def test_sender_id_renewal_keeps_replay_windows(tmp_path: Path) -> None:
             server.unprotect_request(wire)
         assert await b.member.learn_peer(_sid(a))  # b learns a's new ID from the GM
         assert await _ask(b, a) == b"a"  # fresh requests still go through
+        # Pairwise keys follow the new Sender ID (none cached from the old one).
+        assert await _ask(a, b, pairwise=True, payload=b"p") == b"b:p"
+        assert await _ask(b, a, pairwise=True, payload=b"q") == b"a:q"
 
     _net_test(tmp_path, body)
 
@@ -646,5 +651,42 @@ def test_context_from_state_file_starts_with_invalid_windows(tmp_path: Path) -> 
         loaded = context_from_state_file(net.state("a"))
         with pytest.raises(FreshnessRequired):
             loaded.unprotect_request(wire)
+
+    _net_test(tmp_path, body)
+
+
+def test_unicast_default_follows_a_peer_that_renewed_its_sender_id(tmp_path: Path) -> None:
+    """Pairwise-by-address must not stick to a Sender ID the peer gave up: a response from
+    another ID there sends the next request in group mode (which learns the new ID), and
+    learning the new ID from the GM (same credential) moves the address to it at once."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        await a.member.wait_for(b.member.material.num)
+
+        async def mode(src: Peer, dst: Peer) -> bool:
+            sec = src.member.client_security()
+            resp = await src.endpoint.request(get("light"), dst.address, timeout=2,
+                                              security=sec)
+            assert isinstance(resp, VerifiedMessage) and resp.security is not None
+            assert resp.security.sender_id == _sid(dst)
+            return resp.security.group_mode
+
+        assert await mode(a, b) is True  # learns b's address
+        assert await mode(a, b) is False
+        await b.member.renew_sender_id()
+        with pytest.raises(GroupOscoreError):
+            await mode(a, b)  # pairwise to the old ID: b answers under its new one
+        with pytest.raises(OscoreError, match="credential"):
+            await mode(a, b)  # group mode now; a asks the GM about b's new ID
+        await a.member.wait_fetches()
+        assert await mode(a, b) is True
+        assert await mode(a, b) is False
+        # The other way round (b knows a's address from a's verified requests): b learns
+        # a's renewed ID from the GM before asking.
+        assert await mode(b, a) is False
+        await a.member.renew_sender_id()
+        assert await b.member.learn_peer(_sid(a))
+        assert await mode(b, a) is False
 
     _net_test(tmp_path, body)

@@ -124,6 +124,9 @@ class MemberClientSecurity(ClientSecurity):
                 options=plain.options, payload=plain.payload, remote=plain.remote,
                 security=info,
             )  # fmt: skip
+        intended = binding.intended_recipient
+        if intended is not None and option.kid is not None and option.kid != intended:
+            member._forget_member_at(response.remote, intended)
         if error is None and not retired:
             raise ContextNotFound("response protected with a Gid of no context of this request")
         if retired:

@@ -668,6 +668,7 @@ class GroupMember:
             if info is not None and current is not None and _same_keys(
                 current.material, start.material
             ):
+                self._superseded_by(kid, info.credential, current.material)
                 current.material = replace(current.material,
                                            peers={**current.material.peers, kid: info})
                 self._save()
@@ -710,6 +711,26 @@ class GroupMember:
             return True
         self._schedule_fetch(kid)
         return False
+
+    def _superseded_by(
+        self, kid: bytes, credential: bytes, material: mb.GroupKeyingMaterial
+    ) -> None:
+        """A new Sender ID with the credential of a known one: that member renewed its ID
+        (the credential, not the kid, is its identity), so addresses seen for the old ID
+        now lead to the new one."""
+        old = {sid for sid, p in material.peers.items() if p.credential == credential}
+        old.discard(kid)
+        if old:
+            for remote, sid in list(self._members_at.items()):
+                if sid in old:
+                    self._members_at[remote] = kid
+
+    def _forget_member_at(self, remote: object, kid: bytes) -> None:
+        """A pairwise response from ``remote`` came from another Sender ID than the one
+        expected there (e.g. it renewed its ID): requests to it go in group mode again
+        until a verified message says who is there."""
+        if remote is not None and self._members_at.get(remote) == kid:
+            del self._members_at[remote]
 
     def _note_member_at(self, remote: object, kid: bytes) -> None:
         """Remember where a verified message of member ``kid`` came from (bounded)."""

@@ -4,7 +4,8 @@ A group request from an unknown Sender ID cannot be verified before the sender's
 is known, so the member has to ask the GM (FETCH /creds) *before* any check. Without a bound,
 anyone who knows only the Gid makes every member query the GM for every forged datagram
 (an amplifier), and the list of IDs being looked up grows without limit. This limiter puts
-three bounds on it, per group:
+three bounds on it, per group (defaults: a burst of 8, then one a second, 4 outstanding,
+"unknown" remembered for a minute, for at most 256 IDs):
 
 * a token bucket: at most ``burst`` fetches at once, refilled at ``rate`` per second;
 * at most ``max_in_flight`` fetches outstanding, each Sender ID at most once;
@@ -57,8 +58,8 @@ class FetchLimiter:
     def __init__(
         self,
         *,
-        rate: float = 0.5,
-        burst: int = 4,
+        rate: float = 1.0,
+        burst: int = 8,
         max_in_flight: int = 4,
         negative_ttl: float = 60.0,
         failure_ttl: float = 5.0,

@@ -58,7 +58,12 @@ from grouposcore.manager.params import (
 )
 from grouposcore.manager.secretfile import read_private_file, write_private_file
 from grouposcore.oscore.group import CredentialProvider, GroupContext
-from grouposcore.oscore.sequence import SenderSequence
+from grouposcore.oscore.sequence import (
+    MAX_SEQUENCE_NUMBER,
+    FileSequenceStore,
+    SenderSequence,
+    SequenceNumberStore,
+)
 
 __all__ = [
     "Challenge",
@@ -648,3 +653,39 @@ def load_state(path: str | os.PathLike[str]) -> MemberState:
     missing or unreadable, or if other users can read or write it (its secrets are no
     longer the member's: the message names the chmod to run)."""
     return decode_state(read_private_file(path, "member state file"))
+
+
+def member_sequence(
+    material: GroupKeyingMaterial,
+    store: SequenceNumberStore,
+    step: int = 256,
+    *,
+    limit: int = MAX_SEQUENCE_NUMBER,
+) -> SenderSequence | None:
+    """The member's Sender Sequence Number for this material, reserved in ``store`` (one
+    key per group, Gid and Sender ID, so numbers restart only with new keys); ``limit`` is
+    the last number it may use."""
+    if material.sender_id is None:
+        return None
+    key = f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
+    return SenderSequence(store=store, key=key, step=step, limit_max=limit)
+
+
+def context_from_state_file(
+    path: str | os.PathLike[str], *, replay_windows_valid: bool = False, **overrides: Any
+) -> GroupContext:
+    """The group context a member's state file (``grouposcore join --state``) describes,
+    for one-shot tools that do not follow the Group Manager: the sequence numbers continue
+    from the same reservation file a :class:`GroupMember` uses (``PATH.seq``), so the two
+    never reuse a nonce between them.
+
+    The file keeps no replay state, so the windows start invalid (a peer's first request
+    goes through Echo) unless the caller says otherwise: valid windows at 0 would deliver
+    every request recorded earlier under these keys once more (RFC 10021 §2.6.1.2)."""
+    state = load_state(path)  # refuses a file other users can read or write
+    sequence = member_sequence(state.material, FileSequenceStore(str(path) + ".seq"))
+    return group_context(
+        state.material, private_key=state.private_key, credential=state.credential,
+        sequence=sequence, replay_windows_valid=replay_windows_valid, **overrides,
+    )
+

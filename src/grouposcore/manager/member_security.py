@@ -23,7 +23,47 @@ from grouposcore.transport.sockets import is_multicast
 if TYPE_CHECKING:
     from grouposcore.manager.runtime import GroupMember
 
-__all__ = ["MemberClientSecurity", "MemberServerSecurity"]
+__all__ = ["MemberAddresses", "MemberClientSecurity", "MemberServerSecurity"]
+
+
+class MemberAddresses:
+    """Transport address -> Sender ID of the member last verified there (bounded).
+
+    Only verified messages write it, so it says where a member *was*; a unicast request to
+    such an address goes in pairwise mode with that member. A member that renews its
+    Sender ID keeps its address, so the entry follows it (see :meth:`renewed`, :meth:`forget`).
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._at: dict[object, bytes] = {}
+
+    def get(self, remote: object) -> bytes | None:
+        return self._at.get(remote)
+
+    def note(self, remote: object, kid: bytes) -> None:
+        """A message from ``kid`` verified, coming from ``remote``."""
+        if remote is None:
+            return
+        self._at.pop(remote, None)
+        self._at[remote] = kid
+        if len(self._at) > self.size:
+            del self._at[next(iter(self._at))]
+
+    def forget(self, remote: object, kid: bytes) -> None:
+        """A pairwise response from ``remote`` came from another Sender ID than ``kid``
+        (e.g. it renewed its ID): group mode there until a verified message says who it is."""
+        if remote is not None and self._at.get(remote) == kid:
+            del self._at[remote]
+
+    def renewed(self, old: set[bytes], new: bytes) -> None:
+        """``new`` has the credential of the IDs in ``old`` (the credential, not the kid, is
+        a member's identity): that member renewed its ID, so its addresses lead to ``new``."""
+        old = old - {new}
+        if old:
+            for remote, sid in list(self._at.items()):
+                if sid in old:
+                    self._at[remote] = new
 
 
 def _unicast(remote: object) -> bool:
@@ -75,7 +115,7 @@ class MemberClientSecurity(ClientSecurity):
             return None
         if 35 in request.options or 39 in request.options:
             return None  # Proxy-Uri/-Scheme: the address is a proxy's, not a member's
-        kid = member._members_at.get(request.remote)
+        kid = member.addresses.get(request.remote)
         if kid is None or kid == ctx.sender_id or not member._known_peer(kid):
             return None
         return kid
@@ -118,7 +158,7 @@ class MemberClientSecurity(ClientSecurity):
             except OscoreError as exc:
                 error = error or exc
                 continue
-            member._note_member_at(response.remote, info.sender_id)
+            member.addresses.note(response.remote, info.sender_id)
             return VerifiedMessage(
                 code=plain.code, mtype=plain.mtype, mid=plain.mid, token=plain.token,
                 options=plain.options, payload=plain.payload, remote=plain.remote,
@@ -126,7 +166,7 @@ class MemberClientSecurity(ClientSecurity):
             )  # fmt: skip
         intended = binding.intended_recipient
         if intended is not None and option.kid is not None and option.kid != intended:
-            member._forget_member_at(response.remote, intended)
+            member.addresses.forget(response.remote, intended)
         if error is None and not retired:
             raise ContextNotFound("response protected with a Gid of no context of this request")
         if retired:
@@ -165,7 +205,7 @@ class MemberServerSecurity(ServerSecurity):
                 self._member._authorize(current, option.kid, is_request=True)
         result = super().unprotect_request(request)
         if result is not None:
-            self._member._note_member_at(request.remote, result[1].request_kid)
+            self._member.addresses.note(request.remote, result[1].request_kid)
         return result
 
     def protect_response(self, response: Message, binding: ServerBinding) -> Message:

@@ -31,7 +31,9 @@ cache; counters in :attr:`GroupMember.fetch_stats`). The same bounded path teach
 a Sender ID it wants to send to (:meth:`GroupMember.learn_peer`, or a pairwise request to it).
 
 Module layout: channel files live in :mod:`~grouposcore.manager.channel`, the security
-objects in :mod:`~grouposcore.manager.member_security` (re-exported here).
+objects and the address map in :mod:`~grouposcore.manager.member_security`, the fetch
+limiter in :mod:`~grouposcore.manager.fetchlimit`, the state file and the context it
+describes in :mod:`~grouposcore.manager.member`; the old names are re-exported here.
 """
 
 from __future__ import annotations
@@ -69,7 +71,12 @@ from grouposcore.manager.channel import (
 )
 from grouposcore.manager.client import GroupManagerClient
 from grouposcore.manager.fetchlimit import Admission, FetchLimiter, FetchStats
-from grouposcore.manager.member_security import MemberClientSecurity, MemberServerSecurity
+from grouposcore.manager.member import context_from_state_file, member_sequence
+from grouposcore.manager.member_security import (
+    MemberAddresses,
+    MemberClientSecurity,
+    MemberServerSecurity,
+)
 from grouposcore.manager.params import (
     Code,
     Param,
@@ -94,6 +101,8 @@ __all__ = [
     "MemberClientSecurity",
     "MemberServerSecurity",
     "channel_sequence_key",
+    "context_from_state_file",
+    "member_sequence",
     "read_channel_file",
     "write_channel_file",
 ]
@@ -189,9 +198,8 @@ class GroupMember:
         self._servers: list[MemberServerSecurity] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fetches: dict[bytes, asyncio.Task[bool]] = {}
-        #: transport address -> Sender ID of the member last verified there (see
-        #: :class:`MemberClientSecurity`: a unicast request to it goes in pairwise mode)
-        self._members_at: dict[object, bytes] = {}
+        #: where each peer was last verified (a unicast request there goes pairwise)
+        self.addresses = MemberAddresses()
         self._watch: asyncio.Task[Any] | None = None
         self._owned_endpoint: Endpoint | None = None
         self._changed = asyncio.Event()
@@ -668,7 +676,9 @@ class GroupMember:
             if info is not None and current is not None and _same_keys(
                 current.material, start.material
             ):
-                self._superseded_by(kid, info.credential, current.material)
+                renewed = {sid for sid, p in current.material.peers.items()
+                           if p.credential == info.credential}
+                self.addresses.renewed(renewed, kid)
                 current.material = replace(current.material,
                                            peers={**current.material.peers, kid: info})
                 self._save()
@@ -711,35 +721,6 @@ class GroupMember:
             return True
         self._schedule_fetch(kid)
         return False
-
-    def _superseded_by(
-        self, kid: bytes, credential: bytes, material: mb.GroupKeyingMaterial
-    ) -> None:
-        """A new Sender ID with the credential of a known one: that member renewed its ID
-        (the credential, not the kid, is its identity), so addresses seen for the old ID
-        now lead to the new one."""
-        old = {sid for sid, p in material.peers.items() if p.credential == credential}
-        old.discard(kid)
-        if old:
-            for remote, sid in list(self._members_at.items()):
-                if sid in old:
-                    self._members_at[remote] = kid
-
-    def _forget_member_at(self, remote: object, kid: bytes) -> None:
-        """A pairwise response from ``remote`` came from another Sender ID than the one
-        expected there (e.g. it renewed its ID): requests to it go in group mode again
-        until a verified message says who is there."""
-        if remote is not None and self._members_at.get(remote) == kid:
-            del self._members_at[remote]
-
-    def _note_member_at(self, remote: object, kid: bytes) -> None:
-        """Remember where a verified message of member ``kid`` came from (bounded)."""
-        if remote is None:
-            return
-        self._members_at.pop(remote, None)
-        self._members_at[remote] = kid
-        if len(self._members_at) > 1024:
-            del self._members_at[next(iter(self._members_at))]
 
     # --- following the GM -------------------------------------------------------------------
 
@@ -862,39 +843,3 @@ def _same_keys(a: mb.GroupKeyingMaterial, b: mb.GroupKeyingMaterial) -> bool:
     """Whether two materials describe the same Common Context (Gid, Master Secret and
     Salt): then replay state kept for one holds for the other."""
     return (a.gid, a.master_secret, a.master_salt) == (b.gid, b.master_secret, b.master_salt)
-
-
-def member_sequence(
-    material: mb.GroupKeyingMaterial,
-    store: SequenceNumberStore,
-    step: int = 256,
-    *,
-    limit: int = MAX_SEQUENCE_NUMBER,
-) -> SenderSequence | None:
-    """The member's Sender Sequence Number for this material, reserved in ``store`` (one
-    key per group, Gid and Sender ID, so numbers restart only with new keys); ``limit`` is
-    the last number it may use."""
-    if material.sender_id is None:
-        return None
-    key = f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
-    return SenderSequence(store=store, key=key, step=step, limit_max=limit)
-
-
-def context_from_state_file(
-    path: str | os.PathLike[str], *, replay_windows_valid: bool = False, **overrides: Any
-) -> GroupContext:
-    """The group context a member's state file (``grouposcore join --state``) describes,
-    for one-shot tools that do not follow the Group Manager: the sequence numbers continue
-    from the same reservation file a :class:`GroupMember` uses (``PATH.seq``), so the two
-    never reuse a nonce between them.
-
-    The file keeps no replay state, so the windows start invalid (a peer's first request
-    goes through Echo) unless the caller says otherwise: valid windows at 0 would deliver
-    every request recorded earlier under these keys once more (RFC 10021 §2.6.1.2)."""
-    state = mb.load_state(path)  # refuses a file other users can read or write
-    sequence = member_sequence(state.material, FileSequenceStore(str(path) + ".seq"))
-    return mb.group_context(
-        state.material, private_key=state.private_key, credential=state.credential,
-        sequence=sequence, replay_windows_valid=replay_windows_valid, **overrides,
-    )
-

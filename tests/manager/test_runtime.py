@@ -690,3 +690,27 @@ def test_unicast_default_follows_a_peer_that_renewed_its_sender_id(tmp_path: Pat
         assert await mode(b, a) is False
 
     _net_test(tmp_path, body)
+
+
+def test_own_credential_under_an_old_sender_id_is_never_a_peer(tmp_path: Path) -> None:
+    """After a renewal, a request this member sent under its old Sender ID, reflected back
+    to it, must not be delivered, even if the GM (wrongly) still lists the old ID with the
+    member's credential."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        await a.member.wait_for(b.member.material.num)
+        old_sid = _sid(a)
+        wire, _ = a.member.context.protect_request(get("light"))
+        await a.member.renew_sender_id()
+        server = a.endpoint.server_security
+        assert server is not None
+        own = mb.PeerInfo(a.member.context.credential.raw, tperm(RS))  # type: ignore[union-attr]
+        a.member._install(dataclasses.replace(
+            a.member.material, peers={**a.member.material.peers, old_sid: own}))
+        with pytest.raises(OscoreError):
+            server.unprotect_request(wire)
+        assert old_sid not in a.member.context.recipients
+        assert a.light.requests == []
+
+    _net_test(tmp_path, body)

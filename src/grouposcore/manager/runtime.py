@@ -467,6 +467,7 @@ class GroupMember:
         ``windows_valid`` matters only for a context built from scratch: False when the
         replay state for these keys was lost (restart), so peers go through Echo first.
         """
+        material = self._without_self(material)
         old = self._current
         if (
             old is not None
@@ -525,6 +526,20 @@ class GroupMember:
             material.gid.hex(), "-" if material.sender_id is None else material.sender_id.hex(),
         )  # fmt: skip
         self.check_sequence()
+
+    def _is_own(self, credential: bytes) -> bool:
+        return self._credential is not None and credential == self._credential
+
+    def _without_self(self, material: mb.GroupKeyingMaterial) -> mb.GroupKeyingMaterial:
+        """``material`` without peers that hold this member's own credential (e.g. an ID it
+        gave up): a Recipient Context for it would let its own old messages be reflected
+        back to it and delivered."""
+        if self._credential is None or not any(
+            self._is_own(p.credential) for p in material.peers.values()
+        ):
+            return material
+        peers = {k: p for k, p in material.peers.items() if not self._is_own(p.credential)}
+        return replace(material, peers=peers)
 
     def _sequence(self, material: mb.GroupKeyingMaterial) -> SenderSequence | None:
         return member_sequence(material, self.sequence_store, self.sequence_step,
@@ -671,6 +686,10 @@ class GroupMember:
                 self.group, sender_ids=[kid], sign_alg=start.material.sign_alg
             )
             info = peers.get(kid)
+            if info is not None and self._is_own(info.credential):
+                log.warning("group %s: the GM lists this member's own credential under "
+                            "Sender ID %s; not a peer", self.group, kid.hex())
+                info = None
             found = info is not None
             current = self._current
             if info is not None and current is not None and _same_keys(

@@ -64,7 +64,8 @@ _VALID = {"version": 1, "node": "n", "master_secret": "01", "master_salt": "", "
           "node_sender_id": "05", "id_context": None, "aead_alg": 10, "hkdf_alg": 5}
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(
     st.binary(max_size=300),
     _JSON.map(lambda v: json.dumps(v).encode()),
@@ -76,7 +77,20 @@ _VALID = {"version": 1, "node": "n", "master_secret": "01", "master_salt": "", "
 def test_random_files_raise_only_our_error(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "random.json"
     path.write_bytes(data)
+    path.chmod(0o600)
     try:
         read_channel_file(path)
     except ManagerMessageError:
         pass
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o620, 0o602, 0o666])
+def test_channel_file_accessible_by_other_users_is_refused(tmp_path: Path, mode: int) -> None:
+    """The file holds the GM channel's Master Secret: refused once other users can read or
+    write it, with the chmod that fixes it; 0600 and 0400 are fine."""
+    path = write_channel_file(tmp_path / "c.json", CHANNEL)
+    path.chmod(mode)
+    with pytest.raises(ManagerMessageError, match=rf"other users; run: chmod 600 {path}$"):
+        read_channel_file(path)
+    path.chmod(0o400)
+    assert read_channel_file(path)[0] == CHANNEL

@@ -208,6 +208,23 @@ def test_state_file_round_trip_and_mode(
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["member.state"]
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o660, 0o606])
+def test_member_state_file_accessible_by_other_users_is_refused(
+    joined: tuple[Harness, bytes, mb.PendingJoin], tmp_path: Path, mode: int
+) -> None:
+    """The state file holds the Master Secret and the private key: refused once other users
+    can read or write it, with the chmod that fixes it."""
+    path = tmp_path / "member.state"
+    state = _state(joined)
+    mb.save_state(path, state)
+    path.chmod(mode)
+    with pytest.raises(ManagerMessageError, match=rf"other users; run: chmod 600 {path}$"):
+        mb.load_state(path)
+    path.chmod(0o600)
+    assert mb.load_state(path) == state
+
+
+@settings(deadline=None)
 @given(st.binary(max_size=200))
 def test_state_decoding_random_bytes(data: bytes) -> None:
     try:
@@ -238,7 +255,7 @@ _ANSWER_PARSERS = [
 ]
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=120), st.integers(min_value=0, max_value=2))
 def test_answer_parsers_random_bytes(data: bytes, which: int) -> None:
     try:

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from grouposcore.coap import Code
 from grouposcore.errors import (
     ContextNotFound,
+    FreshnessRequired,
+    GroupOscoreError,
     ModeNotSupported,
     OscoreError,
+    ReplayError,
     RoleNotAuthorized,
 )
 from grouposcore.manager import member as mb
 from grouposcore.manager.core import GroupManager
+from grouposcore.manager.fetchlimit import FetchLimiter
 from grouposcore.manager.params import Role, tperm
+from grouposcore.manager.runtime import context_from_state_file
 from grouposcore.manager.service import GroupManagerService
 from grouposcore.oscore.common import ResponseInfo
+from grouposcore.oscore.group import GroupContext
 from grouposcore.oscore.option import decode_option
 from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
-from tests.manager.helpers import RS
+from tests.manager.helpers import RS, Harness
 from tests.manager.runtime_net import Net, Peer, get, run, start_net
 
 
@@ -399,5 +407,310 @@ def test_gm_restart_members_keep_up_by_polling(tmp_path: Path) -> None:
         assert b.member.material.num == num  # observing only: it has not heard yet
         assert await b.member.refresh()
         assert await _ask(a, b) == b"b"
+
+    _net_test(tmp_path, body)
+
+
+def test_sender_id_renewal_keeps_replay_windows(tmp_path: Path) -> None:
+    """RFC 10021 §2.6.3.1: a new Sender ID changes only the Sender Context. A request b sent
+    before a renewed its Sender ID stays a replay for a afterwards."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        await a.member.wait_for(b.member.material.num)
+        wire, _ = b.member.context.protect_request(get("light", b"on", Code.POST))
+        server = a.endpoint.server_security
+        assert server is not None
+        plain, _ = server.unprotect_request(wire)  # type: ignore[misc]
+        assert plain.payload == b"on"
+        assert await _ask(a, b, pairwise=True, payload=b"o") == b"b:o"  # derives pairwise keys
+        window = a.member.context.recipients[_sid(b)].replay_window
+        old_sid = _sid(a)
+        assert await a.member.renew_sender_id() not in (None, old_sid)
+        assert a.member.context.recipients[_sid(b)].replay_window is window
+        with pytest.raises(ReplayError):
+            server.unprotect_request(wire)
+        assert await b.member.learn_peer(_sid(a))  # b learns a's new ID from the GM
+        assert await _ask(b, a) == b"a"  # fresh requests still go through
+        # Pairwise keys follow the new Sender ID (none cached from the old one).
+        assert await _ask(a, b, pairwise=True, payload=b"p") == b"b:p"
+        assert await _ask(b, a, pairwise=True, payload=b"q") == b"a:q"
+
+    _net_test(tmp_path, body)
+
+
+def test_rejoin_without_rekeying_after_restart_starts_with_invalid_windows(
+    tmp_path: Path,
+) -> None:
+    """A re-join under the same Gid after the process lost its replay state (here: other
+    roles asked for, no rekeying on join) must not accept requests sent before it."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        assert await a.member.learn_peer(_sid(b))
+        wire, _ = b.member.context.protect_request(get("light", b"on", Code.POST))
+        server = a.endpoint.server_security
+        assert server is not None
+        server.unprotect_request(wire)  # delivered once
+        gid = a.member.context.gid
+        await a.member.close()
+        net.gm.allow("a", "g", [Role.RESPONDER])
+        a2 = await net.member("a", [Role.RESPONDER])
+        assert a2.member.started == "joined" and a2.member.context.gid == gid
+        server2 = a2.endpoint.server_security
+        assert server2 is not None
+        with pytest.raises(FreshnessRequired):
+            server2.unprotect_request(wire)
+        assert a2.light.requests == []
+
+    _net_test(tmp_path, body, backward_security=False)
+
+
+def test_response_under_new_context_without_kid_context_verifies(tmp_path: Path) -> None:
+    """After a rekeying, a server answering an old-context request under the new context
+    includes the new Gid only in its first response (§8.4); the later ones, without a kid
+    context, must still verify: the client tries the current context too, and a failed try
+    leaves no state behind."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        a_sec, b_sec = a.member.client_security(), b.endpoint.server_security
+        assert b_sec is not None
+        wire, binding = a_sec.protect_request(get("light"))
+        _, served = b_sec.unprotect_request(wire)  # type: ignore[misc]
+        num = a.member.material.num
+        net.svc.rekey("g")
+        await a.member.wait_for(num + 1)
+        await b.member.wait_for(num + 1)
+        new = b.member.context
+        first = b_sec.protect_response(get("x").copy(code=Code.CONTENT), served)
+        assert decode_option(first.options.oscore or b"").kid_context == new.gid
+        assert a_sec.unprotect_response(first, binding).code == Code.CONTENT
+        # A later response: fresh PIV, no kid context, same request binding.
+        later = dataclasses.replace(served, context=new, recipient=None,
+                                    request_kid_context=new.gid, responses_sent=1)
+        second = new.protect_response(get("x").copy(code=Code.VALID), later)
+        assert decode_option(second.options.oscore or b"").kid_context is None
+        assert a_sec.unprotect_response(second, binding).code == Code.VALID
+        with pytest.raises(ReplayError):
+            a_sec.unprotect_response(second, binding)
+
+    _net_test(tmp_path, body)
+
+
+def test_unicast_request_to_a_known_member_defaults_to_pairwise(tmp_path: Path) -> None:
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        sec = a.member.client_security()
+        # b's address is not known to a yet: group mode; the verified answer teaches it.
+        first = await a.endpoint.request(get("light"), b.address, timeout=5, security=sec)
+        assert isinstance(first, VerifiedMessage) and first.security is not None
+        assert first.security.group_mode
+        second = await a.endpoint.request(get("light"), b.address, timeout=5, security=sec)
+        assert isinstance(second, VerifiedMessage) and second.security is not None
+        assert not second.security.group_mode and second.security.sender_id == _sid(b)
+        # A request b verified from a teaches b a's address the same way.
+        back = await b.endpoint.request(get("light"), a.address, timeout=5,
+                                        security=b.member.client_security())
+        assert isinstance(back, VerifiedMessage) and back.security is not None
+        assert not back.security.group_mode
+        # Explicitly group mode, or a group address: group mode.
+        grp = await a.endpoint.request(get("light"), b.address, timeout=5,
+                                       security=a.member.client_security(pairwise=False))
+        assert isinstance(grp, VerifiedMessage) and grp.security is not None
+        assert grp.security.group_mode
+        _, binding = sec.protect_request(get("light").copy(remote=("224.0.1.187", 5683)))
+        assert binding.group_mode
+        _, binding = sec.protect_request(get("light").copy(remote=b.address))
+        assert not binding.group_mode and binding.intended_recipient == _sid(b)
+        via_proxy = get("light").copy(remote=b.address)
+        via_proxy.options.proxy_scheme = "coap"
+        _, binding = sec.protect_request(via_proxy)
+        assert binding.group_mode
+
+    _net_test(tmp_path, body)
+
+
+def _forged_request(net: Net, gid: bytes, kid: bytes) -> Any:
+    """A group request under ``gid`` from an unknown Sender ID, by someone without the keys."""
+    node = Harness(net.gm).node(f"x{kid.hex()}")
+    ctx = GroupContext(b"\x42" * 16, gid, sender_id=kid, private_key=node.private_key,
+                       credential=node.credential)
+    wire, _ = ctx.protect_request(get("light"))
+    return wire
+
+
+def test_forged_requests_from_unknown_sender_ids_cause_bounded_gm_fetches(
+    tmp_path: Path,
+) -> None:
+    """An attacker who knows only the Gid cannot make a member query the GM once per forged
+    datagram: a token bucket, an in-flight bound and a negative cache hold the fetches,
+    and the counters say what happened."""
+    now = [1000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    async def body(net: Net) -> None:
+        limiter = FetchLimiter(rate=0.5, burst=3, clock=clock)
+        a = await net.member("a", fetch_limiter=limiter)
+        server = a.endpoint.server_security
+        assert server is not None
+        gid = a.member.context.gid
+        forged = [_forged_request(net, gid, bytes([0xF0, i])) for i in range(40)]
+        for wire in forged:
+            with pytest.raises(OscoreError):
+                server.unprotect_request(wire)
+        await a.member.wait_fetches()
+        stats = a.member.fetch_stats
+        assert stats.fetches == 3 and stats.not_found == 3 and stats.rate_limited == 37
+        # The same forged IDs again: the GM said it does not know them (negative cache).
+        for wire in forged[:3]:
+            with pytest.raises(OscoreError):
+                server.unprotect_request(wire)
+        assert stats.negative_hits == 3 and stats.fetches == 3
+        now[0] += 4.0  # two tokens later: two more fetches, no more
+        for wire in forged[3:]:
+            with pytest.raises(OscoreError):
+                server.unprotect_request(wire)
+        await a.member.wait_fetches()
+        assert stats.fetches == 5
+        assert a.light.requests == []
+
+    _net_test(tmp_path, body, backward_security=False)
+
+
+def test_pairwise_request_to_a_renewed_sender_id_learns_it_from_the_gm(
+    tmp_path: Path,
+) -> None:
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        assert await a.member.learn_peer(_sid(b))
+        assert await _ask(a, b, pairwise=True, payload=b"1") == b"b:1"
+        new_sid = await b.member.renew_sender_id()
+        assert new_sid is not None and new_sid not in a.member.material.peers
+        with pytest.raises(ContextNotFound, match="not known yet"):
+            a.member.client_security(pairwise_with=new_sid).protect_request(get("light"))
+        await a.member.wait_fetches()
+        assert a.member.peer_roles(new_sid) == tperm(RS)
+        assert await _ask(a, b, pairwise=True, payload=b"2") == b"b:2"
+        # learn_peer waits for the answer (and is bounded the same way).
+        newer = await b.member.renew_sender_id()
+        assert newer is not None
+        assert await a.member.learn_peer(newer)
+        assert await _ask(a, b, pairwise=True, payload=b"3") == b"b:3"
+        assert a.member.fetch_stats.found == 3
+
+    _net_test(tmp_path, body, backward_security=False)
+
+
+def test_sender_id_renewed_before_sequence_numbers_run_out(tmp_path: Path) -> None:
+    """With the sequence-number space cut to 100 and renewal at half of it, the member asks
+    the GM for a new Sender ID once 50 numbers are used, and again at start-up when the
+    store already holds a reservation that far."""
+
+    async def body(net: Net) -> None:
+        a = await net.member("a")
+        b = await net.member("b", sequence_limit=100, renew_at=0.5, sequence_step=1)
+        first = _sid(b)
+        sec = b.member.client_security()
+        for _ in range(49):
+            sec.protect_request(get("light"))
+        assert _sid(b) == first and b.member._renewing is None
+        sec.protect_request(get("light"))  # the 50th number is taken: renewal starts
+        assert b.member._renewing is not None
+        renewal = b.member._renewing
+        await renewal
+        second = _sid(b)
+        assert second != first and b.member.context.sequence.peek() == 0
+        assert await a.member.learn_peer(second)
+        assert await b.member.learn_peer(_sid(a))
+        assert await _ask(b, a) == b"a"  # the new ID works
+        # Restart with a reservation past the threshold already in the store.
+        key = b.member.context.sequence.key
+        await b.member.close()
+        b.member.sequence_store.reserve(key, 60)
+        b2 = await net.member("b", sequence_limit=100, renew_at=0.5, sequence_step=1)
+        assert b2.member.started == "resumed"
+        if b2.member._renewing is not None:
+            await b2.member._renewing
+        assert _sid(b2) not in (first, second)
+
+    _net_test(tmp_path, body, backward_security=False)
+
+
+def test_context_from_state_file_starts_with_invalid_windows(tmp_path: Path) -> None:
+    """A one-shot tool loading a member's state file has no replay state: a request the
+    member already delivered must not be delivered again through it."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        await a.member.wait_for(b.member.material.num)
+        wire, _ = b.member.context.protect_request(get("light"))
+        a.member.context.unprotect_request(wire)
+        loaded = context_from_state_file(net.state("a"))
+        with pytest.raises(FreshnessRequired):
+            loaded.unprotect_request(wire)
+
+    _net_test(tmp_path, body)
+
+
+def test_unicast_default_follows_a_peer_that_renewed_its_sender_id(tmp_path: Path) -> None:
+    """Pairwise-by-address must not stick to a Sender ID the peer gave up: a response from
+    another ID there sends the next request in group mode (which learns the new ID), and
+    learning the new ID from the GM (same credential) moves the address to it at once."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        await a.member.wait_for(b.member.material.num)
+
+        async def mode(src: Peer, dst: Peer) -> bool:
+            sec = src.member.client_security()
+            resp = await src.endpoint.request(get("light"), dst.address, timeout=2,
+                                              security=sec)
+            assert isinstance(resp, VerifiedMessage) and resp.security is not None
+            assert resp.security.sender_id == _sid(dst)
+            return resp.security.group_mode
+
+        assert await mode(a, b) is True  # learns b's address
+        assert await mode(a, b) is False
+        await b.member.renew_sender_id()
+        with pytest.raises(GroupOscoreError):
+            await mode(a, b)  # pairwise to the old ID: b answers under its new one
+        with pytest.raises(OscoreError, match="credential"):
+            await mode(a, b)  # group mode now; a asks the GM about b's new ID
+        await a.member.wait_fetches()
+        assert await mode(a, b) is True
+        assert await mode(a, b) is False
+        # The other way round (b knows a's address from a's verified requests): b learns
+        # a's renewed ID from the GM before asking.
+        assert await mode(b, a) is False
+        await a.member.renew_sender_id()
+        assert await b.member.learn_peer(_sid(a))
+        assert await mode(b, a) is False
+
+    _net_test(tmp_path, body)
+
+
+def test_own_credential_under_an_old_sender_id_is_never_a_peer(tmp_path: Path) -> None:
+    """After a renewal, a request this member sent under its old Sender ID, reflected back
+    to it, must not be delivered, even if the GM (wrongly) still lists the old ID with the
+    member's credential."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        await a.member.wait_for(b.member.material.num)
+        old_sid = _sid(a)
+        wire, _ = a.member.context.protect_request(get("light"))
+        await a.member.renew_sender_id()
+        server = a.endpoint.server_security
+        assert server is not None
+        own = mb.PeerInfo(a.member.context.credential.raw, tperm(RS))  # type: ignore[union-attr]
+        a.member._install(dataclasses.replace(
+            a.member.material, peers={**a.member.material.peers, old_sid: own}))
+        with pytest.raises(OscoreError):
+            server.unprotect_request(wire)
+        assert old_sid not in a.member.context.recipients
+        assert a.light.requests == []
 
     _net_test(tmp_path, body)

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from grouposcore.cose import (
@@ -58,8 +56,14 @@ from grouposcore.manager.params import (
     roles_from_tperm,
     tperm,
 )
+from grouposcore.manager.secretfile import read_private_file, write_private_file
 from grouposcore.oscore.group import CredentialProvider, GroupContext
-from grouposcore.oscore.sequence import SenderSequence
+from grouposcore.oscore.sequence import (
+    MAX_SEQUENCE_NUMBER,
+    FileSequenceStore,
+    SenderSequence,
+    SequenceNumberStore,
+)
 
 __all__ = [
     "Challenge",
@@ -709,27 +713,47 @@ def decode_state(data: bytes) -> MemberState:
 
 def save_state(path: str | os.PathLike[str], state: MemberState) -> None:
     """Write the state file atomically, mode 0600 (it holds the Master Secret and own key)."""
-    target = Path(path)
-    data = encode_state(state)
-    fd, tmp = tempfile.mkstemp(prefix=".member-", dir=target.parent or ".")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_private_file(path, encode_state(state), prefix=".member-")
 
 
 def load_state(path: str | os.PathLike[str]) -> MemberState:
-    """Read a state file written by :func:`save_state`."""
-    with open(path, "rb") as f:
-        return decode_state(f.read())
+    """Read a state file written by :func:`save_state`; ManagerMessageError if it is
+    missing or unreadable, or if other users can read or write it (its secrets are no
+    longer the member's: the message names the chmod to run)."""
+    return decode_state(read_private_file(path, "member state file"))
+
+
+def member_sequence(
+    material: GroupKeyingMaterial,
+    store: SequenceNumberStore,
+    step: int = 256,
+    *,
+    limit: int = MAX_SEQUENCE_NUMBER,
+) -> SenderSequence | None:
+    """The member's Sender Sequence Number for this material, reserved in ``store`` (one
+    key per group, Gid and Sender ID, so numbers restart only with new keys); ``limit`` is
+    the last number it may use."""
+    if material.sender_id is None:
+        return None
+    key = f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
+    return SenderSequence(store=store, key=key, step=step, limit_max=limit)
+
+
+def context_from_state_file(
+    path: str | os.PathLike[str], *, replay_windows_valid: bool = False, **overrides: Any
+) -> GroupContext:
+    """The group context a member's state file (``grouposcore join --state``) describes,
+    for one-shot tools that do not follow the Group Manager: the sequence numbers continue
+    from the same reservation file a :class:`GroupMember` uses (``PATH.seq``), so the two
+    never reuse a nonce between them.
+
+    The file keeps no replay state, so the windows start invalid (a peer's first request
+    goes through Echo) unless the caller says otherwise: valid windows at 0 would deliver
+    every request recorded earlier under these keys once more (RFC 10021 §2.6.1.2)."""
+    state = load_state(path)  # refuses a file other users can read or write
+    sequence = member_sequence(state.material, FileSequenceStore(str(path) + ".seq"))
+    return group_context(
+        state.material, private_key=state.private_key, credential=state.credential,
+        sequence=sequence, replay_windows_valid=replay_windows_valid, **overrides,
+    )
+

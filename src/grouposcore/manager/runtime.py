@@ -15,18 +15,31 @@ Roles (digest §15.2): requests are accepted only from Requesters and responses 
 Responders, as the GM described the peers; the check runs on the kid before verification,
 so a refused message changes no state.
 
+A new Sender ID under the same keys (renewal, or a re-join the GM answers without
+rekeying) changes only the Sender Context: the peers' Recipient Contexts and replay windows
+carry over (RFC 10021 §2.6.3.1). A context for keys whose replay state this process lost
+(a restart) starts with invalid windows, so peers go through Echo first (§2.6.1.2). Well
+before the Sender Sequence Numbers run out (``renew_at`` of the space), the member asks the
+GM for a new Sender ID.
+
 Unknown senders: the context's credential provider is synchronous. It answers from what the
 member already has, and otherwise schedules a FETCH of /creds for that Sender ID and says
 "unknown" (the request gets 5.03; Max-Age absent means 60 s), so the sender's retry works.
+The fetches run before any check of the message, so a
+:class:`~grouposcore.manager.fetchlimit.FetchLimiter` bounds them (rate, in-flight, negative
+cache; counters in :attr:`GroupMember.fetch_stats`). The same bounded path teaches the member
+a Sender ID it wants to send to (:meth:`GroupMember.learn_peer`, or a pairwise request to it).
+
+Module layout: channel files live in :mod:`~grouposcore.manager.channel`, the security
+objects and the address map in :mod:`~grouposcore.manager.member_security`, the fetch
+limiter in :mod:`~grouposcore.manager.fetchlimit`, the state file and the context it
+describes in :mod:`~grouposcore.manager.member`; the old names are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
-import json
 import logging
 import os
 import time
@@ -47,12 +60,23 @@ from grouposcore.errors import (
     GroupManagerRequestError,
     GroupOscoreError,
     ManagerError,
-    ManagerMessageError,
     MembershipTerminated,
     RoleNotAuthorized,
 )
 from grouposcore.manager import member as mb
+from grouposcore.manager.channel import (
+    channel_sequence_key,
+    read_channel_file,
+    write_channel_file,
+)
 from grouposcore.manager.client import GroupManagerClient
+from grouposcore.manager.fetchlimit import Admission, FetchLimiter, FetchStats
+from grouposcore.manager.member import context_from_state_file, member_sequence
+from grouposcore.manager.member_security import (
+    MemberAddresses,
+    MemberClientSecurity,
+    MemberServerSecurity,
+)
 from grouposcore.manager.params import (
     Code,
     Param,
@@ -62,11 +86,14 @@ from grouposcore.manager.params import (
     tperm,
 )
 from grouposcore.manager.store import ChannelMaterial
-from grouposcore.oscore.common import RequestBinding, ServerBinding
+from grouposcore.oscore.common import RequestBinding
 from grouposcore.oscore.group import GroupContext
-from grouposcore.oscore.option import decode_option
-from grouposcore.oscore.security import ClientSecurity, ServerSecurity, VerifiedMessage
-from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence, SequenceNumberStore
+from grouposcore.oscore.sequence import (
+    MAX_SEQUENCE_NUMBER,
+    FileSequenceStore,
+    SenderSequence,
+    SequenceNumberStore,
+)
 from grouposcore.transport import Endpoint
 
 __all__ = [
@@ -74,6 +101,8 @@ __all__ = [
     "MemberClientSecurity",
     "MemberServerSecurity",
     "channel_sequence_key",
+    "context_from_state_file",
+    "member_sequence",
     "read_channel_file",
     "write_channel_file",
 ]
@@ -82,100 +111,8 @@ log = logging.getLogger(__name__)
 
 #: How long the previous context verifies responses to requests sent under it (seconds).
 DEFAULT_GRACE = 10.0
-#: Do not ask the GM again for a Sender ID it did not know within this many seconds.
-FETCH_BACKOFF = 5.0
-_CHANNEL_VERSION = 1
-
-
-def channel_sequence_key(channel: ChannelMaterial) -> str:
-    """The sequence-store key of a node's GM channel: new channel keys start a new count."""
-    digest = hashlib.sha256(channel.master_secret + channel.master_salt).hexdigest()[:16]
-    return f"channel/{channel.node}/{digest}"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Atomic replace of ``path`` with a 0600 file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def write_channel_file(
-    path: str | os.PathLike[str],
-    channel: ChannelMaterial,
-    *,
-    manager: str | None = None,
-    gm_credentials: dict[str, bytes] | None = None,
-) -> Path:
-    """A node's commissioning file (0600): its OSCORE channel with the GM, the GM's URI
-    and the GM credentials to pin per group."""
-    doc: dict[str, Any] = {
-        "version": _CHANNEL_VERSION,
-        "node": channel.node,
-        "master_secret": channel.master_secret.hex(),
-        "master_salt": channel.master_salt.hex(),
-        "gm_sender_id": channel.gm_sender_id.hex(),
-        "node_sender_id": channel.node_sender_id.hex(),
-        "id_context": None if channel.id_context is None else channel.id_context.hex(),
-        "aead_alg": channel.aead_alg,
-        "hkdf_alg": channel.hkdf_alg,
-        "manager": manager,
-        "gm_credentials": {g: c.hex() for g, c in sorted((gm_credentials or {}).items())},
-    }
-    target = Path(path)
-    _write_private(target, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
-    return target
-
-
-def _field(doc: dict[str, Any], name: str, kind: type) -> Any:
-    value = doc.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ManagerMessageError(f"channel file: {name!r} missing or not a {kind.__name__}")
-    return value
-
-
-def _hex(doc: dict[str, Any], name: str) -> bytes:
-    try:
-        return bytes.fromhex(_field(doc, name, str))
-    except ValueError:
-        raise ManagerMessageError(f"channel file: {name!r} is not hex") from None
-
-
-def read_channel_file(
-    path: str | os.PathLike[str],
-) -> tuple[ChannelMaterial, str | None, dict[str, bytes]]:
-    """(channel material, GM URI or None, pinned GM credentials) from a channel file."""
-    try:
-        doc = json.loads(Path(path).read_bytes().decode("utf-8"))
-    except (OSError, ValueError) as e:
-        raise ManagerMessageError(f"unreadable channel file {path}: {e}") from None
-    if not isinstance(doc, dict) or doc.get("version") != _CHANNEL_VERSION:
-        raise ManagerMessageError("not a channel file of a known version")
-    channel = ChannelMaterial(
-        node=_field(doc, "node", str),
-        master_secret=_hex(doc, "master_secret"),
-        master_salt=_hex(doc, "master_salt"),
-        gm_sender_id=_hex(doc, "gm_sender_id"),
-        node_sender_id=_hex(doc, "node_sender_id"),
-        id_context=None if doc.get("id_context") is None else _hex(doc, "id_context"),
-        aead_alg=_field(doc, "aead_alg", int),
-        hkdf_alg=_field(doc, "hkdf_alg", int),
-    )
-    manager = doc.get("manager")
-    if manager is not None and not isinstance(manager, str):
-        raise ManagerMessageError("channel file: 'manager' is not a URI string")
-    pinned = doc.get("gm_credentials", {})
-    if not isinstance(pinned, dict):
-        raise ManagerMessageError("channel file: 'gm_credentials' is not an object")
-    creds = {str(g): _hex(pinned, g) for g in pinned}
-    return channel, manager, creds
+#: Ask the GM for a new Sender ID once this fraction of the sequence-number space is used.
+DEFAULT_RENEW_AT = 0.75
 
 
 @dataclass
@@ -187,98 +124,6 @@ class _Installed:
     retire_at: float | None = None
 
 
-class MemberClientSecurity(ClientSecurity):
-    """Client security that always protects with the member's current context.
-
-    Responses to requests sent under the previous context still verify during the grace
-    time, also when the server already answers under the new Gid (digest §8.4).
-    """
-
-    def __init__(self, member: GroupMember, *, pairwise_with: bytes | None = None) -> None:
-        # The base class would pin one context; this one follows the member instead.
-        self._member = member
-        self.pairwise_with = pairwise_with
-        self._members_at: dict[object, bytes] = {}
-
-    @property  # type: ignore[override]
-    def context(self) -> GroupContext:
-        return self._member.context
-
-    def protect_request(self, request: Message) -> tuple[Message, RequestBinding]:
-        if not self._member.has_role(Role.REQUESTER):
-            raise RoleNotAuthorized("this member is not a Requester in the group")
-        return super().protect_request(request)
-
-    def echo_retry(
-        self, response: VerifiedMessage, request: Message
-    ) -> tuple[Message, ClientSecurity] | None:
-        """As the base class, but the retry keeps following the member (and its roles)."""
-        answer = super().echo_retry(response, request)
-        if answer is None:
-            return None
-        retry, sec = answer
-        return retry, MemberClientSecurity(self._member, pairwise_with=sec.pairwise_with)
-
-    def unprotect_response(self, response: Message, binding: RequestBinding) -> VerifiedMessage:
-        value = response.options.get(9)
-        if value is None:
-            return super().unprotect_response(response, binding)  # raises: unprotected
-        option = decode_option(value)
-        installed = self._member._installed_for_response(binding, option.kid_context)
-        kid = option.kid if option.kid is not None else binding.intended_recipient
-        if kid is not None:
-            self._member._authorize(installed, kid, is_request=False)
-        plain, info = installed.context.unprotect_response(response, binding)
-        if response.remote is not None:
-            self._members_at[response.remote] = info.sender_id
-        return VerifiedMessage(
-            code=plain.code, mtype=plain.mtype, mid=plain.mid, token=plain.token,
-            options=plain.options, payload=plain.payload, remote=plain.remote, security=info,
-        )  # fmt: skip
-
-
-class MemberServerSecurity(ServerSecurity):
-    """Server security holding exactly the member's current context (the member swaps it).
-
-    Requests are refused before verification when the sender is not a Requester (or this
-    member is neither a Responder nor a Monitor); a response
-    to a request verified under a context that has since been replaced is protected with
-    the current one (fresh Partial IV, new Gid as kid context: digest §8.4).
-    """
-
-    def __init__(self, member: GroupMember) -> None:
-        super().__init__()
-        self._member = member
-
-    def unprotect_request(self, request: Message) -> tuple[Message, ServerBinding] | None:
-        value = request.options.get(9)
-        if value is not None:
-            if not (self._member.has_role(Role.RESPONDER) or self._member.has_role(Role.MONITOR)):
-                raise RoleNotAuthorized("this member is neither a Responder nor a Monitor")
-            option = decode_option(value)
-            current = self._member._current
-            if (
-                option.kid is not None
-                and current is not None
-                and option.kid_context == current.context.gid
-            ):
-                self._member._authorize(current, option.kid, is_request=True)
-        return super().unprotect_request(request)
-
-    def protect_response(self, response: Message, binding: ServerBinding) -> Message:
-        current = self._member._current
-        ctx = binding.context
-        if (
-            current is not None
-            and isinstance(ctx, GroupContext)
-            and ctx is not current.context
-            and current.context.sender_id is not None
-        ):
-            moved = dataclasses.replace(binding, recipient=None)
-            return current.context.protect_response(response, moved)
-        return super().protect_response(response, binding)
-
-
 class GroupMember:
     """One node's membership in one group, kept current and persisted.
 
@@ -287,6 +132,11 @@ class GroupMember:
     ``state_path`` holds the keying material and own key (0600); ``state_path + ".seq"`` the
     sequence-number reservations. ``follow`` observes the group resource for rekeyings;
     ``poll_interval`` polls instead (or in addition, as a safety net).
+
+    ``fetch_limiter`` bounds the credential fetches unknown Sender IDs cause (default: a
+    :class:`~grouposcore.manager.fetchlimit.FetchLimiter` on ``clock``); its counters are
+    :attr:`fetch_stats`. Once ``renew_at`` of the sequence-number space (``sequence_limit``,
+    at most 2^40 - 1) is used or reserved, the member asks the GM for a new Sender ID.
     """
 
     def __init__(
@@ -307,7 +157,12 @@ class GroupMember:
         sequence_step: int = 64,
         sequence_store: SequenceNumberStore | None = None,
         clock: Any = time.monotonic,
+        fetch_limiter: FetchLimiter | None = None,
+        sequence_limit: int = MAX_SEQUENCE_NUMBER,
+        renew_at: float = DEFAULT_RENEW_AT,
     ) -> None:
+        if not 0 < renew_at < 1 or not 0 < sequence_limit <= MAX_SEQUENCE_NUMBER:
+            raise ValueError("renew_at must be in (0, 1) and sequence_limit in [1, 2^40 - 1]")
         self.client = client
         self.group = group
         self.roles = roles if isinstance(roles, int) else tperm(roles)
@@ -326,6 +181,12 @@ class GroupMember:
             else FileSequenceStore(str(self.state_path) + ".seq")
         )
         self._clock = clock
+        self.fetch_limiter = fetch_limiter if fetch_limiter is not None else FetchLimiter(
+            clock=clock
+        )
+        self.sequence_limit = sequence_limit
+        self.renew_at = renew_at
+        self._renewing: asyncio.Task[Any] | None = None
         self._private_key = (
             private_key_from_bytes(private_key) if isinstance(private_key, bytes) else private_key
         )
@@ -336,8 +197,9 @@ class GroupMember:
         self._previous: list[_Installed] = []
         self._servers: list[MemberServerSecurity] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._fetching: set[bytes] = set()
-        self._missing: dict[bytes, float] = {}
+        self._fetches: dict[bytes, asyncio.Task[bool]] = {}
+        #: where each peer was last verified (a unicast request there goes pairwise)
+        self.addresses = MemberAddresses()
         self._watch: asyncio.Task[Any] | None = None
         self._owned_endpoint: Endpoint | None = None
         self._changed = asyncio.Event()
@@ -408,6 +270,9 @@ class GroupMember:
     async def start(self) -> None:
         """Resume from the state file if the GM still knows this membership, else join."""
         state = self._load_state()
+        # What this process knew of the group before: its replay state is lost with the
+        # process, so a context for the same keys must not start with valid windows.
+        before = None if state is None else state.material
         if state is not None and state.private_key is not None and self._private_key is None:
             # A re-join (other roles, or after the GM forgot us) keeps the member's key.
             self._private_key = private_key_from_bytes(state.private_key)
@@ -432,18 +297,20 @@ class GroupMember:
                 if state.private_key is not None:
                     self._private_key = private_key_from_bytes(state.private_key)
                 self._credential = state.credential
-                # Same material: the replay state was lost with the process, so every
-                # window starts invalid (Echo, digest §7.4). New material starts clean.
-                same = latest.num == state.material.num and latest.gid == state.material.gid
-                self._install(latest, windows_valid=not same)
+                # Same keys: the replay state was lost with the process, so every window
+                # starts invalid (Echo, digest §7.4). New keys start clean.
+                self._install(latest, windows_valid=not _same_keys(latest, state.material))
                 self.started = "resumed"
                 self._start_watch()
                 return
-        await self._join()
+        await self._join(before)
         self.started = "joined"
         self._start_watch()
 
-    async def _join(self) -> None:
+    async def _join(self, before: mb.GroupKeyingMaterial | None = None) -> None:
+        """Join (or re-join). ``before``: the material of the state file, if any; a re-join
+        answered with the same keys (no rekeying) comes after lost replay state, so its
+        windows start invalid (RFC 10021 §2.6.1.2)."""
         monitor_only = roles_from_tperm(self.roles) == frozenset({Role.MONITOR})
         if not monitor_only and self._private_key is None:
             alg = signature_by_id(self.sign_alg)
@@ -462,7 +329,7 @@ class GroupMember:
             gm_credential=self.gm_credential,
         )
         self._scope, self._client_nonce = pending.scope, pending.cnonce
-        self._install(material, windows_valid=True)
+        self._install(material, windows_valid=before is None or not _same_keys(material, before))
 
     # --- what applications use --------------------------------------------------------------
 
@@ -494,9 +361,15 @@ class GroupMember:
         info = self._current.material.peers.get(kid)
         return None if info is None else info.roles
 
-    def client_security(self, pairwise_with: bytes | None = None) -> MemberClientSecurity:
-        """For ``Endpoint.request``/``group_request``: protects with the current context."""
-        return MemberClientSecurity(self, pairwise_with=pairwise_with)
+    def client_security(
+        self, pairwise_with: bytes | None = None, *, pairwise: bool = True
+    ) -> MemberClientSecurity:
+        """For ``Endpoint.request``/``group_request``: protects with the current context.
+
+        Pairwise mode with ``pairwise_with``; otherwise a unicast request to the address of a
+        known member goes in pairwise mode too, unless ``pairwise`` is False (group mode
+        for group addresses and unknown ones). See :class:`MemberClientSecurity`."""
+        return MemberClientSecurity(self, pairwise_with=pairwise_with, pairwise=pairwise)
 
     def server_security(self) -> MemberServerSecurity:
         """For an Endpoint's ``server_security``: follows the member across rekeyings."""
@@ -587,12 +460,18 @@ class GroupMember:
     # --- installing material ----------------------------------------------------------------
 
     def _install(self, material: mb.GroupKeyingMaterial, *, windows_valid: bool = True) -> None:
-        """Make ``material`` current: a new context for a new Gid or Sender ID, else an
-        update of the known peers."""
+        """Make ``material`` current: a new context for new keys, the same Recipient
+        Contexts under a new Sender Context for a new Sender ID with the same keys, else an
+        update of the known peers.
+
+        ``windows_valid`` matters only for a context built from scratch: False when the
+        replay state for these keys was lost (restart), so peers go through Echo first.
+        """
+        material = self._without_self(material)
         old = self._current
         if (
             old is not None
-            and material.gid == old.material.gid
+            and _same_keys(material, old.material)
             and material.num == old.material.num
             and material.sender_id == old.material.sender_id
         ):
@@ -603,14 +482,27 @@ class GroupMember:
             self._save()
             self._changed.set()
             return
-        context = mb.group_context(
-            material,
-            private_key=self._private_key,
-            credential=self._credential,
-            sequence=self._sequence(material),
-            credential_provider=self._provide,
-            replay_windows_valid=windows_valid,
-        )
+        if old is not None and _same_keys(material, old.material):
+            # New Sender ID (renewal or re-join without rekeying): RFC 10021 §2.6.3.1 changes
+            # only the Sender Context; the peers' replay windows carry over, or every
+            # request they sent under this Gid could be replayed once.
+            context = old.context.with_sender_id(
+                material.sender_id,
+                sequence=self._sequence(material),
+                private_key=self._private_key,
+                credential=self._credential,
+            )
+            for sid in set(old.material.peers) - set(material.peers):
+                context.remove_recipient(sid)
+        else:
+            context = mb.group_context(
+                material,
+                private_key=self._private_key,
+                credential=self._credential,
+                sequence=self._sequence(material),
+                credential_provider=self._provide,
+                replay_windows_valid=windows_valid,
+            )
         self._current = _Installed(context, material)
         if old is not None:
             # Stale senders go from the old context too; it only verifies responses now.
@@ -625,7 +517,7 @@ class GroupMember:
             if old is not None:
                 sec.remove(old.context)
             sec.add(context)
-        self._missing.clear()
+        self.fetch_limiter.forget_negative()
         self._prune()
         self._save()
         self._changed.set()
@@ -633,9 +525,62 @@ class GroupMember:
             "group %s: installed num %d gid %s (sid %s)", material.group, material.num,
             material.gid.hex(), "-" if material.sender_id is None else material.sender_id.hex(),
         )  # fmt: skip
+        self.check_sequence()
+
+    def _is_own(self, credential: bytes) -> bool:
+        return self._credential is not None and credential == self._credential
+
+    def _without_self(self, material: mb.GroupKeyingMaterial) -> mb.GroupKeyingMaterial:
+        """``material`` without peers that hold this member's own credential (e.g. an ID it
+        gave up): a Recipient Context for it would let its own old messages be reflected
+        back to it and delivered."""
+        if self._credential is None or not any(
+            self._is_own(p.credential) for p in material.peers.values()
+        ):
+            return material
+        peers = {k: p for k, p in material.peers.items() if not self._is_own(p.credential)}
+        return replace(material, peers=peers)
 
     def _sequence(self, material: mb.GroupKeyingMaterial) -> SenderSequence | None:
-        return member_sequence(material, self.sequence_store, self.sequence_step)
+        return member_sequence(material, self.sequence_store, self.sequence_step,
+                               limit=self.sequence_limit)
+
+    # --- renewing the Sender ID before its sequence numbers run out -------------------------
+
+    def check_sequence(self) -> None:
+        """Ask the GM for a new Sender ID (in the background) once ``renew_at`` of the
+        sequence-number space is used, or reserved in the store (digest §7.4: well before
+        2^40 - 1). The security objects call this after every message they protect."""
+        current = self._current
+        if current is None or self.terminated or current.context.sender_id is None:
+            return
+        if self._renewing is not None:
+            return
+        seq = current.context.sequence
+        threshold = int(self.sequence_limit * self.renew_at)
+        if seq.peek() + seq.step < threshold:
+            return  # the usual case; this process reserves at most one step ahead
+        if seq.peek() < threshold and (self.sequence_store.load(seq.key) or 0) < threshold:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (sans-I/O use): the next protected message asks again
+        self._renewing = loop.create_task(self._renew_for_sequence(current), name="renew-sid")
+        self._tasks.add(self._renewing)
+        self._renewing.add_done_callback(self._tasks.discard)
+
+    async def _renew_for_sequence(self, start: _Installed) -> None:
+        try:
+            log.info("group %s: sequence numbers of sid %s nearly used up, renewing",
+                     self.group, (start.material.sender_id or b"").hex())
+            if self._current is start and not self.terminated:
+                await self.renew_sender_id()
+        except (GroupOscoreError, OSError) as e:
+            log.warning("group %s: Sender ID renewal failed: %s", self.group, e)
+            await asyncio.sleep(self.retry_delay)  # then the next message asks again
+        finally:
+            self._renewing = None
 
     def _prune(self) -> None:
         now = self._clock()
@@ -645,20 +590,27 @@ class GroupMember:
 
     def _installed_for_response(
         self, binding: RequestBinding, kid_context: bytes | None
-    ) -> _Installed:
-        """The installed context to verify a response with, refusing retired ones."""
+    ) -> tuple[list[_Installed], bool]:
+        """The installed contexts a response to ``binding``'s request may be protected with,
+        in the order to try them: the request's own context (unless retired), then the
+        current one (a server that installed a rekeying answers under the new Gid, with or
+        without a kid context: digest §8.4). A kid context rules out the others. Also
+        whether the request's own context was retired."""
         self._prune()
         current = self._current
         if current is None or self.terminated:
             raise ContextNotFound("no current group context")
+        own: _Installed | None = None
         if binding.context is current.context:
-            return current
-        if kid_context is not None and kid_context == current.context.gid:
-            return current  # answered under the new Gid (digest §8.4)
-        for p in self._previous:
-            if p.context is binding.context:
-                return p
-        raise ContextNotFound("the request's group context was retired after a rekeying")
+            own = current
+        else:
+            own = next((p for p in self._previous if p.context is binding.context), None)
+        order = [own] if own is not None else []
+        if own is not current:
+            order.append(current)
+        if kid_context is not None:
+            order = [i for i in order if i.context.gid == kid_context]
+        return order, own is None
 
     def _authorize(self, installed: _Installed, kid: bytes, *, is_request: bool) -> None:
         info = installed.material.peers.get(kid)
@@ -680,9 +632,12 @@ class GroupMember:
         self.state_path.unlink(missing_ok=True)
         self._changed.set()
 
-    # --- unknown senders --------------------------------------------------------------------
+    # --- unknown senders -------------------------------------------------------------------
 
     def _provide(self, kid: bytes, gid: bytes) -> bytes | None:
+        """Credential provider of the current context: what the member knows, else None
+        after asking the GM in the background, within the limiter's bounds (a forged
+        request with an unknown kid must not make every member query the GM)."""
         current = self._current
         if current is None or gid != current.context.gid or self.terminated:
             return None
@@ -692,41 +647,99 @@ class GroupMember:
         self._schedule_fetch(kid)
         return None
 
-    def _schedule_fetch(self, kid: bytes) -> None:
-        if kid in self._fetching:
-            return
-        seen = self._missing.get(kid)
-        if seen is not None and self._clock() - seen < FETCH_BACKOFF:
-            return
+    @property
+    def fetch_stats(self) -> FetchStats:
+        """Counters of credential fetches: made, found, suppressed (rate, negative cache)."""
+        return self.fetch_limiter.stats
+
+    def _schedule_fetch(self, kid: bytes) -> asyncio.Task[bool] | None:
+        """The fetch of ``kid``'s credential under way (started now if the limiter admits
+        it), or None when it is suppressed or there is no event loop."""
+        task = self._fetches.get(kid)
+        if task is not None:
+            self.fetch_limiter.admit(kid)  # counted as an in-flight hit
+            return task
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return
-        self._fetching.add(kid)
+            return None
+        decision = self.fetch_limiter.admit(kid)
+        if decision is not Admission.FETCH:
+            log.debug("group %s: no fetch for unknown Sender ID %s: %s", self.group,
+                      kid.hex(), decision.value)
+            if decision is Admission.RATE_LIMITED and self.fetch_limiter.stats.rate_limited == 1:
+                log.warning("group %s: credential fetches rate-limited (unknown Sender IDs "
+                            "arriving faster than allowed)", self.group)
+            return None
         task = loop.create_task(self._fetch(kid), name=f"creds-{kid.hex()}")
+        self._fetches[kid] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _fetch(self, kid: bytes) -> None:
+    async def _fetch(self, kid: bytes) -> bool:
+        found: bool | None = None
         try:
             start = self._current
             assert start is not None
-            found = await self.client.creds(
+            peers = await self.client.creds(
                 self.group, sender_ids=[kid], sign_alg=start.material.sign_alg
             )
-            info = found.get(kid)
+            info = peers.get(kid)
+            if info is not None and self._is_own(info.credential):
+                log.warning("group %s: the GM lists this member's own credential under "
+                            "Sender ID %s; not a peer", self.group, kid.hex())
+                info = None
+            found = info is not None
             current = self._current
-            if info is None:
-                self._missing[kid] = self._clock()
-            elif current is not None and current.material.num == start.material.num:
-                peers = {**current.material.peers, kid: info}
-                current.material = replace(current.material, peers=peers)
+            if info is not None and current is not None and _same_keys(
+                current.material, start.material
+            ):
+                renewed = {sid for sid, p in current.material.peers.items()
+                           if p.credential == info.credential}
+                self.addresses.renewed(renewed, kid)
+                current.material = replace(current.material,
+                                           peers={**current.material.peers, kid: info})
                 self._save()
         except (GroupOscoreError, OSError) as e:
             log.info("fetching the credential of %s failed: %s", kid.hex(), e)
-            self._missing[kid] = self._clock()
         finally:
-            self._fetching.discard(kid)
+            self._fetches.pop(kid, None)
+            self.fetch_limiter.finished(kid, found)
+        return bool(found)
+
+    async def learn_peer(self, kid: bytes) -> bool:
+        """Make sure the member knows Sender ID ``kid`` (e.g. to send it a pairwise request
+        after it renewed its ID): ask the GM if needed, within the same bounds as for unknown
+        senders. True if it is known afterwards."""
+        current = self._current
+        if current is None or self.terminated:
+            return False
+        if kid in current.material.peers:
+            return True
+        task = self._schedule_fetch(kid)
+        if task is None:
+            return False
+        return await asyncio.shield(task)
+
+    def _known_peer(self, kid: bytes) -> bool:
+        """Whether the current context can send to ``kid``; if not, the GM is asked in the
+        background (bounded), so a retry can succeed."""
+        current = self._current
+        if current is None:
+            return False
+        if kid in current.context.recipients:
+            return True
+        info = current.material.peers.get(kid)
+        if info is not None:
+            try:
+                current.context.add_recipient(kid, info.credential)
+            except GroupOscoreError as e:
+                log.info("unusable credential for %s: %s", kid.hex(), e)
+                return False
+            return True
+        self._schedule_fetch(kid)
+        return False
 
     # --- following the GM -------------------------------------------------------------------
 
@@ -845,37 +858,7 @@ class GroupMember:
         return f"<GroupMember {self.client.node} in {self.group} {where}>"
 
 
-def member_sequence(
-    material: mb.GroupKeyingMaterial, store: SequenceNumberStore, step: int = 256
-) -> SenderSequence | None:
-    """The member's Sender Sequence Number for this material, reserved in ``store`` (one
-    key per group, Gid and Sender ID, so numbers restart only with new keys)."""
-    if material.sender_id is None:
-        return None
-    key = f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
-    return SenderSequence(store=store, key=key, step=step)
-
-
-def context_from_state_file(
-    path: str | os.PathLike[str], *, replay_windows_valid: bool = True, **overrides: Any
-) -> GroupContext:
-    """The group context a member's state file (``grouposcore join --state``) describes,
-    for one-shot tools that do not follow the Group Manager: the sequence numbers continue
-    from the same reservation file a :class:`GroupMember` uses (``PATH.seq``), so the two
-    never reuse a nonce between them."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise ManagerMessageError(f"cannot read member state {path}: {exc}") from exc
-    if mode & 0o006:
-        raise ManagerMessageError(f"{path} is accessible by other users; run: chmod 600 {path}")
-    try:
-        state = mb.load_state(path)
-    except OSError as exc:
-        raise ManagerMessageError(f"cannot read member state {path}: {exc}") from exc
-    sequence = member_sequence(state.material, FileSequenceStore(str(path) + ".seq"))
-    return mb.group_context(
-        state.material, private_key=state.private_key, credential=state.credential,
-        sequence=sequence, replay_windows_valid=replay_windows_valid, **overrides,
-    )
-
+def _same_keys(a: mb.GroupKeyingMaterial, b: mb.GroupKeyingMaterial) -> bool:
+    """Whether two materials describe the same Common Context (Gid, Master Secret and
+    Salt): then replay state kept for one holds for the other."""
+    return (a.gid, a.master_secret, a.master_salt) == (b.gid, b.master_secret, b.master_salt)

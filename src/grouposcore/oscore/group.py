@@ -622,3 +622,55 @@ class GroupContext:
                                           ("pairwise", self.pairwise_mode)) if on)
         peers = len(self._recipients)
         return f"<GroupContext gid={self.gid.hex()} sid={sid} {modes} peers={peers}>"
+
+    def with_sender_id(
+        self,
+        sender_id: bytes | None,
+        *,
+        sequence: SenderSequence | None = None,
+        private_key: Any = None,
+        credential: Credential | bytes | None = None,
+    ) -> GroupContext:
+        """This context with a new Sender Context (a renewed Sender ID, or a re-join under
+        the same Gid), keeping the Common Context and the replay state of every peer.
+
+        RFC 10021 §2.6.3.1: a new Sender ID changes only the Sender Context. Building a
+        fresh context instead would start every Recipient Context with a valid window at 0,
+        so each request a peer sent earlier under this Gid could be replayed once. The new
+        context gets its own Recipient Context objects (pairwise keys depend on the own
+        Sender ID and credential, and this context may still verify responses to requests
+        sent under the old ID) that share each peer's credential, keys, pending Echo
+        challenge and the very same ReplayWindow object. ``private_key``/``credential``
+        default to the current ones; ``sequence`` to a fresh in-memory count from 0.
+        """
+        new = GroupContext(
+            self.master_secret,
+            self.gid,
+            sender_id=sender_id,
+            private_key=private_key if private_key is not None else self.private_key,
+            credential=credential if credential is not None else self.credential,
+            master_salt=self.master_salt,
+            hkdf=self.hkdf,
+            aead=self.aead,
+            group_enc=self.group_enc,
+            signature=self.signature,
+            key_agreement=self.key_agreement,
+            gm_cred=self.gm_cred,
+            credential_provider=self.credential_provider,
+            max_recipients=self.max_recipients,
+            replay_window_size=self.replay_window_size,
+            replay_windows_valid=self.replay_windows_valid,
+            freshness=self.freshness,
+            sequence=sequence,
+            process_own_requests=self.process_own_requests,
+        )
+        new.recipient_deleted = self.recipient_deleted
+        for rid, old in self._recipients.items():
+            if rid == sender_id:
+                new.recipient_deleted = True  # cannot happen under one Gid; never reuse it
+                continue
+            rc = RecipientContext(rid, old.credential, old.key, old.group_cipher,
+                                  old.replay_window, old.verify)
+            rc.echo_challenge = old.echo_challenge
+            new._recipients[rid] = rc
+        return new

@@ -13,6 +13,7 @@ from grouposcore.errors import (
     FreshnessRequired,
     ModeNotSupported,
     OscoreDecodeError,
+    OscoreError,
     ProtectionError,
     ReplayError,
 )
@@ -262,20 +263,57 @@ def test_echo_challenge_is_readable_by_the_client() -> None:
     assert server.unprotect_request(msg)[0].options.echo == reply.options.echo
 
 
-@pytest.mark.parametrize("policy", ["drop-first", "accept"])
-def test_other_freshness_policies(policy: str) -> None:
+def _restarted_server_under_replay(policy: str) -> tuple[GroupContext, list[Message]]:
+    """A server that lost its replay state, and six requests an attacker recorded earlier."""
     a = A.context([B])
-    server = B.context([A], replay_windows_valid=False, freshness=policy)
-    first, _ = a.protect_request(get())
-    second, _ = a.protect_request(get())
-    if policy == "drop-first":
-        with pytest.raises(ReplayError):
-            server.unprotect_request(first)
-    else:
-        server.unprotect_request(first)
-    server.unprotect_request(second)
+    recorded = [a.protect_request(get())[0] for _ in range(6)]
+    return B.context([A], replay_windows_valid=False, freshness=policy), recorded
+
+
+@pytest.mark.parametrize("policy", ["echo", "drop"])
+def test_replay_of_old_then_newer_recorded_requests_delivers_nothing(policy: str) -> None:
+    """The attack that broke 'drop-first': replay one old request first, then the newer
+    recorded ones. With any allowed policy nothing is delivered and the window stays
+    invalid (RFC 10021 §2.6.1.2)."""
+    server, recorded = _restarted_server_under_replay(policy)
+    delivered = 0
+    for msg in [recorded[0], *recorded[1:], *recorded]:
+        try:
+            server.unprotect_request(msg)
+            delivered += 1
+        except (ReplayError, FreshnessRequired):
+            pass
+    assert delivered == 0
+    assert not server.recipients[A.sid].replay_window.valid
+
+
+def test_drop_policy_changes_no_state() -> None:
+    server, recorded = _restarted_server_under_replay("drop")
+    server.remove_recipient(A.sid)
+    server.credential_provider = lambda kid, gid: A.cred.raw if kid == A.sid else None
+    before = snapshot(server)
+    for msg in recorded:
+        with pytest.raises(ReplayError, match="freshness 'drop'"):
+            server.unprotect_request(msg)
+    assert snapshot(server) == before
+
+
+def test_insecure_accept_policy_is_explicit_and_delivers_replays() -> None:
+    """The switch for peers that cannot answer an Echo does what its name says."""
+    from grouposcore.oscore.group import INSECURE_ACCEPT_REPLAYS
+
+    server, recorded = _restarted_server_under_replay(INSECURE_ACCEPT_REPLAYS)
+    server.unprotect_request(recorded[0])
+    for msg in recorded[1:]:
+        server.unprotect_request(msg)
     with pytest.raises(ReplayError):
-        server.unprotect_request(first)
+        server.unprotect_request(recorded[0])
+
+
+@pytest.mark.parametrize("old", ["drop-first", "accept"])
+def test_retired_freshness_policies_are_refused_with_advice(old: str) -> None:
+    with pytest.raises(OscoreError, match=r"no longer supported.*use 'echo'"):
+        B.context([A], freshness=old)
 
 
 def test_stale_member_removed_cannot_be_verified() -> None:

@@ -17,7 +17,7 @@ from grouposcore.errors import (
     ProtectionError,
     ReplayError,
 )
-from grouposcore.oscore import GroupContext, SecurityContext
+from grouposcore.oscore import GroupContext, SecurityContext, decode_option
 from tests.oscore.helpers import Member, content, echo_challenge, get
 
 A, B, C, D = (Member(bytes([i]), n) for i, n in ((0x0A, "a"), (0x0B, "b"), (0x0C, "c"),
@@ -322,3 +322,35 @@ def test_stale_member_removed_cannot_be_verified() -> None:
     request, _ = C.context([B]).protect_request(get())
     with pytest.raises(ContextNotFound):
         server.unprotect_request(request)
+
+
+def _rekeyed(member: Member, peers: list[Member]) -> GroupContext:
+    """``member``'s context after a rekey: new Gid and Master Secret, same Sender IDs."""
+    return GroupContext(
+        bytes(range(40, 56)), b"\x99\x01", sender_id=member.sid, private_key=member.key,
+        credential=member.cred, peers={p.sid: p.cred.raw for p in peers},
+    )
+
+
+def test_response_numbers_restart_after_rekey() -> None:
+    """A server that was rekeyed protects its next notifications under the new Gid with
+    Partial IVs from 0 again; the client takes them (Response Numbers are per Security
+    Context, RFC 10021 §2.6.3.2, §5.3.1) and still refuses replays in either context."""
+    client, server = A.context([B]), B.context([A])
+    request, binding = client.protect_request(get())
+    _, sbinding = server.unprotect_request(request)
+    old = [server.protect_response(content(bytes([i])), sbinding) for i in range(4)]
+    for msg in old:
+        client.unprotect_response(msg, binding)
+    client_new, server_new = _rekeyed(A, [B]), _rekeyed(B, [A])
+    new = [server_new.protect_response(content(b"n%d" % i), sbinding) for i in range(2)]
+    assert decode_option(new[0].options.oscore).piv == b"\x00"
+    for i, msg in enumerate(new):
+        plain, info = client_new.unprotect_response(msg, binding)
+        assert plain.payload == b"n%d" % i and info.piv == bytes([i])
+    for msg in new:
+        with pytest.raises(ReplayError):
+            client_new.unprotect_response(msg, binding)
+    for msg in old[1:]:
+        with pytest.raises(ReplayError):
+            client.unprotect_response(msg, binding)

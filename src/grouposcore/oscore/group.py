@@ -508,7 +508,7 @@ class GroupContext:
             raise ContextNotFound("response protected with another Gid")
         self._check_mode(opt.group)
         rc, provisional = self._lookup(kid)
-        tracker = binding.tracker(kid)
+        tracker = binding.tracker(self.gid, kid)
         tracker.check(opt.piv)
         if opt.piv is None:
             piv, id_piv = binding.request_piv, binding.request_kid

@@ -92,14 +92,33 @@ def test_replayed_request_is_rejected() -> None:
     assert snapshot(server) == before
 
 
-def test_response_bound_to_another_request_is_rejected() -> None:
-    client, server, first = protected_request()
-    second, binding2 = client.protect_request(get(mid=2))
+@pytest.mark.parametrize("fresh_piv", [False, True], ids=["request-nonce", "own-piv"])
+@pytest.mark.parametrize("mode", ["group", "pairwise", "oscore"])
+def test_response_bound_to_another_request_is_rejected(mode: str, fresh_piv: bool) -> None:
+    """A response verifies only for the request it answers: with its own Partial IV the
+    nonce no longer ties it to the request, only the request's kid and Partial IV in the
+    external_aad do (RFC 8613 §5.4, RFC 10021 §4.3)."""
+    client: GroupContext | SecurityContext
+    server: GroupContext | SecurityContext
+    if mode == "oscore":
+        client = SecurityContext(b"s" * 16, b"\x01", b"\x02")
+        server = SecurityContext(b"s" * 16, b"\x02", b"\x01")
+        protect = client.protect_request
+    else:
+        client, server = A.context([B]), B.context([A])
+        target = B.sid if mode == "pairwise" else None
+        def protect(msg: Message) -> tuple[Message, object]:
+            return client.protect_request(msg, pairwise_with=target)  # type: ignore[union-attr]
+    first, binding1 = protect(get(mid=1))
+    second, binding2 = protect(get(mid=2))
     _, sbinding1 = server.unprotect_request(first)
     server.unprotect_request(second)
-    response = server.protect_response(content(b"on"), sbinding1)
+    response = server.protect_response(content(b"on"), sbinding1, fresh_piv=fresh_piv)
     with pytest.raises(ProtectionError):
         client.unprotect_response(response, binding2)
+    assert not binding2.trackers or not any(
+        t.no_piv_seen or t.window.highest >= 0 for t in binding2.trackers.values())
+    assert client.unprotect_response(response, binding1)[0].payload == b"on"
 
 
 def test_group_flag_on_a_plain_oscore_context_is_rejected() -> None:
@@ -204,11 +223,34 @@ def test_silent_server_receives_but_never_sends() -> None:
         monitor.unprotect_request(pairwise)
 
 
+OWN_SID = r"^request carries this member's own Sender ID$"
+
+
 def test_own_sender_id_is_not_processed() -> None:
     client = A.context([B])
     request, _ = client.protect_request(get())
-    with pytest.raises(ContextNotFound, match="own Sender ID"):
+    with pytest.raises(ContextNotFound, match=OWN_SID):
         A.context([B]).unprotect_request(request)
+
+
+def test_reflected_own_request_is_refused_even_with_a_credential_provider() -> None:
+    """A request carrying the member's own Sender ID (e.g. its own group request reflected
+    back) is refused before any lookup: a credential provider that knows every member,
+    the member itself included, would otherwise let it verify and be delivered."""
+    asked: list[bytes] = []
+
+    def provider(kid: bytes, gid: bytes) -> bytes | None:
+        asked.append(kid)
+        return {A.sid: A.cred.raw, B.sid: B.cred.raw}.get(kid)
+
+    me = A.context([B], credential_provider=provider)
+    for pairwise in (False, True):
+        request, _ = me.protect_request(get(), pairwise_with=B.sid if pairwise else None)
+        before = snapshot(me)
+        with pytest.raises(ContextNotFound, match=OWN_SID):
+            me.unprotect_request(request)
+        assert snapshot(me) == before and A.sid not in me.recipients
+    assert asked == []
 
 
 def test_sequence_numbers_are_shared_by_both_modes() -> None:
@@ -354,3 +396,22 @@ def test_response_numbers_restart_after_rekey() -> None:
     for msg in old[1:]:
         with pytest.raises(ReplayError):
             client.unprotect_response(msg, binding)
+
+
+@pytest.mark.parametrize("pairwise", [False, True], ids=["group", "pairwise"])
+def test_response_under_new_context_is_bound_to_its_request(pairwise: bool) -> None:
+    """Across a rekey (the binding's context is the old one, the external_aad is rebuilt
+    for the new one) a response still verifies only for the request it answers."""
+    client, server = A.context([B]), B.context([A])
+    first, binding1 = client.protect_request(get(mid=1))
+    second, binding2 = client.protect_request(get(mid=2))
+    _, sbinding1 = server.unprotect_request(first)
+    server.unprotect_request(second)
+    client_new, server_new = _rekeyed(A, [B]), _rekeyed(B, [A])
+    response = server_new.protect_response(content(b"n"), sbinding1, pairwise=pairwise)
+    with pytest.raises(ProtectionError):
+        client_new.unprotect_response(response, binding2)
+    assert client_new.unprotect_response(response, binding1)[0].payload == b"n"
+    # the old context keeps its own pairwise keys: the new one left nothing in it
+    old = server.protect_response(content(b"o"), sbinding1, pairwise=True)
+    assert client.unprotect_response(old, binding1)[0].payload == b"o"

@@ -13,6 +13,7 @@ from grouposcore.errors import (
     FreshnessRequired,
     OscoreError,
     ProtectionError,
+    ReplayError,
 )
 from grouposcore.oscore import GroupContext, SecurityContext, SenderSequence, inner
 from grouposcore.oscore.security import ClientSecurity, ServerSecurity, VerifiedMessage
@@ -117,6 +118,54 @@ def test_plain_oscore_echo_recovery() -> None:
     req2, _ = sec.protect_request(retry_msg)
     assert server.unprotect_request(req2)[0].options.echo == verified.options.echo
     assert server_ctx.replay_window.valid
+
+
+def test_plain_oscore_retry_with_wrong_or_missing_echo_is_refused() -> None:
+    """Only the Echo value the server sent last makes an invalid window valid."""
+    client = SecurityContext(b"s" * 16, b"\x01", b"\x02")
+    server = SecurityContext(b"s" * 16, b"\x02", b"\x01", replay_window_valid=False)
+    first, _ = client.protect_request(get())
+    with pytest.raises(FreshnessRequired) as info:
+        server.unprotect_request(first)
+    sent = info.value.echo
+    wrong = get()
+    wrong.options.echo = bytes(b ^ 0xFF for b in sent)
+    for attempt in (wrong, get()):
+        request, _ = client.protect_request(attempt)
+        with pytest.raises(FreshnessRequired):
+            server.unprotect_request(request)
+        assert not server.replay_window.valid
+    stale = get()
+    stale.options.echo = sent  # superseded by the challenges answered to the bad retries
+    request, _ = client.protect_request(stale)
+    with pytest.raises(FreshnessRequired):
+        server.unprotect_request(request)
+    right = get()
+    right.options.echo = server.echo_challenge
+    request, _ = client.protect_request(right)
+    assert server.unprotect_request(request)[0].options.echo == right.options.echo
+    assert server.replay_window.valid and server.echo_challenge is None
+
+
+def test_plain_oscore_replayed_response_and_notification_are_refused() -> None:
+    client = SecurityContext(b"s" * 16, b"\x01", b"\x02")
+    server = SecurityContext(b"s" * 16, b"\x02", b"\x01")
+    registration = get()
+    registration.options.observe = 0
+    request, binding = client.protect_request(registration)
+    _, sbinding = server.unprotect_request(request)
+    first = server.protect_response(content(b"1"), sbinding)
+    notes = []
+    for n in (2, 3):
+        note = content(b"%d" % n)
+        note.options.observe = n
+        notes.append(server.protect_response(note, sbinding))
+    assert first.options.oscore == b"" and all(m.options.oscore for m in notes)
+    for msg in (first, *notes):
+        client.unprotect_response(msg, binding)
+    for msg in (first, *notes):
+        with pytest.raises(ReplayError):
+            client.unprotect_response(msg, binding)
 
 
 def test_echo_challenge_through_plain_protect_response_uses_own_piv() -> None:

@@ -645,7 +645,9 @@ class GroupContext:
         else:
             if not self.pairwise_mode:
                 raise ModeNotSupported("this group has no pairwise mode")
-            if not isinstance(rc, RecipientContext):
+            if not isinstance(rc, RecipientContext) or binding.context is not self:
+                # a request verified with another (e.g. the pre-rekey) context: pairwise
+                # keys come from this context's own Recipient Context for the requester
                 rc = self.recipient(binding.request_kid)
             if rc._pairwise_sender is None:
                 self._pairwise_ciphers(rc)

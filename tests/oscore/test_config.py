@@ -153,6 +153,12 @@ def test_oscore_server_file_without_sequence_file_is_refused(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="needs 'sequence_file'"):
         oscore_context_from_document(doc, role="server")
     assert isinstance(load_security(path), SecurityContext)  # a client may be in memory
+    group = provision_static_group(["a", "b"])["a"]
+    del group["sequence_file"]
+    with pytest.raises(ConfigError, match="a group server file needs 'sequence_file'"):
+        group_context_from_document(group, role="server")
+    silent = group | {"sender_id": None}
+    assert group_context_from_document(silent, role="server").sender_id is None
 
 
 def test_provisioned_documents_never_reuse_a_partial_iv_after_reload(tmp_path: Path) -> None:

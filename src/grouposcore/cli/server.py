@@ -18,14 +18,13 @@ import time
 from dataclasses import dataclass
 
 from grouposcore.cli.lifecycle import stop_on_signals
-from grouposcore.cli.security_files import is_member_state, load_context
+from grouposcore.cli.security_files import load_context
 from grouposcore.coap import Code, Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, TEXT_PLAIN
 from grouposcore.errors import GroupOscoreError
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.config import (
     ConfigError,
-    read_secret_file,
 )
 from grouposcore.oscore.group import FRESHNESS_POLICIES, INSECURE_ACCEPT_REPLAYS
 from grouposcore.oscore.security import AnyContext, ServerSecurity
@@ -156,13 +155,7 @@ def load_server_context(path: str, freshness: str | None = None) -> AnyContext:
     overrides: dict[str, object] = {"replay_windows_valid": False}
     if freshness is not None:
         overrides["freshness"] = freshness
-    context = load_context(path, role="server", **overrides)
-    if (isinstance(context, GroupContext) and context.sender_id is not None
-            and not is_member_state(path) and not read_secret_file(path).get("sequence_file")):
-        raise ConfigError(f"{path} has no 'sequence_file': after a restart this server would "
-                          "reuse sequence numbers (nonces) in its responses; add e.g. "
-                          "\"sequence_file\": \"server.seq\"")
-    return context
+    return load_context(path, role="server", **overrides)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

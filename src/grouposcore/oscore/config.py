@@ -176,6 +176,18 @@ def _replay_windows_valid(document: dict[str, Any], overrides: dict[str, Any],
     return valid
 
 
+def _check_role(document: dict[str, Any], role: str, what: str) -> None:
+    """A server answers with its own Partial IVs (notifications, Echo challenges): without a
+    sequence file they would start at 0 again after a restart and reuse nonces."""
+    if role not in ("any", "server"):
+        raise ValueError(f"unknown role {role!r}")
+    if (role == "server" and document.get("sender_id") is not None
+            and not document.get("sequence_file")):
+        raise ConfigError(f"{what} server file needs 'sequence_file': without it the server's "
+                          "Partial IVs restart at 0 after a restart and reuse nonces; add e.g. "
+                          "\"sequence_file\": \"server.seq\"")
+
+
 def _freshness(document: dict[str, Any]) -> str:
     try:
         return check_freshness_policy(document.get("freshness", "echo"))
@@ -184,22 +196,25 @@ def _freshness(document: dict[str, Any]) -> str:
 
 
 def group_context_from_document(
-    document: dict[str, Any], *, base: Path | None = None, replay_state_persisted: bool = False,
-    **overrides: Any,
+    document: dict[str, Any], *, base: Path | None = None, role: str = "any",
+    replay_state_persisted: bool = False, **overrides: Any,
 ) -> GroupContext:
     """Build a :class:`GroupContext` from a parsed group file.
 
     Its replay windows start invalid (see the module docstring); ``replay_windows_valid=True``
     is honoured only with ``replay_state_persisted=True``. ``overrides`` replace
     constructor arguments (e.g. ``freshness``). ``base`` is the folder a relative
-    ``sequence_file`` is found in.
+    ``sequence_file`` is found in. With ``role="server"`` a file that has a Sender ID but
+    no ``sequence_file`` is refused.
     """
+    if document.get("type") != "group":
+        raise ConfigError("not a group security file (type must be 'group')")
     overrides = dict(overrides)
     windows_valid = _replay_windows_valid(document, overrides, replay_state_persisted)
     if "freshness" in overrides:
         overrides["freshness"] = _freshness({"freshness": overrides["freshness"]})
-    if document.get("type") != "group":
-        raise ConfigError("not a group security file (type must be 'group')")
+    if "sequence" not in overrides:
+        _check_role(document, role, "a group")
     try:
         sender_id = _hex(document, "sender_id", optional=True)
         private_key = None
@@ -254,16 +269,11 @@ def oscore_context_from_document(
     ``sequence_file`` is refused: the server's own Partial IVs (notifications, Echo
     challenges) would start at 0 again after a restart and reuse nonces.
     """
-    windows_valid = _replay_windows_valid(
-        document, {"replay_windows_valid": replay_window_valid}, replay_state_persisted)
-    if role not in ("any", "server"):
-        raise ValueError(f"unknown role {role!r}")
-    if role == "server" and not document.get("sequence_file"):
-        raise ConfigError("an OSCORE server file needs 'sequence_file': without it the "
-                          "server's Partial IVs restart at 0 after a restart and reuse "
-                          "nonces; add e.g. \"sequence_file\": \"server.seq\"")
     if document.get("type") != "oscore":
         raise ConfigError("not an OSCORE security file (type must be 'oscore')")
+    windows_valid = _replay_windows_valid(
+        document, {"replay_windows_valid": replay_window_valid}, replay_state_persisted)
+    _check_role(document, role, "an OSCORE")
     try:
         sender_id, recipient_id = _req(document, "sender_id"), _req(document, "recipient_id")
         id_context = _hex(document, "id_context", optional=True)
@@ -288,12 +298,12 @@ def oscore_context_from_document(
 def load_security(
     path: str | os.PathLike[str], *, role: str = "any"
 ) -> GroupContext | SecurityContext:
-    """Load a group or OSCORE security file (replay windows start invalid; ``role`` as in
-    :func:`oscore_context_from_document`)."""
+    """Load a group or OSCORE security file (replay windows start invalid; ``role="server"``
+    refuses a sending server without ``sequence_file``)."""
     path = Path(path)
     document = read_secret_file(path)
     if document.get("type") == "group":
-        return group_context_from_document(document, base=path.parent)
+        return group_context_from_document(document, base=path.parent, role=role)
     return oscore_context_from_document(document, base=path.parent, role=role)
 
 

@@ -282,3 +282,24 @@ def test_echo_retry_through_the_same_client_security_goes_pairwise() -> None:
     assert not binding2.group_mode and binding2.intended_recipient == B.sid
     plain, sbinding = server.unprotect_request(req2)
     assert not sbinding.group_mode and plain.options.echo == verified.options.echo
+
+
+def test_plain_oscore_response_numbers_are_per_id_context() -> None:
+    """After a new context (RFC 8613 B.2: new ID Context) the server's Partial IVs start at
+    0 again; the client's replay state for the old context does not reject them."""
+    def pair(id_context: bytes) -> tuple[SecurityContext, SecurityContext]:
+        return (SecurityContext(b"s" * 16, b"\x01", b"\x02", id_context=id_context),
+                SecurityContext(b"s" * 16, b"\x02", b"\x01", id_context=id_context))
+
+    client, server = pair(b"\x01")
+    request, binding = client.protect_request(get())
+    _, sbinding = server.unprotect_request(request)
+    for _ in range(3):
+        client.unprotect_response(server.protect_response(content(b"o"), sbinding,
+                                                          fresh_piv=True), binding)
+    client_new, server_new = pair(b"\x02")
+    note = server_new.protect_response(content(b"n"), sbinding, fresh_piv=True)
+    plain, info = client_new.unprotect_response(note, binding)
+    assert plain.payload == b"n" and info.piv == b"\x00"
+    with pytest.raises(ReplayError):
+        client_new.unprotect_response(note, binding)

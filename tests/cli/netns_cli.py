@@ -31,7 +31,7 @@ def main(directory: Path) -> dict[str, object]:
                 grouposcore_cmd("serve", "--bind", "0.0.0.0", "--port", "5683", "--security",
                                 str(directory / f"{name}.json"), "--join", GROUP,
                                 "--interface", "lo", "--leisure", "0.2",
-                                "--freshness", "accept"),
+                                "--freshness", "insecure-accept-replays-after-restart"),
                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             servers.append(proc)

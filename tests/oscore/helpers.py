@@ -8,7 +8,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from grouposcore.coap import Code, Message, Type
 from grouposcore.cose import EDDSA, Credential
-from grouposcore.oscore import GroupContext
+from grouposcore.oscore import GroupContext, SenderSequence
+from grouposcore.oscore.config import group_context_from_document
 
 SECRET = bytes(range(1, 17))
 SALT = bytes.fromhex("9e7ca92223786340")
@@ -49,3 +50,12 @@ def echo_challenge(exc: Any, request: Message) -> Message:
                     token=request.token, remote=request.remote)
     reply.options.echo = exc.echo
     return exc.binding.context.protect_response(reply, exc.binding)
+
+
+def fresh_context(document: dict[str, Any], **kwargs: Any) -> GroupContext:
+    """The context of a group document provisioned in memory a moment ago and never used:
+    its true replay state is "nothing received" (valid windows at 0), and its sequence
+    numbers live in memory because the test process never restarts."""
+    return group_context_from_document(
+        document, sequence=SenderSequence(), replay_windows_valid=True,
+        replay_state_persisted=True, **kwargs)

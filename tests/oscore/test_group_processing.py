@@ -13,10 +13,11 @@ from grouposcore.errors import (
     FreshnessRequired,
     ModeNotSupported,
     OscoreDecodeError,
+    OscoreError,
     ProtectionError,
     ReplayError,
 )
-from grouposcore.oscore import GroupContext, SecurityContext
+from grouposcore.oscore import GroupContext, SecurityContext, decode_option
 from tests.oscore.helpers import Member, content, echo_challenge, get
 
 A, B, C, D = (Member(bytes([i]), n) for i, n in ((0x0A, "a"), (0x0B, "b"), (0x0C, "c"),
@@ -91,14 +92,33 @@ def test_replayed_request_is_rejected() -> None:
     assert snapshot(server) == before
 
 
-def test_response_bound_to_another_request_is_rejected() -> None:
-    client, server, first = protected_request()
-    second, binding2 = client.protect_request(get(mid=2))
+@pytest.mark.parametrize("fresh_piv", [False, True], ids=["request-nonce", "own-piv"])
+@pytest.mark.parametrize("mode", ["group", "pairwise", "oscore"])
+def test_response_bound_to_another_request_is_rejected(mode: str, fresh_piv: bool) -> None:
+    """A response verifies only for the request it answers: with its own Partial IV the
+    nonce no longer ties it to the request, only the request's kid and Partial IV in the
+    external_aad do (RFC 8613 §5.4, RFC 10021 §4.3)."""
+    client: GroupContext | SecurityContext
+    server: GroupContext | SecurityContext
+    if mode == "oscore":
+        client = SecurityContext(b"s" * 16, b"\x01", b"\x02")
+        server = SecurityContext(b"s" * 16, b"\x02", b"\x01")
+        protect = client.protect_request
+    else:
+        client, server = A.context([B]), B.context([A])
+        target = B.sid if mode == "pairwise" else None
+        def protect(msg: Message) -> tuple[Message, object]:
+            return client.protect_request(msg, pairwise_with=target)  # type: ignore[union-attr]
+    first, binding1 = protect(get(mid=1))
+    second, binding2 = protect(get(mid=2))
     _, sbinding1 = server.unprotect_request(first)
     server.unprotect_request(second)
-    response = server.protect_response(content(b"on"), sbinding1)
+    response = server.protect_response(content(b"on"), sbinding1, fresh_piv=fresh_piv)
     with pytest.raises(ProtectionError):
         client.unprotect_response(response, binding2)
+    assert not binding2.trackers or not any(
+        t.no_piv_seen or t.window.highest >= 0 for t in binding2.trackers.values())
+    assert client.unprotect_response(response, binding1)[0].payload == b"on"
 
 
 def test_group_flag_on_a_plain_oscore_context_is_rejected() -> None:
@@ -203,11 +223,34 @@ def test_silent_server_receives_but_never_sends() -> None:
         monitor.unprotect_request(pairwise)
 
 
+OWN_SID = r"^request carries this member's own Sender ID$"
+
+
 def test_own_sender_id_is_not_processed() -> None:
     client = A.context([B])
     request, _ = client.protect_request(get())
-    with pytest.raises(ContextNotFound, match="own Sender ID"):
+    with pytest.raises(ContextNotFound, match=OWN_SID):
         A.context([B]).unprotect_request(request)
+
+
+def test_reflected_own_request_is_refused_even_with_a_credential_provider() -> None:
+    """A request carrying the member's own Sender ID (e.g. its own group request reflected
+    back) is refused before any lookup: a credential provider that knows every member,
+    the member itself included, would otherwise let it verify and be delivered."""
+    asked: list[bytes] = []
+
+    def provider(kid: bytes, gid: bytes) -> bytes | None:
+        asked.append(kid)
+        return {A.sid: A.cred.raw, B.sid: B.cred.raw}.get(kid)
+
+    me = A.context([B], credential_provider=provider)
+    for pairwise in (False, True):
+        request, _ = me.protect_request(get(), pairwise_with=B.sid if pairwise else None)
+        before = snapshot(me)
+        with pytest.raises(ContextNotFound, match=OWN_SID):
+            me.unprotect_request(request)
+        assert snapshot(me) == before and A.sid not in me.recipients
+    assert asked == []
 
 
 def test_sequence_numbers_are_shared_by_both_modes() -> None:
@@ -262,20 +305,57 @@ def test_echo_challenge_is_readable_by_the_client() -> None:
     assert server.unprotect_request(msg)[0].options.echo == reply.options.echo
 
 
-@pytest.mark.parametrize("policy", ["drop-first", "accept"])
-def test_other_freshness_policies(policy: str) -> None:
+def _restarted_server_under_replay(policy: str) -> tuple[GroupContext, list[Message]]:
+    """A server that lost its replay state, and six requests an attacker recorded earlier."""
     a = A.context([B])
-    server = B.context([A], replay_windows_valid=False, freshness=policy)
-    first, _ = a.protect_request(get())
-    second, _ = a.protect_request(get())
-    if policy == "drop-first":
-        with pytest.raises(ReplayError):
-            server.unprotect_request(first)
-    else:
-        server.unprotect_request(first)
-    server.unprotect_request(second)
+    recorded = [a.protect_request(get())[0] for _ in range(6)]
+    return B.context([A], replay_windows_valid=False, freshness=policy), recorded
+
+
+@pytest.mark.parametrize("policy", ["echo", "drop"])
+def test_replay_of_old_then_newer_recorded_requests_delivers_nothing(policy: str) -> None:
+    """The attack that broke 'drop-first': replay one old request first, then the newer
+    recorded ones. With any allowed policy nothing is delivered and the window stays
+    invalid (RFC 10021 §2.6.1.2)."""
+    server, recorded = _restarted_server_under_replay(policy)
+    delivered = 0
+    for msg in [recorded[0], *recorded[1:], *recorded]:
+        try:
+            server.unprotect_request(msg)
+            delivered += 1
+        except (ReplayError, FreshnessRequired):
+            pass
+    assert delivered == 0
+    assert not server.recipients[A.sid].replay_window.valid
+
+
+def test_drop_policy_changes_no_state() -> None:
+    server, recorded = _restarted_server_under_replay("drop")
+    server.remove_recipient(A.sid)
+    server.credential_provider = lambda kid, gid: A.cred.raw if kid == A.sid else None
+    before = snapshot(server)
+    for msg in recorded:
+        with pytest.raises(ReplayError, match="freshness 'drop'"):
+            server.unprotect_request(msg)
+    assert snapshot(server) == before
+
+
+def test_insecure_accept_policy_is_explicit_and_delivers_replays() -> None:
+    """The switch for peers that cannot answer an Echo does what its name says."""
+    from grouposcore.oscore.group import INSECURE_ACCEPT_REPLAYS
+
+    server, recorded = _restarted_server_under_replay(INSECURE_ACCEPT_REPLAYS)
+    server.unprotect_request(recorded[0])
+    for msg in recorded[1:]:
+        server.unprotect_request(msg)
     with pytest.raises(ReplayError):
-        server.unprotect_request(first)
+        server.unprotect_request(recorded[0])
+
+
+@pytest.mark.parametrize("old", ["drop-first", "accept"])
+def test_retired_freshness_policies_are_refused_with_advice(old: str) -> None:
+    with pytest.raises(OscoreError, match=r"no longer supported.*use 'echo'"):
+        B.context([A], freshness=old)
 
 
 def test_stale_member_removed_cannot_be_verified() -> None:
@@ -284,3 +364,54 @@ def test_stale_member_removed_cannot_be_verified() -> None:
     request, _ = C.context([B]).protect_request(get())
     with pytest.raises(ContextNotFound):
         server.unprotect_request(request)
+
+
+def _rekeyed(member: Member, peers: list[Member]) -> GroupContext:
+    """``member``'s context after a rekey: new Gid and Master Secret, same Sender IDs."""
+    return GroupContext(
+        bytes(range(40, 56)), b"\x99\x01", sender_id=member.sid, private_key=member.key,
+        credential=member.cred, peers={p.sid: p.cred.raw for p in peers},
+    )
+
+
+def test_response_numbers_restart_after_rekey() -> None:
+    """A server that was rekeyed protects its next notifications under the new Gid with
+    Partial IVs from 0 again; the client takes them (Response Numbers are per Security
+    Context, RFC 10021 §2.6.3.2, §5.3.1) and still refuses replays in either context."""
+    client, server = A.context([B]), B.context([A])
+    request, binding = client.protect_request(get())
+    _, sbinding = server.unprotect_request(request)
+    old = [server.protect_response(content(bytes([i])), sbinding) for i in range(4)]
+    for msg in old:
+        client.unprotect_response(msg, binding)
+    client_new, server_new = _rekeyed(A, [B]), _rekeyed(B, [A])
+    new = [server_new.protect_response(content(b"n%d" % i), sbinding) for i in range(2)]
+    assert decode_option(new[0].options.oscore).piv == b"\x00"
+    for i, msg in enumerate(new):
+        plain, info = client_new.unprotect_response(msg, binding)
+        assert plain.payload == b"n%d" % i and info.piv == bytes([i])
+    for msg in new:
+        with pytest.raises(ReplayError):
+            client_new.unprotect_response(msg, binding)
+    for msg in old[1:]:
+        with pytest.raises(ReplayError):
+            client.unprotect_response(msg, binding)
+
+
+@pytest.mark.parametrize("pairwise", [False, True], ids=["group", "pairwise"])
+def test_response_under_new_context_is_bound_to_its_request(pairwise: bool) -> None:
+    """Across a rekey (the binding's context is the old one, the external_aad is rebuilt
+    for the new one) a response still verifies only for the request it answers."""
+    client, server = A.context([B]), B.context([A])
+    first, binding1 = client.protect_request(get(mid=1))
+    second, binding2 = client.protect_request(get(mid=2))
+    _, sbinding1 = server.unprotect_request(first)
+    server.unprotect_request(second)
+    client_new, server_new = _rekeyed(A, [B]), _rekeyed(B, [A])
+    response = server_new.protect_response(content(b"n"), sbinding1, pairwise=pairwise)
+    with pytest.raises(ProtectionError):
+        client_new.unprotect_response(response, binding2)
+    assert client_new.unprotect_response(response, binding1)[0].payload == b"n"
+    # the old context keeps its own pairwise keys: the new one left nothing in it
+    old = server.protect_response(content(b"o"), sbinding1, pairwise=True)
+    assert client.unprotect_response(old, binding1)[0].payload == b"o"

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grouposcore.errors import OscoreDecodeError, ReplayError, SequenceNumberExhausted
@@ -61,6 +61,7 @@ def test_malformed_options_rejected(value: str, reason: str) -> None:
         decode_option(bytes.fromhex(value))
 
 
+@settings(deadline=None)
 @given(
     piv=st.none() | st.binary(min_size=1, max_size=5),
     kid=st.none() | st.binary(max_size=7),
@@ -74,12 +75,37 @@ def test_option_round_trip(piv, kid, kid_context, group) -> None:
     )
 
 
-@given(st.binary(max_size=64))
-def test_random_option_bytes_only_raise_our_error(data: bytes) -> None:
-    try:
-        decode_option(data)
-    except OscoreDecodeError:
-        pass
+def _option_is_well_formed(data: bytes) -> bool:
+    """An independent reading of RFC 8613 §6.1 / RFC 10021 §4.3 option syntax."""
+    if not data:
+        return True
+    flags = data[0]
+    if flags & 0xC0 or flags == 0 or flags & 0x07 > 5:
+        return False
+    pos = 1 + (flags & 0x07)
+    if len(data) < pos:
+        return False
+    if flags & 0x10:
+        if len(data) < pos + 1 or len(data) < pos + 1 + data[pos]:
+            return False
+        pos += 1 + data[pos]
+    return bool(flags & 0x08) or pos == len(data)
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=64) | st.builds(
+    lambda flags, rest: bytes([flags]) + rest, st.integers(0, 255), st.binary(max_size=12)))
+def test_random_option_bytes_decode_exactly_or_are_rejected(data: bytes) -> None:
+    """Every well-formed value decodes and re-encodes to the same bytes; every malformed
+    one raises OscoreDecodeError (and nothing else)."""
+    if _option_is_well_formed(data):
+        option = decode_option(data)
+        assert option.encode() == data
+        assert option.group == bool(data and data[0] & 0x20)
+        assert (option.piv is None) == (not data or data[0] & 0x07 == 0)
+    else:
+        with pytest.raises(OscoreDecodeError):
+            decode_option(data)
 
 
 def test_piv_encoding() -> None:
@@ -118,15 +144,24 @@ def test_invalid_window_accepts_nothing_until_initialised() -> None:
     w.check(41)
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=200), max_size=60))
 def test_replay_window_never_accepts_twice(seqs: list[int]) -> None:
+    """The window agrees with a reference model: accept a number exactly when it was never
+    accepted and is newer than the window's lower edge (top - size)."""
     w = ReplayWindow(32)
     accepted: set[int] = set()
     for s in seqs:
-        if w.is_fresh(s):
-            assert s not in accepted
+        top = max(accepted, default=-1)
+        expected = s not in accepted and s > top - 32
+        assert w.is_fresh(s) == expected
+        if expected:
+            w.check(s)
             w.update(s)
             accepted.add(s)
+        else:
+            with pytest.raises(ReplayError):
+                w.check(s)
 
 
 def test_sequence_exhaustion() -> None:

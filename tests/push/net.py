@@ -21,12 +21,13 @@ from typing import Any
 
 from grouposcore.coap.constants import ALL_COAP_NODES_V4
 from grouposcore.oscore import GroupContext
-from grouposcore.oscore.config import group_context_from_document, provision_static_group
+from grouposcore.oscore.config import provision_static_group
 from grouposcore.oscore.security import ServerSecurity
 from grouposcore.push.protocol import PushReceiver
 from grouposcore.push.relay import LossyFanout
 from grouposcore.push.runner import FirmwareResource, SenderTagging, push_file
 from grouposcore.transport import Endpoint, Site
+from tests.oscore.helpers import fresh_context
 
 GROUP_PORT = 5683
 LEISURE = 0.05
@@ -79,7 +80,7 @@ async def start_member(ctx: GroupContext, port: int, *, unicast: bool) -> Member
 async def scenario(kind: str, n: int, size: int, seed: int = 7) -> dict[str, Any]:
     names = ["sender", *(f"m{i}" for i in range(n))]
     docs = provision_static_group(names)
-    ctxs = {name: group_context_from_document(doc) for name, doc in docs.items()}
+    ctxs = {name: fresh_context(doc) for name, doc in docs.items()}
     data = random.Random(seed).randbytes(size)
     relay = None
     members: list[Member] = []

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from grouposcore.coap import Code, Message, Type
 from grouposcore.errors import GroupOscoreError, PushError
-from grouposcore.oscore.config import group_context_from_document, provision_static_group
+from grouposcore.oscore.config import provision_static_group
 from grouposcore.push.protocol import (
     COMPLETE,
     CORRUPT,
@@ -27,6 +27,7 @@ from grouposcore.push.protocol import (
     decode,
     missing_ranges,
 )
+from tests.oscore.helpers import fresh_context
 
 
 def blob(n: int, seed: int = 1) -> bytes:
@@ -234,8 +235,8 @@ def test_empty_file() -> None:
 
 def test_tampered_block_fails_verification_and_is_never_stored() -> None:
     docs = provision_static_group(["sender", "member"])
-    sender_ctx = group_context_from_document(docs["sender"])
-    member_ctx = group_context_from_document(docs["member"])
+    sender_ctx = fresh_context(docs["sender"])
+    member_ctx = fresh_context(docs["member"])
     s = PushSender(blob(3000), block_size=1024)
     r = PushReceiver()
     wires = []

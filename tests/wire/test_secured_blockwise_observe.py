@@ -8,9 +8,10 @@ from typing import Any
 
 from grouposcore.coap import Code, Message
 from grouposcore.oscore import SecurityContext
-from grouposcore.oscore.config import group_context_from_document, provision_static_group
+from grouposcore.oscore.config import provision_static_group
 from grouposcore.oscore.security import ClientSecurity, ServerSecurity, VerifiedMessage
 from grouposcore.transport import Endpoint, Protection, Resource, Site
+from tests.oscore.helpers import fresh_context
 
 BIG = os.urandom(10 * 1024)
 
@@ -101,8 +102,8 @@ def _check(out: dict[str, Any], sender_id: bytes) -> None:
 
 def test_group_oscore_blockwise_and_observe() -> None:
     docs = provision_static_group(["client", "server"])
-    client = group_context_from_document(docs["client"])
-    server = group_context_from_document(docs["server"])
+    client = fresh_context(docs["client"])
+    server = fresh_context(docs["server"])
     for pairwise in (None, server.sender_id):
         out = asyncio.run(_scenario(ClientSecurity(client, pairwise_with=pairwise),
                                     ServerSecurity([server])))
@@ -191,8 +192,8 @@ def test_outer_block1_fragments_of_a_protected_request_are_reassembled() -> None
 def test_unknown_sender_gets_503_with_max_age() -> None:
     """RFC 10021 §7.2: no credential for the sender yet -> 5.03 with Max-Age (retry later)."""
     docs = provision_static_group(["client", "server"])
-    client = group_context_from_document(docs["client"])
-    server = group_context_from_document(docs["server"] | {"members": []},
+    client = fresh_context(docs["client"])
+    server = fresh_context(docs["server"] | {"members": []},
                                          credential_provider=lambda kid, gid: None)
 
     async def main() -> Message:

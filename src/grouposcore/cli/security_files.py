@@ -36,17 +36,18 @@ def is_member_state(path: str) -> bool:
     return not _is_json(path)
 
 
-def load_context(path: str, **group_overrides: Any) -> AnyContext:
-    """The context in ``path``; ``group_overrides`` (e.g. ``replay_windows_valid``,
-    ``freshness``) apply to group contexts. Every failure is a ConfigError."""
+def load_context(path: str, *, role: str = "any", **group_overrides: Any) -> AnyContext:
+    """The context in ``path``; ``group_overrides`` (e.g. ``freshness``) apply to group
+    contexts; ``role="server"`` refuses a file with a Sender ID but no ``sequence_file``. Contexts
+    from JSON files start with invalid replay windows. Every failure is a ConfigError."""
     try:
         if not _is_json(path):
             return context_from_state_file(path, **group_overrides)
         document = read_secret_file(path)
         if document.get("type") == "group":
-            return group_context_from_document(document, base=Path(path).parent,
+            return group_context_from_document(document, base=Path(path).parent, role=role,
                                                **group_overrides)
-        return oscore_context_from_document(document, base=Path(path).parent)
+        return oscore_context_from_document(document, base=Path(path).parent, role=role)
     except ConfigError:
         raise
     except GroupOscoreError as exc:

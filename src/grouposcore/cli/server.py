@@ -18,15 +18,15 @@ import time
 from dataclasses import dataclass
 
 from grouposcore.cli.lifecycle import stop_on_signals
-from grouposcore.cli.security_files import is_member_state, load_context
+from grouposcore.cli.security_files import load_context
 from grouposcore.coap import Code, Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, TEXT_PLAIN
 from grouposcore.errors import GroupOscoreError
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.config import (
     ConfigError,
-    read_secret_file,
 )
+from grouposcore.oscore.group import FRESHNESS_POLICIES, INSECURE_ACCEPT_REPLAYS
 from grouposcore.oscore.security import AnyContext, ServerSecurity
 from grouposcore.transport import Endpoint, Protection, Resource, Site
 
@@ -146,14 +146,16 @@ def demo_site(contexts: list[AnyContext]) -> tuple[Site, Light, Clock]:
 def load_server_context(path: str, freshness: str | None = None) -> AnyContext:
     """A security file's context for a server that just started.
 
-    A group member's replay windows start out invalid (it cannot know what it accepted
-    before): the group's freshness policy decides about each sender's first request,
-    by default an Echo challenge (RFC 10021 §9). ``freshness`` overrides the file.
+    Replay windows start out invalid (the server cannot know what it accepted before): the
+    group's freshness policy decides about each sender's first request, by default an Echo
+    challenge (RFC 10021 §9). ``freshness`` overrides the file. A file that lets the server
+    send (a Sender ID) but keeps no ``sequence_file`` is refused: after a restart its
+    Partial IVs (notifications, Echo challenges) would reuse nonces.
     """
     overrides: dict[str, object] = {"replay_windows_valid": False}
     if freshness is not None:
         overrides["freshness"] = freshness
-    return load_context(path, **overrides)
+    return load_context(path, role="server", **overrides)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,10 +169,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"join a multicast group, e.g. {ALL_COAP_NODES_V4} (repeatable)")
     parser.add_argument("--interface", metavar="IF",
                         help="interface for the multicast groups (name, index or IPv4 address)")
-    parser.add_argument("--freshness", choices=("echo", "drop-first", "accept"),
-                        help="first request of each group member after start: Echo challenge "
-                             "(default from the file, normally echo), drop it, or accept it "
-                             "(weaker: a replay from before the start would be accepted)")
+    parser.add_argument("--freshness", choices=FRESHNESS_POLICIES,
+                        help="requests of a group member whose replay window is not valid "
+                             "(every member after a start): echo = Echo challenge (default "
+                             f"from the file, normally echo), drop = drop them; "
+                             f"{INSECURE_ACCEPT_REPLAYS} = accept the first one (INSECURE: "
+                             "requests recorded before the start are delivered again; only "
+                             "for clients that cannot answer an Echo)")
     parser.add_argument("--leisure", metavar="S", type=float,
                         help="longest random wait before answering a multicast request")
 
@@ -179,9 +184,6 @@ async def serve(args: argparse.Namespace) -> int:
     contexts = []
     for path in args.security:
         contexts.append(load_server_context(path, args.freshness))
-        if not is_member_state(path) and not read_secret_file(path).get("sequence_file"):
-            log.warning("%s has no sequence_file: after a restart this server would reuse "
-                        "sequence numbers (nonces) in its responses", path)
     site, _light, clock = demo_site(contexts)
     security = ServerSecurity(contexts) if contexts else None
     endpoint = await Endpoint.create(

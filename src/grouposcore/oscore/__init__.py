@@ -11,6 +11,8 @@ from grouposcore.oscore.common import (
 )
 from grouposcore.oscore.context import SecurityContext
 from grouposcore.oscore.group import (
+    FRESHNESS_POLICIES,
+    INSECURE_ACCEPT_REPLAYS,
     CredentialProvider,
     FreshnessPolicy,
     GroupContext,
@@ -27,6 +29,8 @@ from grouposcore.oscore.sequence import (
 )
 
 __all__ = [
+    "FRESHNESS_POLICIES",
+    "INSECURE_ACCEPT_REPLAYS",
     "MAX_SEQUENCE_NUMBER",
     "CredentialProvider",
     "FileSequenceStore",

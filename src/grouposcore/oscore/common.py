@@ -119,18 +119,24 @@ class RequestBinding:
     #: the one server a pairwise (or 1:1 OSCORE) request is meant for
     intended_recipient: bytes | None = None
     observe: bool = False
-    #: replay state per responding server, created with the first response
-    trackers: dict[bytes, ResponseTracker] | None = None
+    #: replay state per (Security Context, responding server), created with the first
+    #: response; keyed by the context's ID Context (Gid) too, so a rekeyed server that
+    #: restarts its Partial IVs at 0 under the new Gid starts a fresh Response Number
+    #: (RFC 10021 §2.6.3.2, §5.3.1)
+    trackers: dict[tuple[bytes | None, bytes], ResponseTracker] | None = None
     #: the start of every response's external_aad (Group OSCORE), built with the request
     aad_prefix: bytes = b""
 
-    def tracker(self, server: bytes) -> ResponseTracker:
+    def tracker(self, context_id: bytes | None, server: bytes) -> ResponseTracker:
+        """Replay state of ``server``'s responses verified with the context whose ID Context
+        (Gid) is ``context_id``."""
         trackers = self.trackers
         if trackers is None:
             trackers = self.trackers = {}
-        tracker = trackers.get(server)
+        key = (context_id, server)
+        tracker = trackers.get(key)
         if tracker is None:
-            tracker = trackers[server] = ResponseTracker()
+            tracker = trackers[key] = ResponseTracker()
         return tracker
 
 

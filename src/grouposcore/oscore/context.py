@@ -138,7 +138,7 @@ class SecurityContext:
             raise OscoreDecodeError("Group Flag set on a response for an OSCORE context")
         if opt.kid is not None and opt.kid != self.recipient_id:
             raise ContextNotFound("response kid does not match the Recipient ID")
-        tracker = binding.tracker(self.recipient_id)
+        tracker = binding.tracker(self.id_context, self.recipient_id)
         tracker.check(opt.piv)
         if opt.piv is None:
             nonce = self.nonce(binding.request_kid, binding.request_piv)

@@ -67,8 +67,41 @@ from grouposcore.oscore.sequence import SenderSequence
 #: ``gid`` (or None if unknown); used to create Recipient Contexts on the fly.
 CredentialProvider = Callable[[bytes, bytes], "Credential | bytes | None"]
 
-#: What to do with a request whose replay window is not valid yet (RFC 10021 §2.6.1.2).
-FreshnessPolicy = Literal["echo", "drop-first", "accept"]
+#: What to do with a request whose replay window is not valid (RFC 10021 §2.6.1.2 allows
+#: only dropping it, the Echo procedure, or a new Security Context):
+#:
+#: * ``"echo"`` (default): answer a protected 4.01 with an Echo option; the repeated request
+#:   carrying that Echo value proves freshness and makes the window valid.
+#: * ``"drop"``: drop the request; the window stays invalid until a new Security Context.
+#: * ``INSECURE_ACCEPT_REPLAYS`` (``"insecure-accept-replays-after-restart"``): deliver the
+#:   first verified request and make the window valid from it. NOT what the RFC allows: a
+#:   request recorded before a restart is delivered again, and so is every newer recorded
+#:   one. Only for peers that cannot answer a group Echo (e.g. aiocoap clients).
+FreshnessPolicy = Literal["echo", "drop", "insecure-accept-replays-after-restart"]
+
+#: The explicitly insecure freshness policy, named as what it does.
+INSECURE_ACCEPT_REPLAYS: FreshnessPolicy = "insecure-accept-replays-after-restart"
+FRESHNESS_POLICIES: tuple[str, ...] = ("echo", "drop", INSECURE_ACCEPT_REPLAYS)
+#: Policies of earlier versions, refused with what to use instead.
+RETIRED_FRESHNESS = {
+    "drop-first": "'drop-first' made the window valid from a dropped, unverified-fresh "
+                  "request (a replay of one old request then lets newer recorded ones "
+                  "through); use 'echo' or 'drop'",
+    "accept": f"'accept' delivered requests of unknown freshness; use 'echo', or "
+              f"{INSECURE_ACCEPT_REPLAYS!r} for peers that cannot answer an Echo",
+}
+
+
+def check_freshness_policy(policy: object) -> FreshnessPolicy:
+    """``policy`` if it is one of FRESHNESS_POLICIES; an OscoreError that says what to use
+    instead otherwise."""
+    if isinstance(policy, str) and policy in RETIRED_FRESHNESS:
+        raise OscoreError(f"freshness policy {policy!r} is no longer supported: "
+                          f"{RETIRED_FRESHNESS[policy]}")
+    if policy not in FRESHNESS_POLICIES:
+        raise OscoreError(f"unknown freshness policy {policy!r} "
+                          f"(one of {', '.join(FRESHNESS_POLICIES)})")
+    return policy  # type: ignore[return-value]
 
 
 def _as_credential(cred: Credential | bytes) -> Credential:
@@ -121,7 +154,11 @@ class GroupContext:
 
     ``sender_id``/``private_key``/``credential`` are omitted for a silent server (Monitor),
     which can then only receive group-mode requests. ``peers`` preloads other members'
-    credentials; ``credential_provider`` is asked for unknown Sender IDs.
+    credentials; ``credential_provider`` is asked for unknown Sender IDs. ``gm_cred`` is the
+    Group Manager's credential as it enters the external_aad; None puts CBOR null there
+    instead (static groups without a Group Manager as aiocoap configures them).
+    ``replay_windows_valid`` is for a brand-new context (lower limit 0); a context rebuilt
+    after a restart must leave it False unless its replay state was persisted.
     """
 
     def __init__(
@@ -138,7 +175,7 @@ class GroupContext:
         group_enc: AeadAlgorithm | int | None = 10,
         signature: SignatureAlgorithm | int | None = -8,
         key_agreement: KeyAgreementAlgorithm | int | None = -27,
-        gm_cred: bytes = b"",
+        gm_cred: bytes | None = b"",
         peers: Mapping[bytes, Credential | bytes] | None = None,
         credential_provider: CredentialProvider | None = None,
         max_recipients: int = 1024,
@@ -168,9 +205,7 @@ class GroupContext:
             raise OscoreError("a group needs group mode, pairwise mode or both")
         if self.aead is not None and not self.aead.is_aead:
             raise OscoreError("the AEAD Algorithm (pairwise mode) must be an AEAD")
-        if freshness not in ("echo", "drop-first", "accept"):
-            raise OscoreError(f"unknown freshness policy {freshness!r}")
-        self.freshness = freshness
+        self.freshness = check_freshness_policy(freshness)
         self.process_own_requests = process_own_requests
 
         # Common Context: algorithm for derivations, Common IV, SEKey
@@ -200,7 +235,8 @@ class GroupContext:
             + _cbor_alg(self.signature)
             + _cbor_alg(self.key_agreement)
         )
-        self._gm_cred_bstr = cbor_bstr(gm_cred)
+        # None: CBOR null, as aiocoap's static groups without a Group Manager put it
+        self._gm_cred_bstr = b"\xf6" if gm_cred is None else cbor_bstr(gm_cred)
         self._gid_bstr = cbor_bstr(gid)
         # keystream info = [id, Gid, type, L]: everything after id is fixed per direction
         self._sig_len = self.signature.signature_len if self.signature else 0
@@ -472,7 +508,7 @@ class GroupContext:
             raise ContextNotFound("response protected with another Gid")
         self._check_mode(opt.group)
         rc, provisional = self._lookup(kid)
-        tracker = binding.tracker(kid)
+        tracker = binding.tracker(self.gid, kid)
         tracker.check(opt.piv)
         if opt.piv is None:
             piv, id_piv = binding.request_piv, binding.request_kid
@@ -548,21 +584,23 @@ class GroupContext:
             observe=is_registration(result),
             aad_prefix=prefix,
         )
-        if provisional:
-            self._insert(rc)
         if window.valid:
             window.update(seq)
-        elif self.freshness == "accept":
+        elif self.freshness == INSECURE_ACCEPT_REPLAYS:
             window.initialize_from(seq)
-        elif self.freshness == "drop-first":
-            window.initialize_from(seq)
-            raise ReplayError("first request from this sender only initialises the window")
+        elif self.freshness == "drop":
+            # nothing is stored: the window stays invalid, whatever arrives
+            raise ReplayError("replay window not valid: request dropped (freshness 'drop')")
         elif rc.echo_challenge is not None and result.options.echo == rc.echo_challenge:
             window.initialize_from(seq)
             rc.echo_challenge = None
         else:
+            if provisional:
+                self._insert(rc)  # the Echo value must be found again with this context
             rc.echo_challenge = secrets.token_bytes(8)
             raise FreshnessRequired("replay window not valid yet", binding, rc.echo_challenge)
+        if provisional:
+            self._insert(rc)
         return result, binding
 
     def protect_response(
@@ -607,7 +645,9 @@ class GroupContext:
         else:
             if not self.pairwise_mode:
                 raise ModeNotSupported("this group has no pairwise mode")
-            if not isinstance(rc, RecipientContext):
+            if not isinstance(rc, RecipientContext) or binding.context is not self:
+                # a request verified with another (e.g. the pre-rekey) context: pairwise
+                # keys come from this context's own Recipient Context for the requester
                 rc = self.recipient(binding.request_kid)
             if rc._pairwise_sender is None:
                 self._pairwise_ciphers(rc)

@@ -11,7 +11,7 @@ from grouposcore.coap import Code, Message, OptionNumber, Options
 from grouposcore.coap.codec import decode_options, encode_options
 from grouposcore.coap.codes import CODE_TABLE
 from grouposcore.coap.options import OscoreClass, option_def
-from grouposcore.coap.uri import DEFAULT_PORTS, parse_uri
+from grouposcore.coap.uri import CoapUri, parse_uri
 from grouposcore.errors import CoapError, OscoreDecodeError, OscoreError
 
 _OBSERVE = OptionNumber.OBSERVE
@@ -20,6 +20,9 @@ _PROXY_URI = OptionNumber.PROXY_URI
 
 # Option class per number, memoised: option_def() is cheap but this is the hot path.
 _OUTER_ONLY: dict[int, bool] = {}  # OSCORE (9) and Proxy-Uri (35) are class U too
+
+
+_EMPTY_OBSERVE = (int(_OBSERVE), b"")
 
 
 def _is_outer_only(number: int) -> bool:
@@ -36,6 +39,8 @@ def split(message: Message) -> tuple[Options, bytes, int]:
     outer: list[tuple[int, bytes]] = []
     proxy_uri = None
     observe = False
+    code = message.code
+    is_request = 1 <= code <= 31
     outer_only = _OUTER_ONLY
     for item in message.options._items:
         number = item[0]
@@ -49,18 +54,20 @@ def split(message: Message) -> tuple[Options, bytes, int]:
                 raise OscoreError("message to protect already carries an OSCORE option")
             else:
                 outer.append(item)
+        elif number == _OBSERVE:
+            # RFC 8613 §4.1.3.5: a request's inner Observe is the request's value (0 or
+            # 1); a response's inner Observe is empty and only the outer carries the value
+            inner.append(item if is_request else _EMPTY_OBSERVE)
+            outer.append(item)
+            observe = True
         else:
             inner.append(item)
-            if number == _OBSERVE:
-                outer.append(item)
-                observe = True
     # both lists inherit the ascending order of the message's options
     inner_options = Options._from_sorted(inner)
     outer_options = Options._from_sorted(outer)
     if proxy_uri is not None:
         _decompose_proxy_uri(proxy_uri, inner_options, outer_options)
-    code = message.code
-    if 1 <= code <= 31:
+    if is_request:
         outer_code = Code.FETCH if observe else Code.POST
     else:
         outer_code = Code.CONTENT if observe else Code.CHANGED
@@ -71,21 +78,38 @@ def split(message: Message) -> tuple[Options, bytes, int]:
 
 
 def _decompose_proxy_uri(value: bytes, inner: Options, outer: Options) -> None:
-    """RFC 8613 §4.1.3.3: only scheme, host and port of a Proxy-Uri may stay outer."""
+    """RFC 8613 §4.1.3.3: the outer Proxy-Uri is the composition of scheme, host and port
+    only; Uri-Path and Uri-Query travel inside."""
     try:
         uri = parse_uri(value.decode("utf-8"))
     except (CoapError, UnicodeDecodeError) as exc:
         raise OscoreError(f"cannot decompose Proxy-Uri for OSCORE: {exc}") from exc
-    outer.add(OptionNumber.PROXY_SCHEME, uri.scheme)
-    # the request goes to the proxy, so the origin's host is always named (IPv6 literals
-    # in their URI form, with brackets); the port only when it is not the scheme's default
-    outer.add(OptionNumber.URI_HOST, f"[{uri.host}]" if ":" in uri.host else uri.host)
-    if uri.port != DEFAULT_PORTS.get(uri.scheme):
-        outer.add(OptionNumber.URI_PORT, uri.port)
+    # the composition without a path ends in "/" (RFC 7252 §6.5 step 8): drop it
+    outer.add(_PROXY_URI, str(CoapUri(uri.scheme, uri.host, uri.port))[:-1])
     for segment in uri.path:
         inner.add(OptionNumber.URI_PATH, segment)
     for query in uri.query:
         inner.add(OptionNumber.URI_QUERY, query)
+
+
+def _recompose_proxy_uri(items: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """The inverse of :func:`_decompose_proxy_uri` on a request: outer scheme, host and
+    port and the inner Uri-Path / Uri-Query become the one Proxy-Uri the client wrote."""
+    path = [v for n, v in items if n == OptionNumber.URI_PATH]
+    query = [v for n, v in items if n == OptionNumber.URI_QUERY]
+    base = next(v for n, v in items if n == _PROXY_URI)
+    try:
+        uri = parse_uri(base.decode("utf-8"))
+        uri.path = [v.decode("utf-8") for v in path]
+        uri.query = [v.decode("utf-8") for v in query]
+        composed = str(uri).encode("utf-8")
+    except (CoapError, UnicodeDecodeError) as exc:
+        raise OscoreDecodeError(f"cannot recompose Proxy-Uri: {exc}") from exc
+    if not uri.path and not uri.query:
+        composed = composed[:-1]
+    kept = [item for item in items
+            if item[0] not in (OptionNumber.URI_PATH, OptionNumber.URI_QUERY, _PROXY_URI)]
+    return sorted([*kept, (int(_PROXY_URI), composed)], key=_number)
 
 
 def _number(item: tuple[int, bytes]) -> int:
@@ -102,13 +126,23 @@ def merge(protected: Message, plaintext: bytes) -> Message:
         raise OscoreDecodeError(f"malformed inner message: {exc}") from exc
     items = [item for item in inner if not _is_outer_only(item[0])]
     inner_observe = any(item[0] == _OBSERVE for item in items)
+    is_response = plaintext[0] >= 64
+    # Observe: the inner option says whether this is an observation (RFC 8613 §4.1.3.5);
+    # a notification's value travels outer (its inner one is empty), so a response takes
+    # the outer value when there is one, a request keeps its inner value
+    outer_observe = inner_observe and is_response and _OBSERVE in protected.options
+    if outer_observe:
+        items = [item for item in items if item[0] != _OBSERVE]
     outer = [
         item for item in protected.options
         if item[0] != _OSCORE
-        and (_is_outer_only(item[0]) or (item[0] == _OBSERVE and not inner_observe))
+        and (_is_outer_only(item[0]) or (item[0] == _OBSERVE and outer_observe))
     ]
     if outer:  # outer numbers interleave with inner ones; a stable sort keeps value order
-        options = Options._from_sorted(sorted(items + outer, key=_number))
+        merged = sorted(items + outer, key=_number)
+        if not is_response and any(item[0] == _PROXY_URI for item in outer):
+            merged = _recompose_proxy_uri(merged)
+        options = Options._from_sorted(merged)
     else:
         options = Options._from_sorted(items)
     return Message(

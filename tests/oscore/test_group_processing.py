@@ -415,3 +415,21 @@ def test_response_under_new_context_is_bound_to_its_request(pairwise: bool) -> N
     # the old context keeps its own pairwise keys: the new one left nothing in it
     old = server.protect_response(content(b"o"), sbinding1, pairwise=True)
     assert client.unprotect_response(old, binding1)[0].payload == b"o"
+
+
+def test_response_to_one_requester_does_not_verify_for_another_requester() -> None:
+    """Two requesters whose requests carry the same Partial IV: only the requester's kid in
+    the external_aad tells their responses apart once the response has its own Partial IV
+    under a new context (RFC 10021 §4.3), so the group-mode answer to A must not verify as
+    C's (a pairwise answer is already tied to A by its keys)."""
+    client_a, client_c, server = A.context([B]), C.context([B]), B.context([A, C])
+    req_a, _ = client_a.protect_request(get(mid=1))
+    req_c, binding_c = client_c.protect_request(get(mid=2))
+    assert decode_option(req_a.options.oscore or b"").piv == decode_option(
+        req_c.options.oscore or b"").piv
+    _, sbinding_a = server.unprotect_request(req_a)
+    server.unprotect_request(req_c)
+    c_new, server_new = _rekeyed(C, [B]), _rekeyed(B, [A, C])
+    response = server_new.protect_response(content(b"for A"), sbinding_a)
+    with pytest.raises(ProtectionError):
+        c_new.unprotect_response(response, binding_c)

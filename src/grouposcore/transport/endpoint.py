@@ -36,7 +36,6 @@ from grouposcore.coap import (
 )
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK, COAP_PORT
 from grouposcore.errors import (
-    BlockwiseError,
     EndpointClosed,
     FreshnessRequired,
     GroupOscoreError,
@@ -64,7 +63,8 @@ from grouposcore.transport.messagelayer import (
     TransmissionFailed,
     Transmit,
 )
-from grouposcore.transport.observe import NotificationOrder, Observer
+from grouposcore.transport.observation import Observation
+from grouposcore.transport.observe import Observer
 from grouposcore.transport.params import TransmissionParams
 from grouposcore.transport.resource import Resource, Site
 from grouposcore.transport.security import ClientSecurity, ServerSecurity, security_identity
@@ -323,6 +323,22 @@ class Endpoint:
         self._process(outs)
         self._arm_timer()
         return mid
+
+    def _listen(
+        self,
+        token: bytes,
+        remote: Address | None,
+        on_response: Callable[[Message], None],
+        on_error: Callable[[BaseException], None],
+        on_ack: Callable[[], None] | None = None,
+    ) -> None:
+        """Route responses carrying ``token`` (from ``remote``; ``None``: anyone) to callbacks."""
+        self._waiters[token] = _Waiter(on_response, on_error, on_ack)
+        self._ml.expect(token, remote)
+
+    def _unlisten(self, token: bytes) -> None:
+        self._waiters.pop(token, None)
+        self._ml.forget(token)
 
     # --- addresses -----------------------------------------------------------------------
 
@@ -912,164 +928,3 @@ class Endpoint:
                 return
             msg = msg.copy(token=observer.token, mtype=mtype)
         self._send(msg, observer.remote)
-
-
-_END = object()
-
-
-class Observation:
-    """A client's Observe registration: an async iterator of notifications."""
-
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        message: Message,
-        remote: tuple[str, int] | None,
-        security: ClientSecurity | None,
-        timeout: float | None,
-    ) -> None:
-        self._ep = endpoint
-        self._message = message
-        self._remote_arg = remote
-        self._security = security
-        self._timeout = timeout
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._order = NotificationOrder()
-        self._token: bytes | None = None
-        self._remote: Address | None = None
-        self._request: Message | None = None
-        self._binding: Any = None
-        self._started = False
-        self._ended = False
-        self._cancelled = False
-        self._first = True
-
-    @property
-    def remote(self) -> Address | None:
-        return self._remote
-
-    def __aiter__(self) -> Observation:
-        return self
-
-    async def _start(self) -> None:
-        ep = self._ep
-        self._started = True
-        remote, msg = await ep._target(self._message, self._remote_arg)
-        msg = msg.copy()
-        msg.options.observe = 0
-        self._request, self._remote = msg, remote
-        token = ep._ml.new_token()
-        wire = msg.copy(token=token, mtype=Type.CON, remote=remote)
-        if self._security is not None:
-            wire, self._binding = self._security.protect_request(wire)
-            wire = wire.copy(token=token, mtype=Type.CON)
-        self._token = token
-        ep._waiters[token] = _Waiter(self._queue.put_nowait, self._queue.put_nowait)
-        ep._ml.expect(token, remote)
-        ep._send(wire, remote)
-
-    def _stop_listening(self) -> None:
-        if self._token is not None:
-            self._ep._waiters.pop(self._token, None)
-            self._ep._ml.forget(self._token)
-
-    async def __anext__(self) -> Message:
-        if self._ended and self._queue.empty():
-            raise StopAsyncIteration
-        if not self._started:
-            await self._start()
-        ep = self._ep
-        while True:
-            if self._first and self._timeout is not None:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), self._timeout)
-                except TimeoutError:
-                    self._end()
-                    raise RequestTimeout("no response to the Observe registration") from None
-            else:
-                item = await self._queue.get()
-            if item is _END:
-                raise StopAsyncIteration
-            if isinstance(item, BaseException):
-                self._end()
-                if isinstance(item, EndpointClosed | ResetReceived | RequestTimeout):
-                    if self._cancelled:
-                        raise StopAsyncIteration
-                raise item
-            raw = item
-            if self._security is not None:
-                try:
-                    msg = self._security.unprotect_response(raw, self._binding)
-                except GroupOscoreError as e:
-                    if self._first:
-                        # the answer to the registration itself failed: end, as request()
-                        # does, instead of waiting for notifications that will never come
-                        self._end()
-                        raise
-                    log.info("dropping notification from %s: %s", raw.remote, e)
-                    continue
-                msg.remote = raw.remote
-            else:
-                msg = raw
-            self._first = False
-            observe = msg.options.observe
-            if Block2Collector.continues(msg):
-                assert self._request is not None and self._remote is not None
-                plain_req = self._request.copy()
-                plain_req.options.observe = None
-                one = ep._one_shot(self._remote, True, None, self._security)
-                try:
-                    msg = await ep._follow_block2(plain_req, msg, one)
-                except (BlockwiseError, RequestTimeout) as e:
-                    log.info("incomplete block-wise notification: %s", e)
-                    continue
-            if observe is None or not 64 <= msg.code < 96:
-                self._end()
-                return msg
-            if not self._order.accept(observe, ep._now()):
-                continue  # older than one already delivered (RFC 7641 §3.4)
-            return msg
-
-    def _end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._stop_listening()
-            self._queue.put_nowait(_END)  # wakes a consumer blocked in __anext__
-
-    async def cancel(self, *, timeout: float | None = None) -> None:
-        """Deregister with a GET carrying Observe=1 and the same token (RFC 7641 §3.6)."""
-        if self._ended or not self._started or self._token is None:
-            self._end()
-            return
-        self._cancelled = True
-        ep = self._ep
-        token = self._token
-        assert self._request is not None and self._remote is not None
-        msg = self._request.copy(token=token, mtype=Type.CON)
-        msg.options.observe = 1
-        binding = None
-        if self._security is not None:
-            msg, binding = self._security.protect_request(msg)
-            msg = msg.copy(token=token, mtype=Type.CON)
-        fut: asyncio.Future[Message] = ep._loop.create_future()
-
-        def on_response(m: Message) -> None:
-            # Notifications still in flight carry Observe; the answer to Observe=1 does not.
-            if m.options.observe is None and not fut.done():
-                fut.set_result(m)
-
-        def on_error(exc: BaseException) -> None:
-            if not fut.done():
-                fut.set_exception(exc)
-
-        ep._waiters[token] = _Waiter(on_response, on_error)
-        try:
-            ep._send(msg, self._remote)
-            limit = timeout if timeout is not None else ep.params.max_transmit_wait
-            with contextlib.suppress(RequestTimeout, ResetReceived, TimeoutError, EndpointClosed):
-                resp = await asyncio.wait_for(fut, limit)
-                if self._security is not None:
-                    with contextlib.suppress(GroupOscoreError):
-                        self._security.unprotect_response(resp, binding)
-        finally:
-            self._end()

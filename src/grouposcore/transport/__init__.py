@@ -11,6 +11,7 @@ from grouposcore.transport.messagelayer import MessageLayer
 from grouposcore.transport.observation import Observation
 from grouposcore.transport.observe import NotificationPolicy, Observer
 from grouposcore.transport.params import TransmissionParams
+from grouposcore.transport.rejections import VerificationFailures
 from grouposcore.transport.resource import Resource, Site, link_format
 from grouposcore.transport.security import (
     ClientSecurity,
@@ -31,5 +32,6 @@ __all__ = [
     "ServerSecurity",
     "Site",
     "TransmissionParams",
+    "VerificationFailures",
     "link_format",
 ]

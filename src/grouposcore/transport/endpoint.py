@@ -66,6 +66,7 @@ from grouposcore.transport.messagelayer import (
 from grouposcore.transport.observation import Observation
 from grouposcore.transport.observe import Observer
 from grouposcore.transport.params import TransmissionParams
+from grouposcore.transport.rejections import VerificationFailures
 from grouposcore.transport.resource import Resource, Site
 from grouposcore.transport.security import ClientSecurity, ServerSecurity, security_identity
 from grouposcore.transport.server import (
@@ -383,57 +384,67 @@ class Endpoint:
         deadline: float | None,
         security: ClientSecurity | None,
     ) -> Message:
-        """Send one request (one block) and return its (verified) response."""
+        """Send one request (one block) and return its (verified) response.
+
+        A response that fails verification is discarded and the wait goes on (RFC 8613
+        §8.4): a forged or replayed datagram cannot end the exchange. If nothing valid
+        comes, the timeout says how many responses were discarded and why.
+        """
         token = self._ml.new_token()
         wire = message.copy(token=token, mtype=Type.CON if confirmable else Type.NON, remote=remote)
         binding = None
         if security is not None:
             wire, binding = security.protect_request(wire)
             wire = wire.copy(token=token, mtype=Type.CON if confirmable else Type.NON)
-        fut: asyncio.Future[Message] = self._loop.create_future()
+        inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
         state = {"acked": False}
-
-        def on_response(msg: Message) -> None:
-            if not fut.done():
-                fut.set_result(msg)
-
-        def on_error(exc: BaseException) -> None:
-            if not fut.done():
-                fut.set_exception(exc)
 
         def on_ack() -> None:
             state["acked"] = True
 
-        self._waiters[token] = _Waiter(on_response, on_error, on_ack)
-        self._ml.expect(token, remote)
+        failures = VerificationFailures()
+        self._listen(token, remote, inbox.put_nowait, inbox.put_nowait, on_ack)
         mid = -1
+        start = self._now()
         try:
             mid = self._send(wire, remote)
-            raw = await self._await_response(fut, confirmable, deadline, state)
+            while True:
+                item = await self._await_response(inbox, confirmable, deadline, state, start)
+                if isinstance(item, BaseException):
+                    raise item
+                if security is None:
+                    return item
+                try:
+                    plain = security.unprotect_response(item, binding)
+                except GroupOscoreError as e:
+                    failures.add(item, e)
+                    continue
+                plain.remote = item.remote
+                return plain
+        except RequestTimeout as e:
+            if failures:
+                raise RequestTimeout(failures.explain(str(e))) from e
+            raise
         finally:
-            self._waiters.pop(token, None)
-            self._ml.forget(token)
+            self._unlisten(token)
             self._ml.cancel(remote, mid)
-        if security is not None:
-            plain = security.unprotect_response(raw, binding)
-            plain.remote = raw.remote
-            return plain
-        return raw
 
     async def _await_response(
         self,
-        fut: asyncio.Future[Message],
+        inbox: asyncio.Queue[Message | BaseException],
         confirmable: bool,
         deadline: float | None,
         state: dict[str, bool],
-    ) -> Message:
-        """Wait for ``fut`` until the user's deadline or the protocol's own limits.
+        start: float,
+    ) -> Message | BaseException:
+        """The next response (or error) for an exchange, until the user's deadline or the
+        protocol's own limits.
 
         Without a deadline a CON request fails when retransmissions run out (the message
         layer reports it) or EXCHANGE_LIFETIME after the empty ACK; a NON request waits
-        MAX_TRANSMIT_WAIT.
+        MAX_TRANSMIT_WAIT. ``start`` is when the request went out: discarded responses do
+        not extend the wait.
         """
-        start = self._now()
         while True:
             if deadline is not None:
                 limit: float | None = deadline
@@ -446,10 +457,9 @@ class Endpoint:
             # Without a limit, look again every ACK_TIMEOUT: an empty ACK sets one.
             wait = self.params.ack_timeout if limit is None else max(0.0, limit - self._now())
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), wait)
+                return await asyncio.wait_for(inbox.get(), wait)
             except TimeoutError:
                 if limit is not None and self._now() >= limit:
-                    fut.cancel()
                     raise RequestTimeout("no response before the deadline") from None
 
     # --- client: public API --------------------------------------------------------------
@@ -605,13 +615,15 @@ class Endpoint:
         timeout: float | None = None,
         security: ClientSecurity | None = None,
         interface: int | str | None = None,
+        failures: VerificationFailures | None = None,
     ) -> AsyncIterator[Message]:
         """Send ``message`` as NON to a group; yield every response until the deadline.
 
         ``group`` defaults to All-CoAP-Nodes of the socket's family on port 5683.
         ``timeout`` (default: the leisure plus ACK_TIMEOUT) bounds the collection. Each
         response carries its sender in ``remote``; responses that fail verification are
-        skipped. Block-wise responses are completed and 4.01+Echo answered by unicast to
+        skipped (and tallied in ``failures`` when given, so a caller that got nothing can
+        say why). Block-wise responses are completed and 4.01+Echo answered by unicast to
         that server, within the same deadline.
         """
         if group is None:
@@ -636,8 +648,9 @@ class Endpoint:
             wire, binding = security.protect_request(wire)
             wire = wire.copy(token=token, mtype=Type.NON)
         queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._waiters[token] = _Waiter(queue.put_nowait, lambda exc: None)
-        self._ml.expect(token, None)
+        self._listen(token, None, queue.put_nowait, lambda exc: None)
+        if failures is None:
+            failures = VerificationFailures()
         try:
             self._sock.set_multicast_interface(
                 target[0], interface if interface is not None else self.multicast_interface
@@ -651,7 +664,7 @@ class Endpoint:
                     raw = await asyncio.wait_for(queue.get(), left)
                 except TimeoutError:
                     return
-                resp = self._verify_group_response(raw, binding, security)
+                resp = self._verify_group_response(raw, binding, security, failures)
                 if resp is None:
                     continue
                 try:
@@ -661,18 +674,21 @@ class Endpoint:
                     continue
                 yield resp
         finally:
-            self._waiters.pop(token, None)
-            self._ml.forget(token)
+            self._unlisten(token)
 
     def _verify_group_response(
-        self, raw: Message, binding: Any, security: ClientSecurity | None
+        self,
+        raw: Message,
+        binding: Any,
+        security: ClientSecurity | None,
+        failures: VerificationFailures,
     ) -> Message | None:
         if security is None:
             return raw
         try:
             plain = security.unprotect_response(raw, binding)
         except GroupOscoreError as e:
-            log.info("dropping group response from %s: %s", raw.remote, e)
+            failures.add(raw, e)
             return None
         plain.remote = raw.remote
         return plain

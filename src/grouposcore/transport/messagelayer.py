@@ -179,6 +179,9 @@ class MessageLayer:
         self._sent_non: dict[tuple[Address, int], tuple[bytes, float]] = {}
         self._seen: dict[tuple[Address, int], _Seen] = {}
         self._tokens: dict[bytes, Address | None] = {}
+        #: (peer, our MID) -> (bytes of the piggybacked response that completed our CON,
+        #: expiry): a *different* response in a later ACK for that MID is still delivered
+        self._answered: dict[tuple[Address, int], tuple[bytes, float]] = {}
         self._timers: list[_Timer] = []
         self._seq = 0
 
@@ -280,7 +283,7 @@ class MessageLayer:
         if msg.mtype == _ACK or msg.mtype == _RST:
             if multicast:
                 return []
-            return self._receive_ack_rst(msg, remote)
+            return self._receive_ack_rst(msg, remote, data, now)
         if msg.code == Code.EMPTY:
             # An empty CON is a ping (§4.3): answer RST. An empty NON is meaningless.
             if msg.mtype == _CON and not multicast:
@@ -306,7 +309,9 @@ class MessageLayer:
         mid = data[2] << 8 | data[3]
         return [self._transmit(Message(Code.EMPTY, _RST, mid), remote)]
 
-    def _receive_ack_rst(self, msg: Message, remote: Address) -> list[Output]:
+    def _receive_ack_rst(
+        self, msg: Message, remote: Address, data: bytes, now: float
+    ) -> list[Output]:
         key = (remote, msg.mid)
         out: list[Output] = []
         pending = self._outgoing.pop(key, None)
@@ -318,10 +323,26 @@ class MessageLayer:
                 if sent is not None:
                     out.append(Rejected(remote, msg.mid, sent[0]))
             return out
+        piggybacked = msg.code != Code.EMPTY and msg.is_response()
         if pending is None:
-            return out  # late or stray ACK: the exchange is over
+            # Late or stray ACK. One case still counts: another response for a CON whose
+            # first piggybacked response may have been forged (only verification above can
+            # tell) while its token is still awaited. An identical copy is a retransmitted
+            # ACK and ignored.
+            answered = self._answered.get(key)
+            if (
+                piggybacked
+                and answered is not None
+                and answered[0] != data
+                and self._wanted(msg.token, remote)
+            ):
+                out.append(ResponseReceived(msg, remote))
+            return out
         out.append(DeliveryConfirmed(remote, msg.mid, pending.message.token))
-        if msg.code != Code.EMPTY and msg.is_response() and self._wanted(msg.token, remote):
+        if piggybacked and self._wanted(msg.token, remote):
+            expires = now + self.params.exchange_lifetime
+            self._answered[key] = (data, expires)
+            self._schedule(expires, "answered", key)
             out.append(ResponseReceived(msg, remote))
         return out
 
@@ -408,6 +429,8 @@ class MessageLayer:
                 del self._seen[t.key]
             elif t.kind == "sent_non":
                 del self._sent_non[t.key]
+            elif t.kind == "answered":
+                del self._answered[t.key]
         return out
 
     def _timer_live(self, t: _Timer) -> bool:
@@ -420,6 +443,9 @@ class MessageLayer:
         if t.kind == "sent_non":
             n = self._sent_non.get(t.key)
             return n is not None and n[1] == t.when
+        if t.kind == "answered":
+            a = self._answered.get(t.key)
+            return a is not None and a[1] == t.when
         return t.key in self._seen
 
     def _retransmit(self, key: tuple[Address, int], now: float) -> list[Output]:

@@ -3,6 +3,13 @@
 Kept apart from :mod:`grouposcore.transport.endpoint` because it is a consumer of the
 endpoint, not part of its datagram plumbing: it registers for a token, verifies and orders
 what arrives, and completes block-wise notifications through the endpoint's exchanges.
+
+Order: plain CoAP notifications are ordered by their Observe value (RFC 7641 §3.4).
+Protected ones by their Partial IV per server and security context (RFC 8613 §7.4.1,
+RFC 10021 §5.3.1), since the inner Observe option is empty and the outer one is not
+protected; the Partial IV comes from the verified message's ``security`` report
+(``sender_id`` and ``piv``, as :class:`grouposcore.oscore.security.VerifiedMessage` carries).
+A notification that fails verification is dropped and the observation goes on.
 """
 
 from __future__ import annotations
@@ -10,29 +17,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from grouposcore.coap import Message, Type
+from grouposcore.coap import Message, OptionNumber, Type
 from grouposcore.errors import (
     BlockwiseError,
     EndpointClosed,
     GroupOscoreError,
+    OscoreDecodeError,
     RequestTimeout,
     ResetReceived,
 )
+from grouposcore.oscore.option import decode_option
 from grouposcore.transport.blockwise import Block2Collector
 from grouposcore.transport.messagelayer import Address
-from grouposcore.transport.observe import NotificationOrder
+from grouposcore.transport.observe import NotificationOrder, PartialIvOrder
+from grouposcore.transport.rejections import VerificationFailures
 from grouposcore.transport.security import ClientSecurity
 
 if TYPE_CHECKING:
     from grouposcore.transport.endpoint import Endpoint
 
-__all__ = ["Observation"]
+__all__ = ["Observation", "order_source"]
 
 log = logging.getLogger(__name__)
 
 _END = object()
+
+
+def order_source(raw: Message, verified: Message) -> tuple[Hashable, bytes | None] | None:
+    """``(source, Partial IV)`` that orders a verified notification, or ``None`` when the
+    security hook reports no Partial IV (then the Observe value orders, as for plain CoAP).
+
+    The source is the responding server's Sender ID and the kid context its response named
+    (a server that moved to a new group context starts its Partial IVs again, RFC 10021
+    §2.6.3.2, so each context is ordered on its own).
+    """
+    info = getattr(verified, "security", None)
+    if info is None or not hasattr(info, "piv") or not hasattr(info, "sender_id"):
+        return None
+    kid_context = None
+    value = raw.options.get(OptionNumber.OSCORE)
+    if value:
+        with contextlib.suppress(OscoreDecodeError):
+            kid_context = decode_option(value).kid_context
+    return (info.sender_id, kid_context), info.piv
 
 
 class Observation:
@@ -53,6 +83,7 @@ class Observation:
         self._timeout = timeout
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._order = NotificationOrder()
+        self._piv_order = PartialIvOrder()
         self._token: bytes | None = None
         self._remote: Address | None = None
         self._request: Message | None = None
@@ -61,6 +92,8 @@ class Observation:
         self._ended = False
         self._cancelled = False
         self._first = True
+        #: notifications (or the registration's answer) discarded as unverifiable
+        self.failures = VerificationFailures()
 
     @property
     def remote(self) -> Address | None:
@@ -89,6 +122,20 @@ class Observation:
         if self._token is not None:
             self._ep._unlisten(self._token)
 
+    async def _next_item(self) -> Any:
+        if not self._first:
+            return await self._queue.get()
+        # The registration's answer: bounded like request() (the user's timeout, else
+        # EXCHANGE_LIFETIME), also when only unverifiable answers came.
+        limit = self._timeout if self._timeout is not None else self._ep.params.exchange_lifetime
+        try:
+            return await asyncio.wait_for(self._queue.get(), limit)
+        except TimeoutError:
+            self._end()
+            raise RequestTimeout(
+                self.failures.explain("no response to the Observe registration")
+            ) from None
+
     async def __anext__(self) -> Message:
         if self._ended and self._queue.empty():
             raise StopAsyncIteration
@@ -96,14 +143,7 @@ class Observation:
             await self._start()
         ep = self._ep
         while True:
-            if self._first and self._timeout is not None:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), self._timeout)
-                except TimeoutError:
-                    self._end()
-                    raise RequestTimeout("no response to the Observe registration") from None
-            else:
-                item = await self._queue.get()
+            item = await self._next_item()
             if item is _END:
                 raise StopAsyncIteration
             if isinstance(item, BaseException):
@@ -111,20 +151,23 @@ class Observation:
                 if isinstance(item, EndpointClosed | ResetReceived | RequestTimeout):
                     if self._cancelled:
                         raise StopAsyncIteration
+                    if isinstance(item, RequestTimeout) and self.failures:
+                        raise RequestTimeout(self.failures.explain(str(item))) from item
                 raise item
             raw = item
+            source = None
             if self._security is not None:
                 try:
                     msg = self._security.unprotect_response(raw, self._binding)
                 except GroupOscoreError as e:
-                    if self._first:
-                        # the answer to the registration itself failed: end, as request()
-                        # does, instead of waiting for notifications that will never come
-                        self._end()
-                        raise
-                    log.info("dropping notification from %s: %s", raw.remote, e)
+                    # RFC 8613 §8.4: discard it and keep waiting for a valid one
+                    self.failures.add(raw, e)
                     continue
                 msg.remote = raw.remote
+                source = order_source(raw, msg)
+                if source is not None and not self._piv_order.accept(*source):
+                    log.debug("older notification from %s dropped", raw.remote)
+                    continue
             else:
                 msg = raw
             self._first = False
@@ -142,7 +185,7 @@ class Observation:
             if observe is None or not 64 <= msg.code < 96:
                 self._end()
                 return msg
-            if not self._order.accept(observe, ep._now()):
+            if source is None and not self._order.accept(observe, ep._now()):
                 continue  # older than one already delivered (RFC 7641 §3.4)
             return msg
 

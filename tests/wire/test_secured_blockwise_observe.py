@@ -187,25 +187,49 @@ def test_outer_block1_fragments_of_a_protected_request_are_reassembled() -> None
     asyncio.run(main())
 
 
-def test_unknown_sender_gets_503_with_max_age() -> None:
-    """RFC 10021 §7.2: no credential for the sender yet -> 5.03 with Max-Age (retry later)."""
+def _unknown_sender(pairwise: bool) -> tuple[Message | None, dict[str, int]]:
+    """A request from a member the server has no credential for, sent as is (read raw)."""
     docs = provision_static_group(["client", "server"])
     client = group_context_from_document(docs["client"])
     server = group_context_from_document(docs["server"] | {"members": []},
                                          credential_provider=lambda kid, gid: None)
+    server_id = next(iter(client.recipients))
 
-    async def main() -> Message:
+    async def main() -> tuple[Message | None, dict[str, int]]:
+        from grouposcore.errors import RequestTimeout
+
         site = Site()
         site.add("blob", Blob())
         ep = await Endpoint.create(("127.0.0.1", 0), site=site,
                                    server_security=ServerSecurity([server]))
         cl = await Endpoint.create(("127.0.0.1", 0))
         try:
-            protected, _ = client.protect_request(_get())
-            return await cl.request(protected, ep.address, timeout=5)
+            protected, _ = client.protect_request(
+                _get(), pairwise_with=server_id if pairwise else None)
+            try:
+                answer: Message | None = await cl.request(protected, ep.address, timeout=1)
+            except RequestTimeout:
+                answer = None
+            return answer, dict(ep.rejections.counts)
         finally:
             await cl.close()
             await ep.close()
 
-    answer = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_unknown_sender_gets_503_with_max_age() -> None:
+    """RFC 10021 §7.2: no credential for the sender of a pairwise request yet -> 5.03 with
+    Max-Age (retry later)."""
+    answer, counts = _unknown_sender(pairwise=True)
+    assert answer is not None
     assert answer.code == Code.SERVICE_UNAVAILABLE and answer.options.max_age == 60
+    assert counts == {"no-credential": 1}
+
+
+def test_unknown_sender_of_a_group_mode_request_gets_no_503() -> None:
+    """The same refusal of a group-mode request (by unicast) is silent: it may be a group
+    request (RFC 10021 §7)."""
+    answer, counts = _unknown_sender(pairwise=False)
+    assert answer is None
+    assert counts == {"no-credential": 1}

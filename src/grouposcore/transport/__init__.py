@@ -11,7 +11,7 @@ from grouposcore.transport.messagelayer import MessageLayer
 from grouposcore.transport.observation import Observation
 from grouposcore.transport.observe import NotificationPolicy, Observer
 from grouposcore.transport.params import TransmissionParams
-from grouposcore.transport.rejections import VerificationFailures
+from grouposcore.transport.rejections import RejectionStats, VerificationFailures
 from grouposcore.transport.resource import Resource, Site, link_format
 from grouposcore.transport.security import (
     ClientSecurity,
@@ -28,6 +28,7 @@ __all__ = [
     "Observation",
     "Observer",
     "Protection",
+    "RejectionStats",
     "Resource",
     "ServerSecurity",
     "Site",

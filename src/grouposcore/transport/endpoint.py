@@ -66,7 +66,14 @@ from grouposcore.transport.messagelayer import (
 from grouposcore.transport.observation import Observation
 from grouposcore.transport.observe import Observer
 from grouposcore.transport.params import TransmissionParams
-from grouposcore.transport.rejections import VerificationFailures
+from grouposcore.transport.rejections import (
+    Rejection,
+    RejectionStats,
+    VerificationFailures,
+    may_be_group_request,
+    reason_of,
+    request_mode,
+)
 from grouposcore.transport.resource import Resource, Site
 from grouposcore.transport.security import ClientSecurity, ServerSecurity, security_identity
 from grouposcore.transport.server import (
@@ -142,6 +149,9 @@ class Endpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
         self._closed = False
+        #: Requests this server refused, counted per reason (and logged on
+        #: ``grouposcore.security``); see :class:`RejectionStats`.
+        self.rejections = RejectionStats()
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     @classmethod
@@ -744,18 +754,31 @@ class Endpoint:
             log.exception("error while handling %r from %s", ex.request, ex.remote)
             if not ex.responded:
                 # A request that verified gets its 5.00 protected, never in the clear.
+                binding = state.get("binding")
                 await self._finish(
                     ex,
                     state.get("request", ex.request),
                     error_response(Code.INTERNAL_SERVER_ERROR),
-                    state.get("binding"),
+                    binding,
+                    group=binding is None and may_be_group_request(ex.request, ex.multicast),
                 )
+
+    def _reject(
+        self, ex: ServerExchange, request: Message, reason: str, detail: str, answered: bool
+    ) -> None:
+        """Count and log one refused request (what its outer OSCORE option claims)."""
+        contexts = getattr(self.server_security, "contexts", None) or ()
+        mode, kid = request_mode(request, (getattr(c, "gid", None) for c in contexts))
+        self.rejections.record(Rejection(reason, ex.remote, kid, mode, detail, answered))
 
     async def _serve(self, ex: ServerExchange, state: dict[str, Any]) -> None:
         request = ex.request
+        # RFC 10021 §7: no error responses to what is or may be a group request, however
+        # it arrived; until a request verified, that is all we know of it.
+        group = may_be_group_request(request, ex.multicast)
         bad = bad_option_response(request)
         if bad is not None:
-            await self._finish(ex, request, bad, None)
+            await self._finish(ex, request, bad, None, group=group)
             return
         binding = None
         sec = self.server_security
@@ -765,7 +788,7 @@ class Endpoint:
             # reassemble it before anything is verified; the final answer echoes Block1.
             ob1 = self._outer_block1.feed(request, (ex.remote, "outer"), self._now())
             if ob1.response is not None or ob1.complete is None:
-                await self._finish(ex, request, ob1.response, None)
+                await self._finish(ex, request, ob1.response, None, group=group)
                 return
             request, outer_block1 = ob1.complete, ob1.final_block
         plain = request
@@ -773,22 +796,29 @@ class Endpoint:
             try:
                 unprotected = sec.unprotect_request(request)
             except FreshnessRequired as e:
+                # The one answer a group request gets although it is not delivered: the
+                # protected 4.01 + Echo the client needs to repeat it (RFC 10021 §9).
+                self._reject(ex, request, reason_of(e), str(e), answered=True)
                 challenge = Message(Code.UNAUTHORIZED)
                 challenge.options.echo = e.echo
                 await self._finish(ex, request, challenge, e.binding, always=True)
                 return
             except OscoreError as e:
                 # An error that carries a binding (e.g. a replay of a request that verified)
-                # is answered protected; others plain. ``coap_code`` None: silence.
+                # is answered protected; others plain. ``coap_code`` None: silence, and
+                # always silence to a request that is or may be a group request.
                 resp = None
-                if e.coap_code is not None:
+                if e.coap_code is not None and not group:
                     resp = error_response(e.coap_code, e.diagnostic)
                     resp.options.max_age = e.max_age
+                answered = resp is not None and not suppressed(request, resp, ex.multicast)
+                self._reject(ex, request, reason_of(e), str(e), answered)
                 await self._finish(ex, request, resp, getattr(e, "binding", None))
                 return
             except GroupOscoreError as e:
-                log.info("rejecting request from %s: %s", ex.remote, e)
-                await self._finish(ex, request, error_response(Code.BAD_REQUEST), None)
+                resp = None if group else error_response(Code.BAD_REQUEST)
+                self._reject(ex, request, reason_of(e), str(e), resp is not None)
+                await self._finish(ex, request, resp, None)
                 return
             if unprotected is not None:
                 plain, binding = unprotected
@@ -800,7 +830,10 @@ class Endpoint:
                     return
         if binding is None and _N.OSCORE in plain.options:
             # Protected for nobody here: the critical OSCORE option is not understood.
-            await self._finish(ex, plain, error_response(Code.BAD_OPTION, "OSCORE"), None)
+            resp = error_response(Code.BAD_OPTION, "OSCORE")
+            answered = not suppressed(plain, resp, ex.multicast or group)
+            self._reject(ex, plain, "no-security", "this endpoint has no OSCORE", answered)
+            await self._finish(ex, plain, resp, None, group=group)
             return
         now = self._now()
         origin = (ex.remote, security_identity(binding))
@@ -819,8 +852,12 @@ class Endpoint:
         elif resource.protection is not None and binding is None:
             # Silence for multicast (error responses are suppressed there): no amplification.
             response = error_response(Code.UNAUTHORIZED, "Security context required")
+            answered = not suppressed(whole, response, ex.multicast)
+            self._reject(ex, whole, "unprotected", "/".join(whole.options.uri_path), answered)
         elif resource.protection is not None and not resource.protection.accepts(binding):
             response = error_response(Code.UNAUTHORIZED, "Not authorized for this resource")
+            answered = not suppressed(whole, response, ex.multicast)
+            self._reject(ex, request, "not-authorized", "/".join(whole.options.uri_path), answered)
         else:
             response = await self._render(ex, resource, whole, binding)
         if b1.final_block is not None:
@@ -863,10 +900,16 @@ class Endpoint:
         binding: Any,
         *,
         always: bool = False,
+        group: bool = False,
         outer_block1: BlockOption | None = None,
     ) -> None:
-        """Suppress, delay (multicast), protect and send a response."""
-        if response is not None and not always and suppressed(request, response, ex.multicast):
+        """Suppress, delay (multicast), protect and send a response.
+
+        ``group``: the request is or may be a group request though it came by unicast, so
+        error responses are suppressed as for a multicast request.
+        """
+        multicast_like = ex.multicast or group
+        if response is not None and not always and suppressed(request, response, multicast_like):
             response = None
         if response is not None and ex.multicast:
             await asyncio.sleep(multicast_delay(self.leisure, self._rng))

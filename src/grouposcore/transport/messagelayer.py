@@ -179,9 +179,10 @@ class MessageLayer:
         self._sent_non: dict[tuple[Address, int], tuple[bytes, float]] = {}
         self._seen: dict[tuple[Address, int], _Seen] = {}
         self._tokens: dict[bytes, Address | None] = {}
-        #: (peer, our MID) -> (bytes of the piggybacked response that completed our CON,
-        #: expiry): a *different* response in a later ACK for that MID is still delivered
-        self._answered: dict[tuple[Address, int], tuple[bytes, float]] = {}
+        #: awaited token -> (peer, our MID, hash of the piggybacked response that completed
+        #: that CON): a *different* response in a later ACK for that MID is still delivered.
+        #: Dropped with the token, so it is bounded by the exchanges in progress.
+        self._answered: dict[bytes, tuple[Address, int, int]] = {}
         self._timers: list[_Timer] = []
         self._seq = 0
 
@@ -207,6 +208,7 @@ class MessageLayer:
     def forget(self, token: bytes) -> None:
         """Stop accepting responses for ``token``; later ones are rejected with RST."""
         self._tokens.pop(token, None)
+        self._answered.pop(token, None)
 
     def expecting(self, token: bytes) -> bool:
         return token in self._tokens
@@ -283,7 +285,7 @@ class MessageLayer:
         if msg.mtype == _ACK or msg.mtype == _RST:
             if multicast:
                 return []
-            return self._receive_ack_rst(msg, remote, data, now)
+            return self._receive_ack_rst(msg, remote, data)
         if msg.code == Code.EMPTY:
             # An empty CON is a ping (§4.3): answer RST. An empty NON is meaningless.
             if msg.mtype == _CON and not multicast:
@@ -309,9 +311,7 @@ class MessageLayer:
         mid = data[2] << 8 | data[3]
         return [self._transmit(Message(Code.EMPTY, _RST, mid), remote)]
 
-    def _receive_ack_rst(
-        self, msg: Message, remote: Address, data: bytes, now: float
-    ) -> list[Output]:
+    def _receive_ack_rst(self, msg: Message, remote: Address, data: bytes) -> list[Output]:
         key = (remote, msg.mid)
         out: list[Output] = []
         pending = self._outgoing.pop(key, None)
@@ -329,20 +329,20 @@ class MessageLayer:
             # first piggybacked response may have been forged (only verification above can
             # tell) while its token is still awaited. An identical copy is a retransmitted
             # ACK and ignored.
-            answered = self._answered.get(key)
+            answered = self._answered.get(msg.token)
             if (
                 piggybacked
                 and answered is not None
-                and answered[0] != data
+                and answered[:2] == key
+                and answered[2] != hash(data)
                 and self._wanted(msg.token, remote)
             ):
+                self._answered[msg.token] = (remote, msg.mid, hash(data))
                 out.append(ResponseReceived(msg, remote))
             return out
         out.append(DeliveryConfirmed(remote, msg.mid, pending.message.token))
         if piggybacked and self._wanted(msg.token, remote):
-            expires = now + self.params.exchange_lifetime
-            self._answered[key] = (data, expires)
-            self._schedule(expires, "answered", key)
+            self._answered[msg.token] = (remote, msg.mid, hash(data))
             out.append(ResponseReceived(msg, remote))
         return out
 
@@ -429,8 +429,6 @@ class MessageLayer:
                 del self._seen[t.key]
             elif t.kind == "sent_non":
                 del self._sent_non[t.key]
-            elif t.kind == "answered":
-                del self._answered[t.key]
         return out
 
     def _timer_live(self, t: _Timer) -> bool:
@@ -443,9 +441,7 @@ class MessageLayer:
         if t.kind == "sent_non":
             n = self._sent_non.get(t.key)
             return n is not None and n[1] == t.when
-        if t.kind == "answered":
-            a = self._answered.get(t.key)
-            return a is not None and a[1] == t.when
+
         return t.key in self._seen
 
     def _retransmit(self, key: tuple[Address, int], now: float) -> list[Output]:

@@ -34,7 +34,7 @@ from grouposcore.coap import (
     parse_uri,
     uri_to_options,
 )
-from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK, COAP_PORT
+from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT
 from grouposcore.errors import (
     EndpointClosed,
     FreshnessRequired,
@@ -44,6 +44,7 @@ from grouposcore.errors import (
     RequestTimeout,
     ResetReceived,
 )
+from grouposcore.transport import group_client
 from grouposcore.transport.blockwise import (
     Block1Assembler,
     Block1Sender,
@@ -617,7 +618,7 @@ class Endpoint:
 
     # --- client: groups ------------------------------------------------------------------
 
-    async def group_request(
+    def group_request(
         self,
         message: Message,
         group: tuple[str, int] | None = None,
@@ -627,7 +628,8 @@ class Endpoint:
         interface: int | str | None = None,
         failures: VerificationFailures | None = None,
     ) -> AsyncIterator[Message]:
-        """Send ``message`` as NON to a group; yield every response until the deadline.
+        """Send ``message`` as NON to a group; iterate the result for every response until
+        the deadline (see :func:`grouposcore.transport.group_client.group_request`).
 
         ``group`` defaults to All-CoAP-Nodes of the socket's family on port 5683.
         ``timeout`` (default: the leisure plus ACK_TIMEOUT) bounds the collection. Each
@@ -636,93 +638,10 @@ class Endpoint:
         say why). Block-wise responses are completed and 4.01+Echo answered by unicast to
         that server, within the same deadline.
         """
-        if group is None:
-            host = message.options.uri_host
-            if host is not None and is_multicast(host.strip("[]")):
-                group = (host.strip("[]"), message.options.uri_port or COAP_PORT)
-            else:
-                v6 = self._sock.family == socket.AF_INET6 and not self._sock.dual_stack
-                group = (ALL_COAP_NODES_V6_LINK if v6 else ALL_COAP_NODES_V4, COAP_PORT)
-        target = normalise((group[0], group[1]))
-        if not is_multicast(target[0]):
-            raise ValueError(f"{target[0]} is not a multicast address")
-        msg = message.copy()
-        msg.options.uri_host = None
-        if timeout is None:
-            timeout = self.params.default_leisure + self.params.ack_timeout
-        deadline = self._now() + timeout
-        token = self._ml.new_token()
-        wire = msg.copy(token=token, mtype=Type.NON, remote=target)
-        binding = None
-        if security is not None:
-            wire, binding = security.protect_request(wire)
-            wire = wire.copy(token=token, mtype=Type.NON)
-        queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._listen(token, None, queue.put_nowait, lambda exc: None)
-        if failures is None:
-            failures = VerificationFailures()
-        try:
-            self._sock.set_multicast_interface(
-                target[0], interface if interface is not None else self.multicast_interface
-            )
-            self._send(wire, target)
-            while True:
-                left = deadline - self._now()
-                if left <= 0:
-                    return
-                try:
-                    raw = await asyncio.wait_for(queue.get(), left)
-                except TimeoutError:
-                    return
-                resp = self._verify_group_response(raw, binding, security, failures)
-                if resp is None:
-                    continue
-                try:
-                    resp = await self._complete_group_response(msg, resp, deadline, security)
-                except (GroupOscoreError, OSError) as e:
-                    log.info("incomplete group response from %s: %s", resp.remote, e)
-                    continue
-                yield resp
-        finally:
-            self._unlisten(token)
-
-    def _verify_group_response(
-        self,
-        raw: Message,
-        binding: Any,
-        security: ClientSecurity | None,
-        failures: VerificationFailures,
-    ) -> Message | None:
-        if security is None:
-            return raw
-        try:
-            plain = security.unprotect_response(raw, binding)
-        except GroupOscoreError as e:
-            failures.add(raw, e)
-            return None
-        plain.remote = raw.remote
-        return plain
-
-    async def _complete_group_response(
-        self,
-        request: Message,
-        resp: Message,
-        deadline: float,
-        security: ClientSecurity | None,
-    ) -> Message:
-        remote = resp.remote
-        if resp.code == Code.UNAUTHORIZED and resp.options.echo is not None:
-            retry = request.copy()
-            retry.options.echo = resp.options.echo
-            out = await self._blockwise_request(retry, remote, deadline, True, security)
-            out.remote = remote
-            return out
-        if Block2Collector.continues(resp):
-            one = self._one_shot(remote, True, deadline, security)
-            out = await self._follow_block2(request, resp, one)
-            out.remote = remote
-            return out
-        return resp
+        return group_client.group_request(
+            self, message, group, timeout=timeout, security=security, interface=interface,
+            failures=failures,
+        )
 
     # --- client: Observe -----------------------------------------------------------------
 

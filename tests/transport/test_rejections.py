@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from grouposcore.coap import Code, Message, Type
+from grouposcore.coap import BlockOption, Code, Message, Type
 from grouposcore.errors import (
     ContextNotFound,
     CredentialNotFound,
@@ -59,11 +59,14 @@ class Open(Resource):
         return Message(Code.CONTENT, payload=b"open")
 
 
-def _request(oscore: bytes, *, critical: bool = False) -> bytes:
+def _request(oscore: bytes, *, critical: bool = False, late_block: bool = False) -> bytes:
     msg = Message(Code.POST, Type.NON, 0x3344, b"\x21", payload=b"ciphertext")
     msg.options.oscore = oscore
     if critical:
         msg.options.set(65001, b"x")  # an unknown critical option: 4.02 Bad Option
+    if late_block:  # outer Block1 #1 without #0: 4.08 Request Entity Incomplete
+        msg.options.block1 = BlockOption.from_size(1, False, 16)
+        msg.payload = b"x" * 16
     return msg.encode()
 
 
@@ -130,6 +133,13 @@ def test_group_mode_request_with_a_bad_outer_option_gets_no_402() -> None:
     assert answer is None
     answer, _ = _serve(Refusing(ContextNotFound("x")), _request(ONE_TO_ONE, critical=True))
     assert answer is not None and answer.code == Code.BAD_OPTION
+
+
+def test_group_mode_request_with_a_broken_outer_block1_gets_no_408() -> None:
+    answer, _ = _serve(Refusing(ContextNotFound("x")), _request(GROUP_MODE, late_block=True))
+    assert answer is None
+    answer, _ = _serve(Refusing(ContextNotFound("x")), _request(ONE_TO_ONE, late_block=True))
+    assert answer is not None and answer.code == Code.REQUEST_ENTITY_INCOMPLETE
 
 
 def test_group_mode_request_to_an_endpoint_without_security_gets_no_402() -> None:

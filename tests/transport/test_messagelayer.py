@@ -115,6 +115,28 @@ def test_piggybacked_response_matched_by_mid_and_token() -> None:
     assert ml.receive(ack.encode(), A, now=0.2) == []
 
 
+def test_another_piggybacked_response_for_an_answered_con_is_still_delivered() -> None:
+    """The first ACK carrying our MID may have been forged: while the token is awaited, a
+    *different* response in a later ACK for that MID reaches the layer above (which
+    verifies); a byte-identical copy (a retransmitted ACK) does not, nor anything once the
+    token is forgotten or from another peer."""
+    ml = layer()
+    token = b"\x05"
+    ml.expect(token, A)
+    [tx] = ml.send(get(token), A, now=0.0)
+    forged = Message(Code.CONTENT, Type.ACK, tx.message.mid, token, payload=b"forged")
+    real = Message(Code.CONTENT, Type.ACK, tx.message.mid, token, payload=b"real")
+    assert [type(o) for o in ml.receive(forged.encode(), A, now=0.1)] == [
+        DeliveryConfirmed, ResponseReceived]
+    assert ml.receive(forged.encode(), A, now=0.2) == []
+    [got] = ml.receive(real.encode(), A, now=0.3)
+    assert isinstance(got, ResponseReceived) and got.message.payload == b"real"
+    assert ml.receive(real.encode(), A, now=0.35) == []  # its retransmission
+    assert ml.receive(real.encode(), B, now=0.4) == []
+    ml.forget(token)
+    assert ml.receive(real.encode(), A, now=0.5) == []
+
+
 def test_response_from_wrong_remote_or_unknown_token_is_rejected() -> None:
     ml = layer()
     ml.expect(b"\x01", A)

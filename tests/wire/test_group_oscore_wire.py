@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from grouposcore.coap import Code, Type
-from grouposcore.errors import OscoreError
+from grouposcore.errors import OscoreError, RequestTimeout
 from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
 from grouposcore.transport import Endpoint
 from tests.wire.groupnet import (
@@ -118,12 +118,19 @@ def test_pairwise_mode_unicast_to_each_server(tmp_path: Path) -> None:
 
 
 def test_pairwise_request_to_the_wrong_server_is_refused(tmp_path: Path) -> None:
+    """s2 cannot decrypt a pairwise request meant for s1 and answers a plain 4.00 (unicast,
+    pairwise: an error response is allowed); the client discards that unverifiable answer
+    and its timeout says why."""
+
     async def body(net: Net) -> None:
         s1, s2 = net.servers[0], net.servers[1]
         sec = net.security(pairwise_with=s1.sender_id)
-        with pytest.raises(OscoreError):
-            await net.client.request(get("light"), s2.endpoint.address, timeout=5, security=sec)
+        with pytest.raises(RequestTimeout, match=r"1 response failed verification: .*4\.00"):
+            await net.client.request(get("light"), s2.endpoint.address, timeout=1, security=sec)
         assert s2.light.runs == 0
+        assert s2.endpoint.rejections.counts == {"verification-failed": 1}
+        assert s2.endpoint.rejections.last is not None
+        assert s2.endpoint.rejections.last.answered
 
     with_net(tmp_path, body)
 
@@ -141,19 +148,48 @@ def test_secured_resource_refuses_unprotected_requests_with_401(tmp_path: Path) 
     with_net(tmp_path, body)
 
 
-def test_request_protected_for_another_group_gets_401(tmp_path: Path) -> None:
+def test_group_mode_request_for_an_unknown_group_gets_no_error_response(
+    tmp_path: Path,
+) -> None:
+    """RFC 10021 §7: a group-mode request may be a group request even when it arrives by
+    unicast, so a failure is not answered (no error storm); the operator sees it counted."""
     other = provision(tmp_path / "other", ("client", "x"), name="other")
 
     async def body(net: Net) -> None:
         stranger = ClientSecurity(load_group(other["client"]))
         server = net.servers[0]
-        with pytest.raises(OscoreError, match=r"4\.01"):
+        with pytest.raises(RequestTimeout) as info:
             await net.client.request(
-                get("light"), server.endpoint.address, timeout=5, security=stranger
+                get("light"), server.endpoint.address, timeout=1, security=stranger
             )
+        assert "failed verification" not in str(info.value)  # nothing came back at all
         assert server.light.runs == 0
         assert isinstance(server.security, Recording)
         assert server.security.failures == ["ContextNotFound"]
+        assert server.endpoint.rejections.counts == {"unknown-context": 1}
+        last = server.endpoint.rejections.last
+        assert last is not None and last.mode == "group" and not last.answered
+
+    with_net(tmp_path, body)
+
+
+def test_pairwise_request_for_an_unknown_group_gets_plain_401(tmp_path: Path) -> None:
+    """A pairwise request is meant for one server: its failure may be answered (4.01,
+    unprotected), which the client cannot verify and so reports at its timeout."""
+    other = provision(tmp_path / "other", ("client", "x"), name="other")
+
+    async def body(net: Net) -> None:
+        ctx = load_group(other["client"])
+        x = next(iter(ctx.recipients))
+        stranger = ClientSecurity(ctx, pairwise_with=x)
+        server = net.servers[0]
+        with pytest.raises(RequestTimeout, match=r"unprotected 4\.01 response"):
+            await net.client.request(
+                get("light"), server.endpoint.address, timeout=1, security=stranger
+            )
+        assert server.endpoint.rejections.counts == {"unknown-context": 1}
+        last = server.endpoint.rejections.last
+        assert last is not None and last.mode == "oscore" and last.answered
 
     with_net(tmp_path, body)
 
@@ -213,7 +249,8 @@ def test_echo_challenge_is_a_protected_401_from_the_server(tmp_path: Path) -> No
 @pytest.mark.parametrize("pairwise", [False, True], ids=["group-mode", "pairwise"])
 def test_replayed_datagram_is_rejected(tmp_path: Path, pairwise: bool) -> None:
     """The exact protected bytes again: from the same socket it is a CoAP duplicate (the same
-    response, no second handler run); from another socket it is an OSCORE replay: 4.01."""
+    response, no second handler run); from another socket it is an OSCORE replay: 4.01 to
+    a pairwise request, silence to a group-mode one (it may be a group request)."""
 
     async def body(net: Net) -> None:
         server = net.servers[2]
@@ -222,22 +259,28 @@ def test_replayed_datagram_is_rejected(tmp_path: Path, pairwise: bool) -> None:
         wire, binding = sec.protect_request(request)
         data = wire.copy(mtype=Type.CON, mid=0x1234, token=b"\x01\x02\x03").encode()
         remote = server.endpoint.address
-        with udp_socket() as sock, udp_socket() as other:
+        with udp_socket() as sock, udp_socket(timeout=1.0) as other:
             first_raw = await asyncio.to_thread(exchange_raw, sock, data, remote)
             first = sec.unprotect_response(first_raw, binding)
             assert first.code == Code.CONTENT
             verified_from(first, server, group_mode=not pairwise)
             duplicate = await asyncio.to_thread(exchange_raw, sock, data, remote)
             assert duplicate.encode() == first_raw.encode()
-            replay = await asyncio.to_thread(exchange_raw, other, data, remote)
+            try:
+                replay = await asyncio.to_thread(exchange_raw, other, data, remote)
+            except TimeoutError:
+                replay = None
         assert server.light.runs == 1
-        if replay.options.oscore is not None:
+        if not pairwise:
+            assert replay is None
+        elif replay.options.oscore is not None:
             assert sec.unprotect_response(replay, binding).code == Code.UNAUTHORIZED
         else:
             assert replay.code == Code.UNAUTHORIZED  # never 5.00
             assert replay.payload == b"Replay detected"
         assert isinstance(server.security, Recording)
         assert server.security.failures == ["ReplayError"]
+        assert server.endpoint.rejections.counts == {"replay": 1}
 
     with_net(tmp_path, body)
 

@@ -117,9 +117,10 @@ def test_oscore_blockwise_and_observe() -> None:
     _check(out, b"\x02")
 
 
-def test_unverifiable_answer_to_a_registration_ends_the_observation() -> None:
-    """A registration refused with an unprotected 4.01 raises at once, like request()."""
-    from grouposcore.errors import OscoreError
+def test_unverifiable_answer_to_a_registration_is_discarded_until_the_timeout() -> None:
+    """A registration answered with an unprotected 4.01 (which anyone could forge) is not
+    accepted and does not end the wait (RFC 8613 §8.4); the timeout then says why."""
+    from grouposcore.errors import RequestTimeout
 
     async def main() -> None:
         site = Site()
@@ -130,13 +131,14 @@ def test_unverifiable_answer_to_a_registration_ends_the_observation() -> None:
         ctx = SecurityContext(b"k" * 16, b"\x01", b"\x02")
         try:
             obs = client.observe(_get(observe=0), server.address,
-                                 security=ClientSecurity(ctx))
+                                 security=ClientSecurity(ctx), timeout=1)
             try:
                 await asyncio.wait_for(obs.__anext__(), 5)
-            except OscoreError as exc:
-                assert "4.01" in str(exc)
+            except RequestTimeout as exc:
+                assert "1 response failed verification: unprotected 4.01" in str(exc)
             else:
                 raise AssertionError("an unverifiable registration answer was accepted")
+            assert obs.failures.count == 1
         finally:
             await client.close()
             await server.close()
@@ -189,25 +191,49 @@ def test_outer_block1_fragments_of_a_protected_request_are_reassembled() -> None
     asyncio.run(main())
 
 
-def test_unknown_sender_gets_503_with_max_age() -> None:
-    """RFC 10021 §7.2: no credential for the sender yet -> 5.03 with Max-Age (retry later)."""
+def _unknown_sender(pairwise: bool) -> tuple[Message | None, dict[str, int]]:
+    """A request from a member the server has no credential for, sent as is (read raw)."""
     docs = provision_static_group(["client", "server"])
     client = fresh_context(docs["client"])
     server = fresh_context(docs["server"] | {"members": []},
                                          credential_provider=lambda kid, gid: None)
+    server_id = next(iter(client.recipients))
 
-    async def main() -> Message:
+    async def main() -> tuple[Message | None, dict[str, int]]:
+        from grouposcore.errors import RequestTimeout
+
         site = Site()
         site.add("blob", Blob())
         ep = await Endpoint.create(("127.0.0.1", 0), site=site,
                                    server_security=ServerSecurity([server]))
         cl = await Endpoint.create(("127.0.0.1", 0))
         try:
-            protected, _ = client.protect_request(_get())
-            return await cl.request(protected, ep.address, timeout=5)
+            protected, _ = client.protect_request(
+                _get(), pairwise_with=server_id if pairwise else None)
+            try:
+                answer: Message | None = await cl.request(protected, ep.address, timeout=1)
+            except RequestTimeout:
+                answer = None
+            return answer, dict(ep.rejections.counts)
         finally:
             await cl.close()
             await ep.close()
 
-    answer = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_unknown_sender_gets_503_with_max_age() -> None:
+    """RFC 10021 §7.2: no credential for the sender of a pairwise request yet -> 5.03 with
+    Max-Age (retry later)."""
+    answer, counts = _unknown_sender(pairwise=True)
+    assert answer is not None
     assert answer.code == Code.SERVICE_UNAVAILABLE and answer.options.max_age == 60
+    assert counts == {"no-credential": 1}
+
+
+def test_unknown_sender_of_a_group_mode_request_gets_no_503() -> None:
+    """The same refusal of a group-mode request (by unicast) is silent: it may be a group
+    request (RFC 10021 §7)."""
+    answer, counts = _unknown_sender(pairwise=False)
+    assert answer is None
+    assert counts == {"no-credential": 1}

@@ -204,6 +204,8 @@ async def serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             clock.notify()
+        if endpoint.rejections.total:  # each one was logged as it happened (-v)
+            log.info("rejected requests: %s", endpoint.rejections.summary())
     return 0
 
 

@@ -6,10 +6,12 @@ tests drive with a fake clock; ``endpoint`` and ``sockets`` carry them onto the 
 """
 
 from grouposcore.transport.blockwise import BlockwiseLimits
-from grouposcore.transport.endpoint import Endpoint, Observation
+from grouposcore.transport.endpoint import Endpoint
 from grouposcore.transport.messagelayer import MessageLayer
+from grouposcore.transport.observation import Observation
 from grouposcore.transport.observe import NotificationPolicy, Observer
 from grouposcore.transport.params import TransmissionParams
+from grouposcore.transport.rejections import RejectionStats, VerificationFailures
 from grouposcore.transport.resource import Resource, Site, link_format
 from grouposcore.transport.security import (
     ClientSecurity,
@@ -26,9 +28,11 @@ __all__ = [
     "Observation",
     "Observer",
     "Protection",
+    "RejectionStats",
     "Resource",
     "ServerSecurity",
     "Site",
     "TransmissionParams",
+    "VerificationFailures",
     "link_format",
 ]

@@ -34,9 +34,8 @@ from grouposcore.coap import (
     parse_uri,
     uri_to_options,
 )
-from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK, COAP_PORT
+from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT
 from grouposcore.errors import (
-    BlockwiseError,
     EndpointClosed,
     FreshnessRequired,
     GroupOscoreError,
@@ -45,6 +44,7 @@ from grouposcore.errors import (
     RequestTimeout,
     ResetReceived,
 )
+from grouposcore.transport import group_client
 from grouposcore.transport.blockwise import (
     Block1Assembler,
     Block1Sender,
@@ -64,8 +64,17 @@ from grouposcore.transport.messagelayer import (
     TransmissionFailed,
     Transmit,
 )
-from grouposcore.transport.observe import NotificationOrder, Observer
+from grouposcore.transport.observation import Observation
+from grouposcore.transport.observe import Observer
 from grouposcore.transport.params import TransmissionParams
+from grouposcore.transport.rejections import (
+    Rejection,
+    RejectionStats,
+    VerificationFailures,
+    may_be_group_request,
+    reason_of,
+    request_mode,
+)
 from grouposcore.transport.resource import Resource, Site
 from grouposcore.transport.security import ClientSecurity, ServerSecurity, security_identity
 from grouposcore.transport.server import (
@@ -141,6 +150,9 @@ class Endpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
         self._closed = False
+        #: Requests this server refused, counted per reason (and logged on
+        #: ``grouposcore.security``); see :class:`RejectionStats`.
+        self.rejections = RejectionStats()
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     @classmethod
@@ -324,6 +336,22 @@ class Endpoint:
         self._arm_timer()
         return mid
 
+    def _listen(
+        self,
+        token: bytes,
+        remote: Address | None,
+        on_response: Callable[[Message], None],
+        on_error: Callable[[BaseException], None],
+        on_ack: Callable[[], None] | None = None,
+    ) -> None:
+        """Route responses carrying ``token`` (from ``remote``; ``None``: anyone) to callbacks."""
+        self._waiters[token] = _Waiter(on_response, on_error, on_ack)
+        self._ml.expect(token, remote)
+
+    def _unlisten(self, token: bytes) -> None:
+        self._waiters.pop(token, None)
+        self._ml.forget(token)
+
     # --- addresses -----------------------------------------------------------------------
 
     async def _resolve(self, host: str, port: int) -> Address:
@@ -367,57 +395,67 @@ class Endpoint:
         deadline: float | None,
         security: ClientSecurity | None,
     ) -> Message:
-        """Send one request (one block) and return its (verified) response."""
+        """Send one request (one block) and return its (verified) response.
+
+        A response that fails verification is discarded and the wait goes on (RFC 8613
+        §8.4): a forged or replayed datagram cannot end the exchange. If nothing valid
+        comes, the timeout says how many responses were discarded and why.
+        """
         token = self._ml.new_token()
         wire = message.copy(token=token, mtype=Type.CON if confirmable else Type.NON, remote=remote)
         binding = None
         if security is not None:
             wire, binding = security.protect_request(wire)
             wire = wire.copy(token=token, mtype=Type.CON if confirmable else Type.NON)
-        fut: asyncio.Future[Message] = self._loop.create_future()
+        inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
         state = {"acked": False}
-
-        def on_response(msg: Message) -> None:
-            if not fut.done():
-                fut.set_result(msg)
-
-        def on_error(exc: BaseException) -> None:
-            if not fut.done():
-                fut.set_exception(exc)
 
         def on_ack() -> None:
             state["acked"] = True
 
-        self._waiters[token] = _Waiter(on_response, on_error, on_ack)
-        self._ml.expect(token, remote)
+        failures = VerificationFailures()
+        self._listen(token, remote, inbox.put_nowait, inbox.put_nowait, on_ack)
         mid = -1
+        start = self._now()
         try:
             mid = self._send(wire, remote)
-            raw = await self._await_response(fut, confirmable, deadline, state)
+            while True:
+                item = await self._await_response(inbox, confirmable, deadline, state, start)
+                if isinstance(item, BaseException):
+                    raise item
+                if security is None:
+                    return item
+                try:
+                    plain = security.unprotect_response(item, binding)
+                except GroupOscoreError as e:
+                    failures.add(item, e)
+                    continue
+                plain.remote = item.remote
+                return plain
+        except RequestTimeout as e:
+            if failures:
+                raise RequestTimeout(failures.explain(str(e))) from e
+            raise
         finally:
-            self._waiters.pop(token, None)
-            self._ml.forget(token)
+            self._unlisten(token)
             self._ml.cancel(remote, mid)
-        if security is not None:
-            plain = security.unprotect_response(raw, binding)
-            plain.remote = raw.remote
-            return plain
-        return raw
 
     async def _await_response(
         self,
-        fut: asyncio.Future[Message],
+        inbox: asyncio.Queue[Message | BaseException],
         confirmable: bool,
         deadline: float | None,
         state: dict[str, bool],
-    ) -> Message:
-        """Wait for ``fut`` until the user's deadline or the protocol's own limits.
+        start: float,
+    ) -> Message | BaseException:
+        """The next response (or error) for an exchange, until the user's deadline or the
+        protocol's own limits.
 
         Without a deadline a CON request fails when retransmissions run out (the message
         layer reports it) or EXCHANGE_LIFETIME after the empty ACK; a NON request waits
-        MAX_TRANSMIT_WAIT.
+        MAX_TRANSMIT_WAIT. ``start`` is when the request went out: discarded responses do
+        not extend the wait.
         """
-        start = self._now()
         while True:
             if deadline is not None:
                 limit: float | None = deadline
@@ -430,10 +468,9 @@ class Endpoint:
             # Without a limit, look again every ACK_TIMEOUT: an empty ACK sets one.
             wait = self.params.ack_timeout if limit is None else max(0.0, limit - self._now())
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), wait)
+                return await asyncio.wait_for(inbox.get(), wait)
             except TimeoutError:
                 if limit is not None and self._now() >= limit:
-                    fut.cancel()
                     raise RequestTimeout("no response before the deadline") from None
 
     # --- client: public API --------------------------------------------------------------
@@ -581,7 +618,7 @@ class Endpoint:
 
     # --- client: groups ------------------------------------------------------------------
 
-    async def group_request(
+    def group_request(
         self,
         message: Message,
         group: tuple[str, int] | None = None,
@@ -589,98 +626,22 @@ class Endpoint:
         timeout: float | None = None,
         security: ClientSecurity | None = None,
         interface: int | str | None = None,
+        failures: VerificationFailures | None = None,
     ) -> AsyncIterator[Message]:
-        """Send ``message`` as NON to a group; yield every response until the deadline.
+        """Send ``message`` as NON to a group; iterate the result for every response until
+        the deadline (see :func:`grouposcore.transport.group_client.group_request`).
 
         ``group`` defaults to All-CoAP-Nodes of the socket's family on port 5683.
         ``timeout`` (default: the leisure plus ACK_TIMEOUT) bounds the collection. Each
         response carries its sender in ``remote``; responses that fail verification are
-        skipped. Block-wise responses are completed and 4.01+Echo answered by unicast to
+        skipped (and tallied in ``failures`` when given, so a caller that got nothing can
+        say why). Block-wise responses are completed and 4.01+Echo answered by unicast to
         that server, within the same deadline.
         """
-        if group is None:
-            host = message.options.uri_host
-            if host is not None and is_multicast(host.strip("[]")):
-                group = (host.strip("[]"), message.options.uri_port or COAP_PORT)
-            else:
-                v6 = self._sock.family == socket.AF_INET6 and not self._sock.dual_stack
-                group = (ALL_COAP_NODES_V6_LINK if v6 else ALL_COAP_NODES_V4, COAP_PORT)
-        target = normalise((group[0], group[1]))
-        if not is_multicast(target[0]):
-            raise ValueError(f"{target[0]} is not a multicast address")
-        msg = message.copy()
-        msg.options.uri_host = None
-        if timeout is None:
-            timeout = self.params.default_leisure + self.params.ack_timeout
-        deadline = self._now() + timeout
-        token = self._ml.new_token()
-        wire = msg.copy(token=token, mtype=Type.NON, remote=target)
-        binding = None
-        if security is not None:
-            wire, binding = security.protect_request(wire)
-            wire = wire.copy(token=token, mtype=Type.NON)
-        queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._waiters[token] = _Waiter(queue.put_nowait, lambda exc: None)
-        self._ml.expect(token, None)
-        try:
-            self._sock.set_multicast_interface(
-                target[0], interface if interface is not None else self.multicast_interface
-            )
-            self._send(wire, target)
-            while True:
-                left = deadline - self._now()
-                if left <= 0:
-                    return
-                try:
-                    raw = await asyncio.wait_for(queue.get(), left)
-                except TimeoutError:
-                    return
-                resp = self._verify_group_response(raw, binding, security)
-                if resp is None:
-                    continue
-                try:
-                    resp = await self._complete_group_response(msg, resp, deadline, security)
-                except (GroupOscoreError, OSError) as e:
-                    log.info("incomplete group response from %s: %s", resp.remote, e)
-                    continue
-                yield resp
-        finally:
-            self._waiters.pop(token, None)
-            self._ml.forget(token)
-
-    def _verify_group_response(
-        self, raw: Message, binding: Any, security: ClientSecurity | None
-    ) -> Message | None:
-        if security is None:
-            return raw
-        try:
-            plain = security.unprotect_response(raw, binding)
-        except GroupOscoreError as e:
-            log.info("dropping group response from %s: %s", raw.remote, e)
-            return None
-        plain.remote = raw.remote
-        return plain
-
-    async def _complete_group_response(
-        self,
-        request: Message,
-        resp: Message,
-        deadline: float,
-        security: ClientSecurity | None,
-    ) -> Message:
-        remote = resp.remote
-        if resp.code == Code.UNAUTHORIZED and resp.options.echo is not None:
-            retry = request.copy()
-            retry.options.echo = resp.options.echo
-            out = await self._blockwise_request(retry, remote, deadline, True, security)
-            out.remote = remote
-            return out
-        if Block2Collector.continues(resp):
-            one = self._one_shot(remote, True, deadline, security)
-            out = await self._follow_block2(request, resp, one)
-            out.remote = remote
-            return out
-        return resp
+        return group_client.group_request(
+            self, message, group, timeout=timeout, security=security, interface=interface,
+            failures=failures,
+        )
 
     # --- client: Observe -----------------------------------------------------------------
 
@@ -712,18 +673,31 @@ class Endpoint:
             log.exception("error while handling %r from %s", ex.request, ex.remote)
             if not ex.responded:
                 # A request that verified gets its 5.00 protected, never in the clear.
+                binding = state.get("binding")
                 await self._finish(
                     ex,
                     state.get("request", ex.request),
                     error_response(Code.INTERNAL_SERVER_ERROR),
-                    state.get("binding"),
+                    binding,
+                    group=binding is None and may_be_group_request(ex.request, ex.multicast),
                 )
+
+    def _reject(
+        self, ex: ServerExchange, request: Message, reason: str, detail: str, answered: bool
+    ) -> None:
+        """Count and log one refused request (what its outer OSCORE option claims)."""
+        contexts = getattr(self.server_security, "contexts", None) or ()
+        mode, kid = request_mode(request, (getattr(c, "gid", None) for c in contexts))
+        self.rejections.record(Rejection(reason, ex.remote, kid, mode, detail, answered))
 
     async def _serve(self, ex: ServerExchange, state: dict[str, Any]) -> None:
         request = ex.request
+        # RFC 10021 §7: no error responses to what is or may be a group request, however
+        # it arrived; until a request verified, that is all we know of it.
+        group = may_be_group_request(request, ex.multicast)
         bad = bad_option_response(request)
         if bad is not None:
-            await self._finish(ex, request, bad, None)
+            await self._finish(ex, request, bad, None, group=group)
             return
         binding = None
         sec = self.server_security
@@ -733,7 +707,7 @@ class Endpoint:
             # reassemble it before anything is verified; the final answer echoes Block1.
             ob1 = self._outer_block1.feed(request, (ex.remote, "outer"), self._now())
             if ob1.response is not None or ob1.complete is None:
-                await self._finish(ex, request, ob1.response, None)
+                await self._finish(ex, request, ob1.response, None, group=group)
                 return
             request, outer_block1 = ob1.complete, ob1.final_block
         plain = request
@@ -741,22 +715,29 @@ class Endpoint:
             try:
                 unprotected = sec.unprotect_request(request)
             except FreshnessRequired as e:
+                # The one answer a group request gets although it is not delivered: the
+                # protected 4.01 + Echo the client needs to repeat it (RFC 10021 §9).
+                self._reject(ex, request, reason_of(e), str(e), answered=True)
                 challenge = Message(Code.UNAUTHORIZED)
                 challenge.options.echo = e.echo
                 await self._finish(ex, request, challenge, e.binding, always=True)
                 return
             except OscoreError as e:
                 # An error that carries a binding (e.g. a replay of a request that verified)
-                # is answered protected; others plain. ``coap_code`` None: silence.
+                # is answered protected; others plain. ``coap_code`` None: silence, and
+                # always silence to a request that is or may be a group request.
                 resp = None
-                if e.coap_code is not None:
+                if e.coap_code is not None and not group:
                     resp = error_response(e.coap_code, e.diagnostic)
                     resp.options.max_age = e.max_age
+                answered = resp is not None and not suppressed(request, resp, ex.multicast)
+                self._reject(ex, request, reason_of(e), str(e), answered)
                 await self._finish(ex, request, resp, getattr(e, "binding", None))
                 return
             except GroupOscoreError as e:
-                log.info("rejecting request from %s: %s", ex.remote, e)
-                await self._finish(ex, request, error_response(Code.BAD_REQUEST), None)
+                resp = None if group else error_response(Code.BAD_REQUEST)
+                self._reject(ex, request, reason_of(e), str(e), resp is not None)
+                await self._finish(ex, request, resp, None)
                 return
             if unprotected is not None:
                 plain, binding = unprotected
@@ -768,7 +749,10 @@ class Endpoint:
                     return
         if binding is None and _N.OSCORE in plain.options:
             # Protected for nobody here: the critical OSCORE option is not understood.
-            await self._finish(ex, plain, error_response(Code.BAD_OPTION, "OSCORE"), None)
+            resp = error_response(Code.BAD_OPTION, "OSCORE")
+            answered = not suppressed(plain, resp, ex.multicast or group)
+            self._reject(ex, plain, "no-security", "this endpoint has no OSCORE", answered)
+            await self._finish(ex, plain, resp, None, group=group)
             return
         now = self._now()
         origin = (ex.remote, security_identity(binding))
@@ -787,8 +771,12 @@ class Endpoint:
         elif resource.protection is not None and binding is None:
             # Silence for multicast (error responses are suppressed there): no amplification.
             response = error_response(Code.UNAUTHORIZED, "Security context required")
+            answered = not suppressed(whole, response, ex.multicast)
+            self._reject(ex, whole, "unprotected", "/".join(whole.options.uri_path), answered)
         elif resource.protection is not None and not resource.protection.accepts(binding):
             response = error_response(Code.UNAUTHORIZED, "Not authorized for this resource")
+            answered = not suppressed(whole, response, ex.multicast)
+            self._reject(ex, request, "not-authorized", "/".join(whole.options.uri_path), answered)
         else:
             response = await self._render(ex, resource, whole, binding)
         if b1.final_block is not None:
@@ -831,10 +819,16 @@ class Endpoint:
         binding: Any,
         *,
         always: bool = False,
+        group: bool = False,
         outer_block1: BlockOption | None = None,
     ) -> None:
-        """Suppress, delay (multicast), protect and send a response."""
-        if response is not None and not always and suppressed(request, response, ex.multicast):
+        """Suppress, delay (multicast), protect and send a response.
+
+        ``group``: the request is or may be a group request though it came by unicast, so
+        error responses are suppressed as for a multicast request.
+        """
+        multicast_like = ex.multicast or group
+        if response is not None and not always and suppressed(request, response, multicast_like):
             response = None
         if response is not None and ex.multicast:
             await asyncio.sleep(multicast_delay(self.leisure, self._rng))
@@ -912,164 +906,3 @@ class Endpoint:
                 return
             msg = msg.copy(token=observer.token, mtype=mtype)
         self._send(msg, observer.remote)
-
-
-_END = object()
-
-
-class Observation:
-    """A client's Observe registration: an async iterator of notifications."""
-
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        message: Message,
-        remote: tuple[str, int] | None,
-        security: ClientSecurity | None,
-        timeout: float | None,
-    ) -> None:
-        self._ep = endpoint
-        self._message = message
-        self._remote_arg = remote
-        self._security = security
-        self._timeout = timeout
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._order = NotificationOrder()
-        self._token: bytes | None = None
-        self._remote: Address | None = None
-        self._request: Message | None = None
-        self._binding: Any = None
-        self._started = False
-        self._ended = False
-        self._cancelled = False
-        self._first = True
-
-    @property
-    def remote(self) -> Address | None:
-        return self._remote
-
-    def __aiter__(self) -> Observation:
-        return self
-
-    async def _start(self) -> None:
-        ep = self._ep
-        self._started = True
-        remote, msg = await ep._target(self._message, self._remote_arg)
-        msg = msg.copy()
-        msg.options.observe = 0
-        self._request, self._remote = msg, remote
-        token = ep._ml.new_token()
-        wire = msg.copy(token=token, mtype=Type.CON, remote=remote)
-        if self._security is not None:
-            wire, self._binding = self._security.protect_request(wire)
-            wire = wire.copy(token=token, mtype=Type.CON)
-        self._token = token
-        ep._waiters[token] = _Waiter(self._queue.put_nowait, self._queue.put_nowait)
-        ep._ml.expect(token, remote)
-        ep._send(wire, remote)
-
-    def _stop_listening(self) -> None:
-        if self._token is not None:
-            self._ep._waiters.pop(self._token, None)
-            self._ep._ml.forget(self._token)
-
-    async def __anext__(self) -> Message:
-        if self._ended and self._queue.empty():
-            raise StopAsyncIteration
-        if not self._started:
-            await self._start()
-        ep = self._ep
-        while True:
-            if self._first and self._timeout is not None:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), self._timeout)
-                except TimeoutError:
-                    self._end()
-                    raise RequestTimeout("no response to the Observe registration") from None
-            else:
-                item = await self._queue.get()
-            if item is _END:
-                raise StopAsyncIteration
-            if isinstance(item, BaseException):
-                self._end()
-                if isinstance(item, EndpointClosed | ResetReceived | RequestTimeout):
-                    if self._cancelled:
-                        raise StopAsyncIteration
-                raise item
-            raw = item
-            if self._security is not None:
-                try:
-                    msg = self._security.unprotect_response(raw, self._binding)
-                except GroupOscoreError as e:
-                    if self._first:
-                        # the answer to the registration itself failed: end, as request()
-                        # does, instead of waiting for notifications that will never come
-                        self._end()
-                        raise
-                    log.info("dropping notification from %s: %s", raw.remote, e)
-                    continue
-                msg.remote = raw.remote
-            else:
-                msg = raw
-            self._first = False
-            observe = msg.options.observe
-            if Block2Collector.continues(msg):
-                assert self._request is not None and self._remote is not None
-                plain_req = self._request.copy()
-                plain_req.options.observe = None
-                one = ep._one_shot(self._remote, True, None, self._security)
-                try:
-                    msg = await ep._follow_block2(plain_req, msg, one)
-                except (BlockwiseError, RequestTimeout) as e:
-                    log.info("incomplete block-wise notification: %s", e)
-                    continue
-            if observe is None or not 64 <= msg.code < 96:
-                self._end()
-                return msg
-            if not self._order.accept(observe, ep._now()):
-                continue  # older than one already delivered (RFC 7641 §3.4)
-            return msg
-
-    def _end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._stop_listening()
-            self._queue.put_nowait(_END)  # wakes a consumer blocked in __anext__
-
-    async def cancel(self, *, timeout: float | None = None) -> None:
-        """Deregister with a GET carrying Observe=1 and the same token (RFC 7641 §3.6)."""
-        if self._ended or not self._started or self._token is None:
-            self._end()
-            return
-        self._cancelled = True
-        ep = self._ep
-        token = self._token
-        assert self._request is not None and self._remote is not None
-        msg = self._request.copy(token=token, mtype=Type.CON)
-        msg.options.observe = 1
-        binding = None
-        if self._security is not None:
-            msg, binding = self._security.protect_request(msg)
-            msg = msg.copy(token=token, mtype=Type.CON)
-        fut: asyncio.Future[Message] = ep._loop.create_future()
-
-        def on_response(m: Message) -> None:
-            # Notifications still in flight carry Observe; the answer to Observe=1 does not.
-            if m.options.observe is None and not fut.done():
-                fut.set_result(m)
-
-        def on_error(exc: BaseException) -> None:
-            if not fut.done():
-                fut.set_exception(exc)
-
-        ep._waiters[token] = _Waiter(on_response, on_error)
-        try:
-            ep._send(msg, self._remote)
-            limit = timeout if timeout is not None else ep.params.max_transmit_wait
-            with contextlib.suppress(RequestTimeout, ResetReceived, TimeoutError, EndpointClosed):
-                resp = await asyncio.wait_for(fut, limit)
-                if self._security is not None:
-                    with contextlib.suppress(GroupOscoreError):
-                        self._security.unprotect_response(resp, binding)
-        finally:
-            self._end()

@@ -179,6 +179,10 @@ class MessageLayer:
         self._sent_non: dict[tuple[Address, int], tuple[bytes, float]] = {}
         self._seen: dict[tuple[Address, int], _Seen] = {}
         self._tokens: dict[bytes, Address | None] = {}
+        #: awaited token -> (peer, our MID, hash of the piggybacked response that completed
+        #: that CON): a *different* response in a later ACK for that MID is still delivered.
+        #: Dropped with the token, so it is bounded by the exchanges in progress.
+        self._answered: dict[bytes, tuple[Address, int, int]] = {}
         self._timers: list[_Timer] = []
         self._seq = 0
 
@@ -204,6 +208,7 @@ class MessageLayer:
     def forget(self, token: bytes) -> None:
         """Stop accepting responses for ``token``; later ones are rejected with RST."""
         self._tokens.pop(token, None)
+        self._answered.pop(token, None)
 
     def expecting(self, token: bytes) -> bool:
         return token in self._tokens
@@ -280,7 +285,7 @@ class MessageLayer:
         if msg.mtype == _ACK or msg.mtype == _RST:
             if multicast:
                 return []
-            return self._receive_ack_rst(msg, remote)
+            return self._receive_ack_rst(msg, remote, data)
         if msg.code == Code.EMPTY:
             # An empty CON is a ping (§4.3): answer RST. An empty NON is meaningless.
             if msg.mtype == _CON and not multicast:
@@ -306,7 +311,7 @@ class MessageLayer:
         mid = data[2] << 8 | data[3]
         return [self._transmit(Message(Code.EMPTY, _RST, mid), remote)]
 
-    def _receive_ack_rst(self, msg: Message, remote: Address) -> list[Output]:
+    def _receive_ack_rst(self, msg: Message, remote: Address, data: bytes) -> list[Output]:
         key = (remote, msg.mid)
         out: list[Output] = []
         pending = self._outgoing.pop(key, None)
@@ -318,10 +323,26 @@ class MessageLayer:
                 if sent is not None:
                     out.append(Rejected(remote, msg.mid, sent[0]))
             return out
+        piggybacked = msg.code != Code.EMPTY and msg.is_response()
         if pending is None:
-            return out  # late or stray ACK: the exchange is over
+            # Late or stray ACK. One case still counts: another response for a CON whose
+            # first piggybacked response may have been forged (only verification above can
+            # tell) while its token is still awaited. An identical copy is a retransmitted
+            # ACK and ignored.
+            answered = self._answered.get(msg.token)
+            if (
+                piggybacked
+                and answered is not None
+                and answered[:2] == key
+                and answered[2] != hash(data)
+                and self._wanted(msg.token, remote)
+            ):
+                self._answered[msg.token] = (remote, msg.mid, hash(data))
+                out.append(ResponseReceived(msg, remote))
+            return out
         out.append(DeliveryConfirmed(remote, msg.mid, pending.message.token))
-        if msg.code != Code.EMPTY and msg.is_response() and self._wanted(msg.token, remote):
+        if piggybacked and self._wanted(msg.token, remote):
+            self._answered[msg.token] = (remote, msg.mid, hash(data))
             out.append(ResponseReceived(msg, remote))
         return out
 
@@ -420,6 +441,7 @@ class MessageLayer:
         if t.kind == "sent_non":
             n = self._sent_non.get(t.key)
             return n is not None and n[1] == t.when
+
         return t.key in self._seen
 
     def _retransmit(self, key: tuple[Address, int], now: float) -> list[Output]:

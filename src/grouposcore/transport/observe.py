@@ -19,6 +19,7 @@ __all__ = [
     "NotificationPolicy",
     "ObserveCounter",
     "Observer",
+    "PartialIvOrder",
     "is_fresher",
 ]
 
@@ -49,6 +50,34 @@ class NotificationOrder:
         if self._last is not None and not is_fresher(observe, now, *self._last):
             return False
         self._last = (observe, now)
+        return True
+
+
+class PartialIvOrder:
+    """Client side under OSCORE: notifications ordered by Partial IV, not by Observe.
+
+    RFC 8613 §7.4.1 and RFC 10021 §5.3.1: the Observe value is not protected (the inner
+    option is empty), so the order of verified notifications is their Partial IV, per
+    responding server and security context (``source``). A response without Partial IV (the
+    answer to the registration, which reuses the request nonce) counts as the oldest one.
+    Only what already verified is fed here; the replay check is the security layer's.
+    """
+
+    #: Sources remembered per observation (a server, once per security context it used).
+    MAX_SOURCES = 16
+
+    def __init__(self) -> None:
+        self._last: dict[Hashable, int] = {}
+
+    def accept(self, source: Hashable, piv: bytes | None) -> bool:
+        """Whether the notification from ``source`` with ``piv`` is the newest so far."""
+        value = -1 if piv is None else int.from_bytes(piv, "big")
+        last = self._last.get(source)
+        if last is not None and value <= last:
+            return False
+        if last is None and len(self._last) >= self.MAX_SOURCES:
+            del self._last[next(iter(self._last))]  # the oldest source
+        self._last[source] = value
         return True
 
 

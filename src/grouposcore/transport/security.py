@@ -56,8 +56,10 @@ class ServerSecurity(Protocol):
         CoAP code to answer with (``coap_code``, ``None``: stay silent); if it also has a
         ``binding`` attribute the error response is protected with it (e.g. a replay).
         A ``FreshnessRequired`` carries the binding and Echo value for a protected 4.01,
-        which is sent even to a multicast request (after the leisure), since the client
-        needs it to retry. Every other error response to a multicast request is suppressed.
+        which is sent even to a group request (after the leisure for multicast), since the
+        client needs it to retry. Every other refusal of a request that is or may be a group
+        request (it came by multicast, or its OSCORE option has the Group Flag) is silent
+        (RFC 10021 §7); each refusal is counted in ``Endpoint.rejections``.
         """
         ...
 

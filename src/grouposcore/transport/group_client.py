@@ -1,0 +1,143 @@
+"""A client's group request: one NON to a multicast address, every response until a
+deadline (RFC 7252 §8, RFC 10021 §5).
+
+Kept apart from :mod:`grouposcore.transport.endpoint` because it is a consumer of the
+endpoint's exchanges, like :class:`~grouposcore.transport.observation.Observation`: it
+listens on one token for responses from anyone, verifies each one on its own (one that
+fails is tallied and skipped, RFC 8613 §8.4), and completes a response by unicast to its
+server when needed (Echo challenge, block-wise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from grouposcore.coap import Code, Message, Type
+from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK, COAP_PORT
+from grouposcore.errors import GroupOscoreError
+from grouposcore.transport.blockwise import Block2Collector
+from grouposcore.transport.rejections import VerificationFailures
+from grouposcore.transport.security import ClientSecurity
+from grouposcore.transport.sockets import is_multicast, normalise
+
+if TYPE_CHECKING:
+    from grouposcore.transport.endpoint import Endpoint
+
+__all__ = ["group_request"]
+
+log = logging.getLogger(__name__)
+
+
+async def group_request(
+    ep: Endpoint,
+    message: Message,
+    group: tuple[str, int] | None = None,
+    *,
+    timeout: float | None = None,
+    security: ClientSecurity | None = None,
+    interface: int | str | None = None,
+    failures: VerificationFailures | None = None,
+) -> AsyncIterator[Message]:
+    """Send ``message`` as NON to a group; yield every response until the deadline.
+
+    ``group`` defaults to All-CoAP-Nodes of the socket's family on port 5683.
+    ``timeout`` (default: the leisure plus ACK_TIMEOUT) bounds the collection. Each
+    response carries its sender in ``remote``; responses that fail verification are
+    skipped (and tallied in ``failures`` when given, so a caller that got nothing can
+    say why). Block-wise responses are completed and 4.01+Echo answered by unicast to
+    that server, within the same deadline.
+    """
+    if group is None:
+        host = message.options.uri_host
+        if host is not None and is_multicast(host.strip("[]")):
+            group = (host.strip("[]"), message.options.uri_port or COAP_PORT)
+        else:
+            v6 = ep._sock.family == socket.AF_INET6 and not ep._sock.dual_stack
+            group = (ALL_COAP_NODES_V6_LINK if v6 else ALL_COAP_NODES_V4, COAP_PORT)
+    target = normalise((group[0], group[1]))
+    if not is_multicast(target[0]):
+        raise ValueError(f"{target[0]} is not a multicast address")
+    msg = message.copy()
+    msg.options.uri_host = None
+    if timeout is None:
+        timeout = ep.params.default_leisure + ep.params.ack_timeout
+    deadline = ep._now() + timeout
+    token = ep._ml.new_token()
+    wire = msg.copy(token=token, mtype=Type.NON, remote=target)
+    binding = None
+    if security is not None:
+        wire, binding = security.protect_request(wire)
+        wire = wire.copy(token=token, mtype=Type.NON)
+    queue: asyncio.Queue[Message] = asyncio.Queue()
+    ep._listen(token, None, queue.put_nowait, lambda exc: None)
+    if failures is None:
+        failures = VerificationFailures()
+    try:
+        ep._sock.set_multicast_interface(
+            target[0], interface if interface is not None else ep.multicast_interface
+        )
+        ep._send(wire, target)
+        while True:
+            left = deadline - ep._now()
+            if left <= 0:
+                return
+            try:
+                raw = await asyncio.wait_for(queue.get(), left)
+            except TimeoutError:
+                return
+            resp = _verify_group_response(raw, binding, security, failures)
+            if resp is None:
+                continue
+            try:
+                resp = await _complete_group_response(ep, msg, resp, deadline, security)
+            except (GroupOscoreError, OSError) as e:
+                log.info("incomplete group response from %s: %s", resp.remote, e)
+                continue
+            yield resp
+    finally:
+        ep._unlisten(token)
+
+
+def _verify_group_response(
+    raw: Message,
+    binding: Any,
+    security: ClientSecurity | None,
+    failures: VerificationFailures,
+) -> Message | None:
+    """The verified response, or None (tallied in ``failures``) if it does not verify."""
+    if security is None:
+        return raw
+    try:
+        plain = security.unprotect_response(raw, binding)
+    except GroupOscoreError as e:
+        failures.add(raw, e)
+        return None
+    plain.remote = raw.remote
+    return plain
+
+
+async def _complete_group_response(
+    ep: Endpoint,
+    request: Message,
+    resp: Message,
+    deadline: float,
+    security: ClientSecurity | None,
+) -> Message:
+    """Answer an Echo challenge or fetch the remaining blocks, by unicast to that server."""
+    remote = resp.remote
+    if resp.code == Code.UNAUTHORIZED and resp.options.echo is not None:
+        retry = request.copy()
+        retry.options.echo = resp.options.echo
+        out = await ep._blockwise_request(retry, remote, deadline, True, security)
+        out.remote = remote
+        return out
+    if Block2Collector.continues(resp):
+        one = ep._one_shot(remote, True, deadline, security)
+        out = await ep._follow_block2(request, resp, one)
+        out.remote = remote
+        return out
+    return resp

@@ -118,10 +118,9 @@ def test_a_foreign_group_file_is_refused_by_the_server(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--pairwise", "02"], "--pairwise needs a group file"),
-        (["--group", "G", "--pairwise", "zz"], "not a hex Sender ID"),
+        (["--pairwise", "02"], "--pairwise needs a group security file"),
+        (["--security", "G", "--pairwise", "zz"], "not a hex Sender ID"),
         (["--group", "G", "--pairwise", "09"], "not a member"),
-        (["--group", "G", "--security", "G"], "not both"),
     ],
 )
 def test_usage_errors(
@@ -225,3 +224,13 @@ def test_oscore_security_files(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert (changed["code"], changed["payload"], changed["mode"], changed["sender_id"]) == (
         "2.04", "on", "oscore", "01")
     assert ";osc" in out[1] and "gosc" not in out[1]
+
+
+def test_a_second_server_on_a_taken_port_names_the_port_and_the_fix(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two members on one host must not silently share a unicast port."""
+    assert main(["serve", "--bind", "127.0.0.1", "--port", str(served.port),
+                 "--security", str(served.member("light1"))]) == 1
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{served.port} is in use" in err and "its own --port" in err

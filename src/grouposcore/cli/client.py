@@ -8,12 +8,23 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from grouposcore.cli.output import Printer
+from grouposcore.cli.membership import follows_manager, open_member
+from grouposcore.cli.output import Printer, format_address
 from grouposcore.cli.security_files import is_member_state, load_context
 from grouposcore.coap import CoapUri, Code, Message, parse_uri, uri_to_options
-from grouposcore.errors import GroupOscoreError, RequestTimeout, UriError
+from grouposcore.coap.constants import ACK_TIMEOUT, DEFAULT_LEISURE
+from grouposcore.errors import (
+    GroupManagerRequestError,
+    GroupOscoreError,
+    MembershipTerminated,
+    RequestTimeout,
+    UriError,
+)
+from grouposcore.manager.params import Role
 from grouposcore.oscore import GroupContext, SecurityContext
 from grouposcore.oscore.config import ConfigError, read_secret_file
 from grouposcore.oscore.security import ClientSecurity
@@ -32,14 +43,20 @@ EXIT_USAGE = 2
 #: exit status: timeout, network or verification failure
 EXIT_FAILURE = 3
 
-#: How long a group request collects responses unless --timeout says otherwise
-DEFAULT_GROUP_TIMEOUT = 3.0
+#: How long a group request collects responses at most unless --timeout says otherwise:
+#: a server waits up to DEFAULT_LEISURE before it answers (RFC 7252 §8.2), the answer may
+#: need an Echo round trip on top
+DEFAULT_GROUP_TIMEOUT = DEFAULT_LEISURE + ACK_TIMEOUT
 #: How long an Observe registration may take unless --timeout says otherwise
 DEFAULT_OBSERVE_TIMEOUT = 10.0
 
 
 class UsageError(Exception):
     """Arguments that do not fit together; reported like argparse errors."""
+
+
+class NotAMember(Exception):
+    """The member state's Group Manager ended or refused the membership."""
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> None:
@@ -51,18 +68,24 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
     parser.add_argument("--content-format", metavar="N", type=int,
                         help="Content-Format of the payload (e.g. 0 text, 50 JSON, 60 CBOR)")
     parser.add_argument("--security", metavar="FILE",
-                        help="OSCORE or group security file to protect the request with")
-    parser.add_argument("--group", metavar="FILE",
-                        help="group security file (Group OSCORE); required for a secured "
-                             "multicast request")
+                        help="the member's security file: an OSCORE or static group file, or "
+                             "a member state from 'grouposcore join' (which first catches up "
+                             "with its Group Manager); needed for a secured multicast request")
+    # the old name of --security, kept so existing scripts keep working
+    parser.add_argument("--group", dest="security", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--pairwise", metavar="SENDER_ID_HEX",
                         help="Group OSCORE pairwise mode with this member (unicast only)")
     parser.add_argument("--timeout", metavar="S", type=float,
                         help="give up after S seconds (group requests: collect responses for "
-                             f"S seconds, default {DEFAULT_GROUP_TIMEOUT:g})")
+                             "S seconds; default: until every known member answered, at most "
+                             "the servers' leisure plus ACK_TIMEOUT, "
+                             f"{DEFAULT_GROUP_TIMEOUT:g} s)")
     parser.add_argument("--non", action="store_true", help="send a NON request (unicast)")
     parser.add_argument("--interface", metavar="IF",
                         help="interface (name, index or IPv4 address) for multicast requests")
+    parser.add_argument("--gm-timeout", metavar="S", type=float, default=10.0,
+                        help="with a member state: per-request timeout towards its Group "
+                             "Manager when catching up (default 10 s)")
     if observe:
         parser.add_argument("--count", metavar="N", type=int,
                             help="stop after N notifications (default: until interrupted)")
@@ -94,33 +117,58 @@ def require_durable_sequence(path: str) -> None:
         )
 
 
-def _security(args: argparse.Namespace, multicast: bool) -> ClientSecurity | None:
-    if args.security and args.group:
-        raise UsageError("give either --security or --group, not both")
-    path = args.group or args.security
+def _pairwise_peer(args: argparse.Namespace, context: object, multicast: bool) -> bytes | None:
+    if not args.pairwise:
+        return None
+    if not isinstance(context, GroupContext):
+        raise UsageError("--pairwise needs a group security file")
+    if multicast:
+        raise UsageError("--pairwise is for unicast requests; a group request goes in "
+                         "group mode")
+    try:
+        pairwise = bytes.fromhex(args.pairwise)
+    except ValueError as exc:
+        raise UsageError(f"--pairwise: not a hex Sender ID: {args.pairwise!r}") from exc
+    if pairwise not in context.recipients:
+        raise UsageError(f"--pairwise: {args.pairwise} is not a member of the group")
+    return pairwise
+
+
+async def _security(
+    args: argparse.Namespace, multicast: bool, stack: contextlib.AsyncExitStack,
+    printer: Printer,
+) -> ClientSecurity | None:
+    """The request's protection. A member state linked to its Group Manager is caught up
+    first (the GM may have rekeyed since the state was written) and saved afterwards."""
+    path = args.security
     if path is None:
         if args.pairwise:
-            raise UsageError("--pairwise needs a group file (--group)")
+            raise UsageError("--pairwise needs a group security file (--security)")
         return None
+    if is_member_state(path) and follows_manager(path):
+        try:
+            opened = await open_member(path, follow=False, timeout=args.gm_timeout)
+        except MembershipTerminated as exc:
+            raise NotAMember(f"{path}: no longer a member of the group ({exc})") from None
+        except GroupManagerRequestError as exc:
+            raise NotAMember(f"{path}: the Group Manager refused this member ({exc})") \
+                from None
+        except (RequestTimeout, OSError) as exc:
+            # The GM is down: the stored material still works unless the group was rekeyed.
+            printer.note(f"warning: {exc}; using the stored keying material, which may be "
+                         "stale")
+        else:
+            stack.push_async_callback(opened.member.close)
+            if opened.note:
+                printer.note(opened.note)
+            member = opened.member
+            pairwise = _pairwise_peer(args, member.context, multicast)
+            return member.client_security(pairwise_with=pairwise)
     context = load_context(path)
     require_durable_sequence(path)
-    if args.group and not isinstance(context, GroupContext):
-        raise UsageError(f"{path} is not a group security file")
-    pairwise = None
-    if args.pairwise:
-        if not isinstance(context, GroupContext):
-            raise UsageError("--pairwise needs a group file")
-        if multicast:
-            raise UsageError("--pairwise is for unicast requests; a group request goes in "
-                             "group mode")
-        try:
-            pairwise = bytes.fromhex(args.pairwise)
-        except ValueError as exc:
-            raise UsageError(f"--pairwise: not a hex Sender ID: {args.pairwise!r}") from exc
-        if pairwise not in context.recipients:
-            raise UsageError(f"--pairwise: {args.pairwise} is not a member of the group")
+    pairwise = _pairwise_peer(args, context, multicast)
     if multicast and not isinstance(context, GroupContext):
-        raise UsageError("a multicast request needs a group file (--group)")
+        raise UsageError("a multicast request needs a group security file")
     return ClientSecurity(context, pairwise_with=pairwise)
 
 
@@ -150,15 +198,16 @@ async def _run(args: argparse.Namespace, printer: Printer) -> int:
     if uri.scheme != "coap":
         raise UsageError(f"only coap:// URIs are supported, not {uri.scheme}://")
     multicast = is_multicast(uri.host)
-    security = _security(args, multicast)
-    printer.oscore = security is not None and isinstance(security.context, SecurityContext)
+    if multicast and args.command == "observe":
+        raise UsageError("observe is for unicast URIs")
     request = build_request(args, uri)
-    async with await Endpoint.create(
-        _bind_for(uri.host), multicast_interface=args.interface
-    ) as endpoint:
+    async with contextlib.AsyncExitStack() as stack:
+        security = await _security(args, multicast, stack, printer)
+        printer.oscore = security is not None and isinstance(security.context, SecurityContext)
+        endpoint = await stack.enter_async_context(await Endpoint.create(
+            _bind_for(uri.host), multicast_interface=args.interface
+        ))
         if multicast:
-            if args.command == "observe":
-                raise UsageError("observe is for unicast URIs")
             return await _group(endpoint, request, uri, args, security, printer)
         if args.command == "observe":
             return await _observe(endpoint, request, uri, args, security, printer)
@@ -170,21 +219,95 @@ async def _run(args: argparse.Namespace, printer: Printer) -> int:
         return _exit_for(response)
 
 
+class _CountingSecurity:
+    """Passes everything to the request's security and notes the responses that failed
+    verification, so an empty group answer can say why it may be empty."""
+
+    def __init__(self, inner: ClientSecurity) -> None:
+        self._inner = inner
+        self.failures: list[tuple[object, str]] = []
+        #: requests repeated after an Echo challenge
+        self.echo_retries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def protect_request(self, request: Message) -> Any:
+        if request.options.echo is not None:
+            self.echo_retries += 1
+        return self._inner.protect_request(request)
+
+    def unprotect_response(self, response: Message, binding: Any) -> Any:
+        try:
+            return self._inner.unprotect_response(response, binding)
+        except GroupOscoreError as exc:
+            self.failures.append((response.remote, str(exc)))
+            raise
+
+
+def expected_responders(security: ClientSecurity | None) -> set[bytes]:
+    """The Sender IDs that may answer a group request: the members this member knows
+    (a GM member's peers that are Responders; every other member of a static group)."""
+    if security is None:
+        return set()
+    member = getattr(security, "_member", None)
+    if member is not None:
+        return {sid for sid, peer in member.material.peers.items()
+                if not peer.roles or peer.roles & (1 << Role.RESPONDER)}
+    context = security.context
+    return set(context.recipients) if isinstance(context, GroupContext) else set()
+
+
 async def _group(
     endpoint: Endpoint, request: Message, uri: CoapUri, args: argparse.Namespace,
     security: ClientSecurity | None, printer: Printer,
 ) -> int:
+    """Collect verified answers: for ``--timeout`` seconds if given, else until every
+    known member answered or the servers' longest leisure plus ACK_TIMEOUT passed."""
     timeout = args.timeout if args.timeout is not None else DEFAULT_GROUP_TIMEOUT
+    expected = set() if args.timeout is not None else expected_responders(security)
+    counting = _CountingSecurity(security) if security is not None else None
     count = 0
-    async for response in endpoint.group_request(
-        request, (uri.host, uri.port), timeout=timeout, security=security,
+    answered: set[bytes] = set()
+    started = time.monotonic()
+    responses = endpoint.group_request(
+        request, (uri.host, uri.port), timeout=timeout,
+        security=counting,  # type: ignore[arg-type]
         interface=args.interface,
-    ):
-        count += 1
-        printer.group_response(response)
-    printer.note(f"{count} response{'s' if count != 1 else ''}"
-                 f"{' (verified)' if security is not None and count else ''}")
-    return 0 if count else EXIT_ERROR_RESPONSE
+    )
+    try:
+        async for response in responses:
+            count += 1
+            printer.group_response(response)
+            info = getattr(response, "security", None)
+            if info is not None:
+                answered.add(info.sender_id)
+            if expected and expected <= answered:
+                break
+    finally:
+        await responses.aclose()
+    waited = time.monotonic() - started
+    plural = "s" if count != 1 else ""
+    if count:
+        verified = " (verified)" if security is not None else ""
+        printer.note(f"{count} response{plural}{verified} in {waited:.1f} s")
+        retried = 0 if counting is None else counting.echo_retries
+        if retried:
+            printer.note(
+                f"{retried} server{'s' if retried != 1 else ''} first answered with an Echo "
+                "challenge (its first request from this member since it started, RFC 9175); "
+                "the request was repeated to it by unicast, in pairwise mode")
+        return 0
+    why = f"no response in {waited:.1f} s"
+    if counting is not None and counting.failures:
+        n = len(counting.failures)
+        why += (f"; {n} answer{'s' if n != 1 else ''} failed verification (reasons with -v)")
+        for remote, reason in counting.failures:
+            log.info("answer from %s failed verification: %s", format_address(remote), reason)
+    elif security is None:
+        why += "; secured resources do not answer unprotected group requests"
+    printer.note(why)
+    return EXIT_ERROR_RESPONSE
 
 
 async def _observe(
@@ -224,6 +347,9 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"grouposcore {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except NotAMember as exc:
+        print(f"grouposcore {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except RequestTimeout as exc:
         print(f"grouposcore {args.command}: timeout: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from grouposcore.cli.lifecycle import stop_on_signals
+from grouposcore.cli.membership import write_link
 from grouposcore.coap.uri import parse_uri
 from grouposcore.errors import GroupOscoreError
 from grouposcore.manager.core import GroupManager, Notification
@@ -138,9 +139,11 @@ def add_manager_arguments(
                        description="Put NODE on GROUP's access list with the given roles. "
                                    "The first time a node is allowed anywhere, its OSCORE "
                                    "channel with the GM is commissioned. The channel file "
-                                   "(0600) is what 'grouposcore join --channel' needs.")
-    p.add_argument("node", metavar="NODE")
+                                   "(0600) is what 'grouposcore join --channel' needs. "
+                                   "(The old order NODE GROUP still works when it is "
+                                   "unambiguous.)")
     p.add_argument("group", metavar="GROUP")
+    p.add_argument("node", metavar="NODE")
     p.add_argument("--roles", type=parse_roles, required=True,
                    help="comma-separated: requester, responder, monitor")
     p.add_argument("--channel-out", metavar="FILE",
@@ -223,6 +226,12 @@ def _group_create(gm: GroupManager, args: argparse.Namespace) -> int:
 
 
 def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
+    if gm.group(args.group) is None and gm.group(args.node) is not None:
+        # the order before 'allow GROUP NODE' (like 'evict GROUP NODE')
+        print(f"grouposcore manager allow: warning: 'allow NODE GROUP' is deprecated; "
+              f"write 'allow {args.node} {args.group}' (GROUP first, like evict)",
+              file=sys.stderr)
+        args.group, args.node = args.node, args.group
     if gm.group(args.group) is None:
         return _fail("manager allow", f"no group {args.group!r}")
     gm.allow(args.node, args.group, args.roles)
@@ -444,6 +453,8 @@ async def _join(args: argparse.Namespace) -> int:
         sign_alg=args.sign_alg, gm_credential=pinned.get(args.group),
     )  # fmt: skip
     try:
+        # serve, receive and the request commands follow the GM through this link
+        write_link(args.state, args.channel, uri)
         m = member.material
         record = {
             "group": args.group, "node": channel.node, "started": member.started,

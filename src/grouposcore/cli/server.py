@@ -5,6 +5,11 @@ Resources: ``/light`` (GET/PUT/POST, observable; state ``on``, ``off`` or ``dim 
 N in 0..100), ``/time`` (GET, observable, notifies every second) and the built-in
 ``/.well-known/core``. With security files, ``/light`` and ``/time`` accept only requests
 protected with one of the loaded contexts; discovery stays open.
+
+A member state from ``grouposcore join`` keeps following its Group Manager while the
+server runs: rekeyings, stale Sender IDs, new members' credentials and the eviction notice
+(the server then stops). Several members on one host each take their own ``--port`` for
+unicast and share ``--multicast-port`` (default 5683) for the group.
 """
 
 from __future__ import annotations
@@ -12,15 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import sys
 import time
 from dataclasses import dataclass
 
 from grouposcore.cli.lifecycle import stop_on_signals
+from grouposcore.cli.membership import Opened, follows_manager, open_member
 from grouposcore.cli.security_files import is_member_state, load_context
 from grouposcore.coap import Code, Message
-from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, TEXT_PLAIN
+from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, DEFAULT_LEISURE, TEXT_PLAIN
 from grouposcore.errors import GroupOscoreError
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.config import (
@@ -29,6 +36,7 @@ from grouposcore.oscore.config import (
 )
 from grouposcore.oscore.security import AnyContext, ServerSecurity
 from grouposcore.transport import Endpoint, Protection, Resource, Site
+from grouposcore.transport.sockets import Datagram, UdpSocket
 
 log = logging.getLogger("grouposcore.cli")
 
@@ -160,48 +168,134 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bind", metavar="ADDR", default="::",
                         help="local address (default :: for IPv6 and IPv4)")
     parser.add_argument("--port", metavar="N", type=int, default=COAP_PORT,
-                        help=f"UDP port (default {COAP_PORT}; 0 picks a free one)")
+                        help=f"this member's own UDP port for unicast (default {COAP_PORT}; "
+                             "0 picks a free one); several members on one host need one each")
     parser.add_argument("--security", metavar="FILE", action="append", default=[],
-                        help="OSCORE or group security file (repeatable)")
-    parser.add_argument("--join", metavar="GROUP_ADDR", action="append", default=[],
+                        help="OSCORE or static group security file (repeatable), or one member "
+                             "state from 'grouposcore join' (followed with its Group Manager)")
+    parser.add_argument("--multicast", metavar="ADDR", action="append", default=[],
                         help=f"join a multicast group, e.g. {ALL_COAP_NODES_V4} (repeatable)")
+    # the old name of --multicast
+    parser.add_argument("--join", dest="multicast", action="append", help=argparse.SUPPRESS)
+    parser.add_argument("--multicast-port", metavar="N", type=int, default=COAP_PORT,
+                        help=f"the group's port, shared by every member on the host (default "
+                             f"{COAP_PORT})")
     parser.add_argument("--interface", metavar="IF",
                         help="interface for the multicast groups (name, index or IPv4 address)")
     parser.add_argument("--freshness", choices=("echo", "drop-first", "accept"),
                         help="first request of each group member after start: Echo challenge "
                              "(default from the file, normally echo), drop it, or accept it "
-                             "(weaker: a replay from before the start would be accepted)")
+                             "(weaker: a replay from before the start would be accepted); "
+                             "static files only")
     parser.add_argument("--leisure", metavar="S", type=float,
-                        help="longest random wait before answering a multicast request")
+                        help="longest random wait before answering a multicast request "
+                             f"(default {DEFAULT_LEISURE:g} s)")
 
 
-async def serve(args: argparse.Namespace) -> int:
+class GroupPortSocket(UdpSocket):
+    """The group port that several members on one host share: it takes only multicast
+    datagrams (unicast to a shared port reaches an arbitrary member) and answers through
+    the member's own unicast socket, so follow-ups such as an Echo retry or a pairwise
+    request come back to this member."""
+
+    def __init__(self, bind: tuple[str, int], via: UdpSocket) -> None:
+        super().__init__(bind, reuse_address=True)
+        self.via = via
+
+    def receive(self) -> Datagram | None:
+        while True:
+            dgram = super().receive()
+            if dgram is None or dgram.multicast:
+                return dgram
+            log.debug("ignoring unicast to the shared group port from %s", dgram.remote)
+
+    def send(self, data: bytes, remote: tuple[str, int]) -> None:
+        self.via.send(data, remote)
+
+
+def _bind(bind: tuple[str, int], **kwargs: bool) -> UdpSocket:
+    try:
+        return UdpSocket(bind, **kwargs)
+    except OSError as exc:
+        where = f"[{bind[0]}]:{bind[1]}" if ":" in bind[0] else f"{bind[0]}:{bind[1]}"
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(exc.errno, f"{where} is in use (another member on this host? give "
+                                     "each its own --port)") from None
+        raise OSError(exc.errno, f"cannot bind {where}: {exc.strerror}") from None
+
+
+async def _open_security(args: argparse.Namespace) -> tuple[list[AnyContext], Opened | None]:
+    """The static contexts, or the one member that follows its Group Manager."""
+    linked = [p for p in args.security if is_member_state(p) and follows_manager(p)]
+    if linked and len(args.security) > 1:
+        raise ConfigError(f"{linked[0]} follows its Group Manager: serve it alone (one "
+                          "serve per membership)")
+    if linked:
+        if args.freshness is not None:
+            log.warning("--freshness applies to static files; a member's first requests "
+                        "after a restart get an Echo challenge")
+        opened = await open_member(linked[0], follow=True)
+        return [opened.member.context], opened
     contexts = []
     for path in args.security:
         contexts.append(load_server_context(path, args.freshness))
         if not is_member_state(path) and not read_secret_file(path).get("sequence_file"):
             log.warning("%s has no sequence_file: after a restart this server would reuse "
                         "sequence numbers (nonces) in its responses", path)
-    site, _light, clock = demo_site(contexts)
-    security = ServerSecurity(contexts) if contexts else None
-    endpoint = await Endpoint.create(
-        (args.bind, args.port), site=site, server_security=security,
-        multicast_interface=args.interface, leisure=args.leisure,
-        reuse_address=bool(args.join),
-    )
-    async with endpoint:
-        for group in args.join:
-            endpoint.join_group(group, args.interface)
+    return contexts, None
+
+
+async def serve(args: argparse.Namespace) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        contexts, opened = await _open_security(args)
+        member = None if opened is None else opened.member
+        security: ServerSecurity | None = None
+        if member is not None:
+            stack.push_async_callback(member.close)
+            if opened is not None and opened.note:
+                log.warning("%s", opened.note)
+            security = member.server_security()
+        elif contexts:
+            security = ServerSecurity(contexts)
+        site, _light, clock = demo_site(contexts)
+        groups = args.multicast
+        shared = bool(groups) and args.port != args.multicast_port
+        sock = _bind((args.bind, args.port))
+        endpoint = Endpoint(sock, site=site, server_security=security,
+                            multicast_interface=args.interface, leisure=args.leisure)
+        await stack.enter_async_context(endpoint)
+        if shared:
+            for group in groups:
+                any_host = "::" if ":" in group else "0.0.0.0"
+                group_sock = GroupPortSocket((any_host, args.multicast_port), sock)
+                group_ep = Endpoint(group_sock, site=site, server_security=security,
+                                    multicast_interface=args.interface, leisure=args.leisure)
+                await stack.enter_async_context(group_ep)
+                group_ep.join_group(group, args.interface)
+        else:
+            for group in groups:
+                endpoint.join_group(group, args.interface)
         host, port = endpoint.address
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         for ctx in contexts:
             log.info("security context: %r", ctx)
-        print(f"listening on {shown}", flush=True)
+        extra = f", group port {args.multicast_port}" if shared else ""
+        print(f"listening on {shown}{extra}", flush=True)
+        if member is not None:
+            m = member.material
+            log.warning("member %s of %s: Sender ID %s, num %d; following the Group Manager",
+                        member.client.node, member.group,
+                        "-" if m.sender_id is None else m.sender_id.hex(), m.num)
         stop = stop_on_signals()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             clock.notify()
+            if member is not None and member.terminated:
+                print(f"grouposcore serve: {member.client.node} is no longer a member of "
+                      f"{member.group} (evicted by the Group Manager); stopping",
+                      file=sys.stderr, flush=True)
+                return 1
     return 0
 
 
@@ -213,6 +307,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except (GroupOscoreError, OSError) as exc:
         print(f"grouposcore serve: {exc}", file=sys.stderr)
-        return 3
+        return 1
     except KeyboardInterrupt:
         return 130

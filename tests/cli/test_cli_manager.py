@@ -87,7 +87,8 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
     for node in ("a", "b"):
         channels[node] = tmp_path / f"{node}.channel.json"
         assert main(["manager", "allow", "g", node, "--roles", "requester,responder",
-                     "--db", db, "--channel-out", str(channels[node]), "-q"]) == 0
+                     "--db", db, "--channel-out", str(channels[node]), "--manager", "coap://127.0.0.1:5683",
+                     "-q"]) == 0
     proc, port = _serve(Path(db))
     uri = f"coap://127.0.0.1:{port}"
     try:
@@ -112,7 +113,8 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
             # c is allowed while the server runs: the server installs its new channel.
             channels["c"] = tmp_path / "c.channel.json"
             assert main(["manager", "allow", "g", "c", "--roles", "requester,responder",
-                         "--db", db, "--channel-out", str(channels["c"]), "-q"]) == 0
+                         "--db", db, "--channel-out", str(channels["c"]), "--manager", "coap://127.0.0.1:5683",
+                         "-q"]) == 0
             channel, _, pinned = read_channel_file(channels["c"])
             member = None
             for _ in range(40):  # until the server's sync picked the channel up
@@ -194,7 +196,8 @@ def test_serve_rekeys_expired_material_and_installs_new_channels(tmp_path: Path)
         assert after is not None and after.num == 1 and after.gid != g.gid
         # A channel commissioned by another process is installed at the next sync.
         assert main(["manager", "allow", "g", "n", "--roles", "requester", "--db", str(db),
-                     "--channel-out", str(tmp_path / "n.json"), "-q"]) == 0
+                     "--channel-out", str(tmp_path / "n.json"), "--manager", "coap://127.0.0.1:5683",
+                     "-q"]) == 0
         assert "n" not in svc._contexts
         svc.sync()
         assert "n" in svc._contexts
@@ -211,7 +214,8 @@ def test_member_state_files_drive_serve_and_requests(tmp_path: Path,
     assert main(["manager", "group", "create", "lights", "--db", db, "-q"]) == 0
     for node, roles in (("switch", "requester"), ("lamp", "responder")):
         assert main(["manager", "allow", "lights", node, "--roles", roles, "--db", db,
-                     "--channel-out", str(tmp_path / f"{node}.chan"), "-q"]) == 0
+                     "--channel-out", str(tmp_path / f"{node}.chan"), "--manager", "coap://127.0.0.1:5683",
+                     "-q"]) == 0
     gm, port = _serve(Path(db))
     try:
         # the switch's join rekeys the group (backward security); the lamp's second run
@@ -250,7 +254,8 @@ def test_serve_follows_its_group_manager_and_requests_catch_up(
     for node, roles in (("switch", "requester"), ("lamp", "responder"),
                         ("late", "requester")):
         assert main(["manager", "allow", "lights", node, "--roles", roles, "--db", db,
-                     "--channel-out", str(tmp_path / f"{node}.chan"), "-q"]) == 0
+                     "--channel-out", str(tmp_path / f"{node}.chan"), "--manager", "coap://127.0.0.1:5683",
+                     "-q"]) == 0
     gm, port = _serve(Path(db))
 
     def join(node: str, roles: str) -> None:
@@ -300,3 +305,27 @@ def test_allow_takes_group_then_node_like_evict_and_the_old_order_warns(
     assert _json(captured.out)[0] == {"node": "m", "group": "g", "roles": "requester",
                                       "channel": chan}
     assert "deprecated" in captured.err
+
+
+def test_allow_asks_for_the_manager_uri_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A channel file without the GM's address would only fail later, at join."""
+    db = str(tmp_path / "gm.db")
+    assert main(["manager", "group", "create", "g", "--db", db, "-q"]) == 0
+    chan = tmp_path / "n.chan"
+    assert main(["manager", "allow", "g", "n", "--roles", "requester", "--db", db,
+                 "--channel-out", str(chan)]) == 1
+    assert "give --manager URI" in capsys.readouterr().err
+    assert not chan.exists()
+
+
+@pytest.mark.parametrize("command", [["show"], ["evict", "g", "n"], ["rekey", "g"],
+                                     ["allow", "g", "n", "--roles", "requester"], ["serve"]])
+def test_a_mistyped_database_is_an_error_not_a_new_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    db = tmp_path / "nosuch.db"
+    assert main(["manager", *command, "--db", str(db)]) == 1
+    assert f"no Group Manager database {db}" in capsys.readouterr().err
+    assert not db.exists()

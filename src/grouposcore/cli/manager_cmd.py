@@ -28,6 +28,7 @@ from typing import Any
 
 from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import write_link
+from grouposcore.coap import Message
 from grouposcore.coap.uri import parse_uri
 from grouposcore.errors import GroupOscoreError
 from grouposcore.manager.core import GroupManager, Notification
@@ -149,7 +150,8 @@ def add_manager_arguments(
     p.add_argument("--channel-out", metavar="FILE",
                    help="where to write the channel file (default NODE.channel.json)")
     p.add_argument("--manager", metavar="URI",
-                   help="the GM's URI to note in the channel file, e.g. coap://[::1]:5683")
+                   help="the GM's URI as the node reaches it, noted in the channel file, e.g. "
+                        "coap://[::1]:5683 (required unless the channel file names it)")
     p.add_argument("--recommission", action="store_true",
                    help="new channel keys for the node (its old channel file stops working)")
     db(p)
@@ -247,6 +249,10 @@ def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
             if old != channel:
                 pinned = {}
             manager = manager or old_manager
+    if manager is None:
+        return _fail("manager allow", "give --manager URI, the Group Manager's address as the "
+                     "node will reach it (e.g. coap://192.0.2.1:5683): the channel file needs "
+                     "it for 'grouposcore join'")
     for entry in gm.store.access_list():
         if entry.node == args.node and entry.roles and gm.group(entry.group) is not None:
             pinned[entry.group] = gm.gm_credential(entry.group)
@@ -292,6 +298,12 @@ def _show(gm: GroupManager, args: argparse.Namespace) -> int:
 
 def run_manager(args: argparse.Namespace) -> int:
     """Dispatch ``grouposcore manager ...``."""
+    creating = args.manager_command == "group"
+    if not creating and not Path(args.db).exists():
+        # a typo must not leave an empty database behind (only 'group create' makes one)
+        return _fail(f"manager {args.manager_command}",
+                     f"no Group Manager database {args.db} (create it with 'grouposcore "
+                     f"manager group create NAME --db {args.db}')")
     if args.manager_command == "serve":
         try:
             return asyncio.run(_serve(args))
@@ -344,6 +356,16 @@ class _SyncedService(GroupManagerService):
         g = self.gm.store.group(group)
         if g is not None:
             self._seen[group] = (g.num, frozenset(m.node for m in self.gm.store.members(group)))
+
+    def serve(self, path: tuple[str, ...], request: Message) -> Message:
+        """Answer with what the database says now: an eviction or rekeying made by an
+        offline command just before is pushed first, so a member that asks right after it
+        never gets material the operator has already replaced."""
+        try:
+            self.sync()
+        except GroupOscoreError as e:
+            log.warning("database sync failed: %s", e)
+        return super().serve(path, request)
 
     def commission(self, node: str, **kwargs: Any) -> ChannelMaterial:
         material = super().commission(node, **kwargs)

@@ -329,3 +329,19 @@ def test_a_mistyped_database_is_an_error_not_a_new_database(
     assert main(["manager", *command, "--db", str(db)]) == 1
     assert f"no Group Manager database {db}" in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_join_refusals_say_what_the_group_manager_means() -> None:
+    from grouposcore.cli.manager_cmd import join_refusal
+    from grouposcore.errors import GroupManagerRequestError
+    from grouposcore.manager.params import Code, ErrorId, Role
+
+    def said(code: int, error_id: int | None = None) -> str:
+        error = GroupManagerRequestError("Group Manager answered", code=code, error_id=error_id)
+        return join_refusal(error, "lamp", "lights", [Role.RESPONDER])
+
+    assert "lamp may not join lights as responder (not on the group's access list" in \
+        said(Code.FORBIDDEN)
+    assert "has no group 'lights'" in said(Code.NOT_FOUND)
+    assert "does not know lamp's channel" in said(Code.UNAUTHORIZED)
+    assert "[membership terminated]" in said(Code.FORBIDDEN, ErrorId.MEMBERSHIP_TERMINATED)

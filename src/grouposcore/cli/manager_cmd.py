@@ -30,7 +30,7 @@ from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import write_link
 from grouposcore.coap import Message
 from grouposcore.coap.uri import parse_uri
-from grouposcore.errors import GroupOscoreError
+from grouposcore.errors import GroupManagerRequestError, GroupOscoreError
 from grouposcore.manager.core import GroupManager, Notification
 from grouposcore.manager.params import (
     CF_ACE_GROUPCOMM,
@@ -453,6 +453,27 @@ async def _serve(args: argparse.Namespace) -> int:
 # --- join ---------------------------------------------------------------------------------
 
 
+def join_refusal(error: GroupManagerRequestError, node: str, group: str,
+                 roles: Iterable[Role]) -> str:
+    """What a refused join means for the operator (the GM's own words when it gave any)."""
+    said = str(error)
+    code = f"{error.code >> 5}.{error.code & 31:02d}"
+    if error.error_id is not None:
+        with contextlib.suppress(ValueError):
+            said += f" [{ErrorId(error.error_id).name.lower().replace('_', ' ')}]"
+    wanted = ",".join(r.name.lower() for r in roles)
+    if error.code == Code.FORBIDDEN:
+        return (f"{said}: {node} may not join {group} as {wanted} (not on the group's access "
+                f"list, evicted, or not allowed these roles; the GM's operator sees the access "
+                f"list with 'grouposcore manager show {group}')")
+    if error.code == Code.NOT_FOUND:
+        return f"{said}: the Group Manager has no group {group!r} ({code} Not Found)"
+    if error.code == Code.UNAUTHORIZED:
+        return (f"{said}: the Group Manager does not know {node}'s channel (an outdated "
+                "channel file, recommissioned, or another Group Manager)")
+    return said
+
+
 def run_join(args: argparse.Namespace) -> int:
     """``grouposcore join``: join (or resume), write the state file, print the summary."""
     try:
@@ -469,11 +490,14 @@ async def _join(args: argparse.Namespace) -> int:
     if uri is None:
         return _fail("join", "no --manager URI and none in the channel file")
     parsed = parse_uri(uri)
-    member = await GroupMember.open(
-        None, (parsed.host, parsed.port), channel, args.group, args.roles, args.state,
-        channel_sequence=str(args.channel) + ".seq", timeout=args.timeout, follow=False,
-        sign_alg=args.sign_alg, gm_credential=pinned.get(args.group),
-    )  # fmt: skip
+    try:
+        member = await GroupMember.open(
+            None, (parsed.host, parsed.port), channel, args.group, args.roles, args.state,
+            channel_sequence=str(args.channel) + ".seq", timeout=args.timeout, follow=False,
+            sign_alg=args.sign_alg, gm_credential=pinned.get(args.group),
+        )  # fmt: skip
+    except GroupManagerRequestError as e:
+        return _fail("join", join_refusal(e, channel.node, args.group, args.roles))
     try:
         # serve, receive and the request commands follow the GM through this link
         write_link(args.state, args.channel, uri)

@@ -253,7 +253,7 @@ async def serve(args: argparse.Namespace) -> int:
         if member is not None:
             stack.push_async_callback(member.close)
             if opened is not None and opened.note:
-                log.warning("%s", opened.note)
+                print(f"grouposcore serve: {opened.note}", file=sys.stderr, flush=True)
             security = member.server_security()
         elif contexts:
             security = ServerSecurity(contexts)
@@ -283,9 +283,9 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"listening on {shown}{extra}", flush=True)
         if member is not None:
             m = member.material
-            log.warning("member %s of %s: Sender ID %s, num %d; following the Group Manager",
-                        member.client.node, member.group,
-                        "-" if m.sender_id is None else m.sender_id.hex(), m.num)
+            print(f"member {member.client.node} of {member.group}: Sender ID "
+                  f"{'-' if m.sender_id is None else m.sender_id.hex()}, num {m.num}; "
+                  "following the Group Manager", file=sys.stderr, flush=True)
         stop = stop_on_signals()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

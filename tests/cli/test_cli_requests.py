@@ -234,3 +234,46 @@ def test_a_second_server_on_a_taken_port_names_the_port_and_the_fix(
                  "--security", str(served.member("light1"))]) == 1
     err = capsys.readouterr().err
     assert f"127.0.0.1:{served.port} is in use" in err and "its own --port" in err
+
+
+def test_first_observe_after_a_server_start_answers_the_echo_challenge(
+    group_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh server challenges each member's first request (Echo); observe repeats its
+    registration with the Echo value, as get and put do, instead of failing with 4.01."""
+    proc, port = start_serve("--security", str(group_dir / "light1.json"))
+    try:
+        assert main(["observe", f"coap://127.0.0.1:{port}/light", "--security",
+                     str(group_dir / "client.json"), "--count", "1", "--json"]) == 0
+        record = json.loads(capsys.readouterr().out.splitlines()[0])
+        assert record["code"] == "2.05" and record["verified"]
+        assert record.get("observe") is not None
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown", "hidden"),
+    [
+        (["get", "coap://h/"], "--security FILE", "--group"),
+        (["observe", "coap://h/"], "--security FILE", "--group"),
+        (["serve"], "--multicast ADDR", "--join"),
+        (["push", "f", "coap://224.0.1.187/fw"], "--security FILE", "--group"),
+        (["receive"], "--multicast ADDR", "--join"),
+    ],
+)
+def test_one_vocabulary_the_old_flags_are_hidden_aliases(
+    argv: list[str], shown: str, hidden: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--security FILE is the member's security file and --multicast ADDR a group address
+    everywhere; --group and --join still parse, to the same thing, but are not advertised."""
+    from grouposcore.cli.main import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([argv[0], "--help"])
+    help_text = capsys.readouterr().out
+    assert shown in help_text and f"{hidden} " not in help_text
+    old = build_parser().parse_args([*argv, hidden, "x"])
+    new = build_parser().parse_args([*argv, shown.split()[0], "x"])
+    dest = "security" if shown.startswith("--security") else "multicast"
+    assert getattr(old, dest) == getattr(new, dest) in ("x", ["x"])

@@ -317,26 +317,36 @@ async def _observe(
     # A registration answered by an error that cannot be verified (e.g. an unprotected
     # 4.01) is dropped by the endpoint, so the registration needs a deadline of its own.
     timeout = args.timeout if args.timeout is not None else DEFAULT_OBSERVE_TIMEOUT
-    observation = endpoint.observe(
-        request, (uri.host, uri.port), security=security, timeout=timeout
-    )
     seen = 0
     status = 0
-    try:
-        async for notification in observation:
-            printer.response(notification)
-            seen += 1
-            status = _exit_for(notification)
-            if notification.options.observe is None:
-                if seen == 1 and status == 0:
-                    printer.note("the resource is not observable")
-                break
-            if args.count is not None and seen >= args.count:
-                break
-    finally:
-        with contextlib.suppress(GroupOscoreError, OSError):
-            await observation.cancel(timeout=2)
-    return status
+    while True:
+        observation = endpoint.observe(
+            request, (uri.host, uri.port), security=security, timeout=timeout
+        )
+        retry = None
+        try:
+            async for notification in observation:
+                if seen == 0 and retry is None and security is not None:
+                    # a server's first request from this member since it started gets an
+                    # Echo challenge (RFC 9175): register again with the Echo value
+                    retry = security.echo_retry(notification, request)  # type: ignore[arg-type]
+                    if retry is not None:
+                        break
+                printer.response(notification)
+                seen += 1
+                status = _exit_for(notification)
+                if notification.options.observe is None:
+                    if seen == 1 and status == 0:
+                        printer.note("the resource is not observable")
+                    break
+                if args.count is not None and seen >= args.count:
+                    break
+        finally:
+            with contextlib.suppress(GroupOscoreError, OSError):
+                await observation.cancel(timeout=2)
+        if retry is None:
+            return status
+        request, security = retry
 
 
 def run(args: argparse.Namespace) -> int:

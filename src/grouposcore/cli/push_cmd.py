@@ -1,11 +1,11 @@
 """``grouposcore push`` and ``grouposcore receive``: a file to every member of a group.
 
-``push FILE URI --group STATE`` sends FILE once over multicast (URI names the group address,
+``push FILE URI --security FILE`` sends FILE once over multicast (URI names the group address,
 port and path, e.g. ``coap://224.0.1.187/fw``) as Group OSCORE protected blocks, then asks
 the members what they miss and repairs that over unicast in pairwise mode, until every
 member reports the file with the right SHA-256. Exit status 0 when all did, 1 otherwise.
 
-``receive --group STATE`` is the member side: it listens on the group, stores verified
+``receive --security FILE`` is the member side: it listens on the group, stores verified
 blocks and writes each complete file (``--once``: exit after the first).
 """
 

@@ -277,3 +277,73 @@ def test_one_vocabulary_the_old_flags_are_hidden_aliases(
     new = build_parser().parse_args([*argv, shown.split()[0], "x"])
     dest = "security" if shown.startswith("--security") else "multicast"
     assert getattr(old, dest) == getattr(new, dest) in ("x", ["x"])
+
+
+def test_content_format_takes_names_like_other_coap_clients() -> None:
+    from grouposcore.cli.client import content_format
+
+    assert content_format("json") == 50 == content_format("application/json")
+    assert content_format("text/plain") == 0 and content_format("cbor") == 60
+    assert content_format("11050") == 11050
+    import argparse
+
+    for bad in ("nonsense", "70000"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            content_format(bad)
+
+
+def test_unknown_host_is_named_and_not_a_timeout(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    def no_such_host(*args: object, **kwargs: object) -> list[object]:
+        # the resolver's answer, without asking a name server (no traffic off the host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    assert main(["get", "coap://no-such-host.invalid/light"]) == 2
+    assert "cannot resolve host 'no-such-host.invalid'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('["not", "an", "object"]', "a security file is a JSON object"),
+])
+def test_a_wrong_security_file_is_named_and_described(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "wrong.json"
+    path.write_text(text)
+    path.chmod(0o600)
+    assert main(["get", "coap://127.0.0.1:9/light", "--security", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and "CBOR" not in err
+
+
+def test_bad_hex_in_a_security_file_names_the_file(
+    group_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = read_secret_file(group_dir / "client.json")
+    document["master_secret"] = "zz"
+    path = tmp_path / "badhex.json"
+    write_secret_file(path, document)
+    assert main(["get", "coap://127.0.0.1:9/light", "--security", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "master_secret" in err
+
+
+def test_provision_quiet_prints_nothing(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["group", "provision", "a", "b", "--out", str(tmp_path), "-q"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_received_files_are_private_to_their_owner(tmp_path: Path) -> None:
+    from grouposcore.cli.push_cmd import _write_private
+
+    target = tmp_path / "fw.bin"
+    target.write_bytes(b"old")
+    target.chmod(0o644)
+    _write_private(target, b"firmware")
+    assert target.read_bytes() == b"firmware"
+    assert os.stat(target).st_mode & 0o777 == 0o600

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
@@ -65,8 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
     body.add_argument("--payload", metavar="TEXT", help="request payload (UTF-8 text)")
     body.add_argument("--payload-file", metavar="FILE",
                       help="request payload from a file ('-' for standard input)")
-    parser.add_argument("--content-format", metavar="N", type=int,
-                        help="Content-Format of the payload (e.g. 0 text, 50 JSON, 60 CBOR)")
+    parser.add_argument("--content-format", metavar="N|NAME", type=content_format,
+                        help="Content-Format of the payload: a number or a name (text, "
+                             "link-format, octet-stream, json, cbor, senml+json, ...)")
     parser.add_argument("--security", metavar="FILE",
                         help="the member's security file: an OSCORE or static group file, or "
                              "a member state from 'grouposcore join' (which first catches up "
@@ -89,6 +91,38 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
     if observe:
         parser.add_argument("--count", metavar="N", type=int,
                             help="stop after N notifications (default: until interrupted)")
+
+
+#: Content-Format names (RFC 7252 §12.3 and the IANA registry) as aiocoap-client and
+#: coap-client accept them: the media type, or its short form
+CONTENT_FORMATS = {
+    "text/plain": 0, "text": 0, "text/plain;charset=utf-8": 0,
+    "application/link-format": 40, "link-format": 40, "link": 40,
+    "application/xml": 41, "xml": 41,
+    "application/octet-stream": 42, "octet-stream": 42, "binary": 42,
+    "application/exi": 47, "exi": 47,
+    "application/json": 50, "json": 50,
+    "application/json-patch+json": 51, "application/merge-patch+json": 52,
+    "application/cbor": 60, "cbor": 60,
+    "application/cwt": 61, "cwt": 61,
+    "application/oscore": 10001,
+    "application/senml+json": 110, "senml+json": 110,
+    "application/senml+cbor": 112, "senml+cbor": 112,
+}
+
+
+def content_format(text: str) -> int:
+    """``--content-format``: a number 0..65535 or a name from :data:`CONTENT_FORMATS`."""
+    if text.strip().isdigit():
+        number = int(text)
+        if not 0 <= number <= 0xFFFF:
+            raise argparse.ArgumentTypeError("a Content-Format number is 0..65535")
+        return number
+    found = CONTENT_FORMATS.get(text.strip().lower())
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown Content-Format {text!r} (a number, or e.g. text, json, cbor)")
+    return found
 
 
 def _payload(args: argparse.Namespace) -> bytes:
@@ -176,8 +210,6 @@ def build_request(args: argparse.Namespace, uri: CoapUri) -> Message:
     msg = Message(METHODS[args.command], payload=_payload(args),
                   options=uri_to_options(uri))
     if args.content_format is not None:
-        if not 0 <= args.content_format <= 0xFFFF:
-            raise UsageError("--content-format must be 0..65535")
         msg.options.content_format = args.content_format
     return msg
 
@@ -363,8 +395,17 @@ def run(args: argparse.Namespace) -> int:
     except RequestTimeout as exc:
         print(f"grouposcore {args.command}: timeout: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except (GroupOscoreError, OSError) as exc:
+    except socket.gaierror as exc:
+        host = args.uri.split("//", 1)[-1].split("/", 1)[0]
+        print(f"grouposcore {args.command}: cannot resolve host {host!r}: {exc.strerror}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except GroupOscoreError as exc:
         print(f"grouposcore {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:
+        # a network error, not a timeout or a verification failure
+        print(f"grouposcore {args.command}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR_RESPONSE
     except KeyboardInterrupt:
         return 130

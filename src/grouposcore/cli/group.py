@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             "members": [{"name": n, "sender_id": docs[n]["sender_id"],
                          "file": str(targets[n])} for n in names],
         }))
-    else:
+    elif not args.quiet:
         for name in names:
             print(f"{targets[name]}\t{name}\t{docs[name]['sender_id']}")
     return 0

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,15 @@ def run_push(args: argparse.Namespace) -> int:
 # --- receive -----------------------------------------------------------------------------
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """A received file is readable by its owner only (it may be firmware not meant for
+    everyone on the host), as the security files are."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
+
+
 def _target(out: str, tid: bytes) -> Path:
     path = Path(out)
     return path / f"{tid.hex()}.bin" if path.is_dir() else path
@@ -280,7 +290,7 @@ async def _receive_with(args: argparse.Namespace, opened: Opened | None) -> int:
                 continue
             tid, data = getter.result()
             path = _target(args.out, tid)
-            path.write_bytes(data)
+            _write_private(path, data)
             digest = hashlib.sha256(data).hexdigest()
             record = {"event": "received", "tid": tid.hex(), "size": len(data),
                       "sha256": digest, "path": str(path)}

@@ -29,7 +29,8 @@ def _is_json(path: str) -> bool:
             head = f.read(64).lstrip()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    return head.startswith(b"{")
+    # any JSON document (a list too), so a wrong one is reported as JSON, not as CBOR
+    return head[:1] in (b"{", b"[", b'"') or head[:4] in (b"true", b"null")
 
 
 def is_member_state(path: str) -> bool:
@@ -47,8 +48,10 @@ def load_context(path: str, **group_overrides: Any) -> AnyContext:
             return group_context_from_document(document, base=Path(path).parent,
                                                **group_overrides)
         return oscore_context_from_document(document, base=Path(path).parent)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ConfigError(f"{path}: {exc}") from exc  # e.g. bad hex: say which file
     except GroupOscoreError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 

@@ -347,3 +347,24 @@ def test_received_files_are_private_to_their_owner(tmp_path: Path) -> None:
     _write_private(target, b"firmware")
     assert target.read_bytes() == b"firmware"
     assert os.stat(target).st_mode & 0o777 == 0o600
+
+
+def test_accept_is_sent_and_an_unavailable_format_gets_4_06(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--security", str(served.member("client")), "--json", "--timeout", "5"]
+    assert main(["get", served.uri("light"), "--accept", "json", *common]) == 1
+    assert json_lines(capsys.readouterr().out)[0]["code"] == "4.06"
+    assert main(["get", served.uri("light"), "--accept", "text/plain", *common]) == 0
+    assert json_lines(capsys.readouterr().out)[0]["code"] == "2.05"
+
+
+def test_output_file_gets_the_payload_byte_for_byte(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "light.txt"
+    assert main(["put", served.uri("light"), "--security", str(served.member("client")),
+                 "--payload", "dim 7", "--timeout", "5", "-o", str(target)]) == 0
+    captured = capsys.readouterr()
+    assert target.read_bytes() == b"dim 7" and captured.out == ""
+    assert "verified: Sender ID 02" in captured.err

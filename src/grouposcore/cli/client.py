@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import sys
@@ -69,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
     parser.add_argument("--content-format", metavar="N|NAME", type=content_format,
                         help="Content-Format of the payload: a number or a name (text, "
                              "link-format, octet-stream, json, cbor, senml+json, ...)")
+    parser.add_argument("--accept", metavar="N|NAME", type=content_format,
+                        help="Accept option: the Content-Format wanted in the response")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write the response payload to FILE, byte for byte (unicast)")
     parser.add_argument("--security", metavar="FILE",
                         help="the member's security file: an OSCORE or static group file, or "
                              "a member state from 'grouposcore join' (which first catches up "
@@ -206,11 +211,20 @@ async def _security(
     return ClientSecurity(context, pairwise_with=pairwise)
 
 
+def _write_output(path: str, payload: bytes) -> None:
+    try:
+        Path(path).write_bytes(payload)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
+
+
 def build_request(args: argparse.Namespace, uri: CoapUri) -> Message:
     msg = Message(METHODS[args.command], payload=_payload(args),
                   options=uri_to_options(uri))
     if args.content_format is not None:
         msg.options.content_format = args.content_format
+    if args.accept is not None:
+        msg.options.accept = args.accept
     return msg
 
 
@@ -232,6 +246,8 @@ async def _run(args: argparse.Namespace, printer: Printer) -> int:
     multicast = is_multicast(uri.host)
     if multicast and args.command == "observe":
         raise UsageError("observe is for unicast URIs")
+    if multicast and args.output is not None:
+        raise UsageError("--output is for unicast requests (a group request has many answers)")
     request = build_request(args, uri)
     async with contextlib.AsyncExitStack() as stack:
         security = await _security(args, multicast, stack, printer)
@@ -247,6 +263,10 @@ async def _run(args: argparse.Namespace, printer: Printer) -> int:
             request, (uri.host, uri.port), timeout=args.timeout,
             confirmable=not args.non, security=security,
         )
+        if args.output is not None:
+            _write_output(args.output, response.payload)
+            # the status line still goes to stderr, with who answered and how
+            response = dataclasses.replace(response, payload=b"")
         printer.response(response)
         return _exit_for(response)
 

@@ -78,6 +78,15 @@ def _who(request: Message) -> str:
     return f"{request.remote} (Sender ID {sid.hex()})" if sid is not None else str(request.remote)
 
 
+def _unacceptable(request: Message) -> Message | None:
+    """4.06 when the request's Accept names a format other than the text these resources
+    give (RFC 7252 §5.10.4)."""
+    accept = request.options.accept
+    if accept is not None and accept != TEXT_PLAIN:
+        return _text(Code.NOT_ACCEPTABLE, "text/plain (Content-Format 0) only")
+    return None
+
+
 class Light(Resource):
     """A lamp: GET reads the state, PUT sets it, POST sets it or (empty / ``toggle``)
     toggles it; every change notifies the observers."""
@@ -92,9 +101,12 @@ class Light(Resource):
         self.state = LightState()
 
     def render_get(self, request: Message) -> Message:
-        return _text(Code.CONTENT, str(self.state))
+        return _unacceptable(request) or _text(Code.CONTENT, str(self.state))
 
     def _update(self, request: Message, *, toggle_ok: bool) -> Message:
+        refused = _unacceptable(request)
+        if refused is not None:
+            return refused
         cf = request.options.content_format
         if cf not in (None, TEXT_PLAIN):
             return _text(Code.UNSUPPORTED_CONTENT_FORMAT, "text/plain only")
@@ -132,7 +144,8 @@ class Clock(Resource):
     observable = True
 
     def render_get(self, request: Message) -> Message:
-        return _text(Code.CONTENT, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return _unacceptable(request) or _text(
+            Code.CONTENT, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
 def demo_site(contexts: list[AnyContext]) -> tuple[Site, Light, Clock]:

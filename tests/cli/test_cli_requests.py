@@ -368,3 +368,13 @@ def test_output_file_gets_the_payload_byte_for_byte(
     captured = capsys.readouterr()
     assert target.read_bytes() == b"dim 7" and captured.out == ""
     assert "verified: Sender ID 02" in captured.err
+
+
+def test_observe_duration_ends_a_silent_observation(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/light notifies only on change: without --duration this would wait forever."""
+    assert main(["observe", served.uri("light"), "--security", str(served.member("client")),
+                 "--json", "--duration", "1.5"]) == 0
+    records = json_lines(capsys.readouterr().out)
+    assert len(records) == 1 and records[0]["code"] == "2.05"

@@ -96,6 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
     if observe:
         parser.add_argument("--count", metavar="N", type=int,
                             help="stop after N notifications (default: until interrupted)")
+        parser.add_argument("--duration", metavar="S", type=float,
+                            help="stop after S seconds, also when the server stays silent "
+                                 "(default: until interrupted; --timeout bounds only the "
+                                 "registration)")
 
 
 #: Content-Format names (RFC 7252 §12.3 and the IANA registry) as aiocoap-client and
@@ -258,7 +262,14 @@ async def _run(args: argparse.Namespace, printer: Printer) -> int:
         if multicast:
             return await _group(endpoint, request, uri, args, security, printer)
         if args.command == "observe":
-            return await _observe(endpoint, request, uri, args, security, printer)
+            timer = asyncio.timeout(args.duration)
+            try:
+                async with timer:
+                    return await _observe(endpoint, request, uri, args, security, printer)
+            except TimeoutError:
+                if not timer.expired():
+                    raise
+                return 0  # the time asked for is over; what came has been printed
         response = await endpoint.request(
             request, (uri.host, uri.port), timeout=args.timeout,
             confirmable=not args.non, security=security,

@@ -982,7 +982,10 @@ class Observation:
         while True:
             if self._first and self._timeout is not None:
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), self._timeout)
+                    # not wait_for: on 3.11 it can swallow a cancellation that races
+                    # with the answer, and the caller's task would never end
+                    async with asyncio.timeout(self._timeout):
+                        item = await self._queue.get()
                 except TimeoutError:
                     self._end()
                     raise RequestTimeout("no response to the Observe registration") from None

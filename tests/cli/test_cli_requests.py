@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -378,3 +379,31 @@ def test_observe_duration_ends_a_silent_observation(
                  "--json", "--duration", "1.5"]) == 0
     records = json_lines(capsys.readouterr().out)
     assert len(records) == 1 and records[0]["code"] == "2.05"
+
+
+def test_block_size_option_moves_a_large_payload_in_small_blocks(
+    served: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300-byte PUT in 64-byte blocks: the light refuses the text (not a state), but only
+    after reassembling it, so the answer proves the blocks arrived."""
+    sizes: list[int] = []
+    from grouposcore.oscore.security import ClientSecurity
+
+    real = ClientSecurity.protect_request
+
+    def spy(self: ClientSecurity, request: Any) -> Any:
+        # inner block-wise: each block is protected on its own (RFC 8613 §4.1.3.4.1)
+        if request.options.block1 is not None:
+            sizes.append(request.options.block1.size)
+        return real(self, request)
+
+    monkeypatch.setattr(ClientSecurity, "protect_request", spy)
+    assert main(["put", served.uri("light"), "--payload", "x" * 300, "--block-size", "64",
+                 "--security", str(served.member("client")), "--json", "--timeout", "5"]) == 1
+    assert json_lines(capsys.readouterr().out)[0]["code"] == "4.00"
+    assert sizes and set(sizes) == {64}
+    import argparse
+
+    from grouposcore.cli.client import block_size
+    with pytest.raises(argparse.ArgumentTypeError):
+        block_size("100")

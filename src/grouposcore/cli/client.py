@@ -31,6 +31,7 @@ from grouposcore.oscore import GroupContext, SecurityContext
 from grouposcore.oscore.config import ConfigError, read_secret_file
 from grouposcore.oscore.security import ClientSecurity
 from grouposcore.transport import Endpoint
+from grouposcore.transport.blockwise import BlockwiseLimits, size_to_szx
 from grouposcore.transport.sockets import is_multicast
 
 log = logging.getLogger("grouposcore.cli")
@@ -88,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
                              "the servers' leisure plus ACK_TIMEOUT, "
                              f"{DEFAULT_GROUP_TIMEOUT:g} s)")
     parser.add_argument("--non", action="store_true", help="send a NON request (unicast)")
+    parser.add_argument("--block-size", metavar="N", type=block_size,
+                        help="block-wise transfer in blocks of N bytes (16, 32, ..., 1024; "
+                             "default 1024)")
     parser.add_argument("--interface", metavar="IF",
                         help="interface (name, index or IPv4 address) for multicast requests")
     parser.add_argument("--gm-timeout", metavar="S", type=float, default=10.0,
@@ -132,6 +136,17 @@ def content_format(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"unknown Content-Format {text!r} (a number, or e.g. text, json, cbor)")
     return found
+
+
+def block_size(text: str) -> int:
+    """``--block-size``: a power of two from 16 to 1024 (RFC 7959 §2.2)."""
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size not in [16 << szx for szx in range(7)]:
+        raise argparse.ArgumentTypeError("a block size is 16, 32, 64, 128, 256, 512 or 1024")
+    return size
 
 
 def _payload(args: argparse.Namespace) -> bytes:
@@ -256,8 +271,10 @@ async def _run(args: argparse.Namespace, printer: Printer) -> int:
     async with contextlib.AsyncExitStack() as stack:
         security = await _security(args, multicast, stack, printer)
         printer.oscore = security is not None and isinstance(security.context, SecurityContext)
+        limits = BlockwiseLimits() if args.block_size is None else \
+            BlockwiseLimits(szx=size_to_szx(args.block_size))
         endpoint = await stack.enter_async_context(await Endpoint.create(
-            _bind_for(uri.host), multicast_interface=args.interface
+            _bind_for(uri.host), multicast_interface=args.interface, blockwise=limits
         ))
         if multicast:
             return await _group(endpoint, request, uri, args, security, printer)

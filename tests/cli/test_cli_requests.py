@@ -407,3 +407,21 @@ def test_block_size_option_moves_a_large_payload_in_small_blocks(
     from grouposcore.cli.client import block_size
     with pytest.raises(argparse.ArgumentTypeError):
         block_size("100")
+
+
+def test_arbitrary_options_are_added_to_the_request() -> None:
+    from grouposcore.cli import client
+    from grouposcore.cli.main import build_parser
+    from grouposcore.coap import parse_uri
+
+    args = build_parser().parse_args(["get", "coap://h/light", "--option", "2053=0x0a0b",
+                                      "--option", "15=a=b", "--option", "60=300"])
+    msg = client.build_request(args, parse_uri(args.uri))
+    assert msg.options.get(2053) == b"\x0a\x0b"
+    assert msg.options.get(60) == (300).to_bytes(2, "big")
+    assert "a=b" in msg.options.uri_query
+    import argparse
+
+    for bad in ("x=1", "15", "0=1", "15=0xzz"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            client.coap_option(bad)

@@ -73,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
                              "link-format, octet-stream, json, cbor, senml+json, ...)")
     parser.add_argument("--accept", metavar="N|NAME", type=content_format,
                         help="Accept option: the Content-Format wanted in the response")
+    parser.add_argument("--option", metavar="NUMBER=VALUE", action="append", default=[],
+                        type=coap_option,
+                        help="an extra CoAP option (repeatable): VALUE is a number, 0x-hex, "
+                             "or text, e.g. --option 2053=0x01 or --option 15=a=b")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="write the response payload to FILE, byte for byte (unicast)")
     parser.add_argument("--security", metavar="FILE",
@@ -147,6 +151,22 @@ def block_size(text: str) -> int:
     if size not in [16 << szx for szx in range(7)]:
         raise argparse.ArgumentTypeError("a block size is 16, 32, 64, 128, 256, 512 or 1024")
     return size
+
+
+def coap_option(text: str) -> tuple[int, bytes]:
+    """``--option NUMBER=VALUE``: a number (minimal uint), ``0x`` hex, or UTF-8 text."""
+    number, sep, value = text.partition("=")
+    if not sep or not number.strip().isdigit() or not 0 < int(number) <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"not NUMBER=VALUE with NUMBER 1..65535: {text!r}")
+    if value.isdigit():
+        n = int(value)
+        return int(number), n.to_bytes((n.bit_length() + 7) // 8, "big")
+    if value.lower().startswith("0x"):
+        try:
+            return int(number), bytes.fromhex(value[2:])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not hex: {value!r}") from None
+    return int(number), value.encode("utf-8")
 
 
 def _payload(args: argparse.Namespace) -> bytes:
@@ -244,6 +264,11 @@ def build_request(args: argparse.Namespace, uri: CoapUri) -> Message:
         msg.options.content_format = args.content_format
     if args.accept is not None:
         msg.options.accept = args.accept
+    for number, value in args.option:
+        try:
+            msg.options.add(number, value)
+        except (ValueError, GroupOscoreError) as exc:
+            raise UsageError(f"--option {number}: {exc}") from exc
     return msg
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from grouposcore.cli.membership import follows_manager, open_member
 from grouposcore.cli.output import Printer, format_address
-from grouposcore.cli.security_files import is_member_state, load_context
+from grouposcore.cli.security_files import is_member_state, kind, load_context
 from grouposcore.coap import CoapUri, Code, Message, parse_uri, uri_to_options
 from grouposcore.coap.constants import ACK_TIMEOUT, DEFAULT_LEISURE
 from grouposcore.errors import (
@@ -185,8 +185,8 @@ def _payload(args: argparse.Namespace) -> bytes:
 def require_durable_sequence(path: str) -> None:
     """Refuse a security file without ``sequence_file``: every run would start counting at
     0 again and reuse nonces (and the peers would reject the requests as replays)."""
-    if is_member_state(path):
-        return  # a member's state always comes with its STATE.seq reservation file
+    if kind(path) != "ours":
+        return  # a member state, aiocoap and libcoap contexts keep their numbers durably
     document = read_secret_file(path)
     if document.get("sender_id") is not None and not document.get("sequence_file"):
         raise UsageError(
@@ -242,7 +242,7 @@ async def _security(
             member = opened.member
             pairwise = _pairwise_peer(args, member.context, multicast)
             return member.client_security(pairwise_with=pairwise)
-    context = load_context(path)
+    context = load_context(path, uri=args.uri)
     require_durable_sequence(path)
     pairwise = _pairwise_peer(args, context, multicast)
     if multicast and not isinstance(context, GroupContext):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import Opened, follows_manager, open_member
-from grouposcore.cli.security_files import is_member_state, load_context
+from grouposcore.cli.security_files import is_member_state, kind, load_context
 from grouposcore.coap import Code, Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, DEFAULT_LEISURE, TEXT_PLAIN
 from grouposcore.errors import GroupOscoreError
@@ -252,7 +252,7 @@ async def _open_security(args: argparse.Namespace) -> tuple[list[AnyContext], Op
     contexts = []
     for path in args.security:
         contexts.append(load_server_context(path, args.freshness))
-        if not is_member_state(path) and not read_secret_file(path).get("sequence_file"):
+        if kind(path) == "ours" and not read_secret_file(path).get("sequence_file"):
             log.warning("%s has no sequence_file: after a restart this server would reuse "
                         "sequence numbers (nonces) in its responses", path)
     return contexts, None

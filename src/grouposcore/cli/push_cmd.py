@@ -24,6 +24,7 @@ from typing import Any
 from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import Opened, follows_manager, open_member
 from grouposcore.cli.security_files import is_member_state, load_group_context
+from grouposcore.cli.server import GroupPortSocket
 from grouposcore.coap import parse_uri
 from grouposcore.coap.constants import COAP_PORT
 from grouposcore.demo.view import JsonView, PlainView, RichView
@@ -34,7 +35,7 @@ from grouposcore.oscore.security import ServerSecurity
 from grouposcore.push.protocol import PushReceiver
 from grouposcore.push.runner import FirmwareResource, SenderTagging, push_file
 from grouposcore.transport import Endpoint, Site
-from grouposcore.transport.sockets import is_multicast
+from grouposcore.transport.sockets import UdpSocket, is_multicast
 
 __all__ = ["add_push_arguments", "add_receive_arguments", "run_push", "run_receive"]
 
@@ -258,12 +259,18 @@ async def _receive_with(args: argparse.Namespace, opened: Opened | None) -> int:
     site.add("fw", resource)
     hook = SenderTagging(inner)
     v6 = ":" in args.listen
-    group_ep = await Endpoint.create((args.listen, args.port), site=site, server_security=hook,
-                                     reuse_address=True, multicast_interface=args.interface,
-                                     leisure=args.leisure)
-    # A second, unicast endpoint for repairs: several members on one host share the group
-    # port, so that port does not reach one member; reports name this one instead.
-    unicast = await Endpoint.create((args.listen, 0), site=site, server_security=hook)
+    # Several members on one host share the group port, so that port does not reach one
+    # member: each has its own unicast endpoint for repairs (the reports name it) and
+    # answers group requests from it (serve does the same).
+    unicast_sock = UdpSocket((args.listen, 0))
+    unicast = Endpoint(unicast_sock, site=site, server_security=hook)
+    try:
+        group_ep = Endpoint(GroupPortSocket((args.listen, args.port), unicast_sock), site=site,
+                            server_security=hook, multicast_interface=args.interface,
+                            leisure=args.leisure)
+    except BaseException:
+        await unicast.close()
+        raise
     receiver.port = unicast.address[1]
     stop = stop_on_signals()
     try:

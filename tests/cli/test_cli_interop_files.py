@@ -121,3 +121,44 @@ def test_foreign_files_with_readable_secrets_are_refused(
     os.chmod(conf, 0o644)
     assert main(["get", "coap://127.0.0.1:9/light", "--security", str(conf)]) == 2
     assert "accessible by other users" in capsys.readouterr().err
+
+
+def test_group_export_writes_contexts_the_other_tools_read_and_continues_the_sequence(
+    tmp_path: Path,
+) -> None:
+    aiocoap_oscore = pytest.importorskip("aiocoap.oscore")
+    ours = _private(tmp_path / "ours.json", json.dumps({
+        "type": "oscore", "master_secret": SECRET, "master_salt": SALT, "sender_id": "01",
+        "recipient_id": "", "id_context": "37cbf3210017a2d3", "sequence_file": "ours.seq"}))
+    original = load_context(str(ours))
+    assert isinstance(original, SecurityContext)
+    for _ in range(70):  # past the first durable reservation
+        original.sequence.next()
+    used = original.sequence.peek()
+    assert main(["group", "export", str(ours), "--format", "aiocoap",
+                 "--out", str(tmp_path / "ctx"), "-q"]) == 0
+    theirs = aiocoap_oscore.FilesystemSecurityContext(str(tmp_path / "ctx"))
+    try:
+        assert (theirs.sender_key, theirs.recipient_key, theirs.common_iv) == (
+            original.sender_key, original.recipient_key, original.common_iv)
+        assert theirs.id_context == bytes.fromhex("37cbf3210017a2d3")
+        assert theirs.sender_sequence_number >= used
+    finally:
+        theirs._destroy()
+    conf = tmp_path / "exported.conf"
+    assert main(["group", "export", str(ours), "--format", "libcoap", "--out", str(conf),
+                 "-q"]) == 0
+    back = load_context(str(conf))
+    assert isinstance(back, SecurityContext)
+    assert (back.sender_key, back.common_iv, back.id_context) == (
+        original.sender_key, original.common_iv, original.id_context)
+    assert back.sequence.peek() >= used
+    assert os.stat(conf).st_mode & 0o777 == 0o600
+
+
+def test_group_contexts_are_not_exported(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["group", "provision", "a", "b", "--out", str(tmp_path), "-q"]) == 0
+    assert main(["group", "export", str(tmp_path / "a.json"), "--format", "libcoap",
+                 "--out", str(tmp_path / "a.conf")]) == 2
+    assert "RFC 8613 contexts only" in capsys.readouterr().err

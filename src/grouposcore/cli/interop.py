@@ -230,3 +230,66 @@ def libcoap_context(path: Path) -> SecurityContext:
         )  # fmt: skip
     except GroupOscoreError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+# --- writing ------------------------------------------------------------------------------
+
+_AEAD_BY_ID = {number: name for name, number in AEAD_NAMES.items()}
+_LIBCOAP_HKDF_OUT = {"HKDF-SHA-256": -10, "HKDF-SHA-512": -11}
+_AIOCOAP_HKDF_OUT = {"HKDF-SHA-256": "sha256", "HKDF-SHA-384": "sha384",
+                     "HKDF-SHA-512": "sha512"}
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
+def _aead_name(context: SecurityContext) -> str:
+    name = _AEAD_BY_ID.get(context.aead.id)
+    if name is None:
+        raise ConfigError(f"AEAD {context.aead.name} has no name in these formats")
+    return name
+
+
+def export_aiocoap(context: SecurityContext, directory: Path) -> None:
+    """An aiocoap security context directory: ``secret.json`` (0600) and ``sequence.json``
+    continuing at the next unused sequence number."""
+    hkdf = _AIOCOAP_HKDF_OUT.get(context.hkdf.name)
+    if hkdf is None:
+        raise ConfigError(f"aiocoap has no {context.hkdf.name}")
+    document: dict[str, Any] = {
+        "sender-id_hex": context.sender_id.hex(), "recipient-id_hex": context.recipient_id.hex(),
+        "secret_hex": context.master_secret.hex(), "salt_hex": context.master_salt.hex(),
+        "algorithm": _aead_name(context), "kdf-hashfun": hkdf,
+    }  # fmt: skip
+    if context.id_context is not None:
+        document["id-context_hex"] = context.id_context.hex()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_private(directory / "secret.json", json.dumps(document, indent=2) + "\n")
+    AiocoapSequenceStore(directory).reserve("aiocoap", context.sequence.peek())
+
+
+def export_libcoap(context: SecurityContext, path: Path) -> None:
+    """A libcoap ``coap-oscore-conf`` file (0600); the next unused sequence number goes to
+    ``FILE.seq``, where ``--security FILE`` continues."""
+    hkdf = _LIBCOAP_HKDF_OUT.get(context.hkdf.name)
+    if hkdf is None:
+        raise ConfigError(f"libcoap has no {context.hkdf.name}")
+    aead = "COSE_ALGORITHM_" + _aead_name(context).replace("-", "_")
+    lines = [
+        "# OSCORE context written by grouposcore (use this copy only, never both)",
+        f"master_secret,hex,\"{context.master_secret.hex()}\"",
+        f"master_salt,hex,\"{context.master_salt.hex()}\"",
+        f"sender_id,hex,\"{context.sender_id.hex()}\"",
+        f"recipient_id,hex,\"{context.recipient_id.hex()}\"",
+        f"aead_alg,text,{aead}",
+        f"hkdf_alg,integer,{hkdf}",
+    ]
+    if context.id_context is not None:
+        lines.append(f"id_context,hex,\"{context.id_context.hex()}\"")
+    _write_private(path, "\n".join(lines) + "\n")
+    key = f"{(context.id_context or b'').hex()}:{context.sender_id.hex()}"
+    FileSequenceStore(f"{path}.seq").reserve(key, context.sequence.peek())

@@ -425,3 +425,19 @@ def test_arbitrary_options_are_added_to_the_request() -> None:
     for bad in ("x=1", "15", "0=1", "15=0xzz"):
         with pytest.raises(argparse.ArgumentTypeError):
             client.coap_option(bad)
+
+
+def test_a_timeout_names_the_server_as_host_and_port(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grouposcore.errors import RequestTimeout
+    from grouposcore.transport import Endpoint
+
+    async def unanswered(*args: object, **kwargs: object) -> None:
+        raise RequestTimeout("no acknowledgement from ('127.0.0.1', 9) after 4 retransmissions")
+
+    monkeypatch.setattr(Endpoint, "request", unanswered)
+    assert main(["get", "coap://127.0.0.1:9/light"]) == 3
+    err = capsys.readouterr().err
+    assert "no answer from 127.0.0.1:9" in err and "from 127.0.0.1:9 after" in err
+    assert "('127.0.0.1', 9)" not in err

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 import socket
 import sys
 import time
@@ -466,7 +467,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"grouposcore {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except RequestTimeout as exc:
-        print(f"grouposcore {args.command}: timeout: {exc}", file=sys.stderr)
+        where = args.uri.split("//", 1)[-1].split("/", 1)[0]
+        # the endpoint names addresses as tuples; an operator reads host:port
+        text = re.sub(r"\('([^']*)', (\d+)\)",
+                      lambda m: format_address((m.group(1), m.group(2))), str(exc))
+        print(f"grouposcore {args.command}: timeout: no answer from {where}: {text}",
+              file=sys.stderr)
         return EXIT_FAILURE
     except socket.gaierror as exc:
         host = args.uri.split("//", 1)[-1].split("/", 1)[0]

@@ -284,6 +284,9 @@ def test_serve_follows_its_group_manager_and_requests_catch_up(
             assert lamp.wait(timeout=30) == 1
             err = stop(lamp)
             assert "no longer a member of lights" in err
+            # its state went with the membership; using it says so
+            assert main(["get", uri, "--security", str(tmp_path / "lamp.state")]) == 2
+            assert "the membership ended" in capsys.readouterr().err
         finally:
             stop(lamp)
     finally:
@@ -345,3 +348,24 @@ def test_join_refusals_say_what_the_group_manager_means() -> None:
     assert "has no group 'lights'" in said(Code.NOT_FOUND)
     assert "does not know lamp's channel" in said(Code.UNAUTHORIZED)
     assert "[membership terminated]" in said(Code.FORBIDDEN, ErrorId.MEMBERSHIP_TERMINATED)
+
+
+def test_serve_says_when_its_group_manager_does_not_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "gm.db")
+    assert main(["manager", "group", "create", "lights", "--db", db, "-q"]) == 0
+    assert main(["manager", "allow", "lights", "lamp", "--roles", "responder", "--db", db,
+                 "--channel-out", str(tmp_path / "lamp.chan"),
+                 "--manager", "coap://127.0.0.1:5683", "-q"]) == 0
+    gm, port = _serve(Path(db))
+    try:
+        assert main(["join", "lights", "--manager", f"coap://127.0.0.1:{port}",
+                     "--roles", "responder", "--channel", str(tmp_path / "lamp.chan"),
+                     "--state", str(tmp_path / "lamp.state"), "-q"]) == 0
+    finally:
+        stop(gm)
+    assert main(["serve", "--bind", "127.0.0.1", "--port", "0", "--gm-timeout", "1",
+                 "--security", str(tmp_path / "lamp.state")]) == 3
+    err = capsys.readouterr().err
+    assert f"the Group Manager at coap://127.0.0.1:{port} did not answer" in err

@@ -31,6 +31,10 @@ def kind(path: str) -> str:
     state), ``aiocoap-context`` (a context directory), ``aiocoap-credentials`` (a
     ``--credentials`` map) or ``libcoap`` (a ``coap-oscore-conf`` file)."""
     target = Path(path)
+    if not target.exists() and Path(f"{path}.gm.json").exists():
+        # the member removes its state when the Group Manager ends the membership
+        raise ConfigError(f"{path} is gone: the membership ended (evicted, or it left); "
+                          "'grouposcore join' again if the Group Manager allows it")
     if target.is_dir():
         if interop.is_aiocoap_context(target):
             return "aiocoap-context"

@@ -28,7 +28,7 @@ from grouposcore.cli.membership import Opened, follows_manager, open_member
 from grouposcore.cli.security_files import is_member_state, kind, load_context
 from grouposcore.coap import Code, Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, DEFAULT_LEISURE, TEXT_PLAIN
-from grouposcore.errors import GroupOscoreError
+from grouposcore.errors import GroupOscoreError, RequestTimeout
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.config import (
     ConfigError,
@@ -200,6 +200,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default from the file, normally echo), drop it, or accept it "
                              "(weaker: a replay from before the start would be accepted); "
                              "static files only")
+    parser.add_argument("--gm-timeout", metavar="S", type=float, default=10.0,
+                        help="with a member state: per-request timeout towards its Group "
+                             "Manager (default 10 s)")
     parser.add_argument("--leisure", metavar="S", type=float,
                         help="longest random wait before answering a multicast request "
                              f"(default {DEFAULT_LEISURE:g} s)")
@@ -247,7 +250,7 @@ async def _open_security(args: argparse.Namespace) -> tuple[list[AnyContext], Op
         if args.freshness is not None:
             log.warning("--freshness applies to static files; a member's first requests "
                         "after a restart get an Echo challenge")
-        opened = await open_member(linked[0], follow=True)
+        opened = await open_member(linked[0], follow=True, timeout=args.gm_timeout)
         return [opened.member.context], opened
     contexts = []
     for path in args.security:
@@ -318,6 +321,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"grouposcore serve: {exc}", file=sys.stderr)
         return 2
+    except RequestTimeout as exc:
+        print(f"grouposcore serve: timeout: {exc}", file=sys.stderr)
+        return 3
     except (GroupOscoreError, OSError) as exc:
         print(f"grouposcore serve: {exc}", file=sys.stderr)
         return 1

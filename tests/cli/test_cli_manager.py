@@ -54,14 +54,14 @@ def test_offline_administration(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert created["group"] == "g" and created["num"] == 0
     assert _mode(Path(db)) == 0o600
     chan = tmp_path / "a.channel.json"
-    assert main(["manager", "allow", "a", "g", "--roles", "requester,responder", "--db", db,
+    assert main(["manager", "allow", "g", "a", "--roles", "requester,responder", "--db", db,
                  "--channel-out", str(chan), "--manager", "coap://127.0.0.1:5683", "-q"]) == 0
     assert _mode(chan) == 0o600
     channel, uri, pinned = read_channel_file(chan)
     assert channel.node == "a" and uri == "coap://127.0.0.1:5683" and set(pinned) == {"g"}
     # Allowing the node into a second group keeps its channel (same keys) and pins both GMs.
     assert main(["manager", "group", "create", "h", "--db", db, "-q"]) == 0
-    assert main(["manager", "allow", "a", "h", "--roles", "monitor", "--db", db,
+    assert main(["manager", "allow", "h", "a", "--roles", "monitor", "--db", db,
                  "--channel-out", str(chan), "-q"]) == 0
     again, uri2, pinned2 = read_channel_file(chan)
     assert again == channel and uri2 == uri and set(pinned2) == {"g", "h"}
@@ -72,9 +72,9 @@ def test_offline_administration(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert shown["h"]["allowed"] == [{"node": "a", "roles": "monitor"}]
     # Errors: unknown group, unknown role, evicting a non-member.
     assert main(["manager", "show", "nope", "--db", db]) == 1
-    assert main(["manager", "allow", "a", "nope", "--roles", "requester", "--db", db]) == 1
+    assert main(["manager", "allow", "nope", "a", "--roles", "requester", "--db", db]) == 1
     with pytest.raises(SystemExit) as e:
-        main(["manager", "allow", "a", "g", "--roles", "boss", "--db", db])
+        main(["manager", "allow", "g", "a", "--roles", "boss", "--db", db])
     assert e.value.code == 2
     assert main(["manager", "evict", "g", "a", "--db", db]) == 1  # not a member
     capsys.readouterr()
@@ -86,8 +86,9 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
     channels = {}
     for node in ("a", "b"):
         channels[node] = tmp_path / f"{node}.channel.json"
-        assert main(["manager", "allow", node, "g", "--roles", "requester,responder",
-                     "--db", db, "--channel-out", str(channels[node]), "-q"]) == 0
+        assert main(["manager", "allow", "g", node, "--roles", "requester,responder",
+                     "--db", db, "--channel-out", str(channels[node]), "--manager", "coap://127.0.0.1:5683",
+                     "-q"]) == 0
     proc, port = _serve(Path(db))
     uri = f"coap://127.0.0.1:{port}"
     try:
@@ -111,8 +112,9 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
         async def live() -> None:
             # c is allowed while the server runs: the server installs its new channel.
             channels["c"] = tmp_path / "c.channel.json"
-            assert main(["manager", "allow", "c", "g", "--roles", "requester,responder",
-                         "--db", db, "--channel-out", str(channels["c"]), "-q"]) == 0
+            assert main(["manager", "allow", "g", "c", "--roles", "requester,responder",
+                         "--db", db, "--channel-out", str(channels["c"]), "--manager", "coap://127.0.0.1:5683",
+                         "-q"]) == 0
             channel, _, pinned = read_channel_file(channels["c"])
             member = None
             for _ in range(40):  # until the server's sync picked the channel up
@@ -157,7 +159,7 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert joined["b"]["sender_id"] not in caught["peers"]
         # A Monitor joins without a key and gets no Sender ID.
         chan_m = tmp_path / "m.channel.json"
-        assert main(["manager", "allow", "m", "g", "--roles", "monitor", "--db", db,
+        assert main(["manager", "allow", "g", "m", "--roles", "monitor", "--db", db,
                      "--channel-out", str(chan_m), "--manager", uri, "-q"]) == 0
         for _ in range(40):  # the server installs m's channel within --sync
             if main(["join", "g", "--channel", str(chan_m), "--roles", "monitor",
@@ -193,8 +195,9 @@ def test_serve_rekeys_expired_material_and_installs_new_channels(tmp_path: Path)
         after = gm.group("g")
         assert after is not None and after.num == 1 and after.gid != g.gid
         # A channel commissioned by another process is installed at the next sync.
-        assert main(["manager", "allow", "n", "g", "--roles", "requester", "--db", str(db),
-                     "--channel-out", str(tmp_path / "n.json"), "-q"]) == 0
+        assert main(["manager", "allow", "g", "n", "--roles", "requester", "--db", str(db),
+                     "--channel-out", str(tmp_path / "n.json"), "--manager", "coap://127.0.0.1:5683",
+                     "-q"]) == 0
         assert "n" not in svc._contexts
         svc.sync()
         assert "n" in svc._contexts
@@ -210,8 +213,9 @@ def test_member_state_files_drive_serve_and_requests(tmp_path: Path,
     db = str(tmp_path / "gm.db")
     assert main(["manager", "group", "create", "lights", "--db", db, "-q"]) == 0
     for node, roles in (("switch", "requester"), ("lamp", "responder")):
-        assert main(["manager", "allow", node, "lights", "--roles", roles, "--db", db,
-                     "--channel-out", str(tmp_path / f"{node}.chan"), "-q"]) == 0
+        assert main(["manager", "allow", "lights", node, "--roles", roles, "--db", db,
+                     "--channel-out", str(tmp_path / f"{node}.chan"), "--manager", "coap://127.0.0.1:5683",
+                     "-q"]) == 0
     gm, port = _serve(Path(db))
     try:
         # the switch's join rekeys the group (backward security); the lamp's second run
@@ -235,3 +239,133 @@ def test_member_state_files_drive_serve_and_requests(tmp_path: Path,
             stop(lamp)
     finally:
         stop(gm)
+
+
+def test_serve_follows_its_group_manager_and_requests_catch_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lamp served from its member state keeps answering after the group is rekeyed (a
+    new member joined) without a restart; the switch's stale state catches up before it
+    sends and says so; the eviction notice stops the lamp's server."""
+    from tests.cli.conftest import start_serve
+
+    db = str(tmp_path / "gm.db")
+    assert main(["manager", "group", "create", "lights", "--db", db, "-q"]) == 0
+    for node, roles in (("switch", "requester"), ("lamp", "responder"),
+                        ("late", "requester")):
+        assert main(["manager", "allow", "lights", node, "--roles", roles, "--db", db,
+                     "--channel-out", str(tmp_path / f"{node}.chan"), "--manager", "coap://127.0.0.1:5683",
+                     "-q"]) == 0
+    gm, port = _serve(Path(db))
+
+    def join(node: str, roles: str) -> None:
+        assert main(["join", "lights", "--manager", f"coap://127.0.0.1:{port}",
+                     "--roles", roles, "--channel", str(tmp_path / f"{node}.chan"),
+                     "--state", str(tmp_path / f"{node}.state"), "-q"]) == 0
+
+    try:
+        join("lamp", "responder")
+        join("switch", "requester")
+        lamp, lamp_port = start_serve("--security", str(tmp_path / "lamp.state"))
+        try:
+            uri = f"coap://127.0.0.1:{lamp_port}/light"
+            switch = str(tmp_path / "switch.state")
+            assert main(["put", uri, "--security", switch, "--payload", "dim 40"]) == 0
+            capsys.readouterr()
+            join("late", "requester")  # rekeys the group: both states are stale now
+            assert main(["get", uri, "--security", switch, "--json"]) == 0
+            captured = capsys.readouterr()
+            assert "caught up with the Group Manager" in captured.err
+            assert _json(captured.out)[0]["payload"] == "dim 40"
+            # the switch's state file was brought up to date: no note the second time
+            assert main(["get", uri, "--security", switch, "--json"]) == 0
+            assert "stale" not in capsys.readouterr().err
+            assert main(["manager", "evict", "lights", "lamp", "--db", db, "-q"]) == 0
+            assert lamp.wait(timeout=30) == 1
+            err = stop(lamp)
+            assert "no longer a member of lights" in err
+            # its state went with the membership; using it says so
+            assert main(["get", uri, "--security", str(tmp_path / "lamp.state")]) == 2
+            assert "the membership ended" in capsys.readouterr().err
+        finally:
+            stop(lamp)
+    finally:
+        stop(gm)
+
+
+def test_allow_takes_group_then_node_like_evict_and_the_old_order_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "gm.db")
+    assert main(["manager", "group", "create", "g", "--db", db, "-q"]) == 0
+    chan = str(tmp_path / "n.chan")
+    assert main(["manager", "allow", "g", "n", "--roles", "requester", "--db", db,
+                 "--channel-out", chan, "--manager", "coap://127.0.0.1", "--json"]) == 0
+    assert _json(capsys.readouterr().out)[0]["node"] == "n"
+    assert main(["manager", "allow", "m", "g", "--roles", "requester", "--db", db,
+                 "--channel-out", chan, "--manager", "coap://127.0.0.1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert _json(captured.out)[0] == {"node": "m", "group": "g", "roles": "requester",
+                                      "channel": chan}
+    assert "deprecated" in captured.err
+
+
+def test_allow_asks_for_the_manager_uri_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A channel file without the GM's address would only fail later, at join."""
+    db = str(tmp_path / "gm.db")
+    assert main(["manager", "group", "create", "g", "--db", db, "-q"]) == 0
+    chan = tmp_path / "n.chan"
+    assert main(["manager", "allow", "g", "n", "--roles", "requester", "--db", db,
+                 "--channel-out", str(chan)]) == 1
+    assert "give --manager URI" in capsys.readouterr().err
+    assert not chan.exists()
+
+
+@pytest.mark.parametrize("command", [["show"], ["evict", "g", "n"], ["rekey", "g"],
+                                     ["allow", "g", "n", "--roles", "requester"], ["serve"]])
+def test_a_mistyped_database_is_an_error_not_a_new_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    db = tmp_path / "nosuch.db"
+    assert main(["manager", *command, "--db", str(db)]) == 1
+    assert f"no Group Manager database {db}" in capsys.readouterr().err
+    assert not db.exists()
+
+
+def test_join_refusals_say_what_the_group_manager_means() -> None:
+    from grouposcore.cli.manager_cmd import join_refusal
+    from grouposcore.errors import GroupManagerRequestError
+    from grouposcore.manager.params import Code, ErrorId, Role
+
+    def said(code: int, error_id: int | None = None) -> str:
+        error = GroupManagerRequestError("Group Manager answered", code=code, error_id=error_id)
+        return join_refusal(error, "lamp", "lights", [Role.RESPONDER])
+
+    assert "lamp may not join lights as responder (not on the group's access list" in \
+        said(Code.FORBIDDEN)
+    assert "has no group 'lights'" in said(Code.NOT_FOUND)
+    assert "does not know lamp's channel" in said(Code.UNAUTHORIZED)
+    assert "[membership terminated]" in said(Code.FORBIDDEN, ErrorId.MEMBERSHIP_TERMINATED)
+
+
+def test_serve_says_when_its_group_manager_does_not_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "gm.db")
+    assert main(["manager", "group", "create", "lights", "--db", db, "-q"]) == 0
+    assert main(["manager", "allow", "lights", "lamp", "--roles", "responder", "--db", db,
+                 "--channel-out", str(tmp_path / "lamp.chan"),
+                 "--manager", "coap://127.0.0.1:5683", "-q"]) == 0
+    gm, port = _serve(Path(db))
+    try:
+        assert main(["join", "lights", "--manager", f"coap://127.0.0.1:{port}",
+                     "--roles", "responder", "--channel", str(tmp_path / "lamp.chan"),
+                     "--state", str(tmp_path / "lamp.state"), "-q"]) == 0
+    finally:
+        stop(gm)
+    assert main(["serve", "--bind", "127.0.0.1", "--port", "0", "--gm-timeout", "1",
+                 "--security", str(tmp_path / "lamp.state")]) == 3
+    err = capsys.readouterr().err
+    assert f"the Group Manager at coap://127.0.0.1:{port} did not answer" in err

@@ -1,5 +1,6 @@
-"""``grouposcore get coap://224.0.1.187/light --group FILE`` against three
-``grouposcore serve --join 224.0.1.187`` processes, inside a private network namespace."""
+"""``grouposcore get coap://224.0.1.187/light --security FILE`` against three
+``grouposcore serve --multicast 224.0.1.187`` processes on one host, inside a private
+network namespace."""
 
 from __future__ import annotations
 
@@ -37,15 +38,24 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_group_request_prints_every_verified_response(runs: dict[str, Any]) -> None:
+def test_members_on_one_host_answer_from_their_own_ports_and_echo_retries_reach_them(
+    runs: dict[str, Any],
+) -> None:
+    """Each member answers a group request from its own unicast port, so the Echo retry
+    (every server's first answer is a freshness challenge) goes back to the member that
+    asked for it, not to whichever process bound the shared port last."""
     run = runs["plain"]
     assert run["rc"] == 0, run["err"]
     rows = [line.split("\t") for line in run["out"].splitlines()]
     assert sorted(row[1] for row in rows) == ["02", "03", "04"]  # the three Sender IDs
-    for address, _sid, code, mode, payload in rows:
-        assert address == "127.0.0.1:5683"
-        assert (code, mode, payload) == ("2.05", "group", "off")
+    assert sorted(row[0] for row in rows) == [
+        "127.0.0.1:5701", "127.0.0.1:5702", "127.0.0.1:5703"]
+    for _address, _sid, code, mode, payload in rows:
+        # the first request after a server start is retried after an Echo challenge, by
+        # unicast in pairwise mode
+        assert (code, mode, payload) == ("2.05", "pairwise", "off")
     assert "3 responses (verified)" in run["err"]
+    assert "Echo" in run["err"]
 
 
 def test_group_request_with_json_output(runs: dict[str, Any]) -> None:
@@ -62,7 +72,8 @@ def test_unsecured_group_request_gets_no_answer_from_secured_resources(
 ) -> None:
     run = runs["unsecured"]
     assert run["out"] == "" and run["rc"] == 1
-    assert "0 responses" in run["err"]
+    assert "no response in" in run["err"]
+    assert "do not answer unprotected group requests" in run["err"]
 
 
 def test_unsecured_discovery_over_multicast(runs: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,10 +120,9 @@ def test_a_foreign_group_file_is_refused_by_the_server(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--pairwise", "02"], "--pairwise needs a group file"),
-        (["--group", "G", "--pairwise", "zz"], "not a hex Sender ID"),
+        (["--pairwise", "02"], "--pairwise needs a group security file"),
+        (["--security", "G", "--pairwise", "zz"], "not a hex Sender ID"),
         (["--group", "G", "--pairwise", "09"], "not a member"),
-        (["--group", "G", "--security", "G"], "not both"),
     ],
 )
 def test_usage_errors(
@@ -226,3 +226,219 @@ def test_oscore_security_files(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert (changed["code"], changed["payload"], changed["mode"], changed["sender_id"]) == (
         "2.04", "on", "oscore", "01")
     assert ";osc" in out[1] and "gosc" not in out[1]
+
+
+def test_a_second_server_on_a_taken_port_names_the_port_and_the_fix(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two members on one host must not silently share a unicast port."""
+    assert main(["serve", "--bind", "127.0.0.1", "--port", str(served.port),
+                 "--security", str(served.member("light1"))]) == 1
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{served.port} is in use" in err and "its own --port" in err
+
+
+def test_first_observe_after_a_server_start_answers_the_echo_challenge(
+    group_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh server challenges each member's first request (Echo); observe repeats its
+    registration with the Echo value, as get and put do, instead of failing with 4.01."""
+    proc, port = start_serve("--security", str(group_dir / "light1.json"))
+    try:
+        assert main(["observe", f"coap://127.0.0.1:{port}/light", "--security",
+                     str(group_dir / "client.json"), "--count", "1", "--json"]) == 0
+        record = json.loads(capsys.readouterr().out.splitlines()[0])
+        assert record["code"] == "2.05" and record["verified"]
+        assert record.get("observe") is not None
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown", "hidden"),
+    [
+        (["get", "coap://h/"], "--security FILE", "--group"),
+        (["observe", "coap://h/"], "--security FILE", "--group"),
+        (["serve"], "--multicast ADDR", "--join"),
+        (["push", "f", "coap://224.0.1.187/fw"], "--security FILE", "--group"),
+        (["receive"], "--multicast ADDR", "--join"),
+    ],
+)
+def test_one_vocabulary_the_old_flags_are_hidden_aliases(
+    argv: list[str], shown: str, hidden: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--security FILE is the member's security file and --multicast ADDR a group address
+    everywhere; --group and --join still parse, to the same thing, but are not advertised."""
+    from grouposcore.cli.main import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([argv[0], "--help"])
+    help_text = capsys.readouterr().out
+    assert shown in help_text and f"{hidden} " not in help_text
+    old = build_parser().parse_args([*argv, hidden, "x"])
+    new = build_parser().parse_args([*argv, shown.split()[0], "x"])
+    dest = "security" if shown.startswith("--security") else "multicast"
+    assert getattr(old, dest) == getattr(new, dest) in ("x", ["x"])
+
+
+def test_content_format_takes_names_like_other_coap_clients() -> None:
+    from grouposcore.cli.client import content_format
+
+    assert content_format("json") == 50 == content_format("application/json")
+    assert content_format("text/plain") == 0 and content_format("cbor") == 60
+    assert content_format("11050") == 11050
+    import argparse
+
+    for bad in ("nonsense", "70000"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            content_format(bad)
+
+
+def test_unknown_host_is_named_and_not_a_timeout(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    def no_such_host(*args: object, **kwargs: object) -> list[object]:
+        # the resolver's answer, without asking a name server (no traffic off the host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    assert main(["get", "coap://no-such-host.invalid/light"]) == 2
+    assert "cannot resolve host 'no-such-host.invalid'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('["not", "an", "object"]', "a security file is a JSON object"),
+])
+def test_a_wrong_security_file_is_named_and_described(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "wrong.json"
+    path.write_text(text)
+    path.chmod(0o600)
+    assert main(["get", "coap://127.0.0.1:9/light", "--security", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and "CBOR" not in err
+
+
+def test_bad_hex_in_a_security_file_names_the_file(
+    group_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = read_secret_file(group_dir / "client.json")
+    document["master_secret"] = "zz"
+    path = tmp_path / "badhex.json"
+    write_secret_file(path, document)
+    assert main(["get", "coap://127.0.0.1:9/light", "--security", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "master_secret" in err
+
+
+def test_provision_quiet_prints_nothing(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["group", "provision", "a", "b", "--out", str(tmp_path), "-q"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_received_files_are_private_to_their_owner(tmp_path: Path) -> None:
+    from grouposcore.cli.push_cmd import _write_private
+
+    target = tmp_path / "fw.bin"
+    target.write_bytes(b"old")
+    target.chmod(0o644)
+    _write_private(target, b"firmware")
+    assert target.read_bytes() == b"firmware"
+    assert os.stat(target).st_mode & 0o777 == 0o600
+
+
+def test_accept_is_sent_and_an_unavailable_format_gets_4_06(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--security", str(served.member("client")), "--json", "--timeout", "5"]
+    assert main(["get", served.uri("light"), "--accept", "json", *common]) == 1
+    assert json_lines(capsys.readouterr().out)[0]["code"] == "4.06"
+    assert main(["get", served.uri("light"), "--accept", "text/plain", *common]) == 0
+    assert json_lines(capsys.readouterr().out)[0]["code"] == "2.05"
+
+
+def test_output_file_gets_the_payload_byte_for_byte(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "light.txt"
+    assert main(["put", served.uri("light"), "--security", str(served.member("client")),
+                 "--payload", "dim 7", "--timeout", "5", "-o", str(target)]) == 0
+    captured = capsys.readouterr()
+    assert target.read_bytes() == b"dim 7" and captured.out == ""
+    assert "verified: Sender ID 02" in captured.err
+
+
+def test_observe_duration_ends_a_silent_observation(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/light notifies only on change: without --duration this would wait forever."""
+    assert main(["observe", served.uri("light"), "--security", str(served.member("client")),
+                 "--json", "--duration", "1.5"]) == 0
+    records = json_lines(capsys.readouterr().out)
+    assert len(records) == 1 and records[0]["code"] == "2.05"
+
+
+def test_block_size_option_moves_a_large_payload_in_small_blocks(
+    served: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300-byte PUT in 64-byte blocks: the light refuses the text (not a state), but only
+    after reassembling it, so the answer proves the blocks arrived."""
+    sizes: list[int] = []
+    from grouposcore.oscore.security import ClientSecurity
+
+    real = ClientSecurity.protect_request
+
+    def spy(self: ClientSecurity, request: Any) -> Any:
+        # inner block-wise: each block is protected on its own (RFC 8613 §4.1.3.4.1)
+        if request.options.block1 is not None:
+            sizes.append(request.options.block1.size)
+        return real(self, request)
+
+    monkeypatch.setattr(ClientSecurity, "protect_request", spy)
+    assert main(["put", served.uri("light"), "--payload", "x" * 300, "--block-size", "64",
+                 "--security", str(served.member("client")), "--json", "--timeout", "5"]) == 1
+    assert json_lines(capsys.readouterr().out)[0]["code"] == "4.00"
+    assert sizes and set(sizes) == {64}
+    import argparse
+
+    from grouposcore.cli.client import block_size
+    with pytest.raises(argparse.ArgumentTypeError):
+        block_size("100")
+
+
+def test_arbitrary_options_are_added_to_the_request() -> None:
+    from grouposcore.cli import client
+    from grouposcore.cli.main import build_parser
+    from grouposcore.coap import parse_uri
+
+    args = build_parser().parse_args(["get", "coap://h/light", "--option", "2053=0x0a0b",
+                                      "--option", "15=a=b", "--option", "60=300"])
+    msg = client.build_request(args, parse_uri(args.uri))
+    assert msg.options.get(2053) == b"\x0a\x0b"
+    assert msg.options.get(60) == (300).to_bytes(2, "big")
+    assert "a=b" in msg.options.uri_query
+    import argparse
+
+    for bad in ("x=1", "15", "0=1", "15=0xzz"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            client.coap_option(bad)
+
+
+def test_a_timeout_names_the_server_as_host_and_port(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grouposcore.errors import RequestTimeout
+    from grouposcore.transport import Endpoint
+
+    async def unanswered(*args: object, **kwargs: object) -> None:
+        raise RequestTimeout("no acknowledgement from ('127.0.0.1', 9) after 4 retransmissions")
+
+    monkeypatch.setattr(Endpoint, "request", unanswered)
+    assert main(["get", "coap://127.0.0.1:9/light"]) == 3
+    err = capsys.readouterr().err
+    assert "no answer from 127.0.0.1:9" in err and "from 127.0.0.1:9 after" in err
+    assert "('127.0.0.1', 9)" not in err

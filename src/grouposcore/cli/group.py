@@ -1,5 +1,6 @@
 """``grouposcore group provision``: a static group without a Group Manager, one file per
-member, for offline deployment (see :mod:`grouposcore.oscore.config`).
+member, for offline deployment (see :mod:`grouposcore.oscore.config`); ``group export``:
+an OSCORE context for aiocoap or libcoap (:mod:`grouposcore.cli.interop`).
 
 Each file names a sequence file (``NAME.seq`` next to it) where the member's Sender
 Sequence Number is reserved durably, so separate runs of the command line never reuse one.
@@ -14,8 +15,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from grouposcore.cli import interop
+from grouposcore.cli.security_files import load_context
 from grouposcore.errors import GroupOscoreError
-from grouposcore.oscore.config import provision_static_group, write_secret_file
+from grouposcore.oscore import SecurityContext
+from grouposcore.oscore.config import ConfigError, provision_static_group, write_secret_file
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -38,9 +42,51 @@ def add_arguments(
     prov.add_argument("--gid", metavar="HEX", help="Group Identifier (default: random 4 bytes)")
     prov.add_argument("--force", action="store_true", help="overwrite existing files")
     common(prov)
+    exp = sub.add_parser(
+        "export", help="write an OSCORE context for aiocoap or libcoap",
+        description="Write the RFC 8613 context of FILE (any file --security takes) in "
+                    "aiocoap's (a security context directory) or libcoap's (a "
+                    "coap-oscore-conf file) format, continuing at the next unused sequence "
+                    "number. Move, do not copy: use only the exported context afterwards, "
+                    "or the two would reuse nonces.",
+    )
+    exp.add_argument("file", metavar="FILE", help="the OSCORE security file to export")
+    exp.add_argument("--format", choices=("aiocoap", "libcoap"), required=True)
+    exp.add_argument("--out", metavar="PATH", required=True,
+                     help="aiocoap: a directory; libcoap: a file")
+    common(exp)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.group_command == "export":
+        return export(args)
+    return provision(args)
+
+
+def export(args: argparse.Namespace) -> int:
+    """``group export``: an OSCORE context in another tool's format."""
+    try:
+        context = load_context(args.file)
+        if not isinstance(context, SecurityContext):
+            raise ConfigError(f"{args.file} is a group context: aiocoap's and libcoap's "
+                              "files hold RFC 8613 contexts only")
+        out = Path(args.out)
+        if args.format == "aiocoap":
+            interop.export_aiocoap(context, out)
+        else:
+            interop.export_libcoap(context, out)
+    except ConfigError as exc:
+        print(f"grouposcore group export: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"grouposcore group export: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"wrote {out} ({args.format})")
+    return 0
+
+
+def provision(args: argparse.Namespace) -> int:
     names: list[str] = args.names
     for name in names:
         if not _NAME.match(name):
@@ -81,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             "members": [{"name": n, "sender_id": docs[n]["sender_id"],
                          "file": str(targets[n])} for n in names],
         }))
-    else:
+    elif not args.quiet:
         for name in names:
             print(f"{targets[name]}\t{name}\t{docs[name]['sender_id']}")
     return 0

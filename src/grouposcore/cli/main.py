@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
             else f"send a {name.upper()} request"
         p = sub.add_parser(
             name, help=what,
-            description=f"{what[0].upper()}{what[1:]}. A multicast URI with --group sends a Group "
-                        "OSCORE group request and prints every verified response with its "
-                        "sender address and Sender ID.",
+            description=f"{what[0].upper()}{what[1:]}. A multicast URI with --security sends a "
+                        "Group OSCORE group request and prints every verified response with "
+                        "its sender address and Sender ID.",
         )
         client.add_arguments(p, observe=name == "observe")
         _common(p)

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from grouposcore.cli.lifecycle import stop_on_signals
+from grouposcore.cli.membership import write_link
+from grouposcore.coap import Message
 from grouposcore.coap.uri import parse_uri
-from grouposcore.errors import GroupOscoreError
+from grouposcore.errors import GroupManagerRequestError, GroupOscoreError
 from grouposcore.manager.core import GroupManager, Notification
 from grouposcore.manager.params import (
     CF_ACE_GROUPCOMM,
@@ -135,15 +137,18 @@ def add_manager_arguments(
                        description="Put NODE on GROUP's access list with the given roles. "
                                    "The first time a node is allowed anywhere, its OSCORE "
                                    "channel with the GM is commissioned. The channel file "
-                                   "(0600) is what 'grouposcore join --channel' needs.")
-    p.add_argument("node", metavar="NODE")
+                                   "(0600) is what 'grouposcore join --channel' needs. "
+                                   "(The old order NODE GROUP still works when it is "
+                                   "unambiguous.)")
     p.add_argument("group", metavar="GROUP")
+    p.add_argument("node", metavar="NODE")
     p.add_argument("--roles", type=parse_roles, required=True,
                    help="comma-separated: requester, responder, monitor")
     p.add_argument("--channel-out", metavar="FILE",
                    help="where to write the channel file (default NODE.channel.json)")
     p.add_argument("--manager", metavar="URI",
-                   help="the GM's URI to note in the channel file, e.g. coap://[::1]:5683")
+                   help="the GM's URI as the node reaches it, noted in the channel file, e.g. "
+                        "coap://[::1]:5683 (required unless the channel file names it)")
     p.add_argument("--recommission", action="store_true",
                    help="new channel keys for the node (its old channel file stops working)")
     db(p)
@@ -220,6 +225,12 @@ def _group_create(gm: GroupManager, args: argparse.Namespace) -> int:
 
 
 def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
+    if gm.group(args.group) is None and gm.group(args.node) is not None:
+        # the order before 'allow GROUP NODE' (like 'evict GROUP NODE')
+        print(f"grouposcore manager allow: warning: 'allow NODE GROUP' is deprecated; "
+              f"write 'allow {args.node} {args.group}' (GROUP first, like evict)",
+              file=sys.stderr)
+        args.group, args.node = args.node, args.group
     if gm.group(args.group) is None:
         return _fail("manager allow", f"no group {args.group!r}")
     gm.allow(args.node, args.group, args.roles)
@@ -235,6 +246,10 @@ def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
             if old != channel:
                 pinned = {}
             manager = manager or old_manager
+    if manager is None:
+        return _fail("manager allow", "give --manager URI, the Group Manager's address as the "
+                     "node will reach it (e.g. coap://192.0.2.1:5683): the channel file needs "
+                     "it for 'grouposcore join'")
     for entry in gm.store.access_list():
         if entry.node == args.node and entry.roles and gm.group(entry.group) is not None:
             pinned[entry.group] = gm.gm_credential(entry.group)
@@ -280,6 +295,12 @@ def _show(gm: GroupManager, args: argparse.Namespace) -> int:
 
 def run_manager(args: argparse.Namespace) -> int:
     """Dispatch ``grouposcore manager ...``."""
+    creating = args.manager_command == "group"
+    if not creating and not Path(args.db).exists():
+        # a typo must not leave an empty database behind (only 'group create' makes one)
+        return _fail(f"manager {args.manager_command}",
+                     f"no Group Manager database {args.db} (create it with 'grouposcore "
+                     f"manager group create NAME --db {args.db}')")
     if args.manager_command == "serve":
         try:
             return asyncio.run(_serve(args))
@@ -332,6 +353,16 @@ class _SyncedService(GroupManagerService):
         g = self.gm.store.group(group)
         if g is not None:
             self._seen[group] = (g.num, frozenset(m.node for m in self.gm.store.members(group)))
+
+    def serve(self, path: tuple[str, ...], request: Message) -> Message:
+        """Answer with what the database says now: an eviction or rekeying made by an
+        offline command just before is pushed first, so a member that asks right after it
+        never gets material the operator has already replaced."""
+        try:
+            self.sync()
+        except GroupOscoreError as e:
+            log.warning("database sync failed: %s", e)
+        return super().serve(path, request)
 
     def commission(self, node: str, **kwargs: Any) -> ChannelMaterial:
         material = super().commission(node, **kwargs)
@@ -421,6 +452,27 @@ async def _serve(args: argparse.Namespace) -> int:
 # --- join ---------------------------------------------------------------------------------
 
 
+def join_refusal(error: GroupManagerRequestError, node: str, group: str,
+                 roles: Iterable[Role]) -> str:
+    """What a refused join means for the operator (the GM's own words when it gave any)."""
+    said = str(error)
+    code = f"{error.code >> 5}.{error.code & 31:02d}"
+    if error.error_id is not None:
+        with contextlib.suppress(ValueError):
+            said += f" [{ErrorId(error.error_id).name.lower().replace('_', ' ')}]"
+    wanted = ",".join(r.name.lower() for r in roles)
+    if error.code == Code.FORBIDDEN:
+        return (f"{said}: {node} may not join {group} as {wanted} (not on the group's access "
+                f"list, evicted, or not allowed these roles; the GM's operator sees the access "
+                f"list with 'grouposcore manager show {group}')")
+    if error.code == Code.NOT_FOUND:
+        return f"{said}: the Group Manager has no group {group!r} ({code} Not Found)"
+    if error.code == Code.UNAUTHORIZED:
+        return (f"{said}: the Group Manager does not know {node}'s channel (an outdated "
+                "channel file, recommissioned, or another Group Manager)")
+    return said
+
+
 def run_join(args: argparse.Namespace) -> int:
     """``grouposcore join``: join (or resume), write the state file, print the summary."""
     try:
@@ -437,12 +489,17 @@ async def _join(args: argparse.Namespace) -> int:
     if uri is None:
         return _fail("join", "no --manager URI and none in the channel file")
     parsed = parse_uri(uri)
-    member = await GroupMember.open(
-        None, (parsed.host, parsed.port), channel, args.group, args.roles, args.state,
-        channel_sequence=str(args.channel) + ".seq", timeout=args.timeout, follow=False,
-        sign_alg=args.sign_alg, gm_credential=pinned.get(args.group),
-    )  # fmt: skip
     try:
+        member = await GroupMember.open(
+            None, (parsed.host, parsed.port), channel, args.group, args.roles, args.state,
+            channel_sequence=str(args.channel) + ".seq", timeout=args.timeout, follow=False,
+            sign_alg=args.sign_alg, gm_credential=pinned.get(args.group),
+        )  # fmt: skip
+    except GroupManagerRequestError as e:
+        return _fail("join", join_refusal(e, channel.node, args.group, args.roles))
+    try:
+        # serve, receive and the request commands follow the GM through this link
+        write_link(args.state, args.channel, uri)
         m = member.material
         record = {
             "group": args.group, "node": channel.node, "started": member.started,

@@ -131,7 +131,7 @@ class Printer:
             return
         sender_id, mode = security_of(msg, self.oscore)
         if self.tty:
-            who = f"Sender ID {sender_id}, {mode} mode" if sender_id else "not protected"
+            who = "not protected" if sender_id is None else f"Sender ID {sender_id}, {mode} mode"
             text = payload_text(msg.payload)
             body = text if text is not None else "hex:" + msg.payload.hex()
             self._emit(f"{format_address(msg.remote)} [{who}] {code_name(msg.code)}: {body}")

@@ -1,11 +1,11 @@
 """``grouposcore push`` and ``grouposcore receive``: a file to every member of a group.
 
-``push FILE URI --group STATE`` sends FILE once over multicast (URI names the group address,
+``push FILE URI --security FILE`` sends FILE once over multicast (URI names the group address,
 port and path, e.g. ``coap://224.0.1.187/fw``) as Group OSCORE protected blocks, then asks
 the members what they miss and repairs that over unicast in pairwise mode, until every
 member reports the file with the right SHA-256. Exit status 0 when all did, 1 otherwise.
 
-``receive --group STATE`` is the member side: it listens on the group, stores verified
+``receive --security FILE`` is the member side: it listens on the group, stores verified
 blocks and writes each complete file (``--once``: exit after the first).
 """
 
@@ -16,12 +16,15 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from grouposcore.cli.lifecycle import stop_on_signals
-from grouposcore.cli.security_files import load_group_context
+from grouposcore.cli.membership import Opened, follows_manager, open_member
+from grouposcore.cli.security_files import is_member_state, load_group_context
+from grouposcore.cli.server import GroupPortSocket
 from grouposcore.coap import parse_uri
 from grouposcore.coap.constants import COAP_PORT
 from grouposcore.demo.view import JsonView, PlainView, RichView
@@ -32,7 +35,7 @@ from grouposcore.oscore.security import ServerSecurity
 from grouposcore.push.protocol import PushReceiver
 from grouposcore.push.runner import FirmwareResource, SenderTagging, push_file
 from grouposcore.transport import Endpoint, Site
-from grouposcore.transport.sockets import is_multicast
+from grouposcore.transport.sockets import UdpSocket, is_multicast
 
 __all__ = ["add_push_arguments", "add_receive_arguments", "run_push", "run_receive"]
 
@@ -48,8 +51,10 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("uri", metavar="URI",
                         help="multicast URI of the members' resource, e.g. "
                              "coap://224.0.1.187/fw")
-    parser.add_argument("--group", metavar="STATE", required=True,
-                        help="group security file of the sender (Group OSCORE)")
+    parser.add_argument("--security", metavar="FILE",
+                        help="the sender's group security file or member state (a member "
+                             "state first catches up with its Group Manager)")
+    parser.add_argument("--group", dest="security", help=argparse.SUPPRESS)
     parser.add_argument("--members", metavar="SID,...",
                         help="Sender IDs (hex) that must end with the file "
                              "(default: every member in the group file)")
@@ -68,15 +73,18 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_receive_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--group", metavar="STATE", required=True,
-                        help="group security file of this member")
+    parser.add_argument("--security", metavar="FILE",
+                        help="this member's group security file or member state (a member "
+                             "state keeps following its Group Manager)")
+    parser.add_argument("--group", dest="security", help=argparse.SUPPRESS)
     parser.add_argument("--listen", metavar="ADDR", default="0.0.0.0",
                         help="address to bind the group port on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=COAP_PORT,
                         help=f"group port (default {COAP_PORT})")
-    parser.add_argument("--join", metavar="GROUP", action="append", default=[],
+    parser.add_argument("--multicast", metavar="ADDR", action="append", default=[],
                         help="multicast group to join (repeatable; default 224.0.1.187, "
                              "ff02::fd with an IPv6 --listen)")
+    parser.add_argument("--join", dest="multicast", action="append", help=argparse.SUPPRESS)
     parser.add_argument("--interface", metavar="IF", help="interface to join the groups on")
     parser.add_argument("--out", metavar="PATH", default=".",
                         help="where complete files go: a directory (one file per transfer "
@@ -111,8 +119,35 @@ def _sids(text: str | None) -> list[bytes] | None:
 # --- push --------------------------------------------------------------------------------
 
 
+async def _member(path: str, *, follow: bool) -> Opened | None:
+    """The member behind a state file linked to its GM (caught up), else None."""
+    try:
+        if not (is_member_state(path) and follows_manager(path)):
+            return None
+        return await open_member(path, follow=follow)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def _require_security(args: argparse.Namespace) -> None:
+    if args.security is None:  # not argparse's required=: the old --group also sets it
+        raise UsageError("--security FILE is required (the member's group security file)")
+
+
 async def _push(args: argparse.Namespace, view: Any) -> int:
-    ctx = _group_context(args.group)
+    _require_security(args)
+    opened = await _member(args.security, follow=False)
+    if opened is None:
+        return await _push_with(args, view, _group_context(args.security))
+    try:
+        if opened.note:
+            print(f"grouposcore push: {opened.note}", file=sys.stderr)
+        return await _push_with(args, view, opened.member.context)
+    finally:
+        await opened.member.close()
+
+
+async def _push_with(args: argparse.Namespace, view: Any, ctx: GroupContext) -> int:
     if ctx.sender_id is None:
         raise UsageError("a silent member (no Sender ID) cannot push")
     try:
@@ -174,9 +209,20 @@ def run_push(args: argparse.Namespace) -> int:
     except (GroupOscoreError, OSError) as e:
         print(f"grouposcore push: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 # --- receive -----------------------------------------------------------------------------
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A received file is readable by its owner only (it may be firmware not meant for
+    everyone on the host), as the security files are."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
 
 
 def _target(out: str, tid: bytes) -> Path:
@@ -185,7 +231,25 @@ def _target(out: str, tid: bytes) -> Path:
 
 
 async def _receive(args: argparse.Namespace) -> int:
-    ctx = _group_context(args.group)
+    _require_security(args)
+    opened = await _member(args.security, follow=True)
+    try:
+        return await _receive_with(args, opened)
+    finally:
+        if opened is not None:
+            await opened.member.close()
+
+
+async def _receive_with(args: argparse.Namespace, opened: Opened | None) -> int:
+    inner: ServerSecurity
+    if opened is None:
+        inner = ServerSecurity([_group_context(args.security)])
+    else:
+        inner = opened.member.server_security()
+        if opened.note:
+            print(f"grouposcore receive: {opened.note}", file=sys.stderr)
+    member = None if opened is None else opened.member
+    ctx = inner.contexts[0] if opened is None else opened.member.context
     senders = _sids(args.senders)
     done: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
     receiver = PushReceiver(max_size=args.max_size)
@@ -193,18 +257,24 @@ async def _receive(args: argparse.Namespace) -> int:
                                 on_complete=lambda tid, data: done.put_nowait((tid, data)))
     site = Site()
     site.add("fw", resource)
-    hook = SenderTagging(ServerSecurity([ctx]))
+    hook = SenderTagging(inner)
     v6 = ":" in args.listen
-    group_ep = await Endpoint.create((args.listen, args.port), site=site, server_security=hook,
-                                     reuse_address=True, multicast_interface=args.interface,
-                                     leisure=args.leisure)
-    # A second, unicast endpoint for repairs: several members on one host share the group
-    # port, so that port does not reach one member; reports name this one instead.
-    unicast = await Endpoint.create((args.listen, 0), site=site, server_security=hook)
+    # Several members on one host share the group port, so that port does not reach one
+    # member: each has its own unicast endpoint for repairs (the reports name it) and
+    # answers group requests from it (serve does the same).
+    unicast_sock = UdpSocket((args.listen, 0))
+    unicast = Endpoint(unicast_sock, site=site, server_security=hook)
+    try:
+        group_ep = Endpoint(GroupPortSocket((args.listen, args.port), unicast_sock), site=site,
+                            server_security=hook, multicast_interface=args.interface,
+                            leisure=args.leisure)
+    except BaseException:
+        await unicast.close()
+        raise
     receiver.port = unicast.address[1]
     stop = stop_on_signals()
     try:
-        for group in args.join or (["ff02::fd"] if v6 else ["224.0.1.187"]):
+        for group in args.multicast or (["ff02::fd"] if v6 else ["224.0.1.187"]):
             group_ep.join_group(group, args.interface)
         info = {"event": "listening", "group_port": group_ep.address[1],
                 "repair_port": unicast.address[1],
@@ -213,16 +283,21 @@ async def _receive(args: argparse.Namespace) -> int:
               f"listening on port {info['group_port']} (repairs to port "
               f"{info['repair_port']}), Sender ID {info['sender_id'] or '-'}", flush=True)
         while not stop.is_set():
+            if member is not None and member.terminated:
+                print(f"grouposcore receive: no longer a member of {member.group} (evicted "
+                      "by the Group Manager); stopping", file=sys.stderr, flush=True)
+                return 1
             getter = asyncio.ensure_future(done.get())
             stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({getter, stopper}, timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if not getter.done():
                 getter.cancel()
-                break
+                continue
             tid, data = getter.result()
             path = _target(args.out, tid)
-            path.write_bytes(data)
+            _write_private(path, data)
             digest = hashlib.sha256(data).hexdigest()
             record = {"event": "received", "tid": tid.hex(), "size": len(data),
                       "sha256": digest, "path": str(path)}
@@ -253,3 +328,5 @@ def run_receive(args: argparse.Namespace) -> int:
     except (GroupOscoreError, OSError) as e:
         print(f"grouposcore receive: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130

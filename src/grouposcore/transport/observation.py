@@ -129,7 +129,10 @@ class Observation:
         # EXCHANGE_LIFETIME), also when only unverifiable answers came.
         limit = self._timeout if self._timeout is not None else self._ep.params.exchange_lifetime
         try:
-            return await asyncio.wait_for(self._queue.get(), limit)
+            # not wait_for: on 3.11 it can swallow a cancellation that races with the
+            # answer, and the caller's task would never end
+            async with asyncio.timeout(limit):
+                return await self._queue.get()
         except TimeoutError:
             self._end()
             raise RequestTimeout(

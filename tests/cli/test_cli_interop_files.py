@@ -162,3 +162,13 @@ def test_group_contexts_are_not_exported(tmp_path: Path,
     assert main(["group", "export", str(tmp_path / "a.json"), "--format", "libcoap",
                  "--out", str(tmp_path / "a.conf")]) == 2
     assert "RFC 8613 contexts only" in capsys.readouterr().err
+
+
+def test_foreign_contexts_start_with_invalid_replay_windows(tmp_path: Path) -> None:
+    """aiocoap and libcoap files are storage too (issue 9 item 2): a request recorded before
+    this process started must not be delivered again, so their windows wait for Echo."""
+    for path in (_aiocoap_dir(tmp_path / "ctx", "01", "server"),
+                 _libcoap_conf(tmp_path / "server.conf", "server", "client")):
+        context = load_context(str(path))
+        assert isinstance(context, SecurityContext)
+        assert not context.replay_window.valid, path

@@ -1,0 +1,110 @@
+"""EDHOC over CoAP (RFC 9528 Appendix A.2): the initiator's two POSTs to
+``/.well-known/edhoc`` and the responder's resource.
+
+The initiator POSTs ``true || message_1`` and gets message_2 in a 2.04; then POSTs
+``C_R || message_3`` and gets message_4 (or an empty 2.04). An EDHOC error message comes in a
+4.00/5.00 with Content-Format application/edhoc+cbor-seq; any other error response (e.g. a
+plain 4.00 or 4.04) is reported by its code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from grouposcore.coap import Code, Message
+from grouposcore.edhoc.protocol import (
+    CF_EDHOC_CBOR_SEQ,
+    ERR_UNSPECIFIED,
+    Established,
+    Initiator,
+    OscoreParameters,
+    ResponderSessions,
+    encode_error,
+    parse_error,
+)
+from grouposcore.errors import EdhocError
+from grouposcore.transport import Endpoint, Resource
+
+__all__ = ["WELL_KNOWN_EDHOC", "EdhocResource", "initiate"]
+
+log = logging.getLogger(__name__)
+
+WELL_KNOWN_EDHOC = (".well-known", "edhoc")
+
+
+def _request(payload: bytes) -> Message:
+    msg = Message(Code.POST, payload=payload)
+    msg.options.uri_path = list(WELL_KNOWN_EDHOC)
+    return msg
+
+
+def _check(response: Message, step: str) -> bytes:
+    if response.code == Code.CHANGED:
+        return response.payload
+    if response.code >= 128 and response.options.content_format == CF_EDHOC_CBOR_SEQ:
+        raise parse_error(response.payload)
+    code = f"{response.code >> 5}.{response.code & 31:02d}"
+    text = response.payload[:120].decode("utf-8", "replace")
+    raise EdhocError(f"EDHOC {step} refused with {code}{': ' + text if text else ''}")
+
+
+async def initiate(
+    endpoint: Endpoint,
+    remote: tuple[str, int],
+    initiator: Initiator,
+    *,
+    timeout: float | None = 10.0,
+) -> OscoreParameters:
+    """Run EDHOC with the responder at ``remote``; the OSCORE parameters it yields.
+
+    Two round trips (message_1/message_2, message_3/message_4)."""
+    r2 = await endpoint.request(_request(initiator.message_1()), remote, timeout=timeout)
+    message_3 = initiator.message_3(_check(r2, "message_1"))
+    r4 = await endpoint.request(_request(message_3), remote, timeout=timeout)
+    return initiator.finish(_check(r4, "message_3"))
+
+
+class EdhocResource(Resource):
+    """``/.well-known/edhoc`` of a responder: each verified message_3 is handed to
+    ``on_established`` (which may refuse it by raising an ``EdhocError``: the initiator then
+    gets an EDHOC error message and no context is kept)."""
+
+    hidden = True
+
+    def __init__(
+        self,
+        sessions: ResponderSessions | Callable[[], ResponderSessions],
+        on_established: Callable[[Established], None],
+    ) -> None:
+        super().__init__()
+        self._sessions = sessions
+        self.on_established = on_established
+
+    @property
+    def sessions(self) -> ResponderSessions:
+        """The session table (a factory given at construction is called on first use, so a
+        responder makes its identity only when someone runs EDHOC)."""
+        if not isinstance(self._sessions, ResponderSessions):
+            self._sessions = self._sessions()
+        return self._sessions
+
+    async def render_post(self, request: Message) -> Message:
+        reply = self.sessions.handle(request.payload)
+        if reply.established is not None:
+            try:
+                self.on_established(reply.established)
+            except EdhocError as e:
+                log.info("EDHOC session with %s refused: %s", reply.established.name, e)
+                return _message(Code.BAD_REQUEST, encode_error(ERR_UNSPECIFIED, str(e)))
+            log.info("EDHOC: %s authenticated", reply.established.name)
+        elif reply.error is not None:
+            log.info("EDHOC request refused: %s", reply.error)
+        return _message(reply.code, reply.payload, reply.content_format)
+
+
+def _message(code: int, payload: bytes, cf: int | None = CF_EDHOC_CBOR_SEQ) -> Message:
+    msg = Message(code, payload=payload)
+    if cf is not None and payload:
+        msg.options.content_format = cf
+    return msg

@@ -28,7 +28,10 @@ from typing import Any
 
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
+from grouposcore.edhoc.coap import WELL_KNOWN_EDHOC, EdhocResource
+from grouposcore.edhoc.protocol import Established
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
+from grouposcore.manager.edhoc_gm import GmEdhoc
 from grouposcore.manager.params import Code, Param, loads_strict
 from grouposcore.manager.store import ChannelMaterial, GroupRecord
 from grouposcore.oscore.context import SecurityContext
@@ -135,6 +138,10 @@ class GroupManagerService:
         self.protection = Protection(oscore=True, accept=self._accepts)
         self.site = _GmSite(self)
         self.endpoint: Endpoint | None = None
+        #: EDHOC (RFC 9528): nodes admitted by credential get their channel at /.well-known/edhoc
+        self.edhoc = GmEdhoc(gm)
+        edhoc = EdhocResource(lambda: self.edhoc.sessions, self._edhoc_done)
+        self.site.add(WELL_KNOWN_EDHOC, edhoc)
         for material in gm.store.channels():
             self._install(material, restarted=True)
         for g in gm.store.groups():
@@ -251,6 +258,9 @@ class GroupManagerService:
         )
         self._contexts[material.node] = context
         self._security.add(material.node, context)
+
+    def _edhoc_done(self, established: Established) -> None:
+        self._install(self.edhoc.channel(established), restarted=False)
 
     def _num_of(self, note: Notification) -> int | None:
         if note.code != Code.CONTENT or len(note.path) != 2:

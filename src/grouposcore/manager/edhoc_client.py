@@ -31,7 +31,7 @@ from grouposcore.manager.params import Code
 from grouposcore.oscore.security import ClientSecurity
 from grouposcore.transport import Endpoint, Observation
 
-__all__ = ["ChannelLost", "EdhocGroupManagerClient", "EdhocIdentity"]
+__all__ = ["ChannelLost", "EdhocGroupManagerClient", "EdhocIdentity", "default_cred_path"]
 
 
 class ChannelLost(OscoreError):
@@ -67,7 +67,7 @@ class EdhocIdentity:
         file, ``kid`` rebuilds it from the key."""
         key = read_key_file(key_file)
         if cred_file is None and kid is None:
-            cred_file = _default_cred_path(key_file)
+            cred_file = default_cred_path(key_file)
         if cred_file is not None:
             credential = read_credential_file(cred_file)
             if credential.x != key.public_xy()[0]:
@@ -89,7 +89,8 @@ class EdhocIdentity:
         return "kid-" + (self.credential.kid or b"").hex()
 
 
-def _default_cred_path(key_file: str | os.PathLike[str]) -> str:
+def default_cred_path(key_file: str | os.PathLike[str]) -> str:
+    """Where a key file's credential lives by default: ``node.key`` -> ``node.cred``."""
     text = os.fspath(key_file)
     return (text[: -len(".key")] if text.endswith(".key") else text) + ".cred"
 
@@ -162,10 +163,16 @@ class EdhocGroupManagerClient(GroupManagerClient):
         if self.security is None:
             await self.connect()
         try:
-            return await super().request(method, path, payload, cf, ok=ok)
+            response = await super().request(method, path, payload, cf, ok=ok)
         except ChannelLost:
             await self.connect()
-            return await super().request(method, path, payload, cf, ok=ok)
+            response = await super().request(method, path, payload, cf, ok=ok)
+        where = response.options.location_path
+        if where and len(where) == 4 and where[0] == "ace-group" and where[2] == "nodes":
+            # the GM names the node by its registration, which the node cannot know
+            # beforehand: the join's Location-Path (RFC 9594 §4.3.1) tells it
+            self.node = where[3]
+        return response
 
     def observe(self, group: str) -> Observation:
         """Observe /ace-group/GROUPNAME over the current channel (connect first)."""

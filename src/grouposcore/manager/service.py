@@ -260,7 +260,11 @@ class GroupManagerService:
         self._security.add(material.node, context)
 
     def _edhoc_done(self, established: Established) -> None:
-        self._install(self.edhoc.channel(established), restarted=False)
+        self.adopt_channel(self.edhoc.channel(established))
+
+    def adopt_channel(self, material: ChannelMaterial) -> None:
+        """Serve a channel stored meanwhile (an EDHOC run made it) from now on."""
+        self._install(material, restarted=False)
 
     def _num_of(self, note: Notification) -> int | None:
         if note.code != Code.CONTENT or len(note.path) != 2:

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from grouposcore.coap import Code as CoapCode
+from grouposcore.coap import Message
 from grouposcore.cose import EDDSA, Credential
 from grouposcore.edhoc.coap import initiate
-from grouposcore.edhoc.protocol import Initiator
+from grouposcore.edhoc.protocol import Initiator, parse_error
 from grouposcore.errors import EdhocCredentialError, EdhocError, EdhocPeerError, ManagerError
 from grouposcore.manager.core import GroupManager
 from grouposcore.manager.edhoc_client import EdhocGroupManagerClient, EdhocIdentity
@@ -213,5 +215,71 @@ def test_on_established_refusal_is_an_edhoc_error(tmp_path: Path) -> None:
             await ep.close()
             await svc.close()
             svc.gm.close()
+
+    run(scenario())
+
+
+def _post(payload: bytes) -> Message:
+    msg = Message(CoapCode.POST, payload=payload)
+    msg.options.uri_path = [".well-known", "edhoc"]
+    return msg
+
+
+def test_tampered_message_3_and_replayed_message_1_leave_the_gm_as_it_was(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        svc = await _gm(tmp_path)
+        ep = await Endpoint.create(("127.0.0.1", 0))
+        try:
+            key, cred = identity(b"\x09", "n")
+            svc.edhoc.register("n", cred)
+            gm_cred = svc.edhoc.credential
+            before = svc.gm.store.dump()
+            assert svc.endpoint is not None
+            addr = svc.endpoint.address
+            initiator = Initiator(key, cred, gm_cred)
+            m1 = initiator.message_1()
+            r2 = await ep.request(_post(m1), addr)
+            assert r2.code == 68
+            replay = await ep.request(_post(m1), addr)  # a new CoAP message, same message_1
+            assert replay.code == 128 and "replayed" in str(parse_error(replay.payload))
+            m3 = bytearray(initiator.message_3(r2.payload))
+            m3[-3] ^= 0x40
+            r4 = await ep.request(_post(bytes(m3)), addr)
+            assert r4.code == 128 and r4.options.content_format == 64
+            assert svc.gm.store.dump() == before and svc.edhoc.sessions.pending() == 0
+            # the GM still serves: a genuine run completes
+            await initiate(ep, addr, Initiator(key, cred, gm_cred))
+            assert svc.gm.store.channel("n") is not None
+        finally:
+            await ep.close()
+            await svc.close()
+            svc.gm.close()
+
+    run(scenario())
+
+
+def test_manager_serve_sync_keeps_the_context_an_edhoc_run_installed(tmp_path: Path) -> None:
+    from grouposcore.cli.manager_cmd import _SyncedService
+
+    async def scenario() -> None:
+        gm = GroupManager(tmp_path / "gm.db")
+        svc = _SyncedService(gm)
+        await svc.start(("127.0.0.1", 0))
+        ep = await Endpoint.create(("127.0.0.1", 0))
+        try:
+            key, cred = identity(b"\x0c", "n")
+            svc.edhoc.register("n", cred)
+            assert svc.endpoint is not None
+            await initiate(ep, svc.endpoint.address, Initiator(key, cred, svc.edhoc.credential))
+            installed = svc._contexts["n"]
+            svc.sync()
+            # re-installing would start a fresh replay window: replays would verify again
+            assert svc._contexts["n"] is installed
+        finally:
+            await ep.close()
+            await svc.close()
+            gm.close()
 
     run(scenario())

@@ -283,3 +283,73 @@ def test_manager_serve_sync_keeps_the_context_an_edhoc_run_installed(tmp_path: P
             gm.close()
 
     run(scenario())
+
+
+def _counting(ep: Endpoint) -> list[tuple[str, ...]]:
+    sent: list[tuple[str, ...]] = []
+    original = ep.request
+
+    async def request(message: Message, *args: Any, **kw: Any) -> Message:
+        sent.append(tuple(message.options.uri_path))
+        return await original(message, *args, **kw)
+
+    ep.request = request  # type: ignore[method-assign]
+    return sent
+
+
+@pytest.mark.parametrize("combined", [True, False])
+def test_edhoc_join_round_trips(tmp_path: Path, combined: bool) -> None:
+    async def scenario() -> None:
+        svc = await _gm(tmp_path)
+        ep = await Endpoint.create(("127.0.0.1", 0))
+        try:
+            key, cred = identity(b"\x0d", "n")
+            svc.edhoc.register("n", cred)
+            svc.gm.allow("n", "g", RS)
+            sent = _counting(ep)
+            assert svc.endpoint is not None
+            client = EdhocGroupManagerClient(
+                ep, svc.endpoint.address, EdhocIdentity(key, cred, svc.edhoc.credential),
+                combined=combined,
+            )
+            skey, scred = _signing("n")
+            await client.join("g", RS, credential=scred, private_key=skey)
+            edhoc = [p for p in sent if p == (".well-known", "edhoc")]
+            # message_1 (+ message_3 unless it rides on the first join request), then the
+            # join's two exchanges (challenge, join with proof of possession)
+            assert len(edhoc) == (1 if combined else 2) and len(sent) - len(edhoc) == 2
+            assert [m.node for m in svc.gm.members("g")] == ["n"]
+            assert svc.edhoc.sessions.pending() == 0
+        finally:
+            await ep.close()
+            await svc.close()
+            svc.gm.close()
+
+    run(scenario())
+
+
+def test_combined_request_with_an_unknown_credential_is_refused_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        svc = await _gm(tmp_path)
+        ep = await Endpoint.create(("127.0.0.1", 0))
+        try:
+            key, cred = identity(b"\x0e", "stranger")
+            svc.gm.allow("stranger", "g", RS)
+            assert svc.endpoint is not None
+            client = EdhocGroupManagerClient(
+                ep, svc.endpoint.address, EdhocIdentity(key, cred, svc.edhoc.credential)
+            )
+            before = svc.gm.store.dump()
+            # the combined attempt is refused (4.00 with the reason), the explicit retry
+            # gets the EDHOC error message
+            with pytest.raises(EdhocPeerError, match="does not know our credential"):
+                await client.join("g", RS)
+            assert svc.gm.store.dump() == before and svc.edhoc.sessions.pending() == 0
+        finally:
+            await ep.close()
+            await svc.close()
+            svc.gm.close()
+
+    run(scenario())

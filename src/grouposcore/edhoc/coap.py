@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import cbor2
 
@@ -30,16 +31,18 @@ from grouposcore.edhoc.protocol import (
 from grouposcore.errors import EdhocError, OscoreError
 from grouposcore.oscore.context import SecurityContext
 from grouposcore.oscore.option import decode_option
-from grouposcore.oscore.security import ServerSecurity
+from grouposcore.oscore.security import ClientSecurity, ServerSecurity
 from grouposcore.transport import Endpoint, Resource
 
 __all__ = [
     "OPTION_EDHOC",
     "WELL_KNOWN_EDHOC",
+    "CombinedClientSecurity",
     "CombinedRequestError",
     "EdhocResource",
     "EdhocServerSecurity",
     "initiate",
+    "initiate_combined",
     "take_combined",
 ]
 
@@ -51,9 +54,12 @@ OPTION_EDHOC = 21
 
 
 class CombinedRequestError(OscoreError):
-    """An EDHOC + OSCORE request whose message_3 does not complete an EDHOC session."""
+    """An EDHOC + OSCORE request whose message_3 does not complete an EDHOC session; the
+    4.00 answer says why (as an EDHOC error message would)."""
 
-    diagnostic = "EDHOC failed"
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.diagnostic = message
 
 
 def take_combined(
@@ -110,6 +116,38 @@ async def initiate(
     message_3 = initiator.message_3(_check(r2, "message_1"))
     r4 = await endpoint.request(_request(message_3), remote, timeout=timeout)
     return initiator.finish(_check(r4, "message_3"))
+
+
+async def initiate_combined(
+    endpoint: Endpoint,
+    remote: tuple[str, int],
+    initiator: Initiator,
+    *,
+    timeout: float | None = 10.0,
+) -> tuple[OscoreParameters, bytes]:
+    """The first round trip of EDHOC only: the OSCORE parameters and the message_3 to send
+    with the first OSCORE request (RFC 9668, see :class:`CombinedClientSecurity`)."""
+    r2 = await endpoint.request(_request(initiator.message_1()), remote, timeout=timeout)
+    initiator.message_3(_check(r2, "message_1"))
+    assert initiator.raw_message_3 is not None
+    return initiator.finish(), initiator.raw_message_3
+
+
+class CombinedClientSecurity(ClientSecurity):
+    """An EDHOC-derived OSCORE context whose first request carries message_3 (EDHOC option,
+    message_3 in front of the protected payload; RFC 9668): EDHOC completes with it."""
+
+    def __init__(self, context: SecurityContext, message_3: bytes | None) -> None:
+        super().__init__(context)
+        self.message_3 = message_3
+
+    def protect_request(self, request: Message) -> tuple[Message, Any]:
+        protected, binding = super().protect_request(request)
+        if self.message_3 is not None:
+            protected.options.set(OPTION_EDHOC, b"")
+            protected.payload = self.message_3 + protected.payload
+            self.message_3 = None
+        return protected, binding
 
 
 class EdhocResource(Resource):

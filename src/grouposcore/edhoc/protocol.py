@@ -230,7 +230,8 @@ class Initiator:
         self.c_i = c_i if c_i is not None else random_conn_id()
         self.c_r: bytes | None = None
         self._lakers = lakers.EdhocInitiator()
-        self._message_3: bytes | None = None
+        #: message_3 alone (for an EDHOC + OSCORE combined request, RFC 9668)
+        self.raw_message_3: bytes | None = None
 
     def message_1(self) -> bytes:
         """The request payload: ``true`` followed by message_1."""
@@ -263,7 +264,8 @@ class Initiator:
         except _LAKERS_ERRORS as e:
             raise EdhocError(f"message_2 does not verify: {e}") from None
         self.c_r = c_r
-        return encode_conn_id(c_r) + bytes(message_3)
+        self.raw_message_3 = bytes(message_3)
+        return encode_conn_id(c_r) + self.raw_message_3
 
     def finish(self, message_4: bytes = b"") -> OscoreParameters:
         """Complete after message_3 was delivered: with the responder's message_4 if it sent

@@ -17,7 +17,7 @@ from typing import Any
 
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
-from grouposcore.edhoc.coap import initiate
+from grouposcore.edhoc.coap import CombinedClientSecurity, initiate, initiate_combined
 from grouposcore.edhoc.credentials import (
     EdhocCredential,
     EdhocKey,
@@ -28,7 +28,6 @@ from grouposcore.edhoc.protocol import Initiator, OscoreParameters
 from grouposcore.errors import EdhocCredentialError, OscoreError
 from grouposcore.manager.client import GroupManagerClient
 from grouposcore.manager.params import Code
-from grouposcore.oscore.security import ClientSecurity
 from grouposcore.transport import Endpoint, Observation
 
 __all__ = ["ChannelLost", "EdhocGroupManagerClient", "EdhocIdentity", "default_cred_path"]
@@ -101,12 +100,16 @@ def default_cred_path(key_file: str | os.PathLike[str]) -> str:
 _LOST = (CoapCode.UNAUTHORIZED, CoapCode.BAD_REQUEST)
 
 
-class _EdhocChannelSecurity(ClientSecurity):
+class _EdhocChannelSecurity(CombinedClientSecurity):
     """The channel's ClientSecurity, telling a lost channel apart from other failures."""
 
     def unprotect_response(self, response: Message, binding: Any) -> Any:
         if 9 not in response.options and response.code in _LOST:
-            raise ChannelLost("the Group Manager does not know this EDHOC channel any more")
+            why = response.payload[:200].decode("utf-8", "replace")
+            raise ChannelLost(
+                "the Group Manager does not know this EDHOC channel"
+                + (f" ({why})" if why else "")
+            )
         return super().unprotect_response(response, binding)
 
 
@@ -120,8 +123,10 @@ class EdhocGroupManagerClient(GroupManagerClient):
         identity: EdhocIdentity,
         *,
         timeout: float | None = 10.0,
+        combined: bool = True,
     ) -> None:
         self.endpoint = endpoint
+        self.combined = combined
         self.gm_address = gm_address
         self.node = identity.node
         self.timeout = timeout
@@ -133,18 +138,28 @@ class EdhocGroupManagerClient(GroupManagerClient):
         #: completed EDHOC runs (each is two round trips)
         self.handshakes = 0
 
-    async def connect(self) -> OscoreParameters:
-        """Run EDHOC with the GM and make its result the channel."""
+    async def connect(self, *, combined: bool | None = None) -> OscoreParameters:
+        """Run EDHOC with the GM and make its result the channel. ``combined`` (default:
+        :attr:`combined`) sends message_3 with the next request (RFC 9668; one round trip
+        instead of two), else in its own exchange, where an error is an EDHOC error."""
         initiator = Initiator(
             self.identity.key,
             self.identity.credential,
             self.identity.gm_credential,
             by_value=self.identity.by_value,
         )
-        params = await initiate(self.endpoint, self.gm_address, initiator, timeout=self.timeout)
+        message_3 = None
+        if self.combined if combined is None else combined:
+            params, message_3 = await initiate_combined(
+                self.endpoint, self.gm_address, initiator, timeout=self.timeout
+            )
+        else:
+            params = await initiate(
+                self.endpoint, self.gm_address, initiator, timeout=self.timeout
+            )
         self.channel = params
         self.context = params.context()
-        self.security = _EdhocChannelSecurity(self.context)
+        self.security = _EdhocChannelSecurity(self.context, message_3)
         self.handshakes += 1
         return params
 
@@ -165,7 +180,8 @@ class EdhocGroupManagerClient(GroupManagerClient):
         try:
             response = await super().request(method, path, payload, cf, ok=ok)
         except ChannelLost:
-            await self.connect()
+            # explicit message_3 this time: a refusal then comes as an EDHOC error message
+            await self.connect(combined=False)
             response = await super().request(method, path, payload, cf, ok=ok)
         where = response.options.location_path
         if where and len(where) == 4 and where[0] == "ace-group" and where[2] == "nodes":

@@ -22,14 +22,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
-from grouposcore.edhoc.coap import WELL_KNOWN_EDHOC, EdhocResource
+from grouposcore.edhoc.coap import (
+    OPTION_EDHOC,
+    WELL_KNOWN_EDHOC,
+    CombinedRequestError,
+    EdhocResource,
+    take_combined,
+)
 from grouposcore.edhoc.protocol import Established
+from grouposcore.errors import EdhocError
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
 from grouposcore.manager.edhoc_gm import GmEdhoc
 from grouposcore.manager.params import Code, Param, loads_strict
@@ -65,6 +72,8 @@ class _ChannelSecurity:
     def __init__(self) -> None:
         self.oscore = ServerSecurity()
         self.nodes: dict[int, str] = {}
+        #: completes an EDHOC + OSCORE combined request (RFC 9668), returning the plain one
+        self.combined: Callable[[Message], Message] | None = None
 
     def add(self, node: str, context: SecurityContext) -> None:
         self.oscore.add(context)
@@ -79,6 +88,8 @@ class _ChannelSecurity:
         return None if context is None else self.nodes.get(id(context))
 
     def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
+        if self.combined is not None and OPTION_EDHOC in request.options:
+            request = self.combined(request)
         result = self.oscore.unprotect_request(request)
         if result is None:
             return None
@@ -142,6 +153,7 @@ class GroupManagerService:
         self.edhoc = GmEdhoc(gm)
         edhoc = EdhocResource(lambda: self.edhoc.sessions, self._edhoc_done)
         self.site.add(WELL_KNOWN_EDHOC, edhoc)
+        self._security.combined = self._edhoc_combined
         for material in gm.store.channels():
             self._install(material, restarted=True)
         for g in gm.store.groups():
@@ -261,6 +273,14 @@ class GroupManagerService:
 
     def _edhoc_done(self, established: Established) -> None:
         self.adopt_channel(self.edhoc.channel(established))
+
+    def _edhoc_combined(self, request: Message) -> Message:
+        plain, established = take_combined(request, self.edhoc.sessions)
+        try:
+            self._edhoc_done(established)
+        except EdhocError as e:
+            raise CombinedRequestError(str(e)) from None
+        return plain
 
     def adopt_channel(self, material: ChannelMaterial) -> None:
         """Serve a channel stored meanwhile (an EDHOC run made it) from now on."""

@@ -175,3 +175,21 @@ def test_error_message_parses_to_a_peer_error() -> None:
     err = parse_error(cbor2.dumps(1) + cbor2.dumps("nope"))
     assert isinstance(err, EdhocPeerError) and "nope" in str(err) and err.err_code == 1
     assert parse_error(b"\xff").err_code == -1
+
+
+def test_byte_string_connection_identifier_when_the_one_byte_ints_are_taken() -> None:
+    gm_key, gm_cred = identity(b"\x47", "gm")
+    node_key, node_cred = identity(b"\x0a", "node")
+    ints = [bytes([b]) for b in (*range(0x00, 0x18), *range(0x20, 0x38))]
+    sessions = sessions_for(gm_key, gm_cred, {"node": node_cred}, taken_ids=lambda: ints)
+    initiator = Initiator(node_key, node_cred, gm_cred)
+    r2 = sessions.handle(initiator.message_1())
+    m3 = initiator.message_3(r2.payload)
+    assert initiator.c_r == b"\x18" and m3[:2] == b"\x41\x18"  # CBOR bstr h'18' on the wire
+    r4 = sessions.handle(m3)
+    assert r4.established is not None
+    node, gm = initiator.finish(r4.payload), r4.established.oscore
+    assert node.sender_id == gm.recipient_id == b"\x18"
+    req = Message(2, payload=b"x")
+    protected, _ = node.context().protect_request(req)
+    assert gm.context().unprotect_request(protected)[0].payload == b"x"

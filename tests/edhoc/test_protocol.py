@@ -193,3 +193,11 @@ def test_byte_string_connection_identifier_when_the_one_byte_ints_are_taken() ->
     req = Message(2, payload=b"x")
     protected, _ = node.context().protect_request(req)
     assert gm.context().unprotect_request(protected)[0].payload == b"x"
+
+
+def test_unsupported_method_is_an_edhoc_error_without_a_session() -> None:
+    sessions, initiator, *_ = _pair()
+    m1 = initiator.message_1()
+    reply = sessions.handle(m1[:1] + b"\x00" + m1[2:])  # method 0 (signature keys)
+    assert reply.code == 128 and sessions.pending() == 0
+    assert "unsupported EDHOC method" in str(parse_error(reply.payload))

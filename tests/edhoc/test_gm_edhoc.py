@@ -12,7 +12,12 @@ from grouposcore.coap import Message
 from grouposcore.cose import EDDSA, Credential
 from grouposcore.edhoc.coap import initiate
 from grouposcore.edhoc.protocol import Initiator, parse_error
-from grouposcore.errors import EdhocCredentialError, EdhocError, EdhocPeerError, ManagerError
+from grouposcore.errors import (
+    EdhocCredentialError,
+    EdhocError,
+    EdhocPeerError,
+    ManagerError,
+)
 from grouposcore.manager.core import GroupManager
 from grouposcore.manager.edhoc_client import EdhocGroupManagerClient, EdhocIdentity
 from grouposcore.manager.params import Role
@@ -347,6 +352,35 @@ def test_combined_request_with_an_unknown_credential_is_refused_with_a_reason(
             with pytest.raises(EdhocPeerError, match="does not know our credential"):
                 await client.join("g", RS)
             assert svc.gm.store.dump() == before and svc.edhoc.sessions.pending() == 0
+        finally:
+            await ep.close()
+            await svc.close()
+            svc.gm.close()
+
+    run(scenario())
+
+
+def test_a_new_edhoc_run_drops_the_old_channels_sequence_reservation(tmp_path: Path) -> None:
+    from grouposcore.manager.channel import channel_sequence_key
+
+    async def scenario() -> None:
+        svc = await _gm(tmp_path)
+        ep = await Endpoint.create(("127.0.0.1", 0))
+        try:
+            key, cred = identity(b"\x0f", "n")
+            svc.edhoc.register("n", cred)
+            assert svc.endpoint is not None
+            keys = []
+            for _ in range(3):
+                await initiate(
+                    ep, svc.endpoint.address, Initiator(key, cred, svc.edhoc.credential)
+                )
+                channel = svc.gm.store.channel("n")
+                assert channel is not None
+                keys.append(channel_sequence_key(channel))
+                svc.gm.store.reserve(keys[-1], 64)  # as the GM's notifications would
+            rows = [r[0] for r in svc.gm.store.dump()["sequence_numbers"]]
+            assert rows == [keys[-1]]  # one row per node, not one per EDHOC run
         finally:
             await ep.close()
             await svc.close()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from grouposcore.edhoc.credentials import EdhocCredential, EdhocKey, IdCred
 from grouposcore.edhoc.protocol import Established, ResponderSessions
 from grouposcore.errors import EdhocCredentialError, EdhocError, ManagerError
+from grouposcore.manager.channel import channel_sequence_key
 from grouposcore.manager.store import ChannelMaterial
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class GmEdhoc:
                 raise EdhocError("connection identifier taken meanwhile; run EDHOC again")
             if established.name not in self.registered():
                 raise EdhocCredentialError(f"{established.name!r} is no longer registered")
+            old = store.channel(established.name)
             material = ChannelMaterial(
                 node=established.name,
                 master_secret=p.master_secret,
@@ -128,4 +130,7 @@ class GmEdhoc:
                 hkdf_alg=p.hkdf_alg,
             )
             store.put_channel(material)
+            if old is not None and old.master_secret != material.master_secret:
+                # one reservation row per EDHOC run would pile up: the old keys are gone
+                store.forget_sequence(channel_sequence_key(old))
         return material

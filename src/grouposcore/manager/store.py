@@ -682,6 +682,11 @@ class Store:
                 "INSERT OR REPLACE INTO sequence_numbers(key, upto) VALUES (?, ?)", (key, upto)
             )
 
+    def forget_sequence(self, key: str) -> None:
+        """Drop the reservation of a sender whose keys are gone for good (they never come
+        back, so neither can a nonce reuse)."""
+        self._write("DELETE FROM sequence_numbers WHERE key=?", (key,))
+
     # --- whole-state view ---------------------------------------------------------------
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:

@@ -217,3 +217,24 @@ class RoleNotAuthorized(OscoreError):
 class PushError(GroupOscoreError):
     """A firmware-push message is malformed or does not fit the transfer it names; the
     receiver's state is left as it was."""
+
+
+# --- EDHOC (RFC 9528) -----------------------------------------------------------------------
+
+
+class EdhocError(GroupOscoreError):
+    """An EDHOC exchange failed: a malformed or unverifiable message, or a peer or credential
+    this side does not accept. The session is dropped; nothing else changes."""
+
+
+class EdhocCredentialError(EdhocError):
+    """An EDHOC key or credential (CCS) that is unusable or not the expected one."""
+
+
+class EdhocPeerError(EdhocError):
+    """The peer answered with an EDHOC error message (RFC 9528 §6): ``err_code`` and its info."""
+
+    def __init__(self, message: str, *, err_code: int, err_info: object = None) -> None:
+        super().__init__(message)
+        self.err_code = err_code
+        self.err_info = err_info

@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=3.0,
                         help="longest wait for the answers to one command (default 3 s)")
     parser.add_argument("--seed", type=int, help="seed for the demo's random choices")
+    parser.add_argument("--channels", action="store_true",
+                        help="nodes join over channels the GM commissions (what channel files "
+                             "hold) instead of EDHOC with their own key pairs")
     parser.add_argument("--processes", type=int, default=1, metavar="N",
                         help="run the lights in N worker processes (default 1: all in this "
                              "one)")
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         lights=args.lights, db=Path(args.db) if args.db else None,
         interface=args.interface or "lo", ipv6=args.ipv6, port=args.port,
         unicast=args.unicast, firmware=args.firmware, timeout=args.timeout, seed=args.seed,
-        processes=max(1, args.processes),
+        processes=max(1, args.processes), edhoc=not args.channels,
     )  # fmt: skip
     view = choose_view(args.json)
     try:

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from grouposcore import __version__
-from grouposcore.cli import client, demo_cmd, group, manager_cmd, push_cmd, server
+from grouposcore.cli import client, demo_cmd, group, keygen_cmd, manager_cmd, push_cmd, server
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Join GROUP (or resume from --state) through the Group "
                                    "Manager and write the member's state file (0600).")
     manager_cmd.add_join_arguments(p)
+    _common(p)
+    p = sub.add_parser("keygen", help="make an EDHOC key pair and credential (for join --key)",
+                       description=keygen_cmd.__doc__)
+    keygen_cmd.add_arguments(p)
     _common(p)
     p = sub.add_parser("demo", help="a secured lighting group with a Group Manager, end to end",
                        description=demo_cmd.__doc__)
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return manager_cmd.run_manager(args)
     if args.command == "join":
         return manager_cmd.run_join(args)
+    if args.command == "keygen":
+        return keygen_cmd.run(args)
     if args.command == "demo":
         return demo_cmd.run(args, argv)
     if args.command == "push":

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from grouposcore.cli import edhoc_cmd
 from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import write_link
 from grouposcore.coap import Message
@@ -151,7 +152,9 @@ def add_manager_arguments(
                         "coap://[::1]:5683 (required unless the channel file names it)")
     p.add_argument("--recommission", action="store_true",
                    help="new channel keys for the node (its old channel file stops working)")
+    edhoc_cmd.add_allow_arguments(p)
     db(p)
+    edhoc_cmd.add_manager_commands(sub, db)
 
     p = sub.add_parser("evict", help="remove a member and rekey the group")
     p.add_argument("group", metavar="GROUP")
@@ -173,8 +176,10 @@ def add_join_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("group", metavar="GROUP")
     parser.add_argument("--manager", metavar="URI",
                         help="the GM, e.g. coap://127.0.0.1:5683 (default: from the channel file)")
-    parser.add_argument("--channel", metavar="FILE", required=True,
-                        help="the node's channel file from 'grouposcore manager allow'")
+    parser.add_argument("--channel", metavar="FILE",
+                        help="the node's channel file from 'grouposcore manager allow' "
+                             "(or --key and --gm-cred: EDHOC)")
+    edhoc_cmd.add_join_arguments(parser)
     parser.add_argument("--state", metavar="FILE", required=True,
                         help="the member's state file (written 0600; resumed from if present)")
     parser.add_argument("--roles", type=parse_roles, default=[Role.REQUESTER, Role.RESPONDER],
@@ -233,6 +238,8 @@ def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
         args.group, args.node = args.node, args.group
     if gm.group(args.group) is None:
         return _fail("manager allow", f"no group {args.group!r}")
+    if args.cred and not args.channel_out:
+        return edhoc_cmd.allow(gm, args)
     gm.allow(args.node, args.group, args.roles)
     channel = gm.store.channel(args.node)
     if channel is None or args.recommission:
@@ -315,6 +322,8 @@ def run_manager(args: argparse.Namespace) -> int:
             return _group_create(gm, args)
         if args.manager_command == "allow":
             return _allow(gm, args)
+        if args.manager_command == "credential":
+            return edhoc_cmd.credential(gm, args)
         if args.manager_command == "evict":
             gm.evict(args.group, args.node, revoke=not args.keep_access)
             g = gm.group(args.group)
@@ -368,6 +377,10 @@ class _SyncedService(GroupManagerService):
         material = super().commission(node, **kwargs)
         self._channels[node] = material  # installed already
         return material
+
+    def adopt_channel(self, material: ChannelMaterial) -> None:
+        super().adopt_channel(material)
+        self._channels[material.node] = material  # installed already (EDHOC)
 
     def deliver(self, notes: Iterable[Notification]) -> None:
         notes = list(notes)
@@ -484,6 +497,10 @@ def run_join(args: argparse.Namespace) -> int:
 
 
 async def _join(args: argparse.Namespace) -> int:
+    if args.key:
+        return await edhoc_cmd.join(args)
+    if not args.channel:
+        return _fail("join", "give --channel FILE, or --key and --gm-cred (EDHOC)")
     channel, noted, pinned = read_channel_file(args.channel)
     uri = args.manager or noted
     if uri is None:

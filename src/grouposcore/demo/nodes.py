@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from grouposcore.coap import Code, Message
+from grouposcore.edhoc import EdhocCredential, EdhocKey
 from grouposcore.errors import GroupOscoreError
+from grouposcore.manager.edhoc_client import EdhocIdentity
 from grouposcore.manager.params import Role
 from grouposcore.manager.runtime import GroupMember
 from grouposcore.manager.store import ChannelMaterial
@@ -134,11 +136,19 @@ class LightStatus:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def channel_to_json(channel: ChannelMaterial) -> dict[str, Any]:
+def channel_to_json(channel: ChannelMaterial | EdhocIdentity) -> dict[str, Any]:
+    if isinstance(channel, EdhocIdentity):
+        return {"edhoc": {"key": channel.key.d.hex(), "cred": channel.credential.value.hex(),
+                          "gm_cred": channel.gm_credential.value.hex()}}
     return {k: v.hex() if isinstance(v, bytes) else v for k, v in asdict(channel).items()}
 
 
-def channel_from_json(data: dict[str, Any]) -> ChannelMaterial:
+def channel_from_json(data: dict[str, Any]) -> ChannelMaterial | EdhocIdentity:
+    if "edhoc" in data:
+        e = data["edhoc"]
+        return EdhocIdentity(EdhocKey(bytes.fromhex(e["key"])),
+                             EdhocCredential.from_bytes(bytes.fromhex(e["cred"])),
+                             EdhocCredential.from_bytes(bytes.fromhex(e["gm_cred"])))
     raw = dict(data)
     for key in ("master_secret", "master_salt", "gm_sender_id", "node_sender_id"):
         raw[key] = bytes.fromhex(raw[key])
@@ -187,7 +197,8 @@ class LightNode:
         self._old: GroupContext | None = None
 
     @classmethod
-    async def start(cls, name: str, channel: ChannelMaterial, gm: tuple[str, int],
+    async def start(cls, name: str, channel: ChannelMaterial | EdhocIdentity,
+                    gm: tuple[str, int],
                     settings: LightSettings, state_dir: Path) -> LightNode:
         site = Site()
         host = "::" if settings.ipv6 else "127.0.0.1"

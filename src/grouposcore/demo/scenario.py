@@ -34,8 +34,10 @@ from grouposcore.coap import Code, Message, Type
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK
 from grouposcore.demo.nodes import GROUP, LightNode, LightSettings, LightStatus
 from grouposcore.demo.worker import RemoteLight, WorkerClient
+from grouposcore.edhoc import EdhocKey
 from grouposcore.errors import GroupOscoreError
 from grouposcore.manager.core import GroupManager
+from grouposcore.manager.edhoc_client import EdhocIdentity
 from grouposcore.manager.params import Role
 from grouposcore.manager.runtime import GroupMember
 from grouposcore.manager.service import GroupManagerService
@@ -73,6 +75,9 @@ class DemoConfig:
     seed: int | None = None
     #: worker processes for the lights (1: all in this process)
     processes: int = 1
+    #: nodes reach the GM with EDHOC (their own key pair, the GM's credential); False:
+    #: with channel material the GM commissions (what a channel file holds)
+    edhoc: bool = True
 
     @property
     def group_address(self) -> str:
@@ -228,10 +233,17 @@ class Demo:
 
     # --- setup ---------------------------------------------------------------------------
 
-    def _commission(self, name: str, roles: list[Role]) -> ChannelMaterial:
+    def _commission(self, name: str, roles: list[Role]) -> ChannelMaterial | EdhocIdentity:
+        """Admit ``name``: by its EDHOC credential (it makes its own key pair), or with
+        commissioned channel material."""
         assert self.svc is not None
         self.svc.gm.allow(name, GROUP, roles)
-        return self.svc.commission(name)
+        if not self.cfg.edhoc:
+            return self.svc.commission(name)
+        key = EdhocKey.generate()
+        credential = key.credential(len(self.svc.edhoc.registered()).to_bytes(2, "big"), name)
+        self.svc.edhoc.register(name, credential)
+        return EdhocIdentity(key, credential, self.svc.edhoc.credential)
 
     async def _start_lights(self, names: list[str]) -> None:
         """Start lights here, or spread over the workers (round robin)."""
@@ -239,7 +251,7 @@ class Demo:
         if not self.workers:
             gate = asyncio.Semaphore(16)
 
-            async def local(name: str, channel: ChannelMaterial) -> LightNode:
+            async def local(name: str, channel: ChannelMaterial | EdhocIdentity) -> LightNode:
                 async with gate:
                     return await LightNode.start(name, channel, self.gm_address,
                                                  self.settings, self.state_dir)
@@ -247,7 +259,9 @@ class Demo:
             for node in await asyncio.gather(*(local(n, c) for n, c in channels)):
                 self.handles[node.name] = node
             return
-        shares: list[list[tuple[str, ChannelMaterial]]] = [[] for _ in self.workers]
+        shares: list[list[tuple[str, ChannelMaterial | EdhocIdentity]]] = [
+            [] for _ in self.workers
+        ]
         for entry in channels:
             shares[self._next_worker % len(self.workers)].append(entry)
             self._next_worker += 1
@@ -273,7 +287,8 @@ class Demo:
         where = "" if self.cfg.processes <= 1 else f", lights in {self.cfg.processes} processes"
         self.view.step("join", f"Group Manager on {_addr(self.gm_address)}: "
                        f"group '{GROUP}', 1 switch and {self.cfg.lights} lights join "
-                       f"with proof of possession{where}")
+                       f"with proof of possession"
+                       f"{' over EDHOC channels' if self.cfg.edhoc else ''}{where}")
         if self.cfg.processes > 1:
             self.workers = list(await asyncio.gather(
                 *(WorkerClient.spawn() for _ in range(self.cfg.processes))))

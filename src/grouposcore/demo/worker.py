@@ -25,6 +25,7 @@ from grouposcore.demo.nodes import (
     channel_from_json,
     channel_to_json,
 )
+from grouposcore.manager.edhoc_client import EdhocIdentity
 from grouposcore.manager.store import ChannelMaterial
 
 __all__ = ["RemoteLight", "WorkerClient", "main"]
@@ -171,7 +172,9 @@ class WorkerClient:
         await self.proc.stdin.drain()
         return await fut
 
-    async def start(self, lights: list[tuple[str, ChannelMaterial]]) -> list[RemoteLight]:
+    async def start(
+        self, lights: list[tuple[str, ChannelMaterial | EdhocIdentity]]
+    ) -> list[RemoteLight]:
         found = await self.call("start", lights=[
             {"name": name, "channel": channel_to_json(ch)} for name, ch in lights])
         out = []

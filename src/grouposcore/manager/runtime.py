@@ -70,6 +70,7 @@ from grouposcore.manager.channel import (
     write_channel_file,
 )
 from grouposcore.manager.client import GroupManagerClient
+from grouposcore.manager.edhoc_client import EdhocGroupManagerClient, EdhocIdentity
 from grouposcore.manager.fetchlimit import Admission, FetchLimiter, FetchStats
 from grouposcore.manager.member import context_from_state_file, member_sequence
 from grouposcore.manager.member_security import (
@@ -215,7 +216,7 @@ class GroupMember:
         cls,
         endpoint: Endpoint | None,
         gm_address: tuple[str, int],
-        channel: ChannelMaterial,
+        channel: ChannelMaterial | EdhocIdentity,
         group: str,
         roles: Iterable[Role | int] | int,
         state_path: str | os.PathLike[str],
@@ -230,6 +231,8 @@ class GroupMember:
         ``channel_sequence`` (a store or a file path; default: the member's own ``.seq``
         file) keeps the channel's Sender Sequence Numbers across restarts, so the GM never
         sees a nonce twice. Without ``endpoint`` one is bound on the GM's address family.
+        An :class:`EdhocIdentity` instead of channel material establishes the channel with
+        EDHOC (again whenever the GM has lost it); nothing of it is persisted.
         """
         owned = None
         if endpoint is None:
@@ -240,6 +243,15 @@ class GroupMember:
                 host = "::1"
             endpoint = owned = await Endpoint.create((host, 0))
         try:
+            if isinstance(channel, EdhocIdentity):
+                edhoc_client = EdhocGroupManagerClient(
+                    endpoint, gm_address, channel, timeout=timeout
+                )
+                self = cls(edhoc_client, group, roles, state_path, **kwargs)
+                self._owned_endpoint = owned
+                if start:
+                    await self.start()
+                return self
             seq_store: SequenceNumberStore
             if channel_sequence is None:
                 seq_store = kwargs.pop("sequence_store", None) or FileSequenceStore(

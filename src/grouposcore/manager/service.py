@@ -22,13 +22,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
+from grouposcore.edhoc.coap import (
+    OPTION_EDHOC,
+    WELL_KNOWN_EDHOC,
+    CombinedRequestError,
+    EdhocResource,
+    take_combined,
+)
+from grouposcore.edhoc.protocol import Established
+from grouposcore.errors import EdhocError
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
+from grouposcore.manager.edhoc_gm import GmEdhoc
 from grouposcore.manager.params import Code, Param, loads_strict
 from grouposcore.manager.store import ChannelMaterial, GroupRecord
 from grouposcore.oscore.context import SecurityContext
@@ -62,6 +72,8 @@ class _ChannelSecurity:
     def __init__(self) -> None:
         self.oscore = ServerSecurity()
         self.nodes: dict[int, str] = {}
+        #: completes an EDHOC + OSCORE combined request (RFC 9668), returning the plain one
+        self.combined: Callable[[Message], Message] | None = None
 
     def add(self, node: str, context: SecurityContext) -> None:
         self.oscore.add(context)
@@ -76,6 +88,8 @@ class _ChannelSecurity:
         return None if context is None else self.nodes.get(id(context))
 
     def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
+        if self.combined is not None and OPTION_EDHOC in request.options:
+            request = self.combined(request)
         result = self.oscore.unprotect_request(request)
         if result is None:
             return None
@@ -135,6 +149,11 @@ class GroupManagerService:
         self.protection = Protection(oscore=True, accept=self._accepts)
         self.site = _GmSite(self)
         self.endpoint: Endpoint | None = None
+        #: EDHOC (RFC 9528): nodes admitted by credential get their channel at /.well-known/edhoc
+        self.edhoc = GmEdhoc(gm)
+        edhoc = EdhocResource(lambda: self.edhoc.sessions, self._edhoc_done)
+        self.site.add(WELL_KNOWN_EDHOC, edhoc)
+        self._security.combined = self._edhoc_combined
         for material in gm.store.channels():
             self._install(material, restarted=True)
         for g in gm.store.groups():
@@ -251,6 +270,21 @@ class GroupManagerService:
         )
         self._contexts[material.node] = context
         self._security.add(material.node, context)
+
+    def _edhoc_done(self, established: Established) -> None:
+        self.adopt_channel(self.edhoc.channel(established))
+
+    def _edhoc_combined(self, request: Message) -> Message:
+        plain, established = take_combined(request, self.edhoc.sessions)
+        try:
+            self._edhoc_done(established)
+        except EdhocError as e:
+            raise CombinedRequestError(str(e)) from None
+        return plain
+
+    def adopt_channel(self, material: ChannelMaterial) -> None:
+        """Serve a channel stored meanwhile (an EDHOC run made it) from now on."""
+        self._install(material, restarted=False)
 
     def _num_of(self, note: Notification) -> int | None:
         if note.code != Code.CONTENT or len(note.path) != 2:

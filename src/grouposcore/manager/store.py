@@ -132,6 +132,11 @@ CREATE TABLE IF NOT EXISTS channels (
     aead_alg INTEGER NOT NULL,
     hkdf_alg INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS edhoc_peers (
+    node TEXT PRIMARY KEY,
+    credential BLOB NOT NULL UNIQUE,
+    kid BLOB
+);
 """
 
 
@@ -632,6 +637,37 @@ class Store:
             ),
         )  # fmt: skip
 
+    # --- EDHOC (the GM's identity in meta, the nodes' credentials) -----------------------
+
+    def edhoc_identity(self) -> tuple[bytes, bytes] | None:
+        """(private key d, CCS credential) of the GM's EDHOC identity, if made yet."""
+        d = self._one("SELECT value FROM meta WHERE key='edhoc_private_key'")
+        cred = self._one("SELECT value FROM meta WHERE key='edhoc_credential'")
+        return None if d is None or cred is None else (d[0], cred[0])
+
+    def put_edhoc_identity(self, d: bytes, credential: bytes) -> None:
+        """Store the GM's EDHOC key and credential (first one wins)."""
+        self._write("INSERT INTO meta(key, value) VALUES ('edhoc_private_key', ?)", (d,))
+        self._write("INSERT INTO meta(key, value) VALUES ('edhoc_credential', ?)", (credential,))
+
+    def edhoc_peers(self) -> list[tuple[str, bytes, bytes | None]]:
+        """Every (node, CCS credential, kid) registered for EDHOC."""
+        return [
+            (r[0], r[1], r[2])
+            for r in self._all("SELECT node, credential, kid FROM edhoc_peers ORDER BY node")
+        ]
+
+    def put_edhoc_peer(self, node: str, credential: bytes, kid: bytes | None) -> None:
+        """Register (or replace) ``node``'s EDHOC credential."""
+        self._write(
+            "INSERT OR REPLACE INTO edhoc_peers(node, credential, kid) VALUES (?, ?, ?)",
+            (node, credential, kid),
+        )
+
+    def delete_edhoc_peer(self, node: str) -> None:
+        """Forget ``node``'s EDHOC credential."""
+        self._write("DELETE FROM edhoc_peers WHERE node=?", (node,))
+
     # --- sender sequence numbers (the oscore SequenceNumberStore protocol) ---------------
 
     def load(self, key: str) -> int | None:
@@ -646,11 +682,16 @@ class Store:
                 "INSERT OR REPLACE INTO sequence_numbers(key, upto) VALUES (?, ?)", (key, upto)
             )
 
+    def forget_sequence(self, key: str) -> None:
+        """Drop the reservation of a sender whose keys are gone for good (they never come
+        back, so neither can a nonce reuse)."""
+        self._write("DELETE FROM sequence_numbers WHERE key=?", (key,))
+
     # --- whole-state view ---------------------------------------------------------------
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's rows in a stable order: what 'same state after restart' compares."""
         tables = ("meta", "gm_keys", "groups", "members", "sid_allocations", "sid_cursors",
                   "evicted_elders", "stale_sets", "access", "channels",
-                  "sequence_numbers")  # fmt: skip
+                  "edhoc_peers", "sequence_numbers")  # fmt: skip
         return {t: self._all(f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}

@@ -106,6 +106,14 @@ class ReplayError(OscoreError):
     diagnostic = "Replay detected"
 
 
+class ResponseEndsExchange(OscoreError):
+    """A response that did not verify but that the client's security layer chose to act on:
+    the transport ends the exchange with this error instead of discarding the response and
+    waiting for a valid one (RFC 8613 §8.4). Only for answers whose forgery costs an
+    attacker no more than dropping the request would (e.g. a Group Manager's unprotected
+    "no such context", after which the node makes its channel again)."""
+
+
 class ProtectionError(OscoreError):
     """Decryption or signature verification failed."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from grouposcore.coap import Code, Message, OptionNumber, Type
-from grouposcore.errors import RequestTimeout
+from grouposcore.errors import RequestTimeout, ResponseEndsExchange
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.config import provision_static_group
 from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
@@ -280,3 +280,34 @@ def test_forged_notification_does_not_end_the_observation() -> None:
         obs._end()
 
     run(_with(body))
+
+
+def test_a_security_layer_may_end_the_exchange_on_an_answer_it_chose_to_act_on() -> None:
+    """ResponseEndsExchange is the one way out of "discard and keep waiting": a security
+    layer that acts on an unverified answer (a GM's unprotected 4.01, after which a node makes
+    its channel again) ends the request at once instead of at the timeout."""
+
+    class ActsOnUnprotected401(ClientSecurity):
+        def unprotect_response(self, response: Message, binding: Any) -> VerifiedMessage:
+            if response.options.get(9) is None and response.code == Code.UNAUTHORIZED:
+                raise ResponseEndsExchange("the server has no context for us")
+            return super().unprotect_response(response, binding)
+
+    async def body(client: Endpoint, server: RawServer, sec: ClientSecurity, _: bytes) -> None:
+        acting = ActsOnUnprotected401(sec.context)
+        task = asyncio.ensure_future(client.request(_get(), server.address, security=acting,
+                                                    timeout=30))
+        req, remote = await server.receive()
+        await server.send(Message(Code.UNAUTHORIZED, Type.ACK, req.mid, token=req.token),
+                          remote)
+        with pytest.raises(ResponseEndsExchange):
+            await asyncio.wait_for(task, 5)  # not the 30 s timeout
+        plain = asyncio.ensure_future(client.request(_get(), server.address, security=sec,
+                                                     timeout=0.5))
+        req, remote = await server.receive()
+        await server.send(Message(Code.UNAUTHORIZED, Type.ACK, req.mid, token=req.token),
+                          remote)
+        with pytest.raises(RequestTimeout, match="failed verification"):
+            await plain  # an ordinary security layer discards it and keeps waiting
+
+    run(_with(body, True))

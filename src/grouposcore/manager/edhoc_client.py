@@ -25,7 +25,7 @@ from grouposcore.edhoc.credentials import (
     read_key_file,
 )
 from grouposcore.edhoc.protocol import Initiator, OscoreParameters
-from grouposcore.errors import EdhocCredentialError, OscoreError
+from grouposcore.errors import EdhocCredentialError, ResponseEndsExchange
 from grouposcore.manager.client import GroupManagerClient
 from grouposcore.manager.params import Code
 from grouposcore.transport import Endpoint, Observation
@@ -33,7 +33,7 @@ from grouposcore.transport import Endpoint, Observation
 __all__ = ["ChannelLost", "EdhocGroupManagerClient", "EdhocIdentity", "default_cred_path"]
 
 
-class ChannelLost(OscoreError):
+class ChannelLost(ResponseEndsExchange):
     """The GM answered a protected request with an unprotected 4.01 or 4.00: it has no (or
     another) context for our Sender ID, so the EDHOC-derived channel must be made again."""
 

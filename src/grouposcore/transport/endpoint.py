@@ -43,6 +43,7 @@ from grouposcore.errors import (
     OscoreError,
     RequestTimeout,
     ResetReceived,
+    ResponseEndsExchange,
 )
 from grouposcore.transport import group_client
 from grouposcore.transport.blockwise import (
@@ -427,6 +428,8 @@ class Endpoint:
                     return item
                 try:
                     plain = security.unprotect_response(item, binding)
+                except ResponseEndsExchange:
+                    raise
                 except GroupOscoreError as e:
                     failures.add(item, e)
                     continue

@@ -4,6 +4,7 @@ joins in one command, against ``manager serve`` in a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ import cbor2
 import pytest
 
 from grouposcore.cli.main import main
+from grouposcore.cli.membership import follows_manager, open_member
 from grouposcore.edhoc.credentials import read_credential_file, read_key_file
 from grouposcore.errors import EdhocCredentialError
 from tests.cli.conftest import REPO, grouposcore_cmd, stop
@@ -95,6 +97,20 @@ def test_join_with_key_and_gm_credential_only(
                      "--state", str(state), "--json"]) == 0  # fmt: skip
         again = _json(capsys.readouterr().out)[0]
         assert again["started"] == "resumed" and again["sender_id"] == joined["sender_id"]
+        # the state is linked to its GM through the EDHOC files: after a rekeying, a command
+        # using --security STATE catches up (a new EDHOC run, no channel file anywhere)
+        assert follows_manager(str(state))
+        assert main(["manager", "rekey", "g", "--db", str(db), "-q"]) == 0
+
+        async def catch_up() -> tuple[int, str | None]:
+            opened = await open_member(str(state), follow=False)
+            try:
+                return opened.member.material.num, opened.note
+            finally:
+                await opened.member.close()
+
+        num, note = asyncio.run(catch_up())
+        assert num == again["num"] + 1 and note is not None and "stale" in note
         # a node whose credential was never registered gets a clear EDHOC error
         assert main(["keygen", str(tmp_path / "rogue.key"), "-q"]) == 0
         assert main(["join", "g", "--manager", f"coap://127.0.0.1:{port}",

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from grouposcore.cli.membership import EdhocFiles, write_link
 from grouposcore.coap.uri import parse_uri
 from grouposcore.edhoc.credentials import edn, read_credential_file, write_credential_file
 from grouposcore.manager.core import GroupManager
@@ -114,6 +115,8 @@ async def join(args: argparse.Namespace) -> int:
         None, (parsed.host, parsed.port), ident, args.group, args.roles, args.state,
         timeout=args.timeout, follow=False, sign_alg=args.sign_alg,
     )  # fmt: skip
+    write_link(args.state, None, args.manager,
+               edhoc=EdhocFiles(args.key, args.gm_cred, args.cred))
     try:
         m = member.material
         client = member.client

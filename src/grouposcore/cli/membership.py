@@ -1,7 +1,8 @@
 """Member state files that keep following their Group Manager.
 
 ``grouposcore join --state S`` writes the member's state ``S`` and, next to it,
-``S.gm.json``: where the node's channel file is and the GM's URI. With that link every
+``S.gm.json``: how the node reaches its GM (its channel file, or its EDHOC key and the
+GM's credential) and the GM's URI. With that link every
 command that takes ``--security S`` runs a :class:`GroupMember` instead of reading a
 frozen snapshot: ``serve`` and ``receive`` follow rekeyings, stale Sender IDs, new
 members' credentials and the eviction notice for as long as they run (and keep ``S``
@@ -20,6 +21,7 @@ from pathlib import Path
 from grouposcore.coap import parse_uri
 from grouposcore.errors import GroupOscoreError, RequestTimeout, UriError
 from grouposcore.manager import member as mb
+from grouposcore.manager.edhoc_client import EdhocIdentity
 from grouposcore.manager.runtime import GroupMember, read_channel_file
 from grouposcore.oscore.config import ConfigError
 
@@ -34,13 +36,20 @@ def link_path(state: str | os.PathLike[str]) -> Path:
     return Path(f"{state}.gm.json")
 
 
-def write_link(state: str | os.PathLike[str], channel: str | os.PathLike[str],
-               manager: str) -> Path:
-    """Record how the member in ``state`` reaches its GM (the channel file by absolute path,
-    so the state can be used from any directory)."""
+def write_link(state: str | os.PathLike[str], channel: str | os.PathLike[str] | None,
+               manager: str, *, edhoc: EdhocFiles | None = None) -> Path:
+    """Record how the member in ``state`` reaches its GM: the channel file, or the EDHOC
+    key, own credential and GM credential files (by absolute path, so the state can be used
+    from any directory)."""
     target = link_path(state)
-    doc = {"version": _LINK_VERSION, "channel": str(Path(channel).resolve()),
-           "manager": manager}
+    doc: dict[str, object] = {"version": _LINK_VERSION, "manager": manager}
+    if channel is not None:
+        doc["channel"] = str(Path(channel).resolve())
+    if edhoc is not None:
+        doc["edhoc"] = {name: str(Path(value).resolve())
+                        for name, value in vars(edhoc).items() if value is not None}
+    if ("channel" in doc) == ("edhoc" in doc):
+        raise ValueError("a Group Manager link names a channel file or EDHOC files")
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(json.dumps(doc, indent=2) + "\n")
@@ -48,9 +57,19 @@ def write_link(state: str | os.PathLike[str], channel: str | os.PathLike[str],
 
 
 @dataclass(frozen=True)
+class EdhocFiles:
+    """The files of a node that reaches its GM with EDHOC."""
+
+    key: str
+    gm_cred: str
+    cred: str | None = None
+
+
+@dataclass(frozen=True)
 class Link:
-    channel: Path
+    channel: Path | None
     manager: str
+    edhoc: EdhocFiles | None = None
 
 
 def read_link(state: str | os.PathLike[str]) -> Link | None:
@@ -62,7 +81,14 @@ def read_link(state: str | os.PathLike[str]) -> Link | None:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if doc.get("version") != _LINK_VERSION:
             raise ValueError(f"unknown version {doc.get('version')!r}")
-        return Link(Path(doc["channel"]), str(doc["manager"]))
+        edhoc = doc.get("edhoc")
+        files = None if edhoc is None else EdhocFiles(
+            str(edhoc["key"]), str(edhoc["gm_cred"]),
+            None if edhoc.get("cred") is None else str(edhoc["cred"]))
+        channel = doc.get("channel")
+        if (channel is None) == (files is None):
+            raise ValueError("names neither a channel file nor EDHOC files, or both")
+        return Link(None if channel is None else Path(channel), str(doc["manager"]), files)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: not a Group Manager link ({exc})") from None
 
@@ -104,15 +130,23 @@ async def open_member(state: str, *, follow: bool, timeout: float = 10.0) -> Ope
     except (OSError, GroupOscoreError) as exc:
         raise ConfigError(f"{state}: not a member state file ({exc})") from None
     try:
-        channel, _noted, pinned = read_channel_file(link.channel)
         uri = parse_uri(link.manager)
+        if link.edhoc is not None:
+            way: object = EdhocIdentity.from_files(link.edhoc.key, link.edhoc.gm_cred,
+                                                   cred_file=link.edhoc.cred)
+            extra: dict[str, object] = {}
+        else:
+            assert link.channel is not None
+            way, _noted, pinned = read_channel_file(link.channel)
+            extra = {"channel_sequence": f"{link.channel}.seq",
+                     "gm_credential": pinned.get(before.material.group)}
     except (GroupOscoreError, UriError) as exc:
         raise ConfigError(f"{link_path(state)}: {exc}") from None
     try:
         member = await GroupMember.open(
-            None, (uri.host, uri.port), channel, before.material.group, before.material.roles,
-            state, channel_sequence=f"{link.channel}.seq", timeout=timeout, follow=follow,
-            gm_credential=pinned.get(before.material.group),
+            None, (uri.host, uri.port), way, before.material.group,  # type: ignore[arg-type]
+            before.material.roles, state, timeout=timeout, follow=follow,
+            **extra,  # type: ignore[arg-type]
         )  # fmt: skip
     except RequestTimeout as exc:
         raise RequestTimeout(f"the Group Manager at {link.manager} did not answer ({exc})") \

@@ -217,3 +217,8 @@ class RoleNotAuthorized(OscoreError):
 class PushError(GroupOscoreError):
     """A firmware-push message is malformed or does not fit the transfer it names; the
     receiver's state is left as it was."""
+
+
+class SuitError(PushError):
+    """A SUIT envelope is malformed, not signed by a trusted author, uses something this
+    implementation does not support, or is not newer than what is installed."""

@@ -14,6 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from grouposcore.oscore.config import provision_static_group, write_secret_file
 
 CLI = [sys.executable, "-m", "grouposcore.cli.main"]
@@ -26,12 +29,19 @@ def main(directory: Path, size: int, rate: str = "1000") -> dict:
     data = os.urandom(size)
     firmware = directory / "firmware.bin"
     firmware.write_bytes(data)
+    author = Ed25519PrivateKey.generate()
+    (directory / "author.key").write_bytes(author.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (directory / "author.pem").write_bytes(author.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     receivers = []
     for n in names[1:]:
         out = directory / f"{n}.out"
         proc = subprocess.Popen(
-            [*CLI, "receive", "--group", str(files[n]), "--interface", "lo", "--out", str(out),
-             "--once", "--json"],
+            [*CLI, "receive", "--security", str(files[n]), "--interface", "lo", "--out",
+             str(out), "--once", "--json", "--author", str(directory / "author.pem"),
+             "--store", str(directory / f"{n}.store")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         assert proc.stdout is not None
@@ -39,7 +49,8 @@ def main(directory: Path, size: int, rate: str = "1000") -> dict:
     start = time.perf_counter()
     push = subprocess.run(
         [*CLI, "push", str(firmware), "coap://224.0.1.187/fw", "--group", str(files["sender"]),
-         "--interface", "lo", "--json", "--rate", rate],
+         "--interface", "lo", "--json", "--rate", rate, "--sign",
+         str(directory / "author.key"), "--sequence", "7"],
         capture_output=True, text=True, timeout=90, check=False,
     )
     seconds = time.perf_counter() - start

@@ -14,7 +14,8 @@ loopback:
   passed to ``127.0.0.1:P_i``.
 
 Every forwarded datagram, either way, is dropped with probability ``loss`` drawn from a
-``random.Random(seed)``; ``mangle`` may rewrite group datagrams per member (tamper tests).
+``random.Random(seed)``; ``burst=(first, count)`` drops ``count`` datagrams in a row from the
+``first``-th on (an outage); ``mangle`` may rewrite group datagrams per member (tamper tests).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class LossyFanout:
         interface: str = "lo",
         host: str = "127.0.0.1",
         mangle: Mangle | None = None,
+        burst: tuple[int, int] | None = None,
     ) -> None:
         if not 0.0 <= loss < 1.0:
             raise ValueError("loss must be in [0, 1)")
@@ -53,6 +55,8 @@ class LossyFanout:
         self.interface = interface
         self.host = host
         self.mangle = mangle
+        self.burst = burst
+        self.datagrams = 0
         self.forwarded = 0
         self.dropped = 0
         self.group_datagrams = 0
@@ -86,7 +90,10 @@ class LossyFanout:
             self._loop.add_reader(s.fileno(), self._on_member_socket, i)
 
     def _send(self, sock: UdpSocket, data: bytes, remote: tuple[str, int]) -> None:
-        if self.loss and self.rng.random() < self.loss:
+        number = self.datagrams
+        self.datagrams += 1
+        outage = self.burst is not None and 0 <= number - self.burst[0] < self.burst[1]
+        if outage or (self.loss and self.rng.random() < self.loss):
             self.dropped += 1
             return
         self.forwarded += 1

@@ -4,8 +4,9 @@
 Scenarios: ``direct`` (members share the group port and have a unicast endpoint for
 repairs), ``lossy`` (every datagram through the lossy fan-out, PUSH_LOSS dropped, default
 5 %), ``burst`` (200 datagrams in a row lost during the first pass), ``tamper`` (one block
-to one member altered on the way). Sizes and member counts come from the environment
-(PUSH_SIZE, PUSH_MEMBERS) so the tests can keep them small or make them large.
+to one member altered on the way), ``junk`` (200 datagrams spoofed with the sender's
+address and its next Message IDs injected to one member). Sizes and member counts come
+from the environment (PUSH_SIZE, PUSH_MEMBERS) so the tests can keep them small or large.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from grouposcore.coap import Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.config import provision_static_group
@@ -112,6 +114,17 @@ async def scenario(kind: str, n: int, size: int, seed: int = 7) -> dict[str, Any
                         return bytes(flipped)
                     return datagram
             loss = float(os.environ.get("PUSH_LOSS", "0.05")) if kind == "lossy" else 0.0
+            if kind == "junk":
+                def mangle(member: int, number: int, datagram: bytes) -> bytes | list[bytes]:
+                    if member != 0 or number != 20:
+                        return datagram
+                    real = Message.decode(datagram)
+                    junk = []
+                    for k in range(1, 201):  # short, so the socket buffer takes them all
+                        fake = real.copy(mid=(real.mid + k) & 0xFFFF)
+                        fake.payload = b"not what the sender signed"
+                        junk.append(fake.encode())
+                    return [*junk, datagram]
             relay = await LossyFanout.start(
                 (ALL_COAP_NODES_V4, GROUP_PORT), ports, loss=loss, seed=seed, mangle=mangle,
                 burst=(40, 200) if kind == "burst" else None,

@@ -88,6 +88,15 @@ def test_an_outage_of_two_hundred_datagrams_is_repaired() -> None:
     assert found["result"]["repairs_sent"] >= 150
 
 
+def test_spoofed_junk_with_the_next_message_ids_evicts_no_real_block() -> None:
+    """Finding 4: deduplication keyed by what the sender signed, after verification."""
+    found = run_scenario("junk", 3, 256 << 10)
+    check_everyone_has_the_file(found, 3)
+    assert len(found["oscore_failures"][0]) == 200 and found["oscore_failures"][1:] == [[]] * 2
+    assert found["result"]["repairs_sent"] == 0  # no real block was taken for a duplicate
+    assert found["stored"] == [found["result"]["blocks"]] * 3
+
+
 def test_tampered_block_is_rejected_by_oscore_and_repaired() -> None:
     found = run_scenario("tamper", 4, 64 << 10)
     check_everyone_has_the_file(found, 4)

@@ -28,7 +28,9 @@ from grouposcore.transport.sockets import UdpSocket
 
 __all__ = ["LossyFanout"]
 
-Mangle = Callable[[int, int, bytes], bytes | None]
+#: (member, datagram number, datagram) -> what that member gets instead: the datagram, a
+#: changed one, several (injected ones first), or None
+Mangle = Callable[[int, int, bytes], bytes | list[bytes] | None]
 
 
 class LossyFanout:
@@ -106,11 +108,11 @@ class LossyFanout:
             number = self.group_datagrams
             self.group_datagrams += 1
             for i, port in enumerate(self.member_ports):
-                data: bytes | None = dgram.data
+                data: bytes | list[bytes] | None = dgram.data
                 if self.mangle is not None:
                     data = self.mangle(i, number, dgram.data)
-                if data is not None:
-                    self._send(self._member_socks[i], data, (self.group[0], port))
+                for one in [data] if isinstance(data, bytes) else data or []:
+                    self._send(self._member_socks[i], one, (self.group[0], port))
 
     def _on_member_socket(self, i: int) -> None:
         sock = self._member_socks[i]

@@ -113,3 +113,26 @@ def test_push_needs_a_signed_manifest_and_receive_a_trusted_author(tmp_path: Pat
     assert r.returncode == 2 and "--manifest" in r.stderr
     r = run_cli("receive", "--security", str(group))
     assert r.returncode == 2 and "--author" in r.stderr
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+    reason="needs root, unshare and ip to create a network namespace",
+)
+def test_receiver_killed_during_a_push_resumes_from_its_store(tmp_path: Path) -> None:
+    """Finding 6: kill -9 in the middle, start again with the same --store: the member
+    resumes with the blocks it had (its report asks only for the rest) and completes."""
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "tests.push.restart_net",
+         str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=150, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found["push_code"] == 0, found["push_stderr"]
+    resumed = found["restarted"]["resuming"]
+    assert len(resumed) == 1 and resumed[0]["tid"] == found["push"]["tid"]
+    assert 100 <= resumed[0]["blocks"] < resumed[0]["of"]
+    for name, r in found["receivers"].items():
+        assert r["code"] == 0, (name, r["stderr"])
+        assert r["sha256"] == found["sha256"], name

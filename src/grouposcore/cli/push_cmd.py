@@ -350,7 +350,9 @@ async def _receive(args: argparse.Namespace) -> int:
             group_ep.join_group(group, args.interface)
         info = {"event": "listening", "group_port": group_ep.address[1],
                 "repair_port": unicast.address[1],
-                "sender_id": (ctx.sender_id or b"").hex(), "installed": receiver.installed}
+                "sender_id": (ctx.sender_id or b"").hex(), "installed": receiver.installed,
+                "resuming": [{"tid": tid.hex(), "blocks": receiver.progress(tid)[0],
+                              "of": receiver.progress(tid)[1]} for tid in receiver.transfers]}
         print(json.dumps(info) if args.json else
               f"listening on port {info['group_port']} (repairs to port "
               f"{info['repair_port']}), Sender ID {info['sender_id'] or '-'}, installed "

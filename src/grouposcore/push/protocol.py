@@ -502,7 +502,8 @@ class PushSender:
     """The sending side: a signed envelope and the image it describes, split into blocks
     with their proofs; tracks every member's reports.
 
-    ``manifest`` must describe ``data`` (size, digest, tree root), else PushError.
+    ``manifest`` must describe ``data`` (size, digest, tree root), else PushError. The
+    transfer id defaults to one derived from the envelope.
     ``members`` are the Sender IDs expected to end with the image.
     """
 
@@ -520,7 +521,9 @@ class PushSender:
                                     for i in range(0, len(self.data), bs)])
         if self._levels[-1][0] != manifest.tree_root:
             raise PushError("the manifest's hash tree root does not match this file")
-        self.tid = tid if tid is not None else os.urandom(8)
+        # by default the transfer id follows from the manifest, so a push started again
+        # with the same manifest continues where members are (their stores resume it)
+        self.tid = tid if tid is not None else hashlib.sha256(manifest.envelope).digest()[:8]
         _bytes(self.tid, "tid", 1, MAX_TID)
         self.round = 0
         self.members: dict[bytes, MemberProgress] = {

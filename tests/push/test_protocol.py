@@ -275,7 +275,7 @@ def test_rejected_messages_change_nothing() -> None:
     good = decode(s.block(1))
     assert isinstance(good, Data)
     for bad in (Data(s.tid, 9, good.chunk, good.proof), Data(s.tid, 1, good.chunk[:-1],
-                good.proof), Data(s.tid, 1, good.chunk, good.proof[:-1])):
+                good.proof), Data(s.tid, 1, bytes(len(good.chunk)), good.proof[:-1])):
         with pytest.raises(PushError):
             r.on_data(bad, DIST)
     other = sender_for(blob(100, 9), block_size=32)

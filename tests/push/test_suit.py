@@ -118,3 +118,28 @@ def test_every_block_has_a_proof_and_no_other_block_passes_it(count: int,
         assert not verify_proof(leaves[index], other, count, proof, root) or (
             tree_proof(levels, other) == proof and leaves[other] == leaves[index])
     assert not verify_proof(leaf_hash(b"forged"), index, count, proof, root)
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(1, 200), st.data())
+def test_proven_nodes_shortcut_gives_the_same_answers(count: int, data: st.DataObject) -> None:
+    """With the cache of proven inner nodes every genuine block still passes and no other
+    content passes, whatever the proof (a genuine block may pass with a damaged proof once
+    the climb meets a proven node: its content is what is proven)."""
+    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(count)]
+    levels = tree_levels(leaves)
+    root = levels[-1][0]
+    known: dict[int, bytes] = {}
+    order = data.draw(st.permutations(range(count)))
+    for index in order[: count // 2]:
+        assert verify_proof(leaves[index], index, count, tree_proof(levels, index), root, known)
+    for index in order:
+        proof = tree_proof(levels, index)
+        assert verify_proof(leaves[index], index, count, proof, root, known)
+        forged = leaf_hash(b"forged")
+        assert not verify_proof(forged, index, count, proof, root, known)
+        if proof:
+            bad = [bytes(32), *proof[1:]]
+            assert not verify_proof(forged, index, count, bad, root, known)
+        assert not verify_proof(leaves[index], (index + 1) % count, count, proof, root,
+                                known) or leaves[index] == leaves[(index + 1) % count]

@@ -173,8 +173,8 @@ def decode(payload: bytes) -> Data | Status | Report | ManifestMsg:
     kind, n = body[0], len(body)
     if kind == DATA and n == 5:
         proof = body[4]
-        if type(proof) is not list or len(proof) > MAX_PROOF or any(
-            type(p) is not bytes or len(p) != 32 for p in proof
+        if type(proof) is not list or len(proof) > MAX_PROOF or (
+            proof and (set(map(type, proof)) != {bytes} or set(map(len, proof)) != {32})
         ):
             raise PushError("a proof is an array of 32-byte hashes")
         return Data(_bytes(body[1], "tid", 1, MAX_TID), _uint(body[2], "index"),
@@ -208,6 +208,8 @@ class _Transfer:
         self.nblocks = manifest.nblocks
         self.have = bytearray(self.nblocks)
         self.received = 0
+        #: inner hash-tree nodes already proven (see ``verify_proof``)
+        self.known: dict[int, bytes] = {}
         self.state = RECEIVING
         self.result: bytes | None = None
         self.folder = folder
@@ -394,7 +396,7 @@ class PushReceiver:
         expected = min(t.block_size, t.size - data.index * t.block_size)
         assert m.tree_root is not None
         if len(data.chunk) != expected or not verify_proof(
-            leaf_hash(data.chunk), data.index, t.nblocks, data.proof, m.tree_root
+            leaf_hash(data.chunk), data.index, t.nblocks, data.proof, m.tree_root, t.known
         ):
             self.bad_blocks += 1
             raise PushError(f"block {data.index} does not match the manifest")

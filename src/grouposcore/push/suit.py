@@ -315,22 +315,44 @@ def tree_proof(levels: Sequence[Sequence[bytes]], index: int) -> list[bytes]:
 
 
 def verify_proof(leaf: bytes, index: int, count: int, proof: Sequence[bytes],
-                 root: bytes) -> bool:
-    """True when ``leaf`` is block ``index`` of ``count`` under ``root``."""
+                 root: bytes, known: dict[int, bytes] | None = None) -> bool:
+    """True when ``leaf`` is block ``index`` of ``count`` under ``root``.
+
+    ``known`` (kept by the caller per image) holds the inner nodes of paths already
+    verified, keyed by ``level << 40 | position``: the climb stops at the first one it meets
+    (everything above it is proven), so most blocks cost a hash or two instead of the full
+    path; the nodes of a successful climb are added. A failed one adds nothing."""
     if not 0 <= index < count:
         return False
-    node, width, used = leaf, count, 0
+    sha256 = hashlib.sha256
+    node, width, used, n, level = leaf, count, 0, len(proof), 0
+    path: list[tuple[int, bytes]] = []
     while width > 1:
-        sibling = index ^ 1
-        if sibling < width:
-            if used >= len(proof):
+        if index ^ 1 < width:
+            if used == n:
                 return False
-            other = proof[used]
+            if index & 1:
+                node = sha256(b"\x01" + proof[used] + node).digest()
+            else:
+                node = sha256(b"\x01" + node + proof[used]).digest()
             used += 1
-            node = _node(other, node) if index & 1 else _node(node, other)
         index >>= 1
         width = (width + 1) >> 1
-    return used == len(proof) and node == root
+        level += 1
+        if known is not None:
+            key = level << 40 | index
+            seen = known.get(key)
+            if seen is not None:
+                if seen != node:
+                    return False
+                known.update(path)
+                return True
+            path.append((key, node))
+    if used != n or node != root:
+        return False
+    if known is not None:
+        known.update(path)
+    return True
 
 
 def proof_length(count: int, index: int) -> int:

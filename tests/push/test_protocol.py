@@ -394,3 +394,36 @@ def test_pacer_follows_what_got_through_between_floor_and_ceiling() -> None:
     for _ in range(30):
         p.speed_up(1000.0)
     assert p.rate == 1000.0
+
+
+def test_summary_names_members_and_progress_has_an_eta(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding 8: the end summary names every member (from the security file), says what
+    each is missing; JSON progress carries the transfer id and an estimate of time left."""
+    import json
+
+    from grouposcore.cli.push_cmd import _names, _progress_event, _summary
+    from grouposcore.oscore.config import write_secret_file
+    from grouposcore.push.runner import PushResult
+
+    docs = provision_static_group(["switch", "kitchen", "hall"])
+    path = write_secret_file(tmp_path / "switch.json", docs["switch"])
+    names = _names(str(path))
+    assert sorted(names.values()) == ["hall", "kitchen"]
+    by_name = {v: k for k, v in names.items()}
+    data = blob(640)
+    s = sender_for(data, members=list(names))
+    r = PushReceiver(TRUSTED)
+    announce(s, r)
+    deliver(s, r, list(range(s.nblocks)))
+    s.on_report(by_name["kitchen"], status_of(s, r).encode())
+    s.on_report(by_name["hall"], Report(s.tid, RECEIVING, 4, 0, b"\x0f").encode())
+    event = _progress_event("status", s, s.nblocks, 0, 2.0)
+    assert event["tid"] == s.tid.hex() and event["complete"] == 1
+    assert event["eta"] is not None and event["eta"] > 0
+    json.dumps(event)
+    _summary(PushResult(s, 2.0, s.nblocks, 0, 1, names=names), "fw.bin")
+    err = capsys.readouterr().err
+    assert f"transfer {s.tid.hex()}" in err and "fw.bin" in err
+    assert "kitchen (" in err and "complete" in err
+    assert "hall (" in err and "incomplete (4 blocks missing)" in err

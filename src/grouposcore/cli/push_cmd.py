@@ -238,6 +238,11 @@ async def _push(args: argparse.Namespace, view: Any) -> int:
             if isinstance(view, JsonView) and (now - last_event >= 1.0 or phase == "status"):
                 last_event = now
                 view._emit(**_progress_event(phase, sender, sent, repairs, now - started))
+            elif isinstance(view, PlainView) and phase == "status" and not view.quiet:
+                e = _progress_event(phase, sender, sent, repairs, now - started)
+                view._emit(f"push round={sender.round} complete={e['complete']}/"
+                           f"{e['members']} repairs={repairs} elapsed={e['elapsed']}s "
+                           f"eta={'-' if e['eta'] is None else str(e['eta']) + 's'}")
 
         result = await push_file(
             endpoint, ctx, data, (host, uri.port or COAP_PORT), members=members,

@@ -427,3 +427,25 @@ def test_summary_names_members_and_progress_has_an_eta(tmp_path: Path,
     assert f"transfer {s.tid.hex()}" in err and "fw.bin" in err
     assert "kitchen (" in err and "complete" in err
     assert "hall (" in err and "incomplete (4 blocks missing)" in err
+
+
+def test_version_counts_as_installed_only_after_the_install_hook(tmp_path: Path) -> None:
+    data = blob(300)
+    s = sender_for(data, sequence=9)
+    calls: list[tuple[bytes, int, int | None]] = []
+    r = PushReceiver(TRUSTED, store=tmp_path)
+    r.install = lambda tid, image, m: calls.append((image, m.sequence, r.installed))
+    announce(s, r)
+    deliver(s, r, list(range(s.nblocks)))
+    assert calls == [(data, 9, None)] and r.installed == 9
+
+
+def test_the_same_manifest_under_a_second_transfer_id_is_refused() -> None:
+    """Otherwise any member could evict real transfers with copies of a valid manifest."""
+    data = blob(300)
+    s = sender_for(data)
+    r = PushReceiver(TRUSTED, max_transfers=2)
+    announce(s, r)
+    with pytest.raises(SuitError, match="another transfer id"):
+        r.on_manifest(b"copy", s.manifest.envelope, DIST)
+    assert r.transfers == [s.tid]

@@ -331,13 +331,22 @@ async def _receive(args: argparse.Namespace) -> int:
     if not args.author:
         raise UsageError("receive needs --author: the firmware author key(s) to trust")
     trusted = _public_keys(args.author)
-    done: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+    done: asyncio.Queue[tuple[bytes, Path, int]] = asyncio.Queue()
+
+    def install(tid: bytes, data: bytes, manifest: Manifest) -> None:
+        # written before the member records the version as installed
+        path = _target(args.out, tid, manifest.sequence)
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        done.put_nowait((tid, path, manifest.sequence))
+
     try:
-        receiver = PushReceiver(trusted, store=args.store, max_size=args.max_size)
+        receiver = PushReceiver(trusted, store=args.store, max_size=args.max_size,
+                                install=install)
     except (OSError, GroupOscoreError) as e:
         raise UsageError(f"--store {args.store}: {e}") from None
-    resource = FirmwareResource(receiver, senders=senders,
-                                on_complete=lambda tid, data: done.put_nowait((tid, data)))
+    resource = FirmwareResource(receiver, senders=senders)
     site = Site()
     site.add("fw", resource)
     hook = SenderTagging(ServerSecurity([ctx]))
@@ -371,11 +380,8 @@ async def _receive(args: argparse.Namespace) -> int:
             if not getter.done():
                 getter.cancel()
                 break
-            tid, data = getter.result()
-            manifest = receiver.manifest(tid)
-            sequence = manifest.sequence if manifest is not None else -1
-            path = _target(args.out, tid, sequence)
-            path.write_bytes(data)
+            tid, path, sequence = getter.result()
+            data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
             record = {"event": "received", "tid": tid.hex(), "sequence": sequence,
                       "installed": receiver.installed, "size": len(data),

@@ -44,7 +44,7 @@ import json
 import os
 import shutil
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,13 +276,18 @@ class PushReceiver:
     """A member's side: verifies manifests and blocks, keeps up to ``max_transfers`` images.
 
     ``trusted`` are the firmware author keys. With ``store`` (a directory) the highest
-    installed sequence number and the blocks of unfinished images survive a restart. Feed
-    it only payloads that passed OSCORE verification, with the verified Sender ID.
+    installed sequence number and the blocks of unfinished images survive a restart.
+    ``install(tid, image, manifest)`` runs when an image is complete and matched, before
+    its sequence number is recorded as installed (and the partial image removed), so a
+    crash in between leaves an image that installs again rather than a version counted as
+    installed that never was. Feed it only payloads that passed OSCORE verification, with
+    the verified Sender ID.
     """
 
     def __init__(self, trusted: Sequence[PublicKey], *, store: str | Path | None = None,
                  max_size: int = 64 << 20, max_transfers: int = 2,
-                 port: int | None = None) -> None:
+                 port: int | None = None,
+                 install: Callable[[bytes, bytes, Manifest], None] | None = None) -> None:
         if not trusted:
             raise PushError("a member needs at least one trusted firmware author key")
         self.trusted = list(trusted)
@@ -291,6 +296,7 @@ class PushReceiver:
         self.max_transfers = max_transfers
         #: the port put into reports (None: answer where the request came from)
         self.port = port
+        self.install = install
         self._transfers: OrderedDict[bytes, _Transfer] = OrderedDict()
         self._refused: dict[bytes, str] = {}
         self.installed: int | None = None
@@ -364,6 +370,9 @@ class PushReceiver:
         try:
             manifest = self._accept(envelope)
             self._check_distributor(manifest, sender_id)
+            if any(o.manifest.envelope == envelope for o in self._transfers.values()):
+                # one image, one transfer: a copy under another id would only evict others
+                raise SuitError("this manifest is being received under another transfer id")
         except SuitError as exc:
             self._refused[tid] = str(exc)
             while len(self._refused) > 16:
@@ -418,6 +427,8 @@ class PushReceiver:
             return False
         image = t.image()
         if hashlib.sha256(image).digest() == t.manifest.image_digest:
+            if self.install is not None:
+                self.install(t.tid, image, t.manifest)
             t.state = COMPLETE
             t.result = image
             if self.installed is None or t.manifest.sequence > self.installed:

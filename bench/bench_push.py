@@ -15,11 +15,14 @@ a 1024-byte CoAP block, with the author-signed SUIT manifest and hash-tree proof
 * sender: ``PushSender.block`` (chunk, proof, CBOR) + building the CoAP request (NON,
   Uri-Path, No-Response) + Group OSCORE protection in group mode (encrypt, sign) + encoding
   to bytes. Floor: one Ed25519 signature over a buffer of the size of the
-  Countersign_structure plus one AES-CCM-16-64-128 encryption of a block-sized plaintext.
+  Countersign_structure plus one AES-CCM-16-64-128 encryption of a block-sized plaintext
+  plus the HKDF-SHA-256 that derives the keystream encrypting the signature (RFC 10021
+  §4.1 makes it part of every group-mode message).
 * member (each of ``--members``, one after the other, each with its own context and
   receiver): decoding the datagram + Group OSCORE unprotection (replay check, signature
   verification, decryption) + push decoding + the hash-tree proof check + storing.
-  Floor: one Ed25519 verification plus one AES-CCM decryption of the same sizes.
+  Floor: one Ed25519 verification, one AES-CCM decryption of the same sizes and the
+  keystream HKDF.
 
 The transport (asyncio, sockets, message layer) is not in these figures; ``--net``
 additionally runs the whole push over real multicast in a private network namespace
@@ -41,8 +44,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
@@ -92,14 +97,20 @@ def floor(signed: int, plain_len: int, n: int = 2000) -> dict[str, float]:
     plain = os.urandom(plain_len)
     sig = key.sign(data)
     ct = ccm.encrypt(nonce, plain, b"aad")
+    sekey, info = os.urandom(16), os.urandom(24)
+
+    def keystream() -> bytes:
+        return HKDF(hashes.SHA256(), 64, b"\x01\x02", info).derive(sekey)
 
     def send() -> None:
         for _ in range(n):
             ccm.encrypt(nonce, plain, b"aad")
             key.sign(data)
+            keystream()
 
     def receive() -> None:
         for _ in range(n):
+            keystream()
             pub.verify(sig, data)
             ccm.decrypt(nonce, ct, b"aad")
 

@@ -449,3 +449,17 @@ def test_the_same_manifest_under_a_second_transfer_id_is_refused() -> None:
     with pytest.raises(SuitError, match="another transfer id"):
         r.on_manifest(b"copy", s.manifest.envelope, DIST)
     assert r.transfers == [s.tid]
+
+
+def test_pacer_slows_down_for_overload_not_for_the_paths_own_loss() -> None:
+    """Finding 5: 40 % random loss at every rate is not a reason to send slower; loss that
+    grows above what the path always loses is."""
+    from grouposcore.push.runner import _Pacer
+
+    p = _Pacer(1000.0, 8)
+    for _ in range(5):
+        p.observe(0.40, 100.0, 4000.0)
+    assert p.rate > 1000.0
+    fast = p.rate
+    p.observe(0.70, 100.0, 4000.0)  # 30 points above the path's own loss: overload
+    assert p.rate < fast * 0.8

@@ -283,6 +283,23 @@ class _Pacer:
         if self.rate > 0:
             self.set_rate(max(floor, self.rate * (1.0 - loss) * 0.9))
 
+    #: the lowest loss share seen so far: what the path loses whatever the rate
+    baseline: float | None = None
+
+    def observe(self, loss: float, floor: float, ceiling: float, *, grow: bool = True) -> None:
+        """Follow a measured loss share. Only loss above the lowest share seen so far counts
+        as overload (members losing blocks in full socket buffers): a lossy path loses
+        its share at any rate, and slowing down for it would only make the push longer.
+        More than 5 points above it: down to what got through; within 1 point: a quarter
+        faster (``grow``)."""
+        if self.baseline is None or loss < self.baseline:
+            self.baseline = loss
+        excess = loss - self.baseline
+        if excess > 0.05:
+            self.settle_at(excess, floor)
+        elif excess <= 0.01 and grow:
+            self.speed_up(ceiling)
+
     async def tick(self) -> bool:
         self.count += 1
         if self.count % self.burst:
@@ -322,11 +339,15 @@ async def push_file(
     called as blocks go out and reports come in. The result's ``ok`` says whether every
     expected member reported the image complete (or already installed).
 
-    The manifest goes first and again every :data:`MANIFEST_EVERY` blocks; every STATUS
-    carries it too. ``rate`` (blocks per second) is where sending starts; at checkpoints
-    (after 32, 64, 128, ... then every ``checkpoint`` blocks) the first quarter of the
-    members to report say how much they lost and the rate follows (down to about what got
-    through, not below ``min_rate``; up by a quarter under 1 % loss, to ``max_rate``).
+    A STATUS carrying the manifest goes first (its answers include Echo challenges from
+    members that need to check our freshness before they accept blocks), then the manifest
+    again every :data:`MANIFEST_EVERY` blocks; every STATUS carries it.
+
+    ``rate`` (blocks per second) is where sending starts; at checkpoints (after 32, 64,
+    128, ... then every ``checkpoint`` blocks) the first quarter of the members to report
+    say how much they lost, and the rate follows the loss above the lowest share seen (the
+    path's own loss, which slowing down would not cure): down to about what got through,
+    not below ``min_rate``; up by a quarter when within a point of it, to ``max_rate``.
 
     Then rounds: a STATUS (asked twice for members that did not answer the first), and
     unicast pairwise repairs, round robin, of what each member still misses according to
@@ -413,6 +434,10 @@ async def push_file(
 
     # 1. the manifest, then every block once over multicast, the manifest again now and
     # then; checkpoints adapt the rate
+    # A first STATUS carries the manifest and is answered: a member whose replay window
+    # for us is not valid yet (e.g. just after loading its security file) challenges it
+    # with Echo, which the request layer answers, so the blocks after it are not dropped.
+    await ask()
     await multicast(sender.manifest_message())
     next_checkpoint = min(32, checkpoint) if checkpoint else -1
     quorum = max(1, -(-len(sender.expected) // 4))
@@ -436,10 +461,8 @@ async def push_file(
                 lost += now - lost_before.get(sid, 0)
                 fresh += sent - sent_before.get(sid, 0)
                 lost_before[sid], sent_before[sid] = now, sent
-            if fresh and lost > fresh * 0.05:
-                pacer.settle_at(lost / fresh, min_rate)
-            elif fresh and lost <= fresh * 0.01:
-                pacer.speed_up(max_rate)
+            if fresh:
+                pacer.observe(lost / fresh, min_rate, max_rate)
             progress("checkpoint")
     progress("data")
 
@@ -474,8 +497,8 @@ async def push_file(
         missing = sum(len(sender.members[sid].missing) for sid in heard
                       if not sender.members[sid].finished)
         delivered = sent * len(sender.expected) if rounds == 1 else last_repairs
-        if delivered and missing > delivered / 4:
-            pacer.settle_at(missing / delivered, min_rate)
+        if delivered:
+            pacer.observe(min(1.0, missing / delivered), min_rate, max_rate, grow=False)
         last_repairs = 0
         # Every member still missing blocks gets them, from its latest report: a member
         # whose report was lost this round still gets what it missed before (a few blocks

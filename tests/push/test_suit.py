@@ -143,3 +143,14 @@ def test_proven_nodes_shortcut_gives_the_same_answers(count: int, data: st.DataO
             assert not verify_proof(forged, index, count, bad, root, known)
         assert not verify_proof(leaves[index], (index + 1) % count, count, proof, root,
                                 known) or leaves[index] == leaves[(index + 1) % count]
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.binary(max_size=300), st.integers(0, 236), st.integers(0, 255))
+def test_damaged_envelopes_only_raise_suit_error(junk: bytes, at: int, value: int) -> None:
+    """Random bytes and one-byte damage of a real envelope: SuitError, nothing else."""
+    for raw in (junk, vector(0)[:at] + bytes([value]) + vector(0)[at + 1:]):
+        try:
+            parse_envelope(raw, [DRAFT_KEY])  # type: ignore[list-item]
+        except SuitError:
+            pass

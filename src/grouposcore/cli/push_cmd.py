@@ -73,7 +73,8 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--author", metavar="PEM", action="append", default=[],
                         help="the author's public key to check --manifest with (repeatable)")
     parser.add_argument("--sign", metavar="PEM",
-                        help="sign the manifest here with this author private key instead")
+                        help="sign the manifest here with this author private key instead "
+                             "(it names this sender as the only distributor)")
     parser.add_argument("--sequence", type=int, default=None,
                         help="manifest sequence number with --sign (default: the time)")
     parser.add_argument("--save-manifest", metavar="PATH",
@@ -148,9 +149,9 @@ def _public_keys(paths: list[str]) -> list[PublicKey]:
     return keys
 
 
-def _manifest(args: argparse.Namespace, data: bytes, limit: int) -> Manifest:
+def _manifest(args: argparse.Namespace, data: bytes, limit: int, sender_id: bytes) -> Manifest:
     """The signed manifest for ``data``: from --manifest (checked with --author) or signed
-    here with --sign."""
+    here with --sign (naming this sender as the one distributor)."""
     if (args.manifest is None) == (args.sign is None):
         raise UsageError("give either --manifest (with --author) or --sign")
     if args.sign is not None:
@@ -163,6 +164,7 @@ def _manifest(args: argparse.Namespace, data: bytes, limit: int) -> Manifest:
         envelope = sign_envelope(
             data, sequence=sequence, key=key, alg=alg,  # type: ignore[arg-type]
             block_size=args.block_size or block_size_for(len(data), limit),
+            distributors=[sender_id],
         )  # fmt: skip
         if args.save_manifest:
             Path(args.save_manifest).write_bytes(envelope)
@@ -219,7 +221,7 @@ async def _push(args: argparse.Namespace, view: Any) -> int:
     endpoint = await Endpoint.create(bind, multicast_interface=args.interface)
     names = _names(args.group)
     try:
-        manifest = _manifest(args, data, payload_limit(endpoint))
+        manifest = _manifest(args, data, payload_limit(endpoint), ctx.sender_id)
         started = time.monotonic()
         last_event = 0.0
         begun = False

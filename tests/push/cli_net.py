@@ -1,7 +1,9 @@
 """``grouposcore receive`` ×3 and ``grouposcore push`` as processes; run inside ``unshare -n``.
 
-``python -m tests.push.cli_net DIR SIZE [RATE]`` provisions a static group in DIR, starts the
-receivers, pushes a random file of SIZE bytes and prints one JSON object with what happened.
+``python -m tests.push.cli_net DIR SIZE [RATE [foreign]]`` provisions a static group in DIR,
+starts the receivers, pushes a random file of SIZE bytes and prints one JSON object with what
+happened. With ``foreign`` the pusher signs the manifest with a key the receivers do not
+trust (a member posing as the firmware author); the receivers are stopped after the push.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from grouposcore.oscore.config import provision_static_group, write_secret_file
 CLI = [sys.executable, "-m", "grouposcore.cli.main"]
 
 
-def main(directory: Path, size: int, rate: str = "1000") -> dict:
+def main(directory: Path, size: int, rate: str = "1000", foreign: str = "") -> dict:
     names = ["sender", "r1", "r2", "r3"]
     docs = provision_static_group(names)
     files = {n: write_secret_file(directory / f"{n}.json", d) for n, d in docs.items()}
@@ -30,7 +32,8 @@ def main(directory: Path, size: int, rate: str = "1000") -> dict:
     firmware = directory / "firmware.bin"
     firmware.write_bytes(data)
     author = Ed25519PrivateKey.generate()
-    (directory / "author.key").write_bytes(author.private_bytes(
+    signer = Ed25519PrivateKey.generate() if foreign else author
+    (directory / "author.key").write_bytes(signer.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     (directory / "author.pem").write_bytes(author.public_key().public_bytes(
@@ -50,10 +53,14 @@ def main(directory: Path, size: int, rate: str = "1000") -> dict:
     push = subprocess.run(
         [*CLI, "push", str(firmware), "coap://224.0.1.187/fw", "--group", str(files["sender"]),
          "--interface", "lo", "--json", "--rate", rate, "--sign",
-         str(directory / "author.key"), "--sequence", "7"],
+         str(directory / "author.key"), "--sequence", "7",
+         *(["--patience", "2"] if foreign else [])],
         capture_output=True, text=True, timeout=90, check=False,
     )
     seconds = time.perf_counter() - start
+    if foreign:
+        for _, _, proc, _ in receivers:
+            proc.terminate()
     results = {}
     for n, out, proc, listening in receivers:
         stdout, stderr = proc.communicate(timeout=30)
@@ -71,4 +78,4 @@ def main(directory: Path, size: int, rate: str = "1000") -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4])))
+    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:5])))

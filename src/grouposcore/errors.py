@@ -227,6 +227,11 @@ class PushError(GroupOscoreError):
     receiver's state is left as it was."""
 
 
+class SuitError(PushError):
+    """A SUIT envelope is malformed, not signed by a trusted author, uses something this
+    implementation does not support, or is not newer than what is installed."""
+
+
 # --- EDHOC (RFC 9528) -----------------------------------------------------------------------
 
 

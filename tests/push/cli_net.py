@@ -1,7 +1,9 @@
 """``grouposcore receive`` ×3 and ``grouposcore push`` as processes; run inside ``unshare -n``.
 
-``python -m tests.push.cli_net DIR SIZE [RATE]`` provisions a static group in DIR, starts the
-receivers, pushes a random file of SIZE bytes and prints one JSON object with what happened.
+``python -m tests.push.cli_net DIR SIZE [RATE [foreign]]`` provisions a static group in DIR,
+starts the receivers, pushes a random file of SIZE bytes and prints one JSON object with what
+happened. With ``foreign`` the pusher signs the manifest with a key the receivers do not
+trust (a member posing as the firmware author); the receivers are stopped after the push.
 """
 
 from __future__ import annotations
@@ -14,24 +16,35 @@ import sys
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from grouposcore.oscore.config import provision_static_group, write_secret_file
 
 CLI = [sys.executable, "-m", "grouposcore.cli.main"]
 
 
-def main(directory: Path, size: int, rate: str = "1000") -> dict:
+def main(directory: Path, size: int, rate: str = "1000", foreign: str = "") -> dict:
     names = ["sender", "r1", "r2", "r3"]
     docs = provision_static_group(names)
     files = {n: write_secret_file(directory / f"{n}.json", d) for n, d in docs.items()}
     data = os.urandom(size)
     firmware = directory / "firmware.bin"
     firmware.write_bytes(data)
+    author = Ed25519PrivateKey.generate()
+    signer = Ed25519PrivateKey.generate() if foreign else author
+    (directory / "author.key").write_bytes(signer.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (directory / "author.pem").write_bytes(author.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     receivers = []
     for n in names[1:]:
         out = directory / f"{n}.out"
         proc = subprocess.Popen(
-            [*CLI, "receive", "--group", str(files[n]), "--interface", "lo", "--out", str(out),
-             "--once", "--json"],
+            [*CLI, "receive", "--security", str(files[n]), "--interface", "lo", "--out",
+             str(out), "--once", "--json", "--author", str(directory / "author.pem"),
+             "--store", str(directory / f"{n}.store")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         assert proc.stdout is not None
@@ -39,10 +52,15 @@ def main(directory: Path, size: int, rate: str = "1000") -> dict:
     start = time.perf_counter()
     push = subprocess.run(
         [*CLI, "push", str(firmware), "coap://224.0.1.187/fw", "--group", str(files["sender"]),
-         "--interface", "lo", "--json", "--rate", rate],
+         "--interface", "lo", "--json", "--rate", rate, "--sign",
+         str(directory / "author.key"), "--sequence", "7",
+         *(["--patience", "2"] if foreign else [])],
         capture_output=True, text=True, timeout=90, check=False,
     )
     seconds = time.perf_counter() - start
+    if foreign:
+        for _, _, proc, _ in receivers:
+            proc.terminate()
     results = {}
     for n, out, proc, listening in receivers:
         stdout, stderr = proc.communicate(timeout=30)
@@ -60,4 +78,4 @@ def main(directory: Path, size: int, rate: str = "1000") -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4])))
+    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:5])))

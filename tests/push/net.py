@@ -2,9 +2,11 @@
 
 ``python -m tests.push.net SCENARIO...`` prints one JSON object with what each scenario saw.
 Scenarios: ``direct`` (members share the group port and have a unicast endpoint for
-repairs), ``lossy`` (every datagram through the lossy fan-out, 5 % dropped), ``tamper``
-(one block to one member altered on the way). Sizes and member counts come from the
-environment (PUSH_SIZE, PUSH_MEMBERS) so the tests can keep them small or make them large.
+repairs), ``lossy`` (every datagram through the lossy fan-out, PUSH_LOSS dropped, default
+5 %), ``burst`` (200 datagrams in a row lost during the first pass), ``tamper`` (one block
+to one member altered on the way), ``junk`` (200 datagrams spoofed with the sender's
+address and its next Message IDs injected to one member). Sizes and member counts come
+from the environment (PUSH_SIZE, PUSH_MEMBERS) so the tests can keep them small or large.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from grouposcore.coap import Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.config import provision_static_group
 from grouposcore.oscore.security import ServerSecurity
 from grouposcore.push.protocol import PushReceiver
 from grouposcore.push.relay import LossyFanout
-from grouposcore.push.runner import FirmwareResource, SenderTagging, push_file
+from grouposcore.push.runner import FirmwareResource, SenderTagging, block_size_for, push_file
+from grouposcore.push.suit import parse_envelope, sign_envelope
 from grouposcore.transport import Endpoint, Site
 from tests.oscore.helpers import fresh_context
 
@@ -57,11 +63,15 @@ class Member:
     files: dict[bytes, bytes]
 
 
+AUTHOR = Ed25519PrivateKey.generate()
+
+
 async def start_member(ctx: GroupContext, port: int, *, unicast: bool) -> Member:
     security = Recording([ctx])
     files: dict[bytes, bytes] = {}
     resource = FirmwareResource(
-        PushReceiver(), on_complete=lambda tid, data: files.__setitem__(tid, data)
+        PushReceiver([AUTHOR.public_key()]),
+        on_complete=lambda tid, data: files.__setitem__(tid, data),
     )
     site = Site()
     site.add("fw", resource)
@@ -103,13 +113,28 @@ async def scenario(kind: str, n: int, size: int, seed: int = 7) -> dict[str, Any
                         flipped[-20] ^= 0x40
                         return bytes(flipped)
                     return datagram
+            loss = float(os.environ.get("PUSH_LOSS", "0.05")) if kind == "lossy" else 0.0
+            if kind == "junk":
+                def mangle(member: int, number: int, datagram: bytes) -> bytes | list[bytes]:
+                    if member != 0 or number != 20:
+                        return datagram
+                    real = Message.decode(datagram)
+                    junk = []
+                    for k in range(1, 201):  # short, so the socket buffer takes them all
+                        fake = real.copy(mid=(real.mid + k) & 0xFFFF)
+                        fake.payload = b"not what the sender signed"
+                        junk.append(fake.encode())
+                    return [*junk, datagram]
             relay = await LossyFanout.start(
-                (ALL_COAP_NODES_V4, GROUP_PORT), ports,
-                loss=0.05 if kind == "lossy" else 0.0, seed=seed, mangle=mangle,
+                (ALL_COAP_NODES_V4, GROUP_PORT), ports, loss=loss, seed=seed, mangle=mangle,
+                burst=(40, 200) if kind == "burst" else None,
             )  # fmt: skip
+        envelope = sign_envelope(data, sequence=1, block_size=block_size_for(size),
+                                 key=AUTHOR, distributors=[ctxs["sender"].sender_id])
         start = time.perf_counter()
         result = await push_file(
             sender_ep, ctxs["sender"], data, (ALL_COAP_NODES_V4, GROUP_PORT),
+            manifest=parse_envelope(envelope, [AUTHOR.public_key()]),
             interface="lo", status_timeout=1.0,
         )  # fmt: skip
         seconds = time.perf_counter() - start
@@ -125,6 +150,7 @@ async def scenario(kind: str, n: int, size: int, seed: int = 7) -> dict[str, Any
                 for m in members
             ],
             "stored": [m.resource.receiver.stored_blocks for m in members],
+            "bad_blocks": [m.resource.receiver.bad_blocks for m in members],
             "rejected_by_resource": [m.resource.rejected for m in members],
             "oscore_failures": [m.security.failures for m in members],
             "relay": None if relay is None else {

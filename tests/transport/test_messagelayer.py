@@ -235,6 +235,29 @@ def test_duplicate_non_is_ignored_until_non_lifetime() -> None:
     assert len(events(ml.receive(req.encode(), A, now=life + 0.02), RequestReceived)) == 1
 
 
+def test_spoofed_junk_with_the_next_message_ids_does_not_evict_oscore_requests() -> None:
+    """Issue 11, finding 4: a NON request under OSCORE is not deduplicated by (address,
+    Message ID), which anyone can spoof; OSCORE's replay window does it after verification.
+    Junk with the same address and IDs neither hides the real request nor is it cached."""
+    ml = layer()
+    for mid in range(100, 110):
+        junk = get(b"\x0b", mtype=Type.NON, mid=mid)
+        junk.options.oscore = b"\x09\x05"
+        junk.payload = b"junk"
+        assert len(events(ml.receive(junk.encode(), A, now=0.0), RequestReceived)) == 1
+    for mid in range(100, 110):
+        real = get(b"\x0c", mtype=Type.NON, mid=mid)
+        real.options.oscore = b"\x09\x06"
+        real.payload = b"real"
+        [ev] = events(ml.receive(real.encode(), A, now=0.1), RequestReceived)
+        assert ev.exchange.request.payload == b"real"
+    assert ml.cached_ids() == 0
+    # without OSCORE, message-layer deduplication stays as it was
+    plain = get(b"\x0d", mtype=Type.NON, mid=200)
+    assert events(ml.receive(plain.encode(), A, now=0.2), RequestReceived)
+    assert ml.receive(plain.encode(), A, now=0.3) == []
+
+
 def test_duplicate_cache_expires_after_exchange_lifetime() -> None:
     ml = layer(ack_timeout=1.0, max_retransmit=2)
     req = get(b"\x0a", mid=78)

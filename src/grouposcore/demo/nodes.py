@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from grouposcore.coap import Code, Message
 from grouposcore.edhoc import EdhocCredential, EdhocKey
 from grouposcore.errors import GroupOscoreError
@@ -124,6 +126,8 @@ class LightSettings:
     ipv6: bool
     unicast: bool
     leisure: float
+    #: the firmware author's Ed25519 public key (hex): lights install only what it signed
+    author: str = ""
 
 
 @dataclass
@@ -182,7 +186,8 @@ def can_read(context: GroupContext, wire: bytes) -> str | None:
 class LightNode:
     """A light in this process."""
 
-    def __init__(self, name: str, member: GroupMember, unicast: Endpoint) -> None:
+    def __init__(self, name: str, member: GroupMember, unicast: Endpoint,
+                 settings: LightSettings, state_dir: Path) -> None:
         self.name = name
         self.member = member
         self.unicast = unicast
@@ -191,7 +196,8 @@ class LightNode:
         self.log = FailureLog(member.server_security())
         self.files: dict[bytes, bytes] = {}
         self.firmware = FirmwareResource(
-            PushReceiver(port=unicast.address[1]),
+            PushReceiver([Ed25519PublicKey.from_public_bytes(bytes.fromhex(settings.author))],
+                         port=unicast.address[1], store=state_dir / f"{name}.firmware"),
             on_complete=lambda tid, data: self.files.__setitem__(tid, data),
         )
         self._old: GroupContext | None = None
@@ -210,7 +216,7 @@ class LightNode:
         except BaseException:
             await uni.close()
             raise
-        node = cls(name, member, uni)
+        node = cls(name, member, uni, settings, state_dir)
         hook = SenderTagging(node.log)
         uni.server_security = hook
         site.add("light", node.light)

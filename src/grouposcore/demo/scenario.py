@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from grouposcore.coap import Code, Message, Type
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK
 from grouposcore.demo.nodes import GROUP, LightNode, LightSettings, LightStatus
@@ -43,7 +45,8 @@ from grouposcore.manager.runtime import GroupMember
 from grouposcore.manager.service import GroupManagerService
 from grouposcore.manager.store import ChannelMaterial
 from grouposcore.push.protocol import PushSender
-from grouposcore.push.runner import PushResult, default_block_size, push_file
+from grouposcore.push.runner import PushResult, block_size_for, payload_limit, push_file
+from grouposcore.push.suit import parse_envelope, sign_envelope
 from grouposcore.transport import Endpoint
 from grouposcore.transport.sockets import UdpSocket
 
@@ -215,11 +218,14 @@ class Demo:
         self.svc: GroupManagerService | None = None
         self.switch: Switch | None = None
         self._next_worker = 0
+        #: the firmware author: signs the SUIT manifest the switch distributes
+        self.author = Ed25519PrivateKey.generate()
 
     @property
     def settings(self) -> LightSettings:
         c = self.cfg
-        return LightSettings(c.group_address, c.port, c.interface, c.ipv6, c.unicast, c.leisure)
+        return LightSettings(c.group_address, c.port, c.interface, c.ipv6, c.unicast, c.leisure,
+                             self.author.public_key().public_bytes_raw().hex())
 
     @property
     def state_dir(self) -> Path:
@@ -573,8 +579,13 @@ class Demo:
             return
         data = self.rng.randbytes(size)
         digest = hashlib.sha256(data).hexdigest()
-        blocks = -(-size // default_block_size(self.switch.endpoint))
-        self.view.push_start(size, blocks, len(targets))
+        envelope = sign_envelope(
+            data, sequence=1, key=self.author,
+            block_size=block_size_for(size, payload_limit(self.switch.endpoint)),
+            distributors=[self.switch.member.context.sender_id],
+        )  # fmt: skip
+        manifest = parse_envelope(envelope, [self.author.public_key()])
+        self.view.push_start(size, manifest.nblocks, len(targets))
 
         def progress(phase: str, sender: PushSender, sent: int, repairs: int) -> None:
             self.view.push_progress(sent, sender.nblocks, sender.completed(),
@@ -583,7 +594,8 @@ class Demo:
         result = await push_file(
             self.switch.endpoint, self.switch.member, data,
             (self.cfg.group_address, self.cfg.port), members=[h.sid for h in targets],
-            interface=self.cfg.interface, on_progress=progress,
+            manifest=manifest, interface=self.cfg.interface, on_progress=progress,
+            names={h.sid: h.name for h in targets},
             status_timeout=max(1.0, 4 * self.cfg.leisure),
         )  # fmt: skip
         self.view.push_end(result)
@@ -594,7 +606,8 @@ class Demo:
         self._result(
             "firmware", ok,
             f"{len(good)} of {len(targets)} lights hold the exact file (SHA-256 "
-            f"{digest[:16]}…), {result.repairs_sent} repairs, {result.rounds} rounds, "
+            f"{digest[:16]}…, SUIT manifest sequence 1 signed by the author), "
+            f"{result.repairs_sent} repairs, {result.rounds} rounds, "
             f"{result.seconds:.2f} s", start, push=result.as_dict(),
         )  # fmt: skip
 

@@ -1,5 +1,7 @@
-"""Firmware push: one file to every member of a Group OSCORE group.
+"""Firmware push: one image to every member of a Group OSCORE group, described by a SUIT
+manifest its author signed.
 
+:mod:`~grouposcore.push.suit` signs and verifies the manifests (and the block hash tree);
 :mod:`~grouposcore.push.protocol` holds the message formats and the sans-I/O sender and
 receiver; :mod:`~grouposcore.push.runner` carries them over transport endpoints, and
 :mod:`~grouposcore.push.relay` is a lossy multicast fan-out for tests and demos.
@@ -12,5 +14,15 @@ from grouposcore.push.protocol import (
     Report,
     decode,
 )
+from grouposcore.push.suit import Manifest, parse_envelope, sign_envelope
 
-__all__ = ["MemberProgress", "PushReceiver", "PushSender", "Report", "decode"]
+__all__ = [
+    "Manifest",
+    "MemberProgress",
+    "PushReceiver",
+    "PushSender",
+    "Report",
+    "decode",
+    "parse_envelope",
+    "sign_envelope",
+]

@@ -14,7 +14,8 @@ loopback:
   passed to ``127.0.0.1:P_i``.
 
 Every forwarded datagram, either way, is dropped with probability ``loss`` drawn from a
-``random.Random(seed)``; ``mangle`` may rewrite group datagrams per member (tamper tests).
+``random.Random(seed)``; ``burst=(first, count)`` drops ``count`` datagrams in a row from the
+``first``-th on (an outage); ``mangle`` may rewrite group datagrams per member (tamper tests).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from grouposcore.transport.sockets import UdpSocket
 
 __all__ = ["LossyFanout"]
 
-Mangle = Callable[[int, int, bytes], bytes | None]
+#: (member, datagram number, datagram) -> what that member gets instead: the datagram, a
+#: changed one, several (injected ones first), or None
+Mangle = Callable[[int, int, bytes], bytes | list[bytes] | None]
 
 
 class LossyFanout:
@@ -43,6 +46,7 @@ class LossyFanout:
         interface: str = "lo",
         host: str = "127.0.0.1",
         mangle: Mangle | None = None,
+        burst: tuple[int, int] | None = None,
     ) -> None:
         if not 0.0 <= loss < 1.0:
             raise ValueError("loss must be in [0, 1)")
@@ -53,6 +57,8 @@ class LossyFanout:
         self.interface = interface
         self.host = host
         self.mangle = mangle
+        self.burst = burst
+        self.datagrams = 0
         self.forwarded = 0
         self.dropped = 0
         self.group_datagrams = 0
@@ -86,7 +92,10 @@ class LossyFanout:
             self._loop.add_reader(s.fileno(), self._on_member_socket, i)
 
     def _send(self, sock: UdpSocket, data: bytes, remote: tuple[str, int]) -> None:
-        if self.loss and self.rng.random() < self.loss:
+        number = self.datagrams
+        self.datagrams += 1
+        outage = self.burst is not None and 0 <= number - self.burst[0] < self.burst[1]
+        if outage or (self.loss and self.rng.random() < self.loss):
             self.dropped += 1
             return
         self.forwarded += 1
@@ -99,11 +108,11 @@ class LossyFanout:
             number = self.group_datagrams
             self.group_datagrams += 1
             for i, port in enumerate(self.member_ports):
-                data: bytes | None = dgram.data
+                data: bytes | list[bytes] | None = dgram.data
                 if self.mangle is not None:
                     data = self.mangle(i, number, dgram.data)
-                if data is not None:
-                    self._send(self._member_socks[i], data, (self.group[0], port))
+                for one in [data] if isinstance(data, bytes) else data or []:
+                    self._send(self._member_socks[i], one, (self.group[0], port))
 
     def _on_member_socket(self, i: int) -> None:
         sock = self._member_socks[i]

@@ -3,18 +3,18 @@
 The message formats and state machines are in :mod:`grouposcore.push.protocol`; this module
 moves the messages and paces them.
 
-Sender (:func:`push_file`): DATA blocks go out as fire-and-forget group requests in bursts
-(a burst is what one event-loop turn sends, so members in the same process keep up), at a
-rate that follows the members' reports at checkpoints: a member that cannot verify blocks
-as fast as they come loses them in a full socket buffer, and says so. Then rounds of: a
-multicast STATUS collecting REPORTs until every expected member answered or the deadline
-passed, and unicast pairwise repairs (NON, No-Response, round robin over the members) of
-the blocks each member listed. The next round's STATUS shows what arrived; a member is done
-when its REPORT says complete with the right digest.
+Sender (:func:`push_file`): the author-signed SUIT manifest first, then DATA blocks (each
+with its hash-tree proof) as fire-and-forget group requests in bursts, at a rate that
+follows the members' reports at checkpoints. Then rounds of: a multicast STATUS collecting
+REPORTs (asked twice), and unicast pairwise repairs (NON, No-Response, round robin over the
+members) of the blocks each member's latest report marks missing. Rounds end when every
+member is complete or refused the manifest, or when no member got closer for a while.
 
-Member (:class:`FirmwareResource`): verified DATA is stored, STATUS answered with a REPORT.
-Which member sent a request and in which mode comes from :class:`SenderTagging`, a wrapper
-around any server security hook that puts the verified Sender ID on the request.
+Member (:class:`FirmwareResource`): a manifest is verified against the trusted author keys
+and the installed version, each block against the manifest on arrival, STATUS answered
+with a REPORT. Which member sent a request and in which mode comes from
+:class:`SenderTagging`, a wrapper around any server security hook that puts the verified
+Sender ID on the request.
 """
 
 from __future__ import annotations
@@ -34,19 +34,24 @@ from grouposcore.oscore.group import GroupContext
 from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
 from grouposcore.push.protocol import (
     COMPLETE,
+    MANIFEST_EVERY,
     NO_RESPONSE_ALL,
     Data,
+    ManifestMsg,
     PushReceiver,
     PushSender,
     Status,
     decode,
 )
+from grouposcore.push.suit import Manifest
 from grouposcore.transport import Endpoint, Protection, Resource
 
 __all__ = [
     "FirmwareResource",
     "PushResult",
     "SenderTagging",
+    "block_size_for",
+    "payload_limit",
     "push_file",
 ]
 
@@ -82,11 +87,13 @@ class SenderTagging:
 
 
 class FirmwareResource(Resource):
-    """``/fw`` on a member: DATA in group mode (multicast) or pairwise mode (repair) is
-    stored, STATUS is answered with a REPORT. Only OSCORE-verified requests get here.
+    """``/fw`` on a member: MANIFEST and DATA (group mode, or pairwise for repairs) are
+    checked against the trusted author keys and the manifest, STATUS is answered with a
+    REPORT. Only OSCORE-verified requests get here, so the Sender ID is authentic; the
+    manifest names which Sender IDs may distribute it.
 
-    ``senders`` limits who may push (Sender IDs); ``on_complete(tid, data)`` runs once per
-    file whose SHA-256 matched.
+    ``senders`` further limits who may push (Sender IDs); ``on_complete(tid, data)`` runs
+    once per image that matched its manifest.
     """
 
     protection = Protection(oscore=True, group=True)
@@ -95,13 +102,13 @@ class FirmwareResource(Resource):
 
     def __init__(
         self,
-        receiver: PushReceiver | None = None,
+        receiver: PushReceiver,
         *,
         senders: Iterable[bytes] | None = None,
         on_complete: Callable[[bytes, bytes], None] | None = None,
     ) -> None:
         super().__init__()
-        self.receiver = receiver if receiver is not None else PushReceiver()
+        self.receiver = receiver
         self.senders = None if senders is None else set(senders)
         self.on_complete = on_complete
         self.rejected = 0
@@ -123,14 +130,17 @@ class FirmwareResource(Resource):
             return Message(Code.UNAUTHORIZED, payload=b"needs SenderTagging security")
         if self.senders is not None and info.sender_id not in self.senders:
             return Message(Code.FORBIDDEN, payload=b"not an allowed firmware sender")
+        report = None
         try:
             msg = decode(request.payload)
             if isinstance(msg, Data):
-                self.receiver.on_data(msg)
+                self.receiver.on_data(msg, info.sender_id)
+            elif isinstance(msg, ManifestMsg):
+                self.receiver.on_manifest(msg.tid, msg.envelope, info.sender_id)
             elif isinstance(msg, Status):
-                self.receiver.on_status(msg)
+                report = self.receiver.on_status(msg, info.sender_id)
             else:
-                raise PushError("a member only takes DATA and STATUS")
+                raise PushError("a member only takes MANIFEST, DATA and STATUS")
         except PushError as exc:
             self.rejected += 1
             log.info("rejected push message from %s: %s", info.sender_id.hex(), exc)
@@ -138,7 +148,8 @@ class FirmwareResource(Resource):
         self._announce(msg.tid)
         if request.options.no_response == NO_RESPONSE_ALL:
             return Message(Code.CHANGED)  # suppressed by the endpoint: no report needed
-        report = self.receiver.report(msg.tid)
+        if report is None:
+            report = self.receiver.report(msg.tid)
         if report.state == COMPLETE:
             self.completion_reports[msg.tid] = self.completion_reports.get(msg.tid, 0) + 1
         return Message(Code.CHANGED, payload=report.encode())
@@ -157,15 +168,22 @@ class PushResult:
     repairs_sent: int
     rounds: int
     addresses: dict[bytes, tuple[str, int]] = field(default_factory=dict)
+    #: Sender ID -> a name to show (from the security file's peers, or the demo's names)
+    names: dict[bytes, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.sender.done
 
+    def name(self, sid: bytes) -> str:
+        return self.names.get(sid) or sid.hex() or "-"
+
     def as_dict(self) -> dict[str, Any]:
         s = self.sender
         return {
             "ok": self.ok,
+            "tid": s.tid.hex(),
+            "sequence": s.manifest.sequence,
             "size": len(s.data),
             "blocks": s.nblocks,
             "block_size": s.block_size,
@@ -176,10 +194,14 @@ class PushResult:
             "rounds": self.rounds,
             "members": [
                 {
+                    "name": self.name(sid),
                     "sender_id": sid.hex(),
                     "state": p.state,
                     "expected": sid in s.expected,
-                    "sha256": p.digest.hex() if p.digest else None,
+                    "installed": p.installed,
+                    # complete means the member matched the image against the manifest's
+                    # digest, which is this file's
+                    "sha256": s.digest.hex() if p.complete else None,
                     "repairs": p.repairs,
                     "missing": p.missing_count,
                 }
@@ -190,16 +212,33 @@ class PushResult:
 
 ProgressCallback = Callable[[str, PushSender, int, int], None]
 
-#: Room the DATA header takes next to the chunk at most: array and kind (2), tid (17),
-#: size and index (9 each), block size (3), the chunk's byte-string head (3) and the digest
-#: of block 0 (33) make 76.
-DATA_OVERHEAD = 80
+#: Room the DATA header takes next to the chunk and its proof: array and kind (2), tid (17),
+#: index (5), the chunk's byte-string head (3) and the proof's array head (3)
+DATA_OVERHEAD = 30
+#: what one proof entry costs: a 32-byte hash and its byte-string head
+PROOF_ENTRY = 34
 
 
-def default_block_size(endpoint: Endpoint) -> int:
-    """The largest chunk whose DATA payload still fits one block of ``endpoint``'s
-    block-wise size, so a unicast repair never turns into a block-wise exchange."""
-    return (16 << endpoint.blockwise.szx) - DATA_OVERHEAD
+def block_size_for(size: int, limit: int = 1024) -> int:
+    """The largest block size whose DATA payload (chunk, header and the proof a file of
+    ``size`` bytes needs) fits ``limit`` bytes: one CoAP block, so a repair never turns
+    into a block-wise exchange."""
+    bs = limit - DATA_OVERHEAD
+    for _ in range(8):
+        nblocks = max(1, -(-size // bs))
+        depth = (nblocks - 1).bit_length()
+        fit = limit - DATA_OVERHEAD - PROOF_ENTRY * depth
+        if fit == bs:
+            break
+        bs = fit
+    if bs < 16:
+        raise PushError(f"a file of {size} bytes needs proofs too long for {limit}-byte blocks")
+    return bs
+
+
+def payload_limit(endpoint: Endpoint) -> int:
+    """The largest DATA payload that is still one CoAP block of ``endpoint``."""
+    return 16 << endpoint.blockwise.szx
 
 
 def _request(path: Iterable[str], payload: bytes, *, no_response: bool) -> Message:
@@ -244,6 +283,23 @@ class _Pacer:
         if self.rate > 0:
             self.set_rate(max(floor, self.rate * (1.0 - loss) * 0.9))
 
+    #: the lowest loss share seen so far: what the path loses whatever the rate
+    baseline: float | None = None
+
+    def observe(self, loss: float, floor: float, ceiling: float, *, grow: bool = True) -> None:
+        """Follow a measured loss share. Only loss above the lowest share seen so far counts
+        as overload (members losing blocks in full socket buffers): a lossy path loses
+        its share at any rate, and slowing down for it would only make the push longer.
+        More than 5 points above it: down to what got through; within 1 point: a quarter
+        faster (``grow``)."""
+        if self.baseline is None or loss < self.baseline:
+            self.baseline = loss
+        excess = loss - self.baseline
+        if excess > 0.05:
+            self.settle_at(excess, floor)
+        elif excess <= 0.01 and grow:
+            self.speed_up(ceiling)
+
     async def tick(self) -> bool:
         self.count += 1
         if self.count % self.burst:
@@ -258,9 +314,9 @@ async def push_file(
     data: bytes,
     group: tuple[str, int],
     *,
+    manifest: Manifest,
     members: Iterable[bytes] | None = None,
     path: Iterable[str] = FW_PATH,
-    block_size: int | None = None,
     rate: float = 1000.0,
     min_rate: float = 100.0,
     max_rate: float = 20000.0,
@@ -268,40 +324,46 @@ async def push_file(
     checkpoint: int = 256,
     status_timeout: float = 2.0,
     settle: float = 0.05,
-    max_rounds: int = 12,
+    patience: int = 8,
+    max_rounds: int | None = None,
     interface: int | str | None = None,
     on_progress: ProgressCallback | None = None,
+    names: dict[bytes, str] | None = None,
 ) -> PushResult:
-    """Send ``data`` to every member of the group via ``group`` (a multicast address).
+    """Send ``data``, described by the author-signed ``manifest``, to every member of the
+    group via ``group`` (a multicast address).
 
     ``source`` is the sender's :class:`GroupContext` or a GroupMember (whose security
-    follows rekeyings). ``members`` (Sender IDs) must end with the file; by default every
+    follows rekeyings). ``members`` (Sender IDs) must end with the image; by default every
     member the context knows. ``on_progress(phase, sender, blocks_sent, repairs_sent)`` is
     called as blocks go out and reports come in. The result's ``ok`` says whether every
-    expected member reported the file with the right SHA-256 within ``max_rounds``.
+    expected member reported the image complete (or already installed).
 
-    ``rate`` (blocks per second) is where sending starts. After 32, 64, 128, ... and then
-    every ``checkpoint`` blocks (0: never) the sender asks for reports and waits for the
-    first quarter of the members: if more than 5 % of the blocks they should have since the
-    last checkpoint went missing (members that cannot verify that fast lose them in full
-    socket buffers), the rate drops to about what got through, not below ``min_rate``;
-    under 1 % it grows by a quarter, up to ``max_rate``. A repair round
-    whose reports list more than a quarter of what went out lowers it the same way.
-    Repairs go round robin over the members, each member at that rate.
+    A STATUS carrying the manifest goes first (its answers include Echo challenges from
+    members that need to check our freshness before they accept blocks), then the manifest
+    again every :data:`MANIFEST_EVERY` blocks; every STATUS carries it.
 
-    Repairs are NON requests with No-Response, like the multicast blocks: a lost repair is
-    simply listed again in the next report. (A CON retransmission would not do: it repeats
-    the Partial IV, and by then the sender has used many others for other members, so the
-    member's replay window has moved past it.)
+    ``rate`` (blocks per second) is where sending starts; at checkpoints (after 32, 64,
+    128, ... then every ``checkpoint`` blocks) the first quarter of the members to report
+    say how much they lost, and the rate follows the loss above the lowest share seen (the
+    path's own loss, which slowing down would not cure): down to about what got through,
+    not below ``min_rate``; up by a quarter when within a point of it, to ``max_rate``.
+
+    Then rounds: a STATUS (asked twice for members that did not answer the first), and
+    unicast pairwise repairs, round robin, of what each member still misses according to
+    its latest report (this round's or, when its report was lost, an earlier one). Rounds
+    go on until every member is complete or refused, or for ``patience`` rounds in a row
+    no member got closer (or after ``max_rounds``, when given).
     """
     path = tuple(path)
     context, group_security, pairwise_security = _securities(source)
     expected = list(context.recipients) if members is None else list(members)
-    size = default_block_size(endpoint) if block_size is None else block_size
-    if size > default_block_size(endpoint):
-        raise PushError(f"blocks of {size} bytes do not fit one CoAP block with the DATA "
-                        f"header; at most {default_block_size(endpoint)}")
-    sender = PushSender(data, block_size=size, members=expected)
+    sender = PushSender(data, manifest, members=expected)
+    limit = payload_limit(endpoint)
+    if len(sender.block(0)) > limit:
+        raise PushError(f"blocks of {sender.block_size} bytes with their proofs do not fit "
+                        f"one CoAP block of {limit} bytes; at most "
+                        f"{block_size_for(len(data), limit)} for this file")
     start = time.perf_counter()
     sent = 0
     repairs = 0
@@ -370,14 +432,20 @@ async def push_file(
             wait = min(status_timeout, max(0.2, 2 * slowest + 0.05))
         return heard
 
-    # 1. every block once, over multicast. After 32, 64, 128, ... and then every
-    # ``checkpoint`` blocks a STATUS goes out and the first quarter of the members to answer
-    # say how much of what was sent so far they lost; the rate follows.
+    # 1. the manifest, then every block once over multicast, the manifest again now and
+    # then; checkpoints adapt the rate
+    # A first STATUS carries the manifest and is answered: a member whose replay window
+    # for us is not valid yet (e.g. just after loading its security file) challenges it
+    # with Echo, which the request layer answers, so the blocks after it are not dropped.
+    await ask()
+    await multicast(sender.manifest_message())
     next_checkpoint = min(32, checkpoint) if checkpoint else -1
     quorum = max(1, -(-len(sender.expected) // 4))
     lost_before: dict[bytes, int] = {}
     sent_before: dict[bytes, int] = {}
     for index in range(sender.nblocks):
+        if index % MANIFEST_EVERY == MANIFEST_EVERY - 1:
+            await multicast(sender.manifest_message())
         await multicast(sender.block(index))
         sent += 1
         if await pacer.tick():
@@ -393,38 +461,53 @@ async def push_file(
                 lost += now - lost_before.get(sid, 0)
                 fresh += sent - sent_before.get(sid, 0)
                 lost_before[sid], sent_before[sid] = now, sent
-            if fresh and lost > fresh * 0.05:
-                pacer.settle_at(lost / fresh, min_rate)
-            elif fresh and lost <= fresh * 0.01:
-                pacer.speed_up(max_rate)
+            if fresh:
+                pacer.observe(lost / fresh, min_rate, max_rate)
             progress("checkpoint")
     progress("data")
 
-    # 2. rounds: who misses what, then unicast repairs of exactly that
+    # 2. rounds: who misses what, then unicast repairs of exactly that, until everyone is
+    # done or nobody gets closer for ``patience`` rounds
     rounds = 0
     last_repairs = 0
-    while not sender.done and rounds < max_rounds:
+    best: int | None = None
+    stall = 0
+
+    def outstanding() -> int:
+        return sum(
+            sender.nblocks if p.missing_count is None else p.missing_count
+            for p in (sender.members[sid] for sid in sender.pending())
+        )
+
+    while not sender.finished and stall < patience and (
+        max_rounds is None or rounds < max_rounds
+    ):
         rounds += 1
         heard = await ask()
+        if sender.pending() and set(sender.pending()) - heard:
+            heard |= await ask()  # a second chance for lost STATUS or REPORT datagrams
         progress("status")
+        left = outstanding()
+        if best is None or left < best:
+            best, stall = left, 0
+        else:
+            stall += 1
         # Reports listing more than a quarter of what went out since the last round mean
         # the members could not keep up (or a lossy path): repair more slowly.
         missing = sum(len(sender.members[sid].missing) for sid in heard
-                      if not sender.members[sid].complete)
+                      if not sender.members[sid].finished)
         delivered = sent * len(sender.expected) if rounds == 1 else last_repairs
-        if delivered and missing > delivered / 4:
-            pacer.settle_at(missing / delivered, min_rate)
+        if delivered:
+            pacer.observe(min(1.0, missing / delivered), min_rate, max_rate, grow=False)
         last_repairs = 0
-        # Round robin over the members, each at the multicast rate: a unicast repair costs
-        # only its one member a verification. Only members that reported in this round:
-        # an older report (e.g. from a checkpoint) lists blocks that have arrived since.
+        # Every member still missing blocks gets them, from its latest report: a member
+        # whose report was lost this round still gets what it missed before (a few blocks
+        # again that may have arrived since), unless it has been silent for three rounds.
         queues = []
         for sid in sender.pending():
-            if sid not in heard:
-                continue
             p = sender.members[sid]
             remote = addresses.get(sid)
-            if remote is None or not p.missing:
+            if remote is None or not p.missing or p.round < sender.round - 6:
                 continue
             pairwise = context.pairwise_mode and sid in context.recipients
             security = pairwise_security(sid) if pairwise else group_security
@@ -445,7 +528,8 @@ async def push_file(
                 p.repairs += 1
                 if await repair_pacer.tick():
                     progress("repair")
-        if repairs:
+        if last_repairs:
             await asyncio.sleep(settle)  # let the last repairs land before asking again
     progress("done")
-    return PushResult(sender, time.perf_counter() - start, sent, repairs, rounds, addresses)
+    return PushResult(sender, time.perf_counter() - start, sent, repairs, rounds, addresses,
+                      dict(names or {}))

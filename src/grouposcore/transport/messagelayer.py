@@ -15,7 +15,8 @@ What it decides:
   response follows as its own CON, which the client acknowledges;
 * duplicate detection (§4.5): a duplicate CON within EXCHANGE_LIFETIME gets the cached
   ACK/RST again and never reaches the application a second time, a duplicate NON within
-  NON_LIFETIME is ignored;
+  NON_LIFETIME is ignored (except a NON request under OSCORE: its replay window, keyed by
+  what the sender signed, decides after verification);
 * response matching by token: a response nobody waits for is rejected with RST (which
   also ends an Observe registration on the server, RFC 7641 §3.6).
 """
@@ -292,6 +293,11 @@ class MessageLayer:
                 return [self._transmit(Message(Code.EMPTY, _RST, msg.mid), remote)]
             return []
         key = (remote, msg.mid)
+        if msg.mtype == _NON and msg.is_request() and msg.options.oscore is not None:
+            # Address and Message ID are not protected: spoofed junk with the next IDs would
+            # make real requests look like duplicates. OSCORE deduplicates these after
+            # verification, by (kid, Partial IV) in its replay window.
+            return [RequestReceived(ServerExchange(msg, remote, multicast))]
         seen = self._seen.get(key)
         if seen is not None and seen.expires > now:
             return self._duplicate(msg, seen)

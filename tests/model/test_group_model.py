@@ -60,7 +60,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from grouposcore.coap import Code, Message, Type
 from grouposcore.cose import EDDSA, Credential
-from grouposcore.errors import FreshnessRequired, GroupOscoreError, MembershipTerminated
+from grouposcore.errors import (
+    FreshnessRequired,
+    GroupManagerRequestError,
+    GroupOscoreError,
+    MembershipTerminated,
+)
 from grouposcore.manager.core import GroupManager, Notification
 from grouposcore.manager.params import Role, tperm
 from grouposcore.manager.runtime import GroupMember
@@ -155,6 +160,7 @@ class GroupModel(RuleBasedStateMachine):
         self.responses: dict[tuple[str, int, bytes, bytes], ModelWindow] = {}
         self.no_piv: set[tuple[str, int, bytes, bytes]] = set()
         self.removed_at: dict[str, int] = {}  # node -> first datagram index after removal
+        self.joined_at: dict[str, int] = {}  # node -> datagrams recorded before its last join
         self.eve_key = EDDSA.generate_private_key()
         self.eve_cred = Credential.build_ccs(self.eve_key.public_key(), -8, "eve").raw
         self.counter = 0
@@ -209,8 +215,17 @@ class GroupModel(RuleBasedStateMachine):
         node.exchanges.clear()
         node.observations.clear()
         node.session += 1
-        await member.start()
+        node.lagging = False
+        try:
+            await member.start()
+        except GroupManagerRequestError:
+            # the GM removed it while it was down or lagging: it stays out
+            node.member = None
+            self.removed_at.setdefault(node.name, len(self.datagrams))
+            return
         node.member = member
+        if member.started == "joined":
+            self.joined_at[node.name] = len(self.datagrams)
         node.server = member.server_security()
         node.kept_context = None
         await self._settle()
@@ -221,8 +236,8 @@ class GroupModel(RuleBasedStateMachine):
             while self.notes:
                 note = self.notes.pop(0)
                 node = self.nodes[note.node]
-                if not node.alive:
-                    continue
+                if not node.alive or node.lagging:
+                    continue  # lost: a lagging node catches up by polling
                 msg = Message(note.code, payload=note.payload)
                 if note.content_format is not None:
                     msg.options.content_format = note.content_format
@@ -283,6 +298,10 @@ class GroupModel(RuleBasedStateMachine):
     # --- recording what goes on the air --------------------------------------------------
 
     def _record(self, d: Datagram) -> Datagram:
+        assert self.gm is not None
+        g = self.gm.group(GROUP)
+        assert g is not None
+        d.stale_keys = d.gid != g.gid
         self.datagrams.append(d)
         return d
 
@@ -405,6 +424,8 @@ class GroupModel(RuleBasedStateMachine):
 
     def _delivered(self, node: Node, d: Datagram, plain: Message) -> None:
         where = f"{node.name} delivered datagram {d.index} ({d.origin} from {d.sender})"
+        if d.origin == "evicted" and node.member.material.gid == d.gid:
+            return  # the receiver missed the rekeying too: it cannot know (see _settle)
         if d.origin != "honest":
             self.violation(f"{where}: not produced by a member")
             return
@@ -412,7 +433,7 @@ class GroupModel(RuleBasedStateMachine):
             self.violation(f"{where}: payload changed")
         if not d.group_mode and d.to != node.name:
             self.violation(f"{where}: a pairwise request for {d.to}")
-        if self.backward and node.name not in d.members_then:
+        if self.backward and d.index < self.joined_at.get(node.name, 0):
             self.violation(f"{where}: protected before it joined (backward security)")
         self.delivered_datagrams[(node.name, d.index)] += 1
         if self.delivered_datagrams[(node.name, d.index)] > 1:
@@ -722,8 +743,8 @@ class GroupModel(RuleBasedStateMachine):
         d = self._datagram(k)
         if node is None or d is None or d.kind != "req" or d.origin != "honest":
             return
-        if d.index < self.removed_at[node.name]:
-            return
+        if d.index < self.removed_at[node.name] or d.stale_keys:
+            return  # stale keys: a member that missed the rekeying, not the new material
         try:
             node.kept_context.unprotect_request(Message.decode(d.data))
         except FreshnessRequired:
@@ -748,6 +769,7 @@ class GroupModel(RuleBasedStateMachine):
         if member.sender_id is not None:
             for _ in range(burn):
                 member.context.sequence.next()
+        node.kept_context = member.context
         if clean:
             self.run(member.close())
         else:
@@ -794,6 +816,7 @@ class GroupModel(RuleBasedStateMachine):
         if node is None:
             return
         gid = node.member.material.gid
+        node.kept_context = node.member.context
         for task in list(node.member._tasks):
             task.cancel()
         node.member = None
@@ -819,18 +842,42 @@ class GroupModel(RuleBasedStateMachine):
     def remove(self, i: int, evict: bool) -> None:
         """A member leaves (DELETE at the GM), or the GM evicts it; the GM rekeys."""
         assert self.gm is not None
-        node = self._pick(self._alive(), i)
-        assert node is not None
+        members = self._members()
+        node = self._pick([n for n in self._alive() if n.name in members], i)
+        if node is None:
+            return  # only lagging nodes the GM already removed
         context = node.member.context
         if evict:
             self._queue(self.gm.evict(GROUP, node.name))
             self.run(self._settle())
-            if node.alive:
+            if node.alive and not node.lagging:
                 self.violation(f"{node.name} still believes it is a member after its eviction")
         else:
             self.run(node.member.leave())
             self._removed(node, context)
             self.run(self._settle())
+
+    @precondition(lambda self: any(not n.lagging for n in self._alive()))
+    @rule(i=st.integers(0, 99))
+    def lose_notifications(self, i: int) -> None:
+        """From now on the GM's notifications to this node are lost (until it polls)."""
+        node = self._pick([n for n in self._alive() if not n.lagging], i)
+        assert node is not None
+        node.lagging = True
+
+    @precondition(lambda self: any(n.lagging for n in self._alive()))
+    @rule(i=st.integers(0, 99))
+    def poll(self, i: int) -> None:
+        """A lagging node polls the GM and catches up (over /stale-sids and /creds)."""
+        node = self._pick([n for n in self._alive() if n.lagging], i)
+        assert node is not None
+        context = node.member.context
+        node.lagging = False
+        try:
+            self.run(node.member.refresh())
+        except MembershipTerminated:
+            self._removed(node, context)
+        self.run(self._settle())
 
     @rule()
     def rekey(self) -> None:
@@ -857,7 +904,7 @@ class GroupModel(RuleBasedStateMachine):
         assert g is not None
         members = self._members()
         for node in self.nodes.values():
-            if node.alive:
+            if node.alive and not node.lagging:
                 assert node.name in members, f"{node.name} runs but the GM dropped it"
                 assert node.member.material.gid == g.gid, f"{node.name} missed a rekeying"
 

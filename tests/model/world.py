@@ -88,6 +88,8 @@ class Datagram:
     #: requests: an Echo retry of a server that had not answered the exchange, so the
     #: client cannot know whether that server executed the request before it lost its state
     retry: bool = False
+    #: protected with keys the GM had already replaced (the sender missed a rekeying)
+    stale_keys: bool = False
 
 
 def option_of(data: bytes) -> tuple[bytes | None, bytes | None, bytes | None, bool]:
@@ -173,6 +175,8 @@ class Node:
     session: int = 0
     #: the Group OSCORE context a removed member still holds (for the "evicted" attacker)
     kept_context: Any = None
+    #: the GM's notifications to this node are lost until it polls (catch-up)
+    lagging: bool = False
 
     @property
     def alive(self) -> bool:

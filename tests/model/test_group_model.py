@@ -11,15 +11,21 @@ eavesdrop with the keys of a removed member).
 
 Invariants (checked as events happen; the list of violations is asserted after every step):
 
-* no member delivers the same request twice, no client accepts the same response twice;
+* no member delivers the same protected request twice, nor the same application request
+  twice: the one exception is an Echo retry to a server whose answer the client never got
+  (the server lost its state in a restart, the client cannot know whether it executed the
+  request; RFC 9175 leaves that to the application); no client accepts a response twice;
 * a request is delivered only while the receiver's replay window for its sender is valid
-  (or it answered an Echo challenge) and only if it is fresh for that window;
-* no honest sender uses the same (key, nonce) twice: (Gid, Sender ID, Partial IV) for every
-  message with a Partial IV, and at most one response without one per (responder, request);
-* a removed member decrypts nothing protected after its removal; with backward security a
-  joiner decrypts nothing protected before its join;
+  (or it answers an Echo challenge) and only if it is fresh for that window;
+* no honest sender uses the same (key, nonce) twice, across restarts and crashes:
+  (Gid, Sender ID, Partial IV) for every message with a Partial IV, and at most one response
+  without one per (responder, request);
+* a removed member decrypts nothing protected with the new material; with backward security
+  a joiner decrypts nothing protected before its join;
 * nothing an outsider, a removed member or a tampering attacker produced is delivered or
-  accepted, a pairwise request only by its addressee, a response only for its own request;
+  accepted, a pairwise request only by its addressee, a response only for its own request.
+  (A member that missed the rekeying, see ``lose_notifications``, still holds the old keys:
+  what a removed member sends with them reaches it until it polls; the model allows that.)
 * liveness: an honest message that reaches a *synchronised* receiver is delivered exactly
   once (see :meth:`GroupModel._expect_request` and :meth:`GroupModel._expect_response`).
 
@@ -32,8 +38,9 @@ delivered before, within the 32 newest). The model keeps its own windows: valid 
 installation of a new Gid (join, rekeying), invalid after a restart (RAM lost), made valid
 again only by an Echo exchange; a member's own Sender ID renewal keeps them as they were
 (RFC 10021 §2.6.3.1). On the direct path, a receiver whose window is invalid and that can
-answer (a Responder with a Sender Context) is also synchronised: it must challenge, and the
-client's Echo retry must be delivered, exactly once.
+answer (a Responder with a Sender Context) is also synchronised if the client still has the
+exchange and knows the responder's credential: it must challenge, and the client's Echo
+retry must be delivered, exactly once.
 A response is synchronised when it reaches the exchange it answers in the client's same
 process, both hold the same Gid, the client knows the responder as a Responder, and its
 Partial IV (or its absence) is fresh for that responder, exchange and Gid.
@@ -101,8 +108,11 @@ KNOWN_BUG_RULES: dict[str, str] = {
     # challenge (a copy of the first 4.01, or one for a replayed group request) yields a
     # second retry. Endpoint._complete_group_response retries on every 4.01 + Echo; it
     # should answer a challenge only from a server that has not answered the exchange yet.
-    # Shrunk (no backward security): group_request(a, held); deliver(0) (b executes it);
-    # restart(b, crash); deliver(0) (b challenges, a retries, b executes q1 again).
+    # The model's client stands for the endpoint here; while this rule is listed it answers
+    # a challenge only from a server that has not answered the exchange (what the endpoint
+    # should do). Shrunk (backward security): group_request_held(a); deliver(0) (b executes
+    # it and a gets the answer); restart(b, crash); deliver(0) (b challenges the replay,
+    # a answers the challenge, b executes q1 again).
     "echo_after_answer": "new finding: answer an Echo only from a server yet to answer",
 }
 

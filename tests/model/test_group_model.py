@@ -65,6 +65,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from grouposcore.cli.security_files import load_group_context
 from grouposcore.coap import Code, Message, Type
 from grouposcore.cose import EDDSA, Credential
 from grouposcore.errors import (
@@ -77,6 +78,7 @@ from grouposcore.manager.core import GroupManager, Notification
 from grouposcore.manager.params import Role, tperm
 from grouposcore.manager.runtime import GroupMember
 from grouposcore.oscore.group import GroupContext
+from grouposcore.oscore.security import ServerSecurity
 from tests.model.world import (
     Datagram,
     DirectClient,
@@ -98,6 +100,12 @@ KNOWN_BUG_RULES: dict[str, str] = {
     # A member that lost its disk re-joins without a rekeying (no backward security): same
     # Gid, fresh valid windows, every captured request is delivered again.
     "rejoin_without_rekey": "issue 9 item 1",
+    # The command line's loader (context_from_state_file, load_group_context) builds the
+    # member's context from its state file with valid replay windows: a request the member
+    # delivered before is delivered again, and answered again without a Partial IV, i.e.
+    # with the same (key, nonce) as the member's first answer but another plaintext.
+    # Shrunk: group_request_held(a); deliver(0); one_shot_tool(b, datagram 0).
+    "one_shot_tool": "issue 9 item 2",
     # Notifications after a rekeying restart the server's Partial IVs at 0 under the new Gid;
     # the client's per-kid response state from the old Gid rejects them.
     "notify_across_rekey": "issue 9 item 5",
@@ -284,6 +292,13 @@ class GroupModel(RuleBasedStateMachine):
                 for key in [k for k in self.windows if k[0] == node.name and k[1] == gid]:
                     del self.windows[key]
 
+    def _forget_windows(self, node: Node, gid: bytes) -> None:
+        """The process ended: every replay window it had is lost (invalid)."""
+        self.lost.add((node.name, gid))
+        for key, w in self.windows.items():
+            if key[0] == node.name:
+                w.valid = False
+
     def _window(self, node: str, gid: bytes, sid: bytes) -> ModelWindow:
         key = (node, gid, sid)
         w = self.windows.get(key)
@@ -434,7 +449,7 @@ class GroupModel(RuleBasedStateMachine):
 
     def _delivered(self, node: Node, d: Datagram, plain: Message) -> None:
         where = f"{node.name} delivered datagram {d.index} ({d.origin} from {d.sender})"
-        if d.origin == "evicted" and node.member.material.gid == d.gid:
+        if d.origin == "evicted" and self.installed.get(node.name) == d.gid:
             return  # the receiver missed the rekeying too: it cannot know (see _settle)
         if d.origin != "honest":
             self.violation(f"{where}: not produced by a member")
@@ -786,10 +801,7 @@ class GroupModel(RuleBasedStateMachine):
             for task in list(member._tasks):
                 task.cancel()
         node.member = None
-        self.lost.add((node.name, gid))
-        for key, w in self.windows.items():
-            if key[0] == node.name:
-                w.valid = False
+        self._forget_windows(node, gid)
         self.run(self._start(node))
 
     @precondition(lambda self: len(self._alive()) < len(self.nodes))
@@ -817,6 +829,45 @@ class GroupModel(RuleBasedStateMachine):
                 else:
                     self.violation(f"joiner {node.name} decrypted older request {d.index}")
 
+    @precondition(lambda self: enabled("one_shot_tool") and bool(self._alive()))
+    @rule(i=st.integers(0, 99), k=st.integers(0, 10**6))
+    def one_shot_tool(self, i: int, k: int) -> None:
+        """The member process stops; a one-shot tool (the command line's loader) opens the
+        member's state file and serves one recorded request; then the member resumes."""
+        node = self._pick(self._alive(), i)
+        d = self._datagram(k)
+        assert node is not None
+        if d is None or d.kind != "req":
+            return
+        member = node.member
+        self.run(member.close())
+        node.member = None
+        self._forget_windows(node, member.material.gid)
+        ctx = load_group_context(node.state_path)
+        sec = ServerSecurity([ctx])
+        msg = Message.decode(d.data)
+        try:
+            out = sec.unprotect_request(msg)
+        except FreshnessRequired as e:
+            if ctx.sender_id is not None:
+                challenge = Message(Code.UNAUTHORIZED, Type.NON, token=msg.token)
+                challenge.options.echo = e.echo
+                protected = sec.protect_response(challenge, e.binding)
+                self._record_response(node, protected, self.fresh("echo"), e.binding,
+                                      d.exchange, echo=True)
+            out = None
+        except GroupOscoreError:
+            out = None
+        if out is not None:
+            plain, binding = out
+            self._delivered(node, d, plain)
+            if ctx.sender_id is not None and _has(node.roles, Role.RESPONDER):
+                app = self.fresh("r")
+                reply = Message(Code.CONTENT, Type.NON, token=msg.token, payload=app.encode())
+                protected = sec.protect_response(reply, binding)
+                self._record_response(node, protected, app, binding, d.exchange)
+        self.run(self._start(node))
+
     @precondition(lambda self: enabled("rejoin_without_rekey") or self.backward)
     @precondition(lambda self: bool(self._alive()))
     @rule(i=st.integers(0, 99))
@@ -832,10 +883,7 @@ class GroupModel(RuleBasedStateMachine):
         node.member = None
         for suffix in ("", ".seq"):
             Path(node.state_path + suffix).unlink(missing_ok=True)
-        self.lost.add((node.name, gid))
-        for key, w in self.windows.items():
-            if key[0] == node.name:
-                w.valid = False
+        self._forget_windows(node, gid)
         self.run(self._start(node))
 
     @precondition(lambda self: enabled("renew_sender_id"))

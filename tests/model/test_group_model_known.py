@@ -68,3 +68,14 @@ def test_notifications_after_a_rekeying_are_accepted(
     m.rekey()
     m.notify(i=0, j=0, route=True)  # b's Partial IVs start again at 0 under the new Gid
     assert not m.violations, m.violations
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_RULES["one_shot_tool"])
+def test_context_loaded_from_a_state_file_refuses_replays(
+    model: Callable[[str, bool], GroupModel],
+) -> None:
+    m = model("one_shot_tool", True)
+    m.group_request_held(i=0)
+    m.deliver(k=0)  # b delivers and answers without a Partial IV
+    m.one_shot_tool(i=1, k=0)  # a tool on b's state file gets the replay
+    assert not m.violations, m.violations

@@ -707,7 +707,10 @@ class GroupModel(RuleBasedStateMachine):
             payload = bytearray(msg.payload)
             payload[pos % len(payload)] ^= 1 << bit
             msg.payload = bytes(payload)
-        fake = Datagram(len(self.datagrams), d.kind, msg.encode(), "tampered", d.sender, d.gid,
+        data = msg.encode()
+        if any(other.data == data for other in self.datagrams):
+            return  # flipped back into a datagram already on record: no forgery
+        fake = Datagram(len(self.datagrams), d.kind, data, "tampered", d.sender, d.gid,
                         d.sid, d.piv, d.app, to=d.to, exchange=d.exchange,
                         group_mode=d.group_mode)  # fmt: skip
         self._record(fake)

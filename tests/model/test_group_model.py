@@ -94,11 +94,14 @@ from tests.model.world import (
 #: re-enable the rule (or set GROUPOSCORE_MODEL_ALL_RULES=1 to run everything).
 KNOWN_BUG_RULES: dict[str, str] = {
     # A renewed Sender ID builds a context whose Recipient Contexts start valid at 0:
-    # a request delivered before the renewal is delivered again (shrunk: renew a; replay b's
-    # earlier group request to a).
+    # a request delivered before the renewal is delivered again. Shrunk (no backward
+    # security): group_request_held(a); deliver(0); renew_sender_id(b); deliver(0).
     "renew_sender_id": "issue 9 item 1",
     # A member that lost its disk re-joins without a rekeying (no backward security): same
-    # Gid, fresh valid windows, every captured request is delivered again.
+    # Gid, fresh valid windows, every captured request is delivered again. Shrunk:
+    # lose_disk_and_rejoin(a); group_request(b, route) (a delivers without an Echo although
+    # its replay state is gone); with a capture: group_request_held(a); deliver(0);
+    # lose_disk_and_rejoin(b); deliver(0).
     "rejoin_without_rekey": "issue 9 item 1",
     # The command line's loader (context_from_state_file, load_group_context) builds the
     # member's context from its state file with valid replay windows: a request the member
@@ -107,7 +110,8 @@ KNOWN_BUG_RULES: dict[str, str] = {
     # Shrunk: group_request_held(a); deliver(0); one_shot_tool(b, datagram 0).
     "one_shot_tool": "issue 9 item 2",
     # Notifications after a rekeying restart the server's Partial IVs at 0 under the new Gid;
-    # the client's per-kid response state from the old Gid rejects them.
+    # the client's per-kid response state from the old Gid rejects them. Shrunk:
+    # pairwise_request(a to b, observe, route); notify(b); rekey(); notify(b).
     "notify_across_rekey": "issue 9 item 5",
     # Not in issue 9 (found by this model): a client answers every verified Echo 4.01 of a
     # long exchange, also from a server that already answered it or challenged it before.

@@ -648,6 +648,9 @@ class GroupModel(RuleBasedStateMachine):
         try:
             protected = node.server.protect_response(reply, obs.binding)
         except GroupOscoreError as e:
+            if obs.binding.request_kid not in node.member.material.peers:
+                node.observations.remove(obs)  # the observer left the group: it ends here
+                return
             self.violation(f"{node.name} cannot notify: {e!r}")
             return
         d = self._record_response(node, protected, app, obs.binding, (obs.client, obs.xid))

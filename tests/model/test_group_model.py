@@ -246,6 +246,7 @@ class GroupModel(RuleBasedStateMachine):
             self.removed_at.setdefault(node.name, len(self.datagrams))
             return
         node.member = member
+        self.removed_at.pop(node.name, None)
         if member.started == "joined":
             self.joined_at[node.name] = len(self.datagrams)
         node.server = member.server_security()
@@ -277,8 +278,9 @@ class GroupModel(RuleBasedStateMachine):
         self._sync_installed()
 
     def _removed(self, node: Node, context: GroupContext) -> None:
+        """``node`` learnt that its membership ended (the GM removed it at ``removed_at``)."""
         node.kept_context = context
-        self.removed_at[node.name] = len(self.datagrams)
+        self.removed_at.setdefault(node.name, len(self.datagrams))
         node.exchanges.clear()
         node.observations.clear()
         node.session += 1
@@ -915,6 +917,7 @@ class GroupModel(RuleBasedStateMachine):
         if node is None:
             return  # only lagging nodes the GM already removed
         context = node.member.context
+        self.removed_at[node.name] = len(self.datagrams)  # even if the node misses it
         if evict:
             self._queue(self.gm.evict(GROUP, node.name))
             self.run(self._settle())

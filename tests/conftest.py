@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# No per-example deadline anywhere: on a loaded 2-core machine the time of one example says
+# nothing about the code, and a deadline only makes property tests flaky.
+settings.register_profile("grouposcore", deadline=None)
+settings.load_profile("grouposcore")
 
 
 def spec_dir() -> Path:

@@ -1,0 +1,81 @@
+"""The shrunk counterexamples the group model found for the library bugs in KNOWN_BUG_RULES.
+
+Each replays one shrunk sequence of model steps with its rule switched on and asserts that
+no invariant is violated. They fail on a branch that still has the bug (strict xfail), so a
+merged fix turns them into an unexpected pass: then delete the xfail mark here and the entry
+in KNOWN_BUG_RULES, and the random model exercises the rule again. ("echo_after_answer" has
+no test here: its fix belongs to the transport's group exchanges, which the model does not
+run.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.model.test_group_model import KNOWN_BUG_RULES, GroupModel
+
+Steps = Callable[[GroupModel], None]
+
+
+@pytest.fixture
+def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, bool], GroupModel]]:
+    made: list[GroupModel] = []
+
+    def make(rule: str, backward: bool) -> GroupModel:
+        assert rule in KNOWN_BUG_RULES
+        monkeypatch.setenv("GROUPOSCORE_MODEL_ENABLE", rule)
+        m = GroupModel()
+        made.append(m)
+        m.setup(backward=backward)
+        return m
+
+    yield make
+    for m in made:
+        m.teardown()
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_RULES["renew_sender_id"])
+def test_sender_id_renewal_keeps_replay_windows(model: Callable[[str, bool], GroupModel]) -> None:
+    m = model("renew_sender_id", False)
+    m.group_request_held(i=0)  # a's group request, held by the network
+    m.deliver(k=0)  # b, c and mon deliver it
+    m.renew_sender_id(i=1)  # b gets a new Sender ID
+    m.deliver(k=0)  # the same datagram again
+    assert not m.violations, m.violations
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_RULES["rejoin_without_rekey"])
+def test_rejoin_without_rekey_starts_with_invalid_windows(
+    model: Callable[[str, bool], GroupModel],
+) -> None:
+    m = model("rejoin_without_rekey", False)
+    m.group_request_held(i=0)
+    m.deliver(k=0)
+    m.lose_disk_and_rejoin(i=1)  # b loses RAM and disk, joins again: same Gid
+    m.deliver(k=0)
+    assert not m.violations, m.violations
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_RULES["notify_across_rekey"])
+def test_notifications_after_a_rekeying_are_accepted(
+    model: Callable[[str, bool], GroupModel],
+) -> None:
+    m = model("notify_across_rekey", True)
+    m.pairwise_request(i=0, j=0, route=True, observe=True)  # a observes b
+    m.notify(i=0, j=0, route=True)
+    m.rekey()
+    m.notify(i=0, j=0, route=True)  # b's Partial IVs start again at 0 under the new Gid
+    assert not m.violations, m.violations
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_RULES["one_shot_tool"])
+def test_context_loaded_from_a_state_file_refuses_replays(
+    model: Callable[[str, bool], GroupModel],
+) -> None:
+    m = model("one_shot_tool", True)
+    m.group_request_held(i=0)
+    m.deliver(k=0)  # b delivers and answers without a Partial IV
+    m.one_shot_tool(i=1, k=0)  # a tool on b's state file gets the replay
+    assert not m.violations, m.violations

@@ -94,8 +94,10 @@ def add_manager_arguments(
     sub = parser.add_subparsers(dest="manager_command", metavar="COMMAND", required=True)
 
     def db(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", metavar="PATH", default=DEFAULT_DB,
-                       help=f"GM database (SQLite, created 0600; default {DEFAULT_DB})")
+        p.add_argument("--db", metavar="URL", default=DEFAULT_DB,
+                       help="GM database: a path or sqlite:///PATH (SQLite, created 0600), or "
+                            "postgresql://... (shared by several GM processes); "
+                            f"default {DEFAULT_DB}")
         common(p)
 
     p = sub.add_parser("serve", help="run the Group Manager (the /ace-group resources)",

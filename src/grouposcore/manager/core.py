@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -75,7 +74,13 @@ from grouposcore.manager.responses import (
     forbidden,
     only_members,
 )
-from grouposcore.manager.store import ChannelMaterial, GroupRecord, MemberRecord, Store
+from grouposcore.manager.store import (
+    ChannelMaterial,
+    GroupRecord,
+    MemberRecord,
+    Store,
+    open_store,
+)
 
 __all__ = [
     "CRED_FMT_KCCS",
@@ -103,6 +108,8 @@ def _check_name(name: str, what: str) -> str:
 class GroupManager(Membership):
     """A Group Manager for Group OSCORE groups over a persistent :class:`Store`.
 
+    ``store`` is a Store, or a ``--db`` value for :func:`open_store` (a path or a URL).
+
     ``max_sender_ids_per_node`` bounds how many Sender IDs one node obtains under one Gid
     (join, re-joins and renewals together); ``max_relinquished_sender_ids`` is how many given-up
     IDs a Gid may accumulate before the next allocation rekeys the group first.
@@ -121,7 +128,7 @@ class GroupManager(Membership):
     ) -> None:
         if max_sender_ids_per_node < 1 or max_relinquished_sender_ids < 1:
             raise ManagerError("the Sender ID bounds must be at least 1")
-        self.store = store if isinstance(store, Store) else Store(store)
+        self.store = store if isinstance(store, Store) else open_store(store)
         self._clock = clock
         self._random = random_bytes
         self._subject = subject
@@ -345,7 +352,7 @@ class GroupManager(Membership):
             g = self.store.group(parts[1]) if len(parts) > 1 else None
             body = challenge_body(self._challenges.issue(node), g)
             return GmResponse(Code.BAD_REQUEST, dumps(body), CF_ACE_GROUPCOMM)
-        except sqlite3.Error:
+        except self.store.failures:
             log.exception("store failure while serving %s %r", method, parts)
             return GmResponse(Code.INTERNAL_SERVER_ERROR)
 

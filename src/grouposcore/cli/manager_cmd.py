@@ -330,10 +330,11 @@ class _SyncedService(GroupManagerService):
         for g in gm.store.groups():
             self._remember(g.name)
 
-    def _remember(self, group: str) -> None:
+    def _remember(self, group: str, num: int | None = None) -> None:
         g = self.gm.store.group(group)
         if g is not None:
-            self._seen[group] = (g.num, frozenset(m.node for m in self.gm.store.members(group)))
+            num = g.num if num is None else num
+            self._seen[group] = (num, frozenset(m.node for m in self.gm.store.members(group)))
 
     def commission(self, node: str, **kwargs: Any) -> ChannelMaterial:
         material = super().commission(node, **kwargs)
@@ -344,7 +345,10 @@ class _SyncedService(GroupManagerService):
         notes = list(notes)
         super().deliver(notes)
         for group in {n.group for n in notes}:
-            self._remember(group)  # pushed already: the sync must not push it again
+            # Pushed already: the sync must not push it again. The version is the one pushed,
+            # not the one stored now: another GM process may have rekeyed in between.
+            nums = [x for n in notes if n.group == group and (x := self._num_of(n)) is not None]
+            self._remember(group, max(nums) if nums else None)
 
     def sync(self, now: float | None = None) -> None:
         """Install new channels, publish new groups, push offline rekeyings, and rekey
@@ -401,23 +405,43 @@ async def _serve(args: argparse.Namespace) -> int:
     except GroupOscoreError as e:
         return _fail("manager serve", str(e))
     svc = _SyncedService(gm)
+    watcher: asyncio.Task[None] | None = None
     try:
         endpoint = await svc.start((args.bind, args.port))
         host, port = endpoint.address
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         print(f"listening on {shown}", flush=True)
         stop = stop_on_signals()
+        # A shared database (PostgreSQL) tells us when another GM process changed something,
+        # so its rekeyings reach the members observing us at once; --sync stays the fallback.
+        changed = asyncio.Event()
+        watcher = asyncio.create_task(gm.store.watch(changed.set))
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), args.sync)
+                await asyncio.wait_for(_either(stop, changed), args.sync)
+            changed.clear()
             try:
                 svc.sync()
-            except GroupOscoreError as e:
+            except (GroupOscoreError, *gm.store.failures) as e:
                 log.warning("database sync failed: %s", e)
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await svc.close()
         gm.close()
     return 0
+
+
+async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
+    """Wait until one of two events is set."""
+    tasks = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 # --- join ---------------------------------------------------------------------------------

@@ -13,9 +13,12 @@ This is the thin edge around the sans-I/O :class:`~grouposcore.manager.core.Grou
   that path are re-rendered, so each member gets its own rekeying message (with the stale
   Sender IDs) or its eviction (4.04). Nodes that poll simply GET the current material.
 
-The GM's sender sequence numbers for the channels are reserved in the same SQLite file, and
+The GM's sender sequence numbers for the channels are claimed in blocks from the store, and
 contexts loaded at start-up begin with invalid replay windows (RFC 8613 Appendix B.1.2), so
-a restarted GM answers each node's first request with an Echo challenge.
+a restarted GM answers each node's first request with an Echo challenge. Claiming (rather
+than reserving past a number read at start-up) keeps the Partial IVs of several GM processes
+serving one database apart: each process numbers its notifications from blocks no other
+process holds.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from typing import Any
 
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
+from grouposcore.errors import SequenceNumberExhausted
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
 from grouposcore.manager.params import Code, Param, loads_strict
-from grouposcore.manager.store import ChannelMaterial, GroupRecord
+from grouposcore.manager.store import ChannelMaterial, GroupRecord, Store
 from grouposcore.oscore.context import SecurityContext
 from grouposcore.oscore.security import ServerSecurity
 from grouposcore.oscore.sequence import SenderSequence
@@ -54,6 +58,33 @@ def _sequence_key(material: ChannelMaterial) -> str:
     # New commissioning material means new keys, so its numbering may start again.
     digest = hashlib.sha256(material.master_secret + material.master_salt).hexdigest()[:16]
     return f"channel/{material.node}/{digest}"
+
+
+class ClaimedSequence(SenderSequence):
+    """A sender sequence drawn in blocks of ``step`` claimed from the store.
+
+    Each block is claimed in one store transaction, so no two GM processes on one database
+    (and no restart of either) ever hold the same number for one channel's Sender ID.
+    """
+
+    __slots__ = ("_claims",)
+
+    def __init__(self, store: Store, key: str, step: int) -> None:
+        super().__init__(key=key, step=step)
+        self._claims = store
+
+    def next(self) -> int:
+        """Take the next number; claim a fresh block when the current one is used up."""
+        seq = self._next
+        if seq >= self._limit:
+            seq = self._claims.claim(self.key, self.step)
+            self._limit = seq + self.step
+        if seq > self.limit_max:
+            raise SequenceNumberExhausted(
+                "sender sequence number exhausted: a new Sender ID or Security Context is needed"
+            )
+        self._next = seq + 1
+        return seq
 
 
 class _ChannelSecurity:
@@ -244,9 +275,7 @@ class GroupManagerService:
             self._security.remove(old)
         context = material.context(
             as_gm=True,
-            sequence=SenderSequence(
-                store=self.gm.store, key=_sequence_key(material), step=self._sequence_step
-            ),
+            sequence=ClaimedSequence(self.gm.store, _sequence_key(material), self._sequence_step),
             replay_window_valid=not restarted,
         )
         self._contexts[material.node] = context

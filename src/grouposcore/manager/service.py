@@ -86,6 +86,12 @@ class ClaimedSequence(SenderSequence):
         self._next = seq + 1
         return seq
 
+    def peek(self) -> int:
+        """The number :meth:`next` would take now (a later claim may only be higher)."""
+        if self._next < self._limit:
+            return self._next
+        return self._claims.load(self.key) or 0
+
 
 class _ChannelSecurity:
     """The transport's server security hook: OSCORE channels, requests tagged with the node."""

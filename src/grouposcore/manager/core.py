@@ -40,7 +40,7 @@ from grouposcore.errors import (
     ManagerError,
     ManagerMessageError,
 )
-from grouposcore.manager import resources
+from grouposcore.manager import admin, resources
 from grouposcore.manager.material import (
     MAX_SID_BYTES,
     fetch_filter,
@@ -134,6 +134,8 @@ class GroupManager(Membership):
         self._subject = subject
         self._challenges = Challenges(clock, random_bytes, challenge_ttl)
         self._sid_policy = SidPolicy(max_sender_ids_per_node, max_relinquished_sender_ids)
+        #: the GM's own URI ("coap://host:port"), for the admin interface's 'joining_uri'
+        self.base_uri = ""
 
     def close(self) -> None:
         """Close the store."""
@@ -228,6 +230,18 @@ class GroupManager(Membership):
             raise ManagerError(str(e)) from None
         with self.store.transaction():
             self.store.set_access(node, group, value)
+
+    def allow_admin(self, node: str, pattern: str, perms: Iterable[admin.AdminPerm] | int) -> None:
+        """Make ``node`` an administrator of the groups matching ``pattern`` (a group name, or
+        ``*`` for all) with ``perms`` (AdminPerm values or their bitmap; 0 revokes)."""
+        _check_name(node, "node name")
+        if pattern != admin.WILDCARD:
+            _check_name(pattern, "group name pattern")
+        value = perms if isinstance(perms, int) else sum(1 << p for p in set(perms))
+        if not 0 <= value < 1 << len(admin.AdminPerm):
+            raise ManagerError(f"admin permissions {value} out of range")
+        with self.store.transaction():
+            self.store.set_admin(node, pattern, value)
 
     def disallow(self, node: str, group: str) -> None:
         """Remove ``node``'s access-list entry for ``group`` (membership is kept; see evict)."""
@@ -367,10 +381,14 @@ class GroupManager(Membership):
         method = method_from(method_raw)
         if not isinstance(node, str) or not _NAME_RE.fullmatch(node):
             raise GroupManagerRequestError("unknown requester", code=Code.UNAUTHORIZED)
-        if not path or path[0] != "ace-group" or not all(isinstance(p, str) for p in path):
+        if not path or path[0] not in ("ace-group", "manage") or not all(
+            isinstance(p, str) for p in path
+        ):
             raise GroupManagerRequestError("no such resource", code=Code.NOT_FOUND)
         if method is None:
             raise GroupManagerRequestError("method not allowed", code=Code.METHOD_NOT_ALLOWED)
+        if path[0] == "manage":
+            return admin.dispatch(self, node, method, path, payload, cf, self.base_uri)
         if len(path) == 1:
             _allow_methods(method, Method.FETCH)
             return resources.gid_lookup(self.store, node, _body(payload, cf))

@@ -122,6 +122,16 @@ CREATE TABLE IF NOT EXISTS access (
     roles {int} NOT NULL,
     PRIMARY KEY (node, grp)
 );
+CREATE TABLE IF NOT EXISTS admins (
+    node TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    perms {int} NOT NULL,
+    PRIMARY KEY (node, pattern)
+);
+CREATE TABLE IF NOT EXISTS group_info (
+    grp TEXT PRIMARY KEY REFERENCES groups(name),
+    info {blob} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sequence_numbers (
     key TEXT PRIMARY KEY,
     upto {int} NOT NULL
@@ -451,6 +461,54 @@ class Store(ABC):
                 (int(backward_security), name),
             )
 
+    def set_group_settings(
+        self, name: str, *, stale_sets_kept: int, exp: int, lifetime: int
+    ) -> None:
+        """Change how many stale-ID sets are kept and when the material expires; sets beyond
+        the new ``stale_sets_kept`` go at once."""
+        self._write(
+            "UPDATE groups SET stale_sets_kept=?, exp=?, lifetime=? WHERE name=?",
+            (stale_sets_kept, exp, lifetime, name),
+        )
+        self._write(
+            "DELETE FROM stale_sets WHERE grp=? AND num NOT IN "
+            "(SELECT num FROM stale_sets WHERE grp=? ORDER BY num DESC LIMIT ?)",
+            (name, name, stale_sets_kept),
+        )
+
+    def delete_group(self, name: str) -> None:
+        """Remove a group with everything kept about it (members, IDs, access entries)."""
+        for table in ("members", "sid_allocations", "sid_cursors", "evicted_elders",
+                      "stale_sets", "access", "group_info"):  # fmt: skip
+            self._write(f"DELETE FROM {table} WHERE grp=?", (name,))
+        self._write("DELETE FROM groups WHERE name=?", (name,))
+
+    def group_info(self, name: str) -> bytes | None:
+        """The administrator-given description of a group (a CBOR map), if any."""
+        row = self._one("SELECT info FROM group_info WHERE grp=?", (name,))
+        return None if row is None else bytes(row[0])
+
+    def set_group_info(self, name: str, info: bytes) -> None:
+        """Replace the administrator-given description of a group."""
+        self._upsert("group_info", "grp, info", "grp", (name, info))
+
+    # --- administrators ---------------------------------------------------------------------
+
+    def admin_entries(self, node: str) -> list[tuple[str, int]]:
+        """(group name pattern, permission bitmap) entries of administrator ``node``; the
+        pattern is a group name, or ``*`` for any group."""
+        rows = self._all("SELECT pattern, perms FROM admins WHERE node=? ORDER BY pattern",
+                         (node,))  # fmt: skip
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def set_admin(self, node: str, pattern: str, perms: int) -> None:
+        """Grant ``node`` the admin permissions ``perms`` on groups matching ``pattern``;
+        0 removes the entry."""
+        if perms:
+            self._upsert("admins", "node, pattern, perms", "node, pattern", (node, pattern, perms))
+        else:
+            self._write("DELETE FROM admins WHERE node=? AND pattern=?", (node, pattern))
+
     def set_policies(self, name: str, policies: bytes) -> None:
         """Replace the CBOR-encoded group policies."""
         self._write("UPDATE groups SET policies=? WHERE name=?", (policies, name))
@@ -671,6 +729,6 @@ class Store(ABC):
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's rows in a stable order: what 'same state after restart' compares."""
         tables = ("meta", "gm_keys", "groups", "members", "sid_allocations", "sid_cursors",
-                  "evicted_elders", "stale_sets", "access", "channels",
-                  "sequence_numbers")  # fmt: skip
+                  "evicted_elders", "stale_sets", "access", "channels", "admins",
+                  "group_info", "sequence_numbers")  # fmt: skip
         return {t: self._all(f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}

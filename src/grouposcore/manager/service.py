@@ -32,6 +32,7 @@ from typing import Any
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
 from grouposcore.errors import SequenceNumberExhausted
+from grouposcore.manager.admin import RT_GROUP_COLLECTION
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
 from grouposcore.manager.params import Code, Param, loads_strict
 from grouposcore.manager.store import ChannelMaterial, GroupRecord, Store
@@ -155,7 +156,11 @@ class _GmSite(Site):
     def lookup(self, path: Iterable[str]) -> Resource | None:
         parts = tuple(path)
         found = super().lookup(parts)
-        if found is not None or not parts or parts[0] != "ace-group":
+        if found is not None or not parts:
+            return found
+        if parts[0] == "manage" and len(parts) == 2:
+            return _GmResource(self._service, parts, hidden=True)
+        if parts[0] != "ace-group":
             return found
         return self._service.resource(parts)
 
@@ -171,6 +176,8 @@ class GroupManagerService:
         self._pending: dict[tuple[str, tuple[str, ...]], tuple[Notification, int | None]] = {}
         self.protection = Protection(oscore=True, accept=self._accepts)
         self.site = _GmSite(self)
+        # The admin interface (draft-ietf-ace-oscore-gm-admin): same channels, same site.
+        self.site.add(("manage",), _GmResource(self, ("manage",), rt=RT_GROUP_COLLECTION))
         self.endpoint: Endpoint | None = None
         for material in gm.store.channels():
             self._install(material, restarted=True)
@@ -185,6 +192,8 @@ class GroupManagerService:
     async def start(self, bind: tuple[str, int] = ("::", 0)) -> Endpoint:
         """Bind an endpoint serving the GM's site."""
         self.endpoint = await Endpoint.create(bind, site=self.site, server_security=self._security)
+        host, port = self.endpoint.address[:2]
+        self.gm.base_uri = f"coap://[{host}]:{port}" if ":" in host else f"coap://{host}:{port}"
         return self.endpoint
 
     async def close(self) -> None:

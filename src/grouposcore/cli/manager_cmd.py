@@ -26,15 +26,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from grouposcore.cli import manager_admin
 from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.coap.uri import parse_uri
 from grouposcore.errors import GroupOscoreError
+from grouposcore.manager.admin import AdminParam
 from grouposcore.manager.core import GroupManager, Notification
 from grouposcore.manager.params import (
     CF_ACE_GROUPCOMM,
     CF_PROBLEM_DETAILS,
     Code,
     ErrorId,
+    Param,
     Role,
     encode_problem_details,
     roles_from_tperm,
@@ -131,7 +134,12 @@ def add_manager_arguments(
                    help="do not rekey when a node joins")
     p.add_argument("--lifetime", type=int, default=30 * 24 * 3600, metavar="S",
                    help="keying material lifetime in seconds (default 30 days)")
+    p.add_argument("--description", metavar="TEXT", help="(with --manager) group description")
+    p.add_argument("--inactive", action="store_true",
+                   help="(with --manager) create the group suspended")
+    manager_admin.add_remote_arguments(p)
     db(p)
+    manager_admin.add_admin_arguments(gsub, sub, db)
 
     p = sub.add_parser("allow", help="let a node join a group; writes its channel file",
                        description="Put NODE on GROUP's access list with the given roles. "
@@ -221,6 +229,35 @@ def _group_create(gm: GroupManager, args: argparse.Namespace) -> int:
     return 0
 
 
+def _remote_group_create(args: argparse.Namespace) -> int:
+    """``group create --manager``: the same group through the GM's admin interface."""
+    if args.no_backward_security:
+        return _fail("manager group create", "--no-backward-security is a local-only setting")
+    aead, ecdh = args.aead_alg, args.ecdh_alg
+    sign, enc = args.sign_alg, args.group_enc_alg
+    if args.algs:
+        try:
+            sign, enc, aead, ecdh = (_alg(w.strip()) for w in args.algs.split(","))
+        except (argparse.ArgumentTypeError, ValueError):
+            return _fail("manager group create", "--algs needs SIGN,ENC,AEAD,ECDH")
+    config: dict[int, Any] = {
+        AdminParam.GROUP_NAME: args.name, AdminParam.ACTIVE: not args.inactive,
+        AdminParam.SIGN_ALG: sign, AdminParam.GP_ENC_ALG: enc,
+        AdminParam.PAIRWISE_MODE: aead is not None and ecdh is not None,
+        Param.EXP: int(time.time()) + args.lifetime,
+    }  # fmt: skip
+    if aead is not None and ecdh is not None:
+        config[AdminParam.ALG], config[AdminParam.ECDH_ALG] = aead, ecdh
+    if args.description:
+        config[AdminParam.GROUP_DESCRIPTION] = args.description
+    try:
+        return manager_admin.remote_create(args, config)
+    except GroupOscoreError as e:
+        return _fail("manager group create", str(e))
+    except OSError as e:
+        return _fail("manager group create", str(e.strerror or e))
+
+
 def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
     if gm.group(args.group) is None:
         return _fail("manager allow", f"no group {args.group!r}")
@@ -287,6 +324,12 @@ def run_manager(args: argparse.Namespace) -> int:
             return asyncio.run(_serve(args))
         except KeyboardInterrupt:
             return 0
+    if args.manager_command == "admin":
+        return manager_admin.run_admin(args)
+    if args.manager_command == "group" and args.group_command != "create":
+        return manager_admin.run_group_admin(args)
+    if args.manager_command == "group" and args.manager:
+        return _remote_group_create(args)
     try:
         gm = GroupManager(args.db)
     except GroupOscoreError as e:

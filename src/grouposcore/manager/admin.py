@@ -127,8 +127,11 @@ def _unsupported(detail: str) -> GroupManagerRequestError:
                                     error_id=AdminErrorId.UNSUPPORTED_CONFIGURATION)
 
 
-def permissions(gm: GroupManager, node: str, group: str) -> int:
-    """The union of ``node``'s admin permissions whose pattern matches ``group``."""
+def permissions(gm: GroupManager, node: str | None, group: str) -> int:
+    """The union of ``node``'s admin permissions whose pattern matches ``group``; every
+    permission for ``None``, the local operator who holds the database itself."""
+    if node is None:
+        return (1 << len(AdminPerm)) - 1
     perms = 0
     for pattern, bits in gm.store.admin_entries(node):
         if pattern in (WILDCARD, group):
@@ -136,17 +139,18 @@ def permissions(gm: GroupManager, node: str, group: str) -> int:
     return perms
 
 
-def _require(gm: GroupManager, node: str, group: str, perm: AdminPerm) -> None:
+def _require(gm: GroupManager, node: str | None, group: str, perm: AdminPerm) -> None:
     if not permissions(gm, node, group) & (1 << perm):
         raise forbidden(f"{node} lacks the {perm.name.title()} permission for {group}")
 
 
 def dispatch(
-    gm: GroupManager, node: str, method: Method, path: tuple[str, ...], payload: bytes,
+    gm: GroupManager, node: str | None, method: Method, path: tuple[str, ...], payload: bytes,
     cf: int | None, base_uri: str,
 ) -> GmResponse:
-    """Serve one request under /manage of the authenticated ``node``."""
-    if not gm.store.admin_entries(node):
+    """Serve one request under /manage of the authenticated ``node`` (``None``: the local
+    operator, e.g. the CLI on the database file, who may do everything)."""
+    if node is not None and not gm.store.admin_entries(node):
         raise forbidden(f"{node} is not an administrator")
     if len(path) == 1:
         if method == Method.GET:
@@ -181,7 +185,7 @@ def _config_body(payload: bytes, cf: int | None) -> dict[Any, Any]:
     return expect_map(loads_strict(payload, "group configuration"), "group configuration")
 
 
-def _list(gm: GroupManager, node: str) -> GmResponse:
+def _list(gm: GroupManager, node: str | None) -> GmResponse:
     links = [
         f'</manage/{g.name}>;rt="{RT_GROUP_CONFIGURATION}"'
         for g in gm.store.groups()
@@ -303,7 +307,7 @@ def _algorithms(req: dict[Any, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _create(gm: GroupManager, node: str, req: dict[Any, Any], base_uri: str) -> GmResponse:
+def _create(gm: GroupManager, node: str | None, req: dict[Any, Any], base_uri: str) -> GmResponse:
     _check_keys(req, _CONFIG_KEYS | _SETTABLE_STATUS)
     wanted = req.get(AdminParam.GROUP_NAME)
     if not isinstance(wanted, str):
@@ -337,7 +341,7 @@ def _create(gm: GroupManager, node: str, req: dict[Any, Any], base_uri: str) -> 
                       location_path=("manage", name))  # fmt: skip
 
 
-def _free_name(gm: GroupManager, node: str, wanted: str) -> str:
+def _free_name(gm: GroupManager, node: str | None, wanted: str) -> str:
     """``wanted`` if free, else an alternative the administrator holds the same permissions
     for (5.03 error 11 when there is none)."""
     if gm.store.group(wanted) is None:

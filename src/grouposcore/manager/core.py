@@ -243,6 +243,26 @@ class GroupManager(Membership):
         with self.store.transaction():
             self.store.set_admin(node, pattern, value)
 
+    def administer(
+        self, method: str | int, path: Iterable[str], payload: bytes = b"",
+        content_format: int | None = None,
+    ) -> GmResponse:
+        """One admin-interface request (/manage...) from the local operator, who holds the
+        database and so every permission; same semantics as over the network."""
+        try:
+            m = method_from(method)
+            if m is None:
+                raise GroupManagerRequestError("method not allowed",
+                                               code=Code.METHOD_NOT_ALLOWED)  # fmt: skip
+            return admin.dispatch(self, None, m, tuple(path), bytes(payload), content_format,
+                                  self.base_uri)  # fmt: skip
+        except GroupManagerRequestError as e:
+            return error_response(e)
+        except ManagerMessageError as e:
+            return GmResponse(
+                Code.BAD_REQUEST, encode_problem_details(None, str(e)), CF_PROBLEM_DETAILS
+            )
+
     def disallow(self, node: str, group: str) -> None:
         """Remove ``node``'s access-list entry for ``group`` (membership is kept; see evict)."""
         with self.store.transaction():

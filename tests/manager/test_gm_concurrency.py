@@ -15,9 +15,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
+from grouposcore.coap import Code as CoapCode
+from grouposcore.coap import Message
+from grouposcore.errors import ReplayError
 from grouposcore.manager.core import GroupManager
-from grouposcore.manager.service import ClaimedSequence
+from grouposcore.manager.service import ClaimedSequence, GroupManagerService
 from grouposcore.manager.store import open_store
+from grouposcore.oscore.security import ClientSecurity
 from tests.manager.helpers import check_invariants
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,3 +102,31 @@ def test_gm_processes_never_share_a_channel_partial_iv(db_url: str) -> None:
     assert len(used) == len(set(used))
     for s in (a, b, restarted._claims):
         s.close()
+
+
+def test_request_accepted_by_one_gm_process_is_a_replay_at_another(pg_url: str) -> None:
+    """Each GM process keeps its own replay windows; the Partial IVs they accepted are shared
+    through the database, so a request captured at one process is refused by the other."""
+    gm_a, gm_b = GroupManager(pg_url), GroupManager(pg_url)
+    svc_a = GroupManagerService(gm_a)
+    material = svc_a.commission("n")
+    svc_b = GroupManagerService(gm_b)
+    svc_b._install(material, restarted=False)  # as 'manager serve' installs a new channel
+    client = ClientSecurity(material.context(as_gm=False))
+
+    def protected() -> Message:
+        msg = Message(CoapCode.GET)
+        msg.options.uri_path = ["ace-group"]
+        return client.protect_request(msg)[0]
+
+    first = protected()
+    assert svc_a.server_security.unprotect_request(first) is not None
+    with pytest.raises(ReplayError):
+        svc_b.server_security.unprotect_request(first)
+    assert svc_b.server_security.unprotect_request(protected()) is not None
+    old = [protected() for _ in range(40)]
+    assert svc_a.server_security.unprotect_request(old[-1]) is not None
+    with pytest.raises(ReplayError):  # below the shared window
+        svc_b.server_security.unprotect_request(old[0])
+    gm_a.close()
+    gm_b.close()

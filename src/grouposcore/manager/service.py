@@ -31,12 +31,13 @@ from typing import Any
 
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
-from grouposcore.errors import SequenceNumberExhausted
+from grouposcore.errors import OscoreError, ReplayError, SequenceNumberExhausted
 from grouposcore.manager.admin import RT_GROUP_COLLECTION
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
 from grouposcore.manager.params import Code, Param, loads_strict
 from grouposcore.manager.store import ChannelMaterial, GroupRecord, Store
 from grouposcore.oscore.context import SecurityContext
+from grouposcore.oscore.option import piv_to_int
 from grouposcore.oscore.security import ServerSecurity
 from grouposcore.oscore.sequence import SenderSequence
 from grouposcore.transport import Endpoint, Protection, Resource, Site
@@ -46,6 +47,8 @@ __all__ = ["GroupManagerService", "NodeRequest"]
 log = logging.getLogger(__name__)
 
 RT_GROUP_MEMBERSHIP = "core.osc.gm"
+#: Partial IVs per channel that GM processes on a shared database remember together
+REPLAY_WINDOW = 32
 
 
 @dataclass(slots=True, repr=False)
@@ -95,19 +98,48 @@ class ClaimedSequence(SenderSequence):
 
 
 class _ChannelSecurity:
-    """The transport's server security hook: OSCORE channels, requests tagged with the node."""
+    """The transport's server security hook: OSCORE channels, requests tagged with the node.
 
-    def __init__(self) -> None:
+    With a shared store (several GM processes on one database) each process keeps its own
+    replay windows, so a request that one process accepted could be replayed to another.
+    Every verified request's Partial IV is therefore also claimed in the store, and a
+    number any process saw before is refused as a replay.
+    """
+
+    def __init__(self, shared: Store | None = None) -> None:
         self.oscore = ServerSecurity()
         self.nodes: dict[int, str] = {}
+        self.keys: dict[int, str] = {}
+        self.shared = shared
 
-    def add(self, node: str, context: SecurityContext) -> None:
+    def add(self, node: str, context: SecurityContext, key: str = "") -> None:
         self.oscore.add(context)
         self.nodes[id(context)] = node
+        self.keys[id(context)] = key
 
     def remove(self, context: SecurityContext) -> None:
         self.oscore.remove(context)
         self.nodes.pop(id(context), None)
+        self.keys.pop(id(context), None)
+
+    def _claim(self, binding: Any) -> None:
+        """Refuse a request another GM process on the shared database already accepted."""
+        key = self.keys.get(id(getattr(binding, "context", None)))
+        if self.shared is None or not key:
+            return
+        try:
+            fresh = self.shared.fresh_request(key, piv_to_int(binding.request_piv),
+                                              REPLAY_WINDOW)  # fmt: skip
+        except self.shared.failures as e:
+            log.warning("cannot check the request against other GM processes: %s", e)
+            failure = OscoreError("store unavailable")
+            failure.coap_code = int(CoapCode.SERVICE_UNAVAILABLE)
+            failure.diagnostic = "Try again later"
+            raise failure from None
+        if not fresh:
+            replay = ReplayError("Partial IV seen by another GM process")
+            replay.binding = binding  # type: ignore[attr-defined]  # answered protected
+            raise replay
 
     def node_of(self, binding: Any) -> str | None:
         context = getattr(binding, "context", None)
@@ -118,6 +150,7 @@ class _ChannelSecurity:
         if result is None:
             return None
         plain, binding = result
+        self._claim(binding)
         tagged = NodeRequest(
             code=plain.code,
             mtype=plain.mtype,
@@ -170,7 +203,7 @@ class GroupManagerService:
 
     def __init__(self, gm: GroupManager, *, sequence_step: int = 64) -> None:
         self.gm = gm
-        self._security = _ChannelSecurity()
+        self._security = _ChannelSecurity(gm.store if gm.store.shared else None)
         self._contexts: dict[str, SecurityContext] = {}
         self._sequence_step = sequence_step
         self._pending: dict[tuple[str, tuple[str, ...]], tuple[Notification, int | None]] = {}
@@ -294,7 +327,7 @@ class GroupManagerService:
             replay_window_valid=not restarted,
         )
         self._contexts[material.node] = context
-        self._security.add(material.node, context)
+        self._security.add(material.node, context, _sequence_key(material))
 
     def _num_of(self, note: Notification) -> int | None:
         if note.code != Code.CONTENT or len(note.path) != 2:

@@ -132,6 +132,11 @@ CREATE TABLE IF NOT EXISTS group_info (
     grp TEXT PRIMARY KEY REFERENCES groups(name),
     info {blob} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS request_pivs (
+    key TEXT NOT NULL,
+    piv {int} NOT NULL,
+    PRIMARY KEY (key, piv)
+);
 CREATE TABLE IF NOT EXISTS sequence_numbers (
     key TEXT PRIMARY KEY,
     upto {int} NOT NULL
@@ -723,6 +728,24 @@ class Store(ABC):
             self._upsert("sequence_numbers", "key, upto", "key", (key, first + count),
                          visible=False)  # fmt: skip
         return first
+
+    def fresh_request(self, key: str, piv: int, window: int) -> bool:
+        """Record that a request with Partial IV ``piv`` arrived on the channel ``key``, for
+        every GM process on this database. False (a replay) if any of them saw that number
+        before, or if it lies ``window`` or more below the highest one seen. Only the latest
+        ``window`` numbers per channel are kept."""
+        with self.transaction():
+            row = self._one("SELECT MAX(piv) FROM request_pivs WHERE key=?", (key,))
+            top = None if row is None or row[0] is None else int(row[0])
+            if top is not None and piv <= top - window:
+                return False
+            if self._one("SELECT 1 FROM request_pivs WHERE key=? AND piv=?", (key, piv)):
+                return False
+            self._write("INSERT INTO request_pivs(key, piv) VALUES (?, ?)", (key, piv),
+                        visible=False)  # fmt: skip
+            self._write("DELETE FROM request_pivs WHERE key=? AND piv<=?",
+                        (key, max(piv, top or 0) - window), visible=False)  # fmt: skip
+        return True
 
     # --- whole-state view ---------------------------------------------------------------
 

@@ -20,11 +20,13 @@ import pytest
 from grouposcore.coap import Code as CoapCode
 from grouposcore.coap import Message
 from grouposcore.errors import ReplayError
+from grouposcore.manager import member as mb
 from grouposcore.manager.core import GroupManager
+from grouposcore.manager.params import CF_ACE_GROUPCOMM, Code
 from grouposcore.manager.service import ClaimedSequence, GroupManagerService
 from grouposcore.manager.store import open_store
 from grouposcore.oscore.security import ClientSecurity
-from tests.manager.helpers import check_invariants
+from tests.manager.helpers import RS, Harness, check_invariants
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -130,3 +132,24 @@ def test_request_accepted_by_one_gm_process_is_a_replay_at_another(pg_url: str) 
         svc_b.server_security.unprotect_request(old[0])
     gm_a.close()
     gm_b.close()
+
+
+def test_challenge_from_one_gm_process_is_honoured_by_another(pg_url: str) -> None:
+    """The in-band N_S a joining node got from one GM process proves possession at any other
+    process on the same database, once."""
+    a, b = GroupManager(pg_url), GroupManager(pg_url)
+    a.create_group("g")
+    ha, hb = Harness(a), Harness(b)
+    hb.nodes = ha.nodes
+    a.allow("n", "g", RS)
+    n = ha.node("n")
+    challenge = ha.challenge("n", "g")  # at process a
+    p = mb.build_join_request("g", RS, credential=n.credential, private_key=n.private_key,
+                              challenge=challenge)  # fmt: skip
+    r = hb.request("n", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)  # at process b
+    assert r.code == Code.CREATED
+    again = ha.request("n", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+    assert again.code == Code.BAD_REQUEST  # used up: a fresh challenge comes back
+    assert mb.parse_challenge(again.payload).kdcchallenge != challenge
+    a.close()
+    b.close()

@@ -132,7 +132,7 @@ class GroupManager(Membership):
         self._clock = clock
         self._random = random_bytes
         self._subject = subject
-        self._challenges = Challenges(clock, random_bytes, challenge_ttl)
+        self._challenges = Challenges(clock, random_bytes, challenge_ttl, self.store)
         self._sid_policy = SidPolicy(max_sender_ids_per_node, max_relinquished_sender_ids)
         #: the GM's own URI ("coap://host:port"), for the admin interface's 'joining_uri'
         self.base_uri = ""

@@ -132,6 +132,11 @@ CREATE TABLE IF NOT EXISTS group_info (
     grp TEXT PRIMARY KEY REFERENCES groups(name),
     info {blob} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS challenges (
+    node TEXT PRIMARY KEY,
+    challenge {blob} NOT NULL,
+    expires {real} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS request_pivs (
     key TEXT NOT NULL,
     piv {int} NOT NULL,
@@ -728,6 +733,22 @@ class Store(ABC):
             self._upsert("sequence_numbers", "key, upto", "key", (key, first + count),
                          visible=False)  # fmt: skip
         return first
+
+    def challenge(self, node: str) -> tuple[bytes, float] | None:
+        """(N_S, expiry time) of the node's outstanding challenge, if any."""
+        row = self._one("SELECT challenge, expires FROM challenges WHERE node=?", (node,))
+        return None if row is None else (bytes(row[0]), float(row[1]))
+
+    def put_challenge(self, node: str, challenge: bytes, expires: float) -> None:
+        """Replace the node's outstanding challenge (own transaction)."""
+        with self.transaction():
+            self._upsert("challenges", "node, challenge, expires", "node",
+                         (node, challenge, expires), visible=False)  # fmt: skip
+
+    def drop_challenge(self, node: str) -> None:
+        """Forget the node's challenge (own transaction, or the caller's)."""
+        with self.transaction():
+            self._write("DELETE FROM challenges WHERE node=?", (node,), visible=False)
 
     def fresh_request(self, key: str, piv: int, window: int) -> bool:
         """Record that a request with Partial IV ``piv`` arrived on the channel ``key``, for

@@ -153,3 +153,18 @@ def test_challenge_from_one_gm_process_is_honoured_by_another(pg_url: str) -> No
     assert mb.parse_challenge(again.payload).kdcchallenge != challenge
     a.close()
     b.close()
+
+
+def test_expired_material_is_rekeyed_once_whichever_processes_notice(db_url: str) -> None:
+    now = [1_000_000.0]
+    a = GroupManager(db_url, clock=lambda: now[0])
+    b = GroupManager(db_url, clock=lambda: now[0])
+    g = a.create_group("g", lifetime=10)
+    assert a.rekey_if_expired("g", now[0]) == []  # not expired yet
+    now[0] = g.exp + 1.0
+    a.rekey_if_expired("g", now[0])
+    assert b.rekey_if_expired("g", now[0]) == []  # a already did it: nothing more
+    after = b.group("g")
+    assert after is not None and after.num == g.num + 1 and after.exp > now[0]
+    a.close()
+    b.close()

@@ -401,7 +401,7 @@ class _SyncedService(GroupManagerService):
         for g in store.groups():
             if g.exp <= now and g.name in self._seen:
                 log.info("group %s: keying material expired, rekeying", g.name)
-                self.rekey(g.name)
+                self.deliver(self.gm.rekey_if_expired(g.name, now))  # once for all processes
         for c in store.channels():
             if self._channels.get(c.node) != c:
                 self._install(c, restarted=False)

@@ -292,6 +292,17 @@ class GroupManager(Membership):
             _, notes, _ = self._rekey(self._group(group))
         return notes
 
+    def rekey_if_expired(self, group: str, now: float) -> list[Notification]:
+        """Rekey ``group`` if its material has expired by ``now``; nothing otherwise. The
+        check is inside the rekeying transaction, so when several GM processes notice the
+        same expiry only the first rekeys."""
+        with self.store.transaction():
+            g = self._group(group)
+            if g.exp > now:
+                return []
+            _, notes, _ = self._rekey(g)
+        return notes
+
     def set_active(self, group: str, active: bool) -> list[Notification]:
         """Mark the group (in)active; members observing /active are notified."""
         with self.store.transaction():

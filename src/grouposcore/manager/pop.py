@@ -69,8 +69,7 @@ class Challenges:
         """Forget the node's N_S (after it proved possession with it, or left)."""
         if self._store is not None:
             self._store.drop_challenge(node)
-        else:
-            self._live.pop(node, None)
+        self._live.pop(node, None)
 
     def verify(
         self,

@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from grouposcore.coap import Code as CoapCode
@@ -168,3 +169,30 @@ def test_expired_material_is_rekeyed_once_whichever_processes_notice(db_url: str
     assert after is not None and after.num == g.num + 1 and after.exp > now[0]
     a.close()
     b.close()
+
+
+def test_join_racing_an_earlier_join_of_the_same_node_relinquishes_that_sender_id(
+    db_url: str,
+) -> None:
+    """Two GM processes handle joins of one node at once: the second read the membership
+    before the first committed. Its transaction reads again, so the first join's Sender ID
+    becomes stale instead of staying allocated to nobody."""
+    gm = GroupManager(db_url)
+    gm.create_group("g", backward_security=False)
+    h = Harness(gm)
+    h.join("other", "g")
+    first = h.join("n", "g")
+    assert first.material is not None and first.material.sender_id is not None
+    g = gm.group("g")
+    assert g is not None
+    ch = h.challenge("n", "g")
+    p = mb.build_join_request("g", RS, credential=first.credential,
+                              private_key=first.private_key, challenge=ch)  # fmt: skip
+    r = gm._join("n", g, None, cbor2.loads(p.payload))  # as if read before the first join
+    assert r.code == Code.CREATED
+    m = gm.store.member("g", "n")
+    assert m is not None and m.sender_id != first.material.sender_id
+    stale = cbor2.loads(gm.store.stale_sets("g")[g.num])
+    assert first.material.sender_id in stale
+    check_invariants(gm)
+    gm.close()

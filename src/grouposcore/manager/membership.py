@@ -133,10 +133,13 @@ class Membership:
         notes: list[Notification] = []
         with self.store.transaction():
             g = self._group(g.name)
-            if existing is not None:
+            # Read again under the write lock: another GM process may have joined (or
+            # removed) this node since the request was read.
+            current = self.store.member(g.name, node)
+            if current is not None:
                 # A re-joiner gives up its Sender ID: stale at once, never handed out again
                 # under this Gid.
-                self._remove_member(g, existing)
+                self._remove_member(g, current)
             elder = node in self.store.evicted_elders(g.name)
             if (g.backward_security and not elder) or (
                 not monitor and crowded(self.store, g, self._sid_policy)

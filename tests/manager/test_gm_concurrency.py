@@ -196,3 +196,25 @@ def test_join_racing_an_earlier_join_of_the_same_node_relinquishes_that_sender_i
     assert first.material.sender_id in stale
     check_invariants(gm)
     gm.close()
+
+
+def test_renewal_racing_another_renewal_relinquishes_the_sender_id_in_use(db_url: str) -> None:
+    """A Sender ID renewal that read the membership before another GM process renewed it
+    gives up the Sender ID the member holds now, not the one it read."""
+    gm = GroupManager(db_url)
+    gm.create_group("g", backward_security=False)
+    h = Harness(gm)
+    h.join("n", "g")
+    before = gm.store.member("g", "n")
+    assert before is not None and before.sender_id is not None
+    assert h.request("n", "PUT", "ace-group/g/nodes/n").code == Code.CONTENT  # renewal 1
+    between = gm.store.member("g", "n")
+    assert between is not None and between.sender_id not in (None, before.sender_id)
+    g = gm.group("g")
+    assert g is not None
+    r = gm._renew_sender_id(g, before)  # renewal 2, read before renewal 1 committed
+    assert r.code == Code.CONTENT
+    stale = cbor2.loads(gm.store.stale_sets("g")[g.num])
+    assert between.sender_id in stale and before.sender_id in stale
+    check_invariants(gm)
+    gm.close()

@@ -340,14 +340,21 @@ class Store(ABC):
         self._depth = 0
         self._commit(self._changed)
 
-    def _write(self, sql: str, args: tuple[Any, ...] = (), *, visible: bool = True) -> Any:
+    def _write(self, sql: str, args: tuple[Any, ...] = (), *, visible: bool = False) -> Any:
         """A statement that changes state; ``visible`` marks the transaction as one other GM
-        processes must learn about (groups, members, channels)."""
+        processes must learn about (what their observers or channels see: keying material,
+        group flags, evictions, deletions, channels), so it ends with a notification."""
         if not self._depth:
             raise ManagerStoreError("state changes must run inside Store.transaction()")
         if visible:
             self._changed = True
         return self._execute(sql, args)
+
+    def _announce(self) -> None:
+        """Mark the running transaction as one other GM processes must hear about."""
+        if not self._depth:
+            raise ManagerStoreError("state changes must run inside Store.transaction()")
+        self._changed = True
 
     def _one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._execute(sql, args).fetchone()
@@ -357,7 +364,7 @@ class Store(ABC):
         return [tuple(r) for r in self._execute(sql, args).fetchall()]
 
     def _upsert(
-        self, table: str, cols: str, keys: str, values: tuple[Any, ...], *, visible: bool = True
+        self, table: str, cols: str, keys: str, values: tuple[Any, ...], *, visible: bool = False
     ) -> None:
         """Insert a row or replace the one with the same ``keys``."""
         names = [c.strip() for c in cols.split(",")]
@@ -430,6 +437,7 @@ class Store(ABC):
 
     def insert_group(self, g: GroupRecord) -> None:
         """Create a group row."""
+        self._announce()
         self._write(
             f"INSERT INTO groups({_GROUP_COLS}) VALUES ({','.join('?' * 22)})",
             (
@@ -453,6 +461,7 @@ class Store(ABC):
         exp: int,
     ) -> None:
         """Install a rekeying's new Common Context values."""
+        self._announce()
         self._write(
             "UPDATE groups SET epoch=?, gid=?, master_secret=?, master_salt=?, num=?, exp=? "
             "WHERE name=?",
@@ -463,6 +472,7 @@ class Store(ABC):
         self, name: str, *, active: bool | None = None, backward_security: bool | None = None
     ) -> None:
         """Change the active / backward-security switches of a group."""
+        self._announce()
         if active is not None:
             self._write("UPDATE groups SET active=? WHERE name=?", (int(active), name))
         if backward_security is not None:
@@ -476,6 +486,7 @@ class Store(ABC):
     ) -> None:
         """Change how many stale-ID sets are kept and when the material expires; sets beyond
         the new ``stale_sets_kept`` go at once."""
+        self._announce()
         self._write(
             "UPDATE groups SET stale_sets_kept=?, exp=?, lifetime=? WHERE name=?",
             (stale_sets_kept, exp, lifetime, name),
@@ -488,6 +499,7 @@ class Store(ABC):
 
     def delete_group(self, name: str) -> None:
         """Remove a group with everything kept about it (members, IDs, access entries)."""
+        self._announce()
         for table in ("members", "sid_allocations", "sid_cursors", "evicted_elders",
                       "stale_sets", "access", "group_info"):  # fmt: skip
             self._write(f"DELETE FROM {table} WHERE grp=?", (name,))
@@ -500,6 +512,7 @@ class Store(ABC):
 
     def set_group_info(self, name: str, info: bytes) -> None:
         """Replace the administrator-given description of a group."""
+        self._announce()
         self._upsert("group_info", "grp, info", "grp", (name, info))
 
     # --- administrators ---------------------------------------------------------------------
@@ -521,6 +534,7 @@ class Store(ABC):
 
     def set_policies(self, name: str, policies: bytes) -> None:
         """Replace the CBOR-encoded group policies."""
+        self._announce()
         self._write("UPDATE groups SET policies=? WHERE name=?", (policies, name))
 
     # --- members ------------------------------------------------------------------------
@@ -547,6 +561,7 @@ class Store(ABC):
 
     def delete_member(self, group: str, node: str) -> None:
         """End a membership."""
+        self._announce()
         self._write("DELETE FROM members WHERE grp=? AND node=?", (group, node))
 
     def set_member_credential(self, group: str, node: str, credential: bytes) -> None:
@@ -705,6 +720,7 @@ class Store(ABC):
 
     def put_channel(self, c: ChannelMaterial) -> None:
         """Insert or replace a node's channel material."""
+        self._announce()
         self._upsert(
             "channels", _CHANNEL_COLS, "node",
             (

@@ -8,6 +8,8 @@ out; none may repeat under one Gid, every join must succeed (a lost race would s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -218,3 +220,44 @@ def test_renewal_racing_another_renewal_relinquishes_the_sender_id_in_use(db_url
     assert between.sender_id in stale and before.sender_id in stale
     check_invariants(gm)
     gm.close()
+
+
+def test_other_processes_hear_of_visible_changes_only(pg_url: str) -> None:
+    """LISTEN/NOTIFY: a rekeying committed through one store reaches another store's watch
+    at once; a transaction announces itself only when it changed what other processes push
+    (keying material, flags, evictions, channels), not for an access-list entry or a join
+    that does not rekey."""
+
+    async def scenario() -> None:
+        writer, watcher = open_store(pg_url), open_store(pg_url)
+        heard = asyncio.Queue[int]()
+        task = asyncio.create_task(watcher.watch(lambda: heard.put_nowait(1)))
+        await asyncio.wait_for(heard.get(), 10)  # the catch-up call once LISTEN is in place
+        announced: list[bool] = []
+        commit = writer._commit
+
+        def spy(changed: bool) -> None:
+            announced.append(changed)
+            commit(changed)
+
+        writer._commit = spy  # type: ignore[method-assign]
+        gm = GroupManager(writer)
+        gm.create_group("g", backward_security=False)
+        await asyncio.wait_for(heard.get(), 10)
+        h = Harness(gm)
+        del announced[:]
+        gm.allow("n", "g", RS)
+        assert announced == [False]
+        h.join("n", "g", allow=False)  # no rekeying: nothing for others to push
+        assert not any(announced)
+        del announced[:]
+        gm.rekey("g")
+        assert True in announced
+        await asyncio.wait_for(heard.get(), 10)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.close()
+        watcher.close()
+
+    asyncio.run(scenario())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from grouposcore.cli.main import main
-from tests.manager.test_gm_replicas import serve, stop
+from tests.manager.test_runtime_gm_replicas import serve, stop
 
 
 def _json(out: str) -> list[dict]:

@@ -21,6 +21,7 @@ from tests.cli.conftest import REPO, grouposcore_cmd
 from tests.manager.helpers import RS, check_invariants
 
 SLOW_POLL = "60"  # seconds: far longer than any wait below
+MEMBERS = 24
 
 
 def serve(url: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
@@ -80,7 +81,7 @@ def current_num(url: str) -> int:
 
 
 def test_rekeyings_reach_observers_of_every_gm_process(pg_url: str, tmp_path: Path) -> None:
-    nodes = [f"m{i}" for i in range(9)]
+    nodes = [f"m{i}" for i in range(MEMBERS)]
     channels = setup(pg_url, nodes)
     procs: list[subprocess.Popen[str]] = []
     try:
@@ -93,34 +94,42 @@ def test_rekeyings_reach_observers_of_every_gm_process(pg_url: str, tmp_path: Pa
         async def scenario() -> dict[str, float]:
             members: dict[str, GroupMember] = {}
             started = time.perf_counter()
-            # Joins spread over the three processes, concurrently within each round.
-            for round_ in range(3):
-                batch = nodes[round_ * 3:(round_ + 1) * 3]
+            # Joins spread over the three processes, concurrently within each round; every
+            # join rekeys, so each process keeps pushing the others' rekeyings meanwhile.
+            for round_ in range(0, MEMBERS, 6):
+                batch = nodes[round_:round_ + 6]
                 opened = await asyncio.gather(*(
-                    open_member(tmp_path, channels[n], addresses[i]) for i, n in enumerate(batch)
+                    open_member(tmp_path, channels[n], addresses[i % 3])
+                    for i, n in enumerate(batch)
                 ))  # fmt: skip
                 members.update(zip(batch, opened, strict=True))
             joined = time.perf_counter() - started
-            # Rekey and evict offline (a fourth writer on the database).
+            # Rekey and evict offline (a fourth writer on the database), and let a member
+            # leave through one of the processes.
             gm = GroupManager(pg_url)
             gm.rekey("g")
             gm.evict("g", "m4")
+            gm.evict("g", "m9")
             gm.close()
+            await members["m7"].leave()
+            gone = {"m4", "m9", "m7"}
             num = current_num(pg_url)
-            await members["m4"].wait_terminated(timeout=15)
+            await asyncio.gather(members["m4"].wait_terminated(timeout=20),
+                                 members["m9"].wait_terminated(timeout=20))  # fmt: skip
             await asyncio.gather(*(
-                m.wait_for(num, timeout=15) for n, m in members.items() if n != "m4"
+                m.wait_for(num, timeout=20) for n, m in members.items() if n not in gone
             ))  # fmt: skip
             converged = time.perf_counter() - started - joined
             for n, m in members.items():
-                if n != "m4":
+                if n not in gone:
                     assert m.material.num == num, n
                 await m.close()
             return {"joined": joined, "converged": converged}
 
-        figures = asyncio.run(asyncio.wait_for(scenario(), 90))
-        print(f"\n9 joins over 3 GM processes in {figures['joined']:.2f} s; rekey + eviction "
-              f"reached all 8 observers in {figures['converged']:.2f} s")
+        figures = asyncio.run(asyncio.wait_for(scenario(), 120))
+        print(f"\n{MEMBERS} joins over 3 GM processes in {figures['joined']:.2f} s; two "
+              f"evictions, a leave and a rekey reached all {MEMBERS - 3} observers in "
+              f"{figures['converged']:.2f} s")
     finally:
         stop(procs)
 

@@ -1,4 +1,4 @@
-"""Fixtures for the Group Manager tests: a GM on a temporary database."""
+"""Fixtures for the Group Manager tests: a GM on a temporary database (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from grouposcore.manager.core import GroupManager
 from tests.manager.helpers import Harness
+from tests.manager.pgserver import Cluster, NoServer, start_cluster
 
 
 @pytest.fixture
@@ -26,3 +27,32 @@ def gm(db_path: Path) -> Iterator[GroupManager]:
 @pytest.fixture
 def harness(gm: GroupManager) -> Harness:
     return Harness(gm)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One PostgreSQL server for the session: started here and stopped at the end, unless
+    GROUPOSCORE_PG_URL names one. Skips (with the reason) only if none can be had."""
+    try:
+        cluster = start_cluster()
+    except NoServer as e:
+        pytest.skip(f"no PostgreSQL server: {e}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of its own."""
+    url = pg_cluster.new_database()
+    yield url
+    pg_cluster.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ``--db`` value of a fresh database of each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gm.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url

@@ -1,4 +1,5 @@
-"""The SQLite store: file permissions, atomic transactions, and surviving restarts and kills."""
+"""The store on both backends (SQLite, PostgreSQL): atomic transactions, surviving restarts
+and kills; and the SQLite file's permissions and migration."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 from grouposcore.errors import ManagerStoreError
 from grouposcore.manager import member as mb
 from grouposcore.manager.core import GroupManager
-from grouposcore.manager.store import Store
+from grouposcore.manager.store import SqliteStore as Store
+from grouposcore.manager.store import open_store
 from tests.manager.helpers import Harness, check_invariants
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,18 +63,17 @@ def test_foreign_file_is_refused(tmp_path: Path) -> None:
         Store(bad)
 
 
-def test_schema_version_mismatch_is_refused(db_path: Path) -> None:
-    Store(db_path).close()
-    db = sqlite3.connect(db_path)
-    db.execute("UPDATE meta SET value=99 WHERE key='schema'")
-    db.commit()
-    db.close()
+def test_schema_version_mismatch_is_refused(db_url: str) -> None:
+    s = open_store(db_url)
+    with s.transaction():
+        s._write("UPDATE meta SET value=99 WHERE key='schema'")
+    s.close()
     with pytest.raises(ManagerStoreError):
-        Store(db_path)
+        open_store(db_url)
 
 
-def test_writes_need_a_transaction_and_roll_back_on_error(db_path: Path) -> None:
-    s = Store(db_path)
+def test_writes_need_a_transaction_and_roll_back_on_error(db_url: str) -> None:
+    s = open_store(db_url)
     with pytest.raises(ManagerStoreError):
         s.set_access("n", "g", 6)
     with pytest.raises(RuntimeError):
@@ -88,13 +89,15 @@ def test_writes_need_a_transaction_and_roll_back_on_error(db_path: Path) -> None
     s.close()
 
 
-def test_stale_sets_keep_the_last_n(gm: GroupManager) -> None:
+def test_stale_sets_keep_the_last_n(db_url: str) -> None:
+    gm = GroupManager(db_url)
     gm.create_group("g")
     s = gm.store
     with s.transaction():
         for n in range(1, 8):
             s.add_stale_set("g", n, b"\x80", keep=3)
     assert sorted(s.stale_sets("g")) == [5, 6, 7]
+    gm.close()
 
 
 def _busy_gm(harness: Harness) -> None:
@@ -116,11 +119,12 @@ def _busy_gm(harness: Harness) -> None:
     gm.commission_node("n1")
 
 
-def test_reopen_sees_identical_state(db_path: Path, harness: Harness) -> None:
+def test_reopen_sees_identical_state(db_url: str) -> None:
+    harness = Harness(GroupManager(db_url))
     _busy_gm(harness)
     before = harness.gm.snapshot()
-    # A second GM on the same file while the first one is still open (it was "killed").
-    second = GroupManager(db_path)
+    # A second GM on the same database while the first one is still open (it was "killed").
+    second = GroupManager(db_url)
     assert second.snapshot() == before
     check_invariants(second)
     # The reopened GM continues without reusing anything.
@@ -131,18 +135,21 @@ def test_reopen_sees_identical_state(db_path: Path, harness: Harness) -> None:
     assert len(sids) == len(set(sids))
     check_invariants(second)
     second.close()
+    harness.gm.close()
 
 
-def test_channels_are_unique_and_persistent(db_path: Path, gm: GroupManager) -> None:
+def test_channels_are_unique_and_persistent(db_url: str) -> None:
+    gm = GroupManager(db_url)
     a = gm.commission_node("a")
     b = gm.commission_node("b")
     assert a.node_sender_id != b.node_sender_id and a.gm_sender_id == b""
     a2 = gm.commission_node("a")  # re-commissioning: new secret, same identifier
     assert a2.node_sender_id == a.node_sender_id and a2.master_secret != a.master_secret
-    again = Store(db_path)
+    again = open_store(db_url)
     assert again.channel("a") == a2
     assert again.channel_by_sender_id(b.node_sender_id) == b
     again.close()
+    gm.close()
 
 
 _KILLER = textwrap.dedent(
@@ -165,10 +172,10 @@ _KILLER = textwrap.dedent(
 )
 
 
-def test_killed_mid_way_reopens_consistent(db_path: Path) -> None:
+def test_killed_mid_way_reopens_consistent(db_url: str) -> None:
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLER, str(db_path)],
+        [sys.executable, "-c", _KILLER, db_url],
         stdout=subprocess.PIPE,
         cwd=REPO,
         env=env,
@@ -185,7 +192,7 @@ def test_killed_mid_way_reopens_consistent(db_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert done >= 12
-    gm = GroupManager(db_path)
+    gm = GroupManager(db_url)
     check_invariants(gm)
     names = {m.node for m in gm.members("g")}
     # Everything reported done is durable; only the step in flight may be missing.
@@ -221,3 +228,54 @@ def test_schema_1_database_is_migrated_to_per_version_stale_sets(db_path: Path) 
     assert sets == {0: [b"\x00"], 1: [b"\x01"]}
     assert s._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == 2
     s.close()
+
+
+def test_sqlite_url_and_plain_path_name_the_same_file(tmp_path: Path) -> None:
+    a = open_store(tmp_path / "gm.db")
+    with a.transaction():
+        a.set_access("n", "g", 6)
+    a.close()
+    b = open_store(f"sqlite:///{tmp_path / 'gm.db'}")
+    assert isinstance(b, Store) and b.path == tmp_path / "gm.db"
+    assert [(e.node, e.roles) for e in b.access_list()] == [("n", 6)]
+    assert b.url == f"sqlite:///{tmp_path / 'gm.db'}"
+    b.close()
+    with pytest.raises(ManagerStoreError):
+        open_store("sqlite://relative-without-slash")
+
+
+def test_unreachable_postgres_is_a_store_error(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(ManagerStoreError) as e:
+        open_store(f"postgresql:///nothing?host={tmp_path}&password=hunter2&connect_timeout=2")
+    assert "hunter2" not in str(e.value)
+
+
+def test_store_failure_answers_5_00_and_changes_nothing(db_url: str) -> None:
+    """A request that hits a database failure mid-transaction gets 5.00, and the state is
+    what it was before (the half-done join is rolled back on either backend)."""
+    h = Harness(GroupManager(db_url))
+    h.gm.create_group("g")
+    h.join("a", "g")
+    h.gm.allow("b", "g", (1 << 1) | (1 << 2))
+    before = h.gm.snapshot()
+    store = h.gm.store
+    real = store.record_allocation
+
+    def broken(*args: object) -> None:
+        real(*args)
+        store._execute("SELECT * FROM no_such_table", ())
+
+    store.record_allocation = broken  # type: ignore[method-assign]
+    from grouposcore.manager.params import CF_ACE_GROUPCOMM, Code
+
+    n = h.node("b")
+    ch = h.challenge("b", "g")
+    p = mb.build_join_request("g", (1, 2), credential=n.credential, private_key=n.private_key,
+                              challenge=ch)  # fmt: skip
+    r = h.request("b", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+    assert r.code == Code.INTERNAL_SERVER_ERROR
+    del store.record_allocation
+    assert h.gm.snapshot() == before
+    h.join("b", "g", allow=False)  # and the store still works
+    h.gm.close()

@@ -26,25 +26,27 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from grouposcore.cli import edhoc_cmd
+from grouposcore.cli import edhoc_cmd, manager_admin
 from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import write_link
 from grouposcore.coap import Message
 from grouposcore.coap.uri import parse_uri
 from grouposcore.errors import GroupManagerRequestError, GroupOscoreError
+from grouposcore.manager.admin import AdminParam
 from grouposcore.manager.core import GroupManager, Notification
 from grouposcore.manager.params import (
     CF_ACE_GROUPCOMM,
     CF_PROBLEM_DETAILS,
     Code,
     ErrorId,
+    Param,
     Role,
     encode_problem_details,
     roles_from_tperm,
 )
 from grouposcore.manager.runtime import GroupMember, read_channel_file, write_channel_file
 from grouposcore.manager.service import GroupManagerService
-from grouposcore.manager.store import ChannelMaterial
+from grouposcore.manager.store import ChannelMaterial, sqlite_path
 
 log = logging.getLogger("grouposcore.cli")
 
@@ -97,8 +99,10 @@ def add_manager_arguments(
     sub = parser.add_subparsers(dest="manager_command", metavar="COMMAND", required=True)
 
     def db(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", metavar="PATH", default=DEFAULT_DB,
-                       help=f"GM database (SQLite, created 0600; default {DEFAULT_DB})")
+        p.add_argument("--db", metavar="URL", default=DEFAULT_DB,
+                       help="GM database: a path or sqlite:///PATH (SQLite, created 0600), or "
+                            "postgresql://... (shared by several GM processes); "
+                            f"default {DEFAULT_DB}")
         common(p)
 
     p = sub.add_parser("serve", help="run the Group Manager (the /ace-group resources)",
@@ -132,7 +136,12 @@ def add_manager_arguments(
                    help="do not rekey when a node joins")
     p.add_argument("--lifetime", type=int, default=30 * 24 * 3600, metavar="S",
                    help="keying material lifetime in seconds (default 30 days)")
+    p.add_argument("--description", metavar="TEXT", help="(with --manager) group description")
+    p.add_argument("--inactive", action="store_true",
+                   help="(with --manager) create the group suspended")
+    manager_admin.add_remote_arguments(p)
     db(p)
+    manager_admin.add_admin_arguments(gsub, sub, db)
 
     p = sub.add_parser("allow", help="let a node join a group; writes its channel file",
                        description="Put NODE on GROUP's access list with the given roles. "
@@ -229,6 +238,35 @@ def _group_create(gm: GroupManager, args: argparse.Namespace) -> int:
     return 0
 
 
+def _remote_group_create(args: argparse.Namespace) -> int:
+    """``group create --manager``: the same group through the GM's admin interface."""
+    if args.no_backward_security:
+        return _fail("manager group create", "--no-backward-security is a local-only setting")
+    aead, ecdh = args.aead_alg, args.ecdh_alg
+    sign, enc = args.sign_alg, args.group_enc_alg
+    if args.algs:
+        try:
+            sign, enc, aead, ecdh = (_alg(w.strip()) for w in args.algs.split(","))
+        except (argparse.ArgumentTypeError, ValueError):
+            return _fail("manager group create", "--algs needs SIGN,ENC,AEAD,ECDH")
+    config: dict[int, Any] = {
+        AdminParam.GROUP_NAME: args.name, AdminParam.ACTIVE: not args.inactive,
+        AdminParam.SIGN_ALG: sign, AdminParam.GP_ENC_ALG: enc,
+        AdminParam.PAIRWISE_MODE: aead is not None and ecdh is not None,
+        Param.EXP: int(time.time()) + args.lifetime,
+    }  # fmt: skip
+    if aead is not None and ecdh is not None:
+        config[AdminParam.ALG], config[AdminParam.ECDH_ALG] = aead, ecdh
+    if args.description:
+        config[AdminParam.GROUP_DESCRIPTION] = args.description
+    try:
+        return manager_admin.remote_create(args, config)
+    except GroupOscoreError as e:
+        return _fail("manager group create", str(e))
+    except OSError as e:
+        return _fail("manager group create", str(e.strerror or e))
+
+
 def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
     if gm.group(args.group) is None and gm.group(args.node) is not None:
         # the order before 'allow GROUP NODE' (like 'evict GROUP NODE')
@@ -303,7 +341,11 @@ def _show(gm: GroupManager, args: argparse.Namespace) -> int:
 def run_manager(args: argparse.Namespace) -> int:
     """Dispatch ``grouposcore manager ...``."""
     creating = args.manager_command == "group"
-    if not creating and not Path(args.db).exists():
+    try:
+        db_file = sqlite_path(args.db)
+    except GroupOscoreError as exc:
+        return _fail(f"manager {args.manager_command}", str(exc))
+    if not creating and db_file is not None and not db_file.exists():
         # a typo must not leave an empty database behind (only 'group create' makes one)
         return _fail(f"manager {args.manager_command}",
                      f"no Group Manager database {args.db} (create it with 'grouposcore "
@@ -313,6 +355,12 @@ def run_manager(args: argparse.Namespace) -> int:
             return asyncio.run(_serve(args))
         except KeyboardInterrupt:
             return 0
+    if args.manager_command == "admin":
+        return manager_admin.run_admin(args)
+    if args.manager_command == "group" and args.group_command != "create":
+        return manager_admin.run_group_admin(args)
+    if args.manager_command == "group" and args.manager:
+        return _remote_group_create(args)
     try:
         gm = GroupManager(args.db)
     except GroupOscoreError as e:
@@ -358,10 +406,11 @@ class _SyncedService(GroupManagerService):
         for g in gm.store.groups():
             self._remember(g.name)
 
-    def _remember(self, group: str) -> None:
+    def _remember(self, group: str, num: int | None = None) -> None:
         g = self.gm.store.group(group)
         if g is not None:
-            self._seen[group] = (g.num, frozenset(m.node for m in self.gm.store.members(group)))
+            num = g.num if num is None else num
+            self._seen[group] = (num, frozenset(m.node for m in self.gm.store.members(group)))
 
     def serve(self, path: tuple[str, ...], request: Message) -> Message:
         """Answer with what the database says now: an eviction or rekeying made by an
@@ -386,7 +435,10 @@ class _SyncedService(GroupManagerService):
         notes = list(notes)
         super().deliver(notes)
         for group in {n.group for n in notes}:
-            self._remember(group)  # pushed already: the sync must not push it again
+            # Pushed already: the sync must not push it again. The version is the one pushed,
+            # not the one stored now: another GM process may have rekeyed in between.
+            nums = [x for n in notes if n.group == group and (x := self._num_of(n)) is not None]
+            self._remember(group, max(nums) if nums else None)
 
     def sync(self, now: float | None = None) -> None:
         """Install new channels, publish new groups, push offline rekeyings, and rekey
@@ -396,7 +448,7 @@ class _SyncedService(GroupManagerService):
         for g in store.groups():
             if g.exp <= now and g.name in self._seen:
                 log.info("group %s: keying material expired, rekeying", g.name)
-                self.rekey(g.name)
+                self.deliver(self.gm.rekey_if_expired(g.name, now))  # once for all processes
         for c in store.channels():
             if self._channels.get(c.node) != c:
                 self._install(c, restarted=False)
@@ -443,23 +495,43 @@ async def _serve(args: argparse.Namespace) -> int:
     except GroupOscoreError as e:
         return _fail("manager serve", str(e))
     svc = _SyncedService(gm)
+    watcher: asyncio.Task[None] | None = None
     try:
         endpoint = await svc.start((args.bind, args.port))
         host, port = endpoint.address
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         print(f"listening on {shown}", flush=True)
         stop = stop_on_signals()
+        # A shared database (PostgreSQL) tells us when another GM process changed something,
+        # so its rekeyings reach the members observing us at once; --sync stays the fallback.
+        changed = asyncio.Event()
+        watcher = asyncio.create_task(gm.store.watch(changed.set))
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), args.sync)
+                await asyncio.wait_for(_either(stop, changed), args.sync)
+            changed.clear()
             try:
                 svc.sync()
-            except GroupOscoreError as e:
+            except (GroupOscoreError, *gm.store.failures) as e:
                 log.warning("database sync failed: %s", e)
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await svc.close()
         gm.close()
     return 0
+
+
+async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
+    """Wait until one of two events is set."""
+    tasks = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 # --- join ---------------------------------------------------------------------------------

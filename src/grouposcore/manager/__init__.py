@@ -22,7 +22,7 @@ from grouposcore.manager.runtime import (
     read_channel_file,
     write_channel_file,
 )
-from grouposcore.manager.store import ChannelMaterial, Store
+from grouposcore.manager.store import ChannelMaterial, SqliteStore, Store, open_store
 
 __all__ = [
     "ChannelMaterial",
@@ -37,7 +37,9 @@ __all__ = [
     "PeerInfo",
     "PendingJoin",
     "Role",
+    "SqliteStore",
     "Store",
+    "open_store",
     "read_channel_file",
     "write_channel_file",
 ]

@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -41,7 +40,7 @@ from grouposcore.errors import (
     ManagerError,
     ManagerMessageError,
 )
-from grouposcore.manager import resources
+from grouposcore.manager import admin, resources
 from grouposcore.manager.material import (
     MAX_SID_BYTES,
     fetch_filter,
@@ -75,7 +74,13 @@ from grouposcore.manager.responses import (
     forbidden,
     only_members,
 )
-from grouposcore.manager.store import ChannelMaterial, GroupRecord, MemberRecord, Store
+from grouposcore.manager.store import (
+    ChannelMaterial,
+    GroupRecord,
+    MemberRecord,
+    Store,
+    open_store,
+)
 
 __all__ = [
     "CRED_FMT_KCCS",
@@ -103,6 +108,8 @@ def _check_name(name: str, what: str) -> str:
 class GroupManager(Membership):
     """A Group Manager for Group OSCORE groups over a persistent :class:`Store`.
 
+    ``store`` is a Store, or a ``--db`` value for :func:`open_store` (a path or a URL).
+
     ``max_sender_ids_per_node`` bounds how many Sender IDs one node obtains under one Gid
     (join, re-joins and renewals together); ``max_relinquished_sender_ids`` is how many given-up
     IDs a Gid may accumulate before the next allocation rekeys the group first.
@@ -121,12 +128,14 @@ class GroupManager(Membership):
     ) -> None:
         if max_sender_ids_per_node < 1 or max_relinquished_sender_ids < 1:
             raise ManagerError("the Sender ID bounds must be at least 1")
-        self.store = store if isinstance(store, Store) else Store(store)
+        self.store = store if isinstance(store, Store) else open_store(store)
         self._clock = clock
         self._random = random_bytes
         self._subject = subject
-        self._challenges = Challenges(clock, random_bytes, challenge_ttl)
+        self._challenges = Challenges(clock, random_bytes, challenge_ttl, self.store)
         self._sid_policy = SidPolicy(max_sender_ids_per_node, max_relinquished_sender_ids)
+        #: the GM's own URI ("coap://host:port"), for the admin interface's 'joining_uri'
+        self.base_uri = ""
 
     def close(self) -> None:
         """Close the store."""
@@ -222,6 +231,38 @@ class GroupManager(Membership):
         with self.store.transaction():
             self.store.set_access(node, group, value)
 
+    def allow_admin(self, node: str, pattern: str, perms: Iterable[admin.AdminPerm] | int) -> None:
+        """Make ``node`` an administrator of the groups matching ``pattern`` (a group name, or
+        ``*`` for all) with ``perms`` (AdminPerm values or their bitmap; 0 revokes)."""
+        _check_name(node, "node name")
+        if pattern != admin.WILDCARD:
+            _check_name(pattern, "group name pattern")
+        value = perms if isinstance(perms, int) else sum(1 << p for p in set(perms))
+        if not 0 <= value < 1 << len(admin.AdminPerm):
+            raise ManagerError(f"admin permissions {value} out of range")
+        with self.store.transaction():
+            self.store.set_admin(node, pattern, value)
+
+    def administer(
+        self, method: str | int, path: Iterable[str], payload: bytes = b"",
+        content_format: int | None = None,
+    ) -> GmResponse:
+        """One admin-interface request (/manage...) from the local operator, who holds the
+        database and so every permission; same semantics as over the network."""
+        try:
+            m = method_from(method)
+            if m is None:
+                raise GroupManagerRequestError("method not allowed",
+                                               code=Code.METHOD_NOT_ALLOWED)  # fmt: skip
+            return admin.dispatch(self, None, m, tuple(path), bytes(payload), content_format,
+                                  self.base_uri)  # fmt: skip
+        except GroupManagerRequestError as e:
+            return error_response(e)
+        except ManagerMessageError as e:
+            return GmResponse(
+                Code.BAD_REQUEST, encode_problem_details(None, str(e)), CF_PROBLEM_DETAILS
+            )
+
     def disallow(self, node: str, group: str) -> None:
         """Remove ``node``'s access-list entry for ``group`` (membership is kept; see evict)."""
         with self.store.transaction():
@@ -249,6 +290,17 @@ class GroupManager(Membership):
         """Rekey ``group`` now (e.g. periodically, or before the material expires)."""
         with self.store.transaction():
             _, notes, _ = self._rekey(self._group(group))
+        return notes
+
+    def rekey_if_expired(self, group: str, now: float) -> list[Notification]:
+        """Rekey ``group`` if its material has expired by ``now``; nothing otherwise. The
+        check is inside the rekeying transaction, so when several GM processes notice the
+        same expiry only the first rekeys."""
+        with self.store.transaction():
+            g = self._group(group)
+            if g.exp > now:
+                return []
+            _, notes, _ = self._rekey(g)
         return notes
 
     def set_active(self, group: str, active: bool) -> list[Notification]:
@@ -345,7 +397,7 @@ class GroupManager(Membership):
             g = self.store.group(parts[1]) if len(parts) > 1 else None
             body = challenge_body(self._challenges.issue(node), g)
             return GmResponse(Code.BAD_REQUEST, dumps(body), CF_ACE_GROUPCOMM)
-        except sqlite3.Error:
+        except self.store.failures:
             log.exception("store failure while serving %s %r", method, parts)
             return GmResponse(Code.INTERNAL_SERVER_ERROR)
 
@@ -360,10 +412,14 @@ class GroupManager(Membership):
         method = method_from(method_raw)
         if not isinstance(node, str) or not _NAME_RE.fullmatch(node):
             raise GroupManagerRequestError("unknown requester", code=Code.UNAUTHORIZED)
-        if not path or path[0] != "ace-group" or not all(isinstance(p, str) for p in path):
+        if not path or path[0] not in ("ace-group", "manage") or not all(
+            isinstance(p, str) for p in path
+        ):
             raise GroupManagerRequestError("no such resource", code=Code.NOT_FOUND)
         if method is None:
             raise GroupManagerRequestError("method not allowed", code=Code.METHOD_NOT_ALLOWED)
+        if path[0] == "manage":
+            return admin.dispatch(self, node, method, path, payload, cf, self.base_uri)
         if len(path) == 1:
             _allow_methods(method, Method.FETCH)
             return resources.gid_lookup(self.store, node, _body(payload, cf))

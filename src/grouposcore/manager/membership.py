@@ -133,10 +133,13 @@ class Membership:
         notes: list[Notification] = []
         with self.store.transaction():
             g = self._group(g.name)
-            if existing is not None:
+            # Read again under the write lock: another GM process may have joined (or
+            # removed) this node since the request was read.
+            current = self.store.member(g.name, node)
+            if current is not None:
                 # A re-joiner gives up its Sender ID: stale at once, never handed out again
                 # under this Gid.
-                self._remove_member(g, existing)
+                self._remove_member(g, current)
             elder = node in self.store.evicted_elders(g.name)
             if (g.backward_security and not elder) or (
                 not monitor and crowded(self.store, g, self._sid_policy)
@@ -201,6 +204,7 @@ class Membership:
     def _leave(self, g: GroupRecord, member: MemberRecord) -> GmResponse:
         with self.store.transaction():
             g = self._group(g.name)
+            member = self._current_member(g, member.node)
             self._remove_member(g, member)
             _, notes, _ = self._rekey(g)
         self._challenges.consume(member.node)
@@ -215,6 +219,9 @@ class Membership:
             raise reject("a monitor holds no Sender ID", ErrorId.ROLES_INCONSISTENT)
         with self.store.transaction():
             g = self._group(g.name)
+            member = self._current_member(g, member.node)
+            if member.sender_id is None:
+                raise reject("a monitor holds no Sender ID", ErrorId.ROLES_INCONSISTENT)
             if crowded(self.store, g, self._sid_policy):
                 _, notes, message = self._rekey(g, skip_node=member.node)
                 return GmResponse(Code.CONTENT, message, CF_ACE_GROUPCOMM,
@@ -223,6 +230,14 @@ class Membership:
             self.store.set_member_sender_id(g.name, member.node, sid)
             relinquish(self.store, g, [member.sender_id])
         return GmResponse(Code.CONTENT, dumps({Param.GROUP_SENDER_ID: sid}), CF_ACE_GROUPCOMM)
+
+    def _current_member(self, g: GroupRecord, node: str) -> MemberRecord:
+        """The membership as committed now (inside the caller's write transaction): another
+        GM process may have changed it since the request was read."""
+        member = self.store.member(g.name, node)
+        if member is None:
+            raise GroupManagerRequestError("not a member", code=Code.NOT_FOUND)
+        return member
 
     def _update_cred(self, g: GroupRecord, member: MemberRecord, body: Any) -> GmResponse:
         _require_active(g)

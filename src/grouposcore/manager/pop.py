@@ -5,8 +5,10 @@ The challenge N_S, which ACE delivers with the access token, is obtained in-band
 ``client_cred_verify`` (or finds no live challenge) is answered with 4.00 and an
 application/ace-groupcomm+cbor body ``{kdcchallenge: N_S, sign_info: [...]}``. A challenge is
 single-use and expires after a time-to-live measured on the manager's injectable clock.
-Challenges live in memory only: a restarted GM has none outstanding, which costs a node one
-more round trip and nothing else.
+Challenges live in memory: a restarted GM has none outstanding, which costs a node one
+more round trip and nothing else. On a shared store (several GM processes on one database)
+they live in the database instead, so a challenge one process issued is honoured by any of
+them (there the clock must be the wall clock every process shares).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from grouposcore.errors import CoseError, SignatureError
 from grouposcore.manager.material import ecdh_params_for, sign_params_for
 from grouposcore.manager.params import ErrorId, Param, bstr_cbor
 from grouposcore.manager.responses import reject
-from grouposcore.manager.store import GroupRecord
+from grouposcore.manager.store import GroupRecord, Store
 
 __all__ = ["CHALLENGE_LEN", "ChallengeAnswer", "Challenges", "challenge_body"]
 
@@ -34,31 +36,39 @@ class Challenges:
     """Outstanding N_S per node: issued on demand, valid for ``ttl`` seconds, used once."""
 
     def __init__(
-        self, clock: Callable[[], float], random_bytes: Callable[[int], bytes], ttl: float
+        self, clock: Callable[[], float], random_bytes: Callable[[int], bytes], ttl: float,
+        store: Store | None = None,
     ) -> None:
         self._clock = clock
         self._random = random_bytes
         self._ttl = ttl
         self._live: dict[str, tuple[bytes, float]] = {}
+        self._store = store if store is not None and store.shared else None
 
     def issue(self, node: str) -> bytes:
         """A fresh N_S for ``node``, replacing any older one."""
         challenge = self._random(CHALLENGE_LEN)
-        self._live[node] = (challenge, self._clock() + self._ttl)
+        expires = self._clock() + self._ttl
+        if self._store is not None:
+            self._store.put_challenge(node, challenge, expires)
+        else:
+            self._live[node] = (challenge, expires)
         return challenge
 
     def current(self, node: str) -> bytes | None:
         """The node's live N_S, or None when there is none or it expired."""
-        entry = self._live.get(node)
+        entry = self._store.challenge(node) if self._store is not None else self._live.get(node)
         if entry is None:
             return None
         if entry[1] < self._clock():
-            del self._live[node]
+            self.consume(node)
             return None
         return entry[0]
 
     def consume(self, node: str) -> None:
         """Forget the node's N_S (after it proved possession with it, or left)."""
+        if self._store is not None:
+            self._store.drop_challenge(node)
         self._live.pop(node, None)
 
     def verify(

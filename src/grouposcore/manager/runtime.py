@@ -767,6 +767,7 @@ class GroupMember:
 
     async def _watch_loop(self) -> None:
         while not self.terminated:
+            _stop_if_cancelled()
             try:
                 if self.follow:
                     await self._follow_once()
@@ -802,6 +803,7 @@ class GroupMember:
         obs = self.client.observe(self.group)
         try:
             while True:
+                _stop_if_cancelled()
                 try:
                     if self.poll_interval is not None:
                         msg = await asyncio.wait_for(anext(obs), self.poll_interval)
@@ -868,6 +870,16 @@ class GroupMember:
     def __repr__(self) -> str:
         where = "-" if self._current is None else repr(self._current.context)
         return f"<GroupMember {self.client.node} in {self.group} {where}>"
+
+
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop but an inner await absorbed the
+    request (a cancellation landing while a cleanup await suppresses CancelledError, or
+    Python 3.11's wait_for returning a result that completed at the same moment): without
+    this a loop would go on waiting and :meth:`GroupMember.close` would hang."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _same_keys(a: mb.GroupKeyingMaterial, b: mb.GroupKeyingMaterial) -> bool:

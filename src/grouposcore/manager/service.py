@@ -13,9 +13,12 @@ This is the thin edge around the sans-I/O :class:`~grouposcore.manager.core.Grou
   that path are re-rendered, so each member gets its own rekeying message (with the stale
   Sender IDs) or its eviction (4.04). Nodes that poll simply GET the current material.
 
-The GM's sender sequence numbers for the channels are reserved in the same SQLite file, and
+The GM's sender sequence numbers for the channels are claimed in blocks from the store, and
 contexts loaded at start-up begin with invalid replay windows (RFC 8613 Appendix B.1.2), so
-a restarted GM answers each node's first request with an Echo challenge.
+a restarted GM answers each node's first request with an Echo challenge. Claiming (rather
+than reserving past a number read at start-up) keeps the Partial IVs of several GM processes
+serving one database apart: each process numbers its notifications from blocks no other
+process holds.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from grouposcore.edhoc.coap import (
     take_combined,
 )
 from grouposcore.edhoc.protocol import Established
-from grouposcore.errors import EdhocError
+from grouposcore.errors import EdhocError, OscoreError, ReplayError, SequenceNumberExhausted
+from grouposcore.manager.admin import RT_GROUP_COLLECTION
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
 from grouposcore.manager.edhoc_gm import GmEdhoc
 from grouposcore.manager.params import Code, Param, loads_strict
-from grouposcore.manager.store import ChannelMaterial, GroupRecord
+from grouposcore.manager.store import ChannelMaterial, GroupRecord, Store
 from grouposcore.oscore.context import SecurityContext
+from grouposcore.oscore.option import piv_to_int
 from grouposcore.oscore.security import ServerSecurity
 from grouposcore.oscore.sequence import SenderSequence
 from grouposcore.transport import Endpoint, Protection, Resource, Site
@@ -51,6 +56,8 @@ __all__ = ["GroupManagerService", "NodeRequest"]
 log = logging.getLogger(__name__)
 
 RT_GROUP_MEMBERSHIP = "core.osc.gm"
+#: Partial IVs per channel that GM processes on a shared database remember together
+REPLAY_WINDOW = 32
 
 
 @dataclass(slots=True, repr=False)
@@ -66,22 +73,84 @@ def _sequence_key(material: ChannelMaterial) -> str:
     return f"channel/{material.node}/{digest}"
 
 
-class _ChannelSecurity:
-    """The transport's server security hook: OSCORE channels, requests tagged with the node."""
+class ClaimedSequence(SenderSequence):
+    """A sender sequence drawn in blocks of ``step`` claimed from the store.
 
-    def __init__(self) -> None:
+    Each block is claimed in one store transaction, so no two GM processes on one database
+    (and no restart of either) ever hold the same number for one channel's Sender ID.
+    """
+
+    __slots__ = ("_claims",)
+
+    def __init__(self, store: Store, key: str, step: int) -> None:
+        super().__init__(key=key, step=step)
+        self._claims = store
+
+    def next(self) -> int:
+        """Take the next number; claim a fresh block when the current one is used up."""
+        seq = self._next
+        if seq >= self._limit:
+            seq = self._claims.claim(self.key, self.step)
+            self._limit = seq + self.step
+        if seq > self.limit_max:
+            raise SequenceNumberExhausted(
+                "sender sequence number exhausted: a new Sender ID or Security Context is needed"
+            )
+        self._next = seq + 1
+        return seq
+
+    def peek(self) -> int:
+        """The number :meth:`next` would take now (a later claim may only be higher)."""
+        if self._next < self._limit:
+            return self._next
+        return self._claims.load(self.key) or 0
+
+
+class _ChannelSecurity:
+    """The transport's server security hook: OSCORE channels, requests tagged with the node.
+
+    With a shared store (several GM processes on one database) each process keeps its own
+    replay windows, so a request that one process accepted could be replayed to another.
+    Every verified request's Partial IV is therefore also claimed in the store, and a
+    number any process saw before is refused as a replay.
+    """
+
+    def __init__(self, shared: Store | None = None) -> None:
         self.oscore = ServerSecurity()
         self.nodes: dict[int, str] = {}
         #: completes an EDHOC + OSCORE combined request (RFC 9668), returning the plain one
         self.combined: Callable[[Message], Message] | None = None
+        self.keys: dict[int, str] = {}
+        self.shared = shared
 
-    def add(self, node: str, context: SecurityContext) -> None:
+    def add(self, node: str, context: SecurityContext, key: str = "") -> None:
         self.oscore.add(context)
         self.nodes[id(context)] = node
+        self.keys[id(context)] = key
 
     def remove(self, context: SecurityContext) -> None:
         self.oscore.remove(context)
         self.nodes.pop(id(context), None)
+        self.keys.pop(id(context), None)
+
+    def _claim(self, binding: Any) -> None:
+        """Refuse a request another GM process on the shared database already accepted."""
+        key = self.keys.get(id(getattr(binding, "context", None)))
+        if self.shared is None or not key:
+            return
+        try:
+            fresh = self.shared.fresh_request(key, piv_to_int(binding.request_piv),
+                                              REPLAY_WINDOW)  # fmt: skip
+        except self.shared.failures as e:
+            log.warning("cannot check the request against other GM processes: %s", e)
+            failure = OscoreError("store unavailable")
+            failure.coap_code = int(CoapCode.SERVICE_UNAVAILABLE)
+            failure.diagnostic = "Try again later"
+            raise failure from None
+        if not fresh:
+            replay = ReplayError("Partial IV seen by another GM process")
+            replay.binding = binding  # type: ignore[attr-defined]  # answered protected
+            raise replay
 
     def node_of(self, binding: Any) -> str | None:
         context = getattr(binding, "context", None)
@@ -94,6 +163,7 @@ class _ChannelSecurity:
         if result is None:
             return None
         plain, binding = result
+        self._claim(binding)
         tagged = NodeRequest(
             code=plain.code,
             mtype=plain.mtype,
@@ -132,7 +202,11 @@ class _GmSite(Site):
     def lookup(self, path: Iterable[str]) -> Resource | None:
         parts = tuple(path)
         found = super().lookup(parts)
-        if found is not None or not parts or parts[0] != "ace-group":
+        if found is not None or not parts:
+            return found
+        if parts[0] == "manage" and len(parts) == 2:
+            return _GmResource(self._service, parts, hidden=True)
+        if parts[0] != "ace-group":
             return found
         return self._service.resource(parts)
 
@@ -142,12 +216,14 @@ class GroupManagerService:
 
     def __init__(self, gm: GroupManager, *, sequence_step: int = 64) -> None:
         self.gm = gm
-        self._security = _ChannelSecurity()
+        self._security = _ChannelSecurity(gm.store if gm.store.shared else None)
         self._contexts: dict[str, SecurityContext] = {}
         self._sequence_step = sequence_step
         self._pending: dict[tuple[str, tuple[str, ...]], tuple[Notification, int | None]] = {}
         self.protection = Protection(oscore=True, accept=self._accepts)
         self.site = _GmSite(self)
+        # The admin interface (draft-ietf-ace-oscore-gm-admin): same channels, same site.
+        self.site.add(("manage",), _GmResource(self, ("manage",), rt=RT_GROUP_COLLECTION))
         self.endpoint: Endpoint | None = None
         #: EDHOC (RFC 9528): nodes admitted by credential get their channel at /.well-known/edhoc
         self.edhoc = GmEdhoc(gm)
@@ -167,6 +243,8 @@ class GroupManagerService:
     async def start(self, bind: tuple[str, int] = ("::", 0)) -> Endpoint:
         """Bind an endpoint serving the GM's site."""
         self.endpoint = await Endpoint.create(bind, site=self.site, server_security=self._security)
+        host, port = self.endpoint.address[:2]
+        self.gm.base_uri = f"coap://[{host}]:{port}" if ":" in host else f"coap://{host}:{port}"
         return self.endpoint
 
     async def close(self) -> None:
@@ -263,13 +341,11 @@ class GroupManagerService:
             self._security.remove(old)
         context = material.context(
             as_gm=True,
-            sequence=SenderSequence(
-                store=self.gm.store, key=_sequence_key(material), step=self._sequence_step
-            ),
+            sequence=ClaimedSequence(self.gm.store, _sequence_key(material), self._sequence_step),
             replay_window_valid=not restarted,
         )
         self._contexts[material.node] = context
-        self._security.add(material.node, context)
+        self._security.add(material.node, context, _sequence_key(material))
 
     def _edhoc_done(self, established: Established) -> None:
         self.adopt_channel(self.edhoc.channel(established))

@@ -1,25 +1,28 @@
-"""Persistent state of the Group Manager: one SQLite file, WAL, one transaction per change.
+"""The store interface of the Group Manager: records, schema and the SQL both backends share.
 
 Why this shape: a Group Manager that forgets a Sender ID allocation after a crash could hand
 the same ID out twice under one Gid, which breaks nonce uniqueness for the whole group. So
-every state change (a join, a rekeying, a credential update) is one ``BEGIN IMMEDIATE`` ...
-``COMMIT`` with ``synchronous=FULL``; a response leaves the GM only after its commit, and a
-GM killed at any point reopens into the state of the last committed change.
+every state change (a join, a rekeying, a credential update) is one transaction, and write
+transactions are serialised: SQLite's ``BEGIN IMMEDIATE`` takes the database's write lock,
+PostgreSQL's transaction takes one advisory lock first. A transaction therefore reads the
+state every earlier one committed and nobody else writes until it ends, which is the
+isolation a read-then-allocate step (Sender IDs, Gid prefixes, channel IDs) needs; several
+GM processes on one database behave like one. A response leaves the GM only after its
+commit, so a GM killed at any point leaves the state of the last committed change.
 
-The file holds keys (Master Secrets, the GM's private keys, channel secrets), so it is
-created 0600 before SQLite opens it, and tightened to 0600 if it already exists. SQLite
-gives its -wal and -shm files the permissions of the database file.
+Reads outside a transaction see committed state only, never a half-written group.
+The SQL is written once with ``?`` parameters and upserts (``ON CONFLICT ... DO UPDATE``),
+which both SQLite and PostgreSQL accept; a backend supplies the connection, the column
+types, the locking and the error types.
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import stat
-from collections.abc import Iterator
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -35,6 +38,7 @@ __all__ = [
     "GroupRecord",
     "MemberRecord",
     "Store",
+    "schema_statements",
 ]
 
 SCHEMA_VERSION = 2
@@ -42,64 +46,64 @@ SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
-    value BLOB NOT NULL
+    value {int} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS gm_keys (
-    sign_alg INTEGER PRIMARY KEY,
-    private_key BLOB NOT NULL,
-    credential BLOB NOT NULL
+    sign_alg {int} PRIMARY KEY,
+    private_key {blob} NOT NULL,
+    credential {blob} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS groups (
     name TEXT PRIMARY KEY,
-    gid_prefix BLOB NOT NULL UNIQUE,
-    epoch INTEGER NOT NULL,
-    epoch_len INTEGER NOT NULL,
-    gid BLOB NOT NULL UNIQUE,
-    master_secret BLOB NOT NULL,
-    master_salt BLOB NOT NULL,
-    num INTEGER NOT NULL,
-    exp INTEGER NOT NULL,
-    lifetime INTEGER NOT NULL,
-    hkdf_alg INTEGER NOT NULL,
-    aead_alg INTEGER,
-    group_enc_alg INTEGER NOT NULL,
-    sign_alg INTEGER NOT NULL,
-    ecdh_alg INTEGER,
-    cred_fmt INTEGER NOT NULL,
-    max_sid_len INTEGER NOT NULL,
-    policies BLOB NOT NULL,
-    backward_security INTEGER NOT NULL,
-    active INTEGER NOT NULL,
-    stale_sets_kept INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    gid_prefix {blob} NOT NULL UNIQUE,
+    epoch {int} NOT NULL,
+    epoch_len {int} NOT NULL,
+    gid {blob} NOT NULL UNIQUE,
+    master_secret {blob} NOT NULL,
+    master_salt {blob} NOT NULL,
+    num {int} NOT NULL,
+    exp {int} NOT NULL,
+    lifetime {int} NOT NULL,
+    hkdf_alg {int} NOT NULL,
+    aead_alg {int},
+    group_enc_alg {int} NOT NULL,
+    sign_alg {int} NOT NULL,
+    ecdh_alg {int},
+    cred_fmt {int} NOT NULL,
+    max_sid_len {int} NOT NULL,
+    policies {blob} NOT NULL,
+    backward_security {int} NOT NULL,
+    active {int} NOT NULL,
+    stale_sets_kept {int} NOT NULL,
+    created_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS members (
     grp TEXT NOT NULL REFERENCES groups(name),
     node TEXT NOT NULL,
-    roles INTEGER NOT NULL,
-    credential BLOB,
-    sender_id BLOB,
-    birth_gid BLOB NOT NULL,
-    scope BLOB NOT NULL,
-    client_nonce BLOB NOT NULL,
-    joined_at REAL NOT NULL,
+    roles {int} NOT NULL,
+    credential {blob},
+    sender_id {blob},
+    birth_gid {blob} NOT NULL,
+    scope {blob} NOT NULL,
+    client_nonce {blob} NOT NULL,
+    joined_at {real} NOT NULL,
     PRIMARY KEY (grp, node)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS members_sid ON members (grp, sender_id)
     WHERE sender_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS sid_allocations (
     grp TEXT NOT NULL REFERENCES groups(name),
-    gid BLOB NOT NULL,
-    sender_id BLOB NOT NULL,
+    gid {blob} NOT NULL,
+    sender_id {blob} NOT NULL,
     node TEXT NOT NULL,
     PRIMARY KEY (grp, gid, sender_id)
 );
 CREATE INDEX IF NOT EXISTS sid_allocations_node ON sid_allocations (grp, gid, node);
 CREATE TABLE IF NOT EXISTS sid_cursors (
     grp TEXT PRIMARY KEY REFERENCES groups(name),
-    gid BLOB NOT NULL,
-    next_index INTEGER NOT NULL,
-    relinquished INTEGER NOT NULL
+    gid {blob} NOT NULL,
+    next_index {int} NOT NULL,
+    relinquished {int} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS evicted_elders (
     grp TEXT NOT NULL REFERENCES groups(name),
@@ -108,36 +112,67 @@ CREATE TABLE IF NOT EXISTS evicted_elders (
 );
 CREATE TABLE IF NOT EXISTS stale_sets (
     grp TEXT NOT NULL REFERENCES groups(name),
-    num INTEGER NOT NULL,
-    sender_ids BLOB NOT NULL,
+    num {int} NOT NULL,
+    sender_ids {blob} NOT NULL,
     PRIMARY KEY (grp, num)
 );
 CREATE TABLE IF NOT EXISTS access (
     node TEXT NOT NULL,
     grp TEXT NOT NULL,
-    roles INTEGER NOT NULL,
+    roles {int} NOT NULL,
     PRIMARY KEY (node, grp)
+);
+CREATE TABLE IF NOT EXISTS admins (
+    node TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    perms {int} NOT NULL,
+    PRIMARY KEY (node, pattern)
+);
+CREATE TABLE IF NOT EXISTS group_info (
+    grp TEXT PRIMARY KEY REFERENCES groups(name),
+    info {blob} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS challenges (
+    node TEXT PRIMARY KEY,
+    challenge {blob} NOT NULL,
+    expires {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS request_pivs (
+    key TEXT NOT NULL,
+    piv {int} NOT NULL,
+    PRIMARY KEY (key, piv)
 );
 CREATE TABLE IF NOT EXISTS sequence_numbers (
     key TEXT PRIMARY KEY,
-    upto INTEGER NOT NULL
+    upto {int} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS channels (
     node TEXT PRIMARY KEY,
-    master_secret BLOB NOT NULL,
-    master_salt BLOB NOT NULL,
-    gm_sender_id BLOB NOT NULL,
-    node_sender_id BLOB NOT NULL UNIQUE,
-    id_context BLOB,
-    aead_alg INTEGER NOT NULL,
-    hkdf_alg INTEGER NOT NULL
+    master_secret {blob} NOT NULL,
+    master_salt {blob} NOT NULL,
+    gm_sender_id {blob} NOT NULL,
+    node_sender_id {blob} NOT NULL UNIQUE,
+    id_context {blob},
+    aead_alg {int} NOT NULL,
+    hkdf_alg {int} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS edhoc_peers (
     node TEXT PRIMARY KEY,
-    credential BLOB NOT NULL UNIQUE,
-    kid BLOB
+    credential {blob} NOT NULL UNIQUE,
+    kid {blob}
+);
+CREATE TABLE IF NOT EXISTS edhoc_identity (
+    one {int} PRIMARY KEY CHECK (one = 1),
+    private_key {blob} NOT NULL,
+    credential {blob} NOT NULL
 );
 """
+
+
+def schema_statements(*, blob: str, real: str, integer: str) -> list[str]:
+    """The CREATE statements with a backend's column types filled in."""
+    text = _SCHEMA.format(blob=blob, real=real, int=integer)
+    return [s.strip() for s in text.split(";") if s.strip()]
 
 
 @dataclass(frozen=True)
@@ -244,94 +279,58 @@ def _group(row: tuple[Any, ...]) -> GroupRecord:
     return GroupRecord(*r)
 
 
-def _prepare_file(path: Path) -> None:
-    """Create the database file 0600 (or tighten an existing one) before SQLite touches it."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except OSError as e:
-        raise ManagerStoreError(f"cannot open database {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ManagerStoreError(f"database {path} is not a regular file")
-        if stat.S_IMODE(st.st_mode) != 0o600:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        side = Path(str(path) + suffix)
-        if side.exists() and stat.S_IMODE(side.stat().st_mode) != 0o600:
-            os.chmod(side, 0o600)
+class Store(ABC):
+    """Typed access to the GM database. Mutations must run inside :meth:`transaction`.
 
+    A backend implements the connection-level primitives (``_execute``, ``_begin``,
+    ``_commit``, ``_rollback``) and the sequence-number blocks; everything else is shared.
+    ``failures`` are the backend's exception types that mean "the database failed" (the GM
+    answers 5.00 to a request that hits one and changes nothing).
+    """
 
-class Store:
-    """Typed access to the GM database. Mutations must run inside :meth:`transaction`."""
+    failures: tuple[type[BaseException], ...] = ()
+    url: str
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        _prepare_file(self.path)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._init_schema()
-        except sqlite3.DatabaseError as e:
-            raise ManagerStoreError(f"cannot use database {self.path}: {e}") from None
+    def __init__(self) -> None:
         self._depth = 0
+        self._changed = False
 
-    def _init_schema(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
-                )
-            elif row[0] == 1:
-                self._migrate_from_1()
-            elif row[0] != SCHEMA_VERSION:
-                raise ManagerStoreError(f"database schema {row[0]!r} is not {SCHEMA_VERSION}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+    # --- backend primitives ----------------------------------------------------------------
 
-    def _migrate_from_1(self) -> None:
-        """Schema 1 keyed a stale set by the version that *distributed* it and filled it only
-        at rekeying time; schema 2 keys it by the version under which the IDs were given up
-        and fills it at once. Shift the old sets down by one and open the current set with
-        what was relinquished under the current Gid so far."""
-        old = self._all("SELECT grp, num, sender_ids FROM stale_sets")
-        self._db.execute("DELETE FROM stale_sets")
-        for grp, num, ids in old:
-            if num >= 1:
-                self._db.execute(
-                    "INSERT INTO stale_sets(grp, num, sender_ids) VALUES (?, ?, ?)",
-                    (grp, num - 1, ids),
-                )
-        for grp, num, gid in self._all("SELECT name, num, gid FROM groups"):
-            held = {r[0] for r in self._all(
-                "SELECT sender_id FROM members WHERE grp=? AND sender_id IS NOT NULL", (grp,))}
-            gone = sorted({r[0] for r in self._all(
-                "SELECT sender_id FROM sid_allocations WHERE grp=? AND gid=?", (grp, gid)
-            )} - held)
-            self._db.execute(
-                "INSERT OR REPLACE INTO stale_sets(grp, num, sender_ids) VALUES (?, ?, ?)",
-                (grp, num, cbor2.dumps(gone)),
-            )
-        self._db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+    @abstractmethod
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """Run one statement (``?`` parameters); return something with fetchone/fetchall."""
 
+    @abstractmethod
+    def _begin(self) -> None:
+        """Start a write transaction holding the store's write lock."""
+
+    @abstractmethod
+    def _commit(self, changed: bool) -> None:
+        """Commit; ``changed`` says whether other GM processes should hear about it."""
+
+    @abstractmethod
+    def _rollback(self) -> None:
+        """Abandon the transaction."""
+
+    @abstractmethod
     def close(self) -> None:
-        """Close the connection (committed state is already on disk)."""
-        self._db.close()
+        """Close the connection (committed state is already durable)."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether other GM processes may serve the same database at the same time (and
+        hear of each other's changes through :meth:`watch`)."""
+        return False
+
+    # --- transactions ------------------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic state change: everything inside commits together or not at all."""
+        """One atomic state change: everything inside commits together or not at all.
+
+        Nested calls join the outer transaction.
+        """
         if self._depth:
             self._depth += 1
             try:
@@ -339,28 +338,78 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         self._depth = 1
+        self._changed = False
         try:
             yield
         except BaseException:
             self._depth = 0
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         self._depth = 0
-        self._db.execute("COMMIT")
+        self._commit(self._changed)
 
-    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, args: tuple[Any, ...] = (), *, visible: bool = False) -> Any:
+        """A statement that changes state; ``visible`` marks the transaction as one other GM
+        processes must learn about (what their observers or channels see: keying material,
+        group flags, evictions, deletions, channels), so it ends with a notification."""
         if not self._depth:
             raise ManagerStoreError("state changes must run inside Store.transaction()")
-        return self._db.execute(sql, args)
+        if visible:
+            self._changed = True
+        return self._execute(sql, args)
+
+    def _announce(self) -> None:
+        """Mark the running transaction as one other GM processes must hear about."""
+        if not self._depth:
+            raise ManagerStoreError("state changes must run inside Store.transaction()")
+        self._changed = True
 
     def _one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self._db.execute(sql, args).fetchone()
+        row: tuple[Any, ...] | None = self._execute(sql, args).fetchone()
         return row
 
     def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return list(self._db.execute(sql, args).fetchall())
+        return [tuple(r) for r in self._execute(sql, args).fetchall()]
+
+    def _upsert(
+        self, table: str, cols: str, keys: str, values: tuple[Any, ...], *, visible: bool = False
+    ) -> None:
+        """Insert a row or replace the one with the same ``keys``."""
+        names = [c.strip() for c in cols.split(",")]
+        key_names = {k.strip() for k in keys.split(",")}
+        updates = ", ".join(f"{c}=excluded.{c}" for c in names if c not in key_names)
+        self._write(
+            f"INSERT INTO {table}({cols}) VALUES ({','.join('?' * len(names))}) "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}",
+            values,
+            visible=visible,
+        )
+
+    def _create_schema(self) -> None:
+        """Inside the caller's transaction: create missing tables, check the schema version."""
+        for statement in self._schema():
+            self._execute(statement, ())
+        row = self._one("SELECT value FROM meta WHERE key='schema'")
+        if row is None:
+            self._execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] == 1:
+            self._migrate_from_1()
+        elif row[0] != SCHEMA_VERSION:
+            raise ManagerStoreError(f"database schema {row[0]!r} is not {SCHEMA_VERSION}")
+
+    @abstractmethod
+    def _schema(self) -> list[str]:
+        """The backend's CREATE statements."""
+
+    def _migrate_from_1(self) -> None:
+        raise ManagerStoreError("database schema 1 exists only in SQLite files")
+
+    async def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` whenever another GM process commits a visible change; runs until
+        cancelled. A store that no other process writes never calls it."""
+        await asyncio.Event().wait()
 
     # --- GM keys ------------------------------------------------------------------------
 
@@ -398,6 +447,7 @@ class Store:
 
     def insert_group(self, g: GroupRecord) -> None:
         """Create a group row."""
+        self._announce()
         self._write(
             f"INSERT INTO groups({_GROUP_COLS}) VALUES ({','.join('?' * 22)})",
             (
@@ -421,6 +471,7 @@ class Store:
         exp: int,
     ) -> None:
         """Install a rekeying's new Common Context values."""
+        self._announce()
         self._write(
             "UPDATE groups SET epoch=?, gid=?, master_secret=?, master_salt=?, num=?, exp=? "
             "WHERE name=?",
@@ -431,6 +482,7 @@ class Store:
         self, name: str, *, active: bool | None = None, backward_security: bool | None = None
     ) -> None:
         """Change the active / backward-security switches of a group."""
+        self._announce()
         if active is not None:
             self._write("UPDATE groups SET active=? WHERE name=?", (int(active), name))
         if backward_security is not None:
@@ -439,8 +491,60 @@ class Store:
                 (int(backward_security), name),
             )
 
+    def set_group_settings(
+        self, name: str, *, stale_sets_kept: int, exp: int, lifetime: int
+    ) -> None:
+        """Change how many stale-ID sets are kept and when the material expires; sets beyond
+        the new ``stale_sets_kept`` go at once."""
+        self._announce()
+        self._write(
+            "UPDATE groups SET stale_sets_kept=?, exp=?, lifetime=? WHERE name=?",
+            (stale_sets_kept, exp, lifetime, name),
+        )
+        self._write(
+            "DELETE FROM stale_sets WHERE grp=? AND num NOT IN "
+            "(SELECT num FROM stale_sets WHERE grp=? ORDER BY num DESC LIMIT ?)",
+            (name, name, stale_sets_kept),
+        )
+
+    def delete_group(self, name: str) -> None:
+        """Remove a group with everything kept about it (members, IDs, access entries)."""
+        self._announce()
+        for table in ("members", "sid_allocations", "sid_cursors", "evicted_elders",
+                      "stale_sets", "access", "group_info"):  # fmt: skip
+            self._write(f"DELETE FROM {table} WHERE grp=?", (name,))
+        self._write("DELETE FROM groups WHERE name=?", (name,))
+
+    def group_info(self, name: str) -> bytes | None:
+        """The administrator-given description of a group (a CBOR map), if any."""
+        row = self._one("SELECT info FROM group_info WHERE grp=?", (name,))
+        return None if row is None else bytes(row[0])
+
+    def set_group_info(self, name: str, info: bytes) -> None:
+        """Replace the administrator-given description of a group."""
+        self._announce()
+        self._upsert("group_info", "grp, info", "grp", (name, info))
+
+    # --- administrators ---------------------------------------------------------------------
+
+    def admin_entries(self, node: str) -> list[tuple[str, int]]:
+        """(group name pattern, permission bitmap) entries of administrator ``node``; the
+        pattern is a group name, or ``*`` for any group."""
+        rows = self._all("SELECT pattern, perms FROM admins WHERE node=? ORDER BY pattern",
+                         (node,))  # fmt: skip
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def set_admin(self, node: str, pattern: str, perms: int) -> None:
+        """Grant ``node`` the admin permissions ``perms`` on groups matching ``pattern``;
+        0 removes the entry."""
+        if perms:
+            self._upsert("admins", "node, pattern, perms", "node, pattern", (node, pattern, perms))
+        else:
+            self._write("DELETE FROM admins WHERE node=? AND pattern=?", (node, pattern))
+
     def set_policies(self, name: str, policies: bytes) -> None:
         """Replace the CBOR-encoded group policies."""
+        self._announce()
         self._write("UPDATE groups SET policies=? WHERE name=?", (policies, name))
 
     # --- members ------------------------------------------------------------------------
@@ -457,8 +561,8 @@ class Store:
 
     def upsert_member(self, m: MemberRecord) -> None:
         """Insert or replace one membership."""
-        self._write(
-            f"INSERT OR REPLACE INTO members({_MEMBER_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+        self._upsert(
+            "members", _MEMBER_COLS, "grp, node",
             (
                 m.group, m.node, m.roles, m.credential, m.sender_id, m.birth_gid, m.scope,
                 m.client_nonce, m.joined_at,
@@ -467,6 +571,7 @@ class Store:
 
     def delete_member(self, group: str, node: str) -> None:
         """End a membership."""
+        self._announce()
         self._write("DELETE FROM members WHERE grp=? AND node=?", (group, node))
 
     def set_member_credential(self, group: str, node: str, credential: bytes) -> None:
@@ -537,11 +642,10 @@ class Store:
 
     def set_sid_cursor(self, group: str, gid: bytes, next_index: int, relinquished: int) -> None:
         """Persist the allocation cursor of ``group`` under ``gid``."""
-        self._write(
-            "INSERT OR REPLACE INTO sid_cursors(grp, gid, next_index, relinquished) "
-            "VALUES (?, ?, ?, ?)",
+        self._upsert(
+            "sid_cursors", "grp, gid, next_index, relinquished", "grp",
             (group, gid, next_index, relinquished),
-        )
+        )  # fmt: skip
 
     # --- elders evicted by Gid reuse ------------------------------------------------------
 
@@ -574,8 +678,8 @@ class Store:
         row = self._one("SELECT sender_ids FROM stale_sets WHERE grp=? AND num=?", (group, num))
         current = set() if row is None else set(cbor2.loads(row[0]))
         current.update(sender_ids)
-        self._write(
-            "INSERT OR REPLACE INTO stale_sets(grp, num, sender_ids) VALUES (?, ?, ?)",
+        self._upsert(
+            "stale_sets", "grp, num, sender_ids", "grp, num",
             (group, num, cbor2.dumps(sorted(current))),
         )
 
@@ -594,10 +698,7 @@ class Store:
     def set_access(self, node: str, group: str, roles: int) -> None:
         """Allow ``node`` into ``group`` with ``roles``; 0 removes the entry."""
         if roles:
-            self._write(
-                "INSERT OR REPLACE INTO access(node, grp, roles) VALUES (?, ?, ?)",
-                (node, group, roles),
-            )
+            self._upsert("access", "node, grp, roles", "node, grp", (node, group, roles))
         else:
             self._write("DELETE FROM access WHERE node=? AND grp=?", (node, group))
 
@@ -629,8 +730,9 @@ class Store:
 
     def put_channel(self, c: ChannelMaterial) -> None:
         """Insert or replace a node's channel material."""
-        self._write(
-            f"INSERT OR REPLACE INTO channels({_CHANNEL_COLS}) VALUES (?,?,?,?,?,?,?,?)",
+        self._announce()
+        self._upsert(
+            "channels", _CHANNEL_COLS, "node",
             (
                 c.node, c.master_secret, c.master_salt, c.gm_sender_id, c.node_sender_id,
                 c.id_context, c.aead_alg, c.hkdf_alg,
@@ -641,28 +743,25 @@ class Store:
 
     def edhoc_identity(self) -> tuple[bytes, bytes] | None:
         """(private key d, CCS credential) of the GM's EDHOC identity, if made yet."""
-        d = self._one("SELECT value FROM meta WHERE key='edhoc_private_key'")
-        cred = self._one("SELECT value FROM meta WHERE key='edhoc_credential'")
-        return None if d is None or cred is None else (d[0], cred[0])
+        row = self._one("SELECT private_key, credential FROM edhoc_identity WHERE one=1")
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
 
     def put_edhoc_identity(self, d: bytes, credential: bytes) -> None:
-        """Store the GM's EDHOC key and credential (first one wins)."""
-        self._write("INSERT INTO meta(key, value) VALUES ('edhoc_private_key', ?)", (d,))
-        self._write("INSERT INTO meta(key, value) VALUES ('edhoc_credential', ?)", (credential,))
+        """Store the GM's EDHOC key and credential (first one wins: a second GM process
+        racing to make one keeps the stored identity)."""
+        self._write("INSERT INTO edhoc_identity(one, private_key, credential) VALUES (1, ?, ?) "
+                    "ON CONFLICT (one) DO NOTHING", (d, credential))
 
     def edhoc_peers(self) -> list[tuple[str, bytes, bytes | None]]:
         """Every (node, CCS credential, kid) registered for EDHOC."""
         return [
-            (r[0], r[1], r[2])
+            (r[0], bytes(r[1]), None if r[2] is None else bytes(r[2]))
             for r in self._all("SELECT node, credential, kid FROM edhoc_peers ORDER BY node")
         ]
 
     def put_edhoc_peer(self, node: str, credential: bytes, kid: bytes | None) -> None:
         """Register (or replace) ``node``'s EDHOC credential."""
-        self._write(
-            "INSERT OR REPLACE INTO edhoc_peers(node, credential, kid) VALUES (?, ?, ?)",
-            (node, credential, kid),
-        )
+        self._upsert("edhoc_peers", "node, credential, kid", "node", (node, credential, kid))
 
     def delete_edhoc_peer(self, node: str) -> None:
         """Forget ``node``'s EDHOC credential."""
@@ -678,9 +777,50 @@ class Store:
     def reserve(self, key: str, upto: int) -> None:
         """Durably record that numbers below ``upto`` may have been used (own transaction)."""
         with self.transaction():
-            self._write(
-                "INSERT OR REPLACE INTO sequence_numbers(key, upto) VALUES (?, ?)", (key, upto)
-            )
+            self._upsert("sequence_numbers", "key, upto", "key", (key, upto), visible=False)
+
+    def claim(self, key: str, count: int) -> int:
+        """Take ``count`` fresh numbers for sender ``key``: return the first of a block that
+        no earlier claim or reservation (of any GM process on this database) covers."""
+        with self.transaction():
+            first = self.load(key) or 0
+            self._upsert("sequence_numbers", "key, upto", "key", (key, first + count),
+                         visible=False)  # fmt: skip
+        return first
+
+    def challenge(self, node: str) -> tuple[bytes, float] | None:
+        """(N_S, expiry time) of the node's outstanding challenge, if any."""
+        row = self._one("SELECT challenge, expires FROM challenges WHERE node=?", (node,))
+        return None if row is None else (bytes(row[0]), float(row[1]))
+
+    def put_challenge(self, node: str, challenge: bytes, expires: float) -> None:
+        """Replace the node's outstanding challenge (own transaction)."""
+        with self.transaction():
+            self._upsert("challenges", "node, challenge, expires", "node",
+                         (node, challenge, expires), visible=False)  # fmt: skip
+
+    def drop_challenge(self, node: str) -> None:
+        """Forget the node's challenge (own transaction, or the caller's)."""
+        with self.transaction():
+            self._write("DELETE FROM challenges WHERE node=?", (node,), visible=False)
+
+    def fresh_request(self, key: str, piv: int, window: int) -> bool:
+        """Record that a request with Partial IV ``piv`` arrived on the channel ``key``, for
+        every GM process on this database. False (a replay) if any of them saw that number
+        before, or if it lies ``window`` or more below the highest one seen. Only the latest
+        ``window`` numbers per channel are kept."""
+        with self.transaction():
+            row = self._one("SELECT MAX(piv) FROM request_pivs WHERE key=?", (key,))
+            top = None if row is None or row[0] is None else int(row[0])
+            if top is not None and piv <= top - window:
+                return False
+            if self._one("SELECT 1 FROM request_pivs WHERE key=? AND piv=?", (key, piv)):
+                return False
+            self._write("INSERT INTO request_pivs(key, piv) VALUES (?, ?)", (key, piv),
+                        visible=False)  # fmt: skip
+            self._write("DELETE FROM request_pivs WHERE key=? AND piv<=?",
+                        (key, max(piv, top or 0) - window), visible=False)  # fmt: skip
+        return True
 
     def forget_sequence(self, key: str) -> None:
         """Drop the reservation of a sender whose keys are gone for good (they never come
@@ -692,6 +832,6 @@ class Store:
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's rows in a stable order: what 'same state after restart' compares."""
         tables = ("meta", "gm_keys", "groups", "members", "sid_allocations", "sid_cursors",
-                  "evicted_elders", "stale_sets", "access", "channels",
-                  "edhoc_peers", "sequence_numbers")  # fmt: skip
+                  "evicted_elders", "stale_sets", "access", "channels", "edhoc_peers",
+                  "edhoc_identity", "admins", "group_info", "sequence_numbers")  # fmt: skip
         return {t: self._all(f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}

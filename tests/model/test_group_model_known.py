@@ -1,11 +1,9 @@
-"""The shrunk counterexamples the group model found for the library bugs in KNOWN_BUG_RULES.
+"""The shrunk counterexamples the group model found, replayed as regression tests.
 
-Each replays one shrunk sequence of model steps with its rule switched on and asserts that
-no invariant is violated. They fail on a branch that still has the bug (strict xfail), so a
-merged fix turns them into an unexpected pass: then delete the xfail mark here and the entry
-in KNOWN_BUG_RULES, and the random model exercises the rule again. ("echo_after_answer" has
-no test here: its fix belongs to the transport's group exchanges, which the model does not
-run.)
+Each replays one shrunk sequence of model steps and asserts that no invariant is violated.
+The bug still listed in KNOWN_BUG_RULES is a strict xfail: a fix turns it into an
+unexpected pass (then delete the mark and the entry). The Echo-after-answer finding is
+covered in the transport (tests/wire/test_forged_responses.py), which the model does not run.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, bool], Gro
     made: list[GroupModel] = []
 
     def make(rule: str, backward: bool) -> GroupModel:
-        assert rule in KNOWN_BUG_RULES
         monkeypatch.setenv("GROUPOSCORE_MODEL_ENABLE", rule)
         m = GroupModel()
         made.append(m)
@@ -36,7 +33,6 @@ def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, bool], Gro
         m.teardown()
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_RULES["renew_sender_id"])
 def test_sender_id_renewal_keeps_replay_windows(model: Callable[[str, bool], GroupModel]) -> None:
     m = model("renew_sender_id", False)
     m.group_request_held(i=0)  # a's group request, held by the network
@@ -58,7 +54,6 @@ def test_rejoin_without_rekey_starts_with_invalid_windows(
     assert not m.violations, m.violations
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_RULES["notify_across_rekey"])
 def test_notifications_after_a_rekeying_are_accepted(
     model: Callable[[str, bool], GroupModel],
 ) -> None:
@@ -70,7 +65,6 @@ def test_notifications_after_a_rekeying_are_accepted(
     assert not m.violations, m.violations
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_RULES["one_shot_tool"])
 def test_context_loaded_from_a_state_file_refuses_replays(
     model: Callable[[str, bool], GroupModel],
 ) -> None:

@@ -190,15 +190,13 @@ def test_group_request_tallies_responses_that_failed_verification() -> None:
         client = await Endpoint.create(("127.0.0.1", 0), params=FAST)
         failures = VerificationFailures()
         got: list[Message] = []
-        real_send = client._send
-
         def send_and_forge(msg: Message, remote: Any) -> int:
-            mid = real_send(msg, remote)
-            # an answer that does not verify, "from" a member, right away
+            # nothing leaves the host: the group request stays here (network rule), and
+            # an answer that does not verify arrives "from" a member right away
             forged = Message(Code.CHANGED, Type.NON, 7, msg.token, payload=b"\x00" * 80)
             forged.options.oscore = b"\x29\x01\x05"
             client._process(client._ml.receive(forged.encode(), ("127.0.0.1", 9), client._now()))
-            return mid
+            return msg.mid
 
         client._send = send_and_forge  # type: ignore[method-assign]
         try:
@@ -311,3 +309,46 @@ def test_a_security_layer_may_end_the_exchange_on_an_answer_it_chose_to_act_on()
             await plain  # an ordinary security layer discards it and keeps waiting
 
     run(_with(body, True))
+
+
+def test_group_request_answers_no_second_echo_challenge_from_a_server_that_answered() -> None:
+    """A server that answered a group request and then (after losing its state to a restart,
+    or by a copy of a challenge) challenges the same request with Echo gets no retry: a
+    retry would make it execute the request twice (found by the group model)."""
+    client_ctx, server_ctx = _group()
+    sec = ClientSecurity(client_ctx)
+    server_addr = ("127.0.0.1", 9)
+
+    async def main() -> tuple[list[Message], list[Any]]:
+        client = await Endpoint.create(("127.0.0.1", 0), params=FAST)
+        sent: list[Any] = []
+        got: list[Message] = []
+
+        def inject(msg: Message) -> None:
+            client._process(client._ml.receive(msg.encode(), server_addr, client._now()))
+
+        def send_here(msg: Message, remote: Any) -> int:
+            sent.append(remote)  # nothing leaves the host
+            if len(sent) == 1:  # the group request: an answer, then a challenge of it
+                _, binding = server_ctx.unprotect_request(msg)
+                answer = server_ctx.protect_response(
+                    Message(Code.CONTENT, Type.NON, 7, msg.token, payload=b"done"), binding)
+                inject(answer)
+                challenge = Message(Code.UNAUTHORIZED, Type.NON, 8, msg.token)
+                challenge.options.echo = b"\x01" * 8
+                inject(server_ctx.protect_response(challenge, binding, fresh_piv=True))
+            return msg.mid
+
+        client._send = send_here  # type: ignore[method-assign]
+        try:
+            async for resp in client.group_request(
+                _get(), ("224.0.1.187", 5683), timeout=0.5, security=sec
+            ):
+                got.append(resp)
+        finally:
+            await client.close()
+        return got, sent
+
+    got, sent = run(main())
+    assert [r.payload for r in got] == [b"done"]
+    assert sent == [("224.0.1.187", 5683)]  # no unicast retry to the server

@@ -73,6 +73,8 @@ async def group_request(
         wire, binding = security.protect_request(wire)
         wire = wire.copy(token=token, mtype=Type.NON)
     queue: asyncio.Queue[Message] = asyncio.Queue()
+    #: the servers that answered this request (by Sender ID when verified, else address)
+    answered: set[object] = set()
     ep._listen(token, None, queue.put_nowait, lambda exc: None)
     if failures is None:
         failures = VerificationFailures()
@@ -92,6 +94,15 @@ async def group_request(
             resp = _verify_group_response(raw, binding, security, failures)
             if resp is None:
                 continue
+            server = _server_of(resp)
+            if _is_echo_challenge(resp) and server in answered:
+                # A server that already answered (or challenged) this request challenges
+                # it again: it lost its state and met a replay of the request, or this is
+                # a copy of its first challenge. Retrying would have it execute the request
+                # a second time.
+                log.info("not answering a second Echo challenge from %s", resp.remote)
+                continue
+            answered.add(server)
             try:
                 resp = await _complete_group_response(ep, msg, resp, deadline, security)
             except (GroupOscoreError, OSError) as e:
@@ -120,6 +131,16 @@ def _verify_group_response(
     return plain
 
 
+def _is_echo_challenge(resp: Message) -> bool:
+    return resp.code == Code.UNAUTHORIZED and resp.options.echo is not None
+
+
+def _server_of(resp: Message) -> object:
+    info = getattr(resp, "security", None)
+    sender = getattr(info, "sender_id", None)
+    return ("kid", sender) if sender is not None else ("address", resp.remote)
+
+
 async def _complete_group_response(
     ep: Endpoint,
     request: Message,
@@ -129,7 +150,7 @@ async def _complete_group_response(
 ) -> Message:
     """Answer an Echo challenge or fetch the remaining blocks, by unicast to that server."""
     remote = resp.remote
-    if resp.code == Code.UNAUTHORIZED and resp.options.echo is not None:
+    if _is_echo_challenge(resp):
         retry = request.copy()
         retry.options.echo = resp.options.echo
         out = await ep._blockwise_request(retry, remote, deadline, True, security)

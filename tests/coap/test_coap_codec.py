@@ -235,3 +235,19 @@ def test_unrecognized_critical() -> None:
     assert unrecognized_critical(o) == [2049, 65001]
     assert unrecognized_critical(o, known={2049, 65001}) == [9, 11]
     assert unrecognized_critical(Options()) == []
+
+
+def test_codes_print_as_people_read_them() -> None:
+    """``print(reply.code)`` shows ``2.04 Changed``, not 68; ``int()`` and ``:d`` stay numbers."""
+    from grouposcore.coap import Code
+
+    assert str(Code.CHANGED) == f"{Code.CHANGED}" == "2.04 Changed"
+    assert str(Code.GET) == "GET"
+    assert int(Code.CHANGED) == 68 and f"{Code.CHANGED:d}" == "68"
+
+
+def test_the_package_is_typed() -> None:
+    """Users' type checkers see the annotations (PEP 561)."""
+    from importlib.resources import files
+
+    assert files("grouposcore").joinpath("py.typed").is_file()

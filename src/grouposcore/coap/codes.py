@@ -34,7 +34,17 @@ class Type(IntEnum):
 
 
 class Code(IntEnum):
-    """Registered request methods and response codes (value = class << 5 | detail)."""
+    """Registered request methods and response codes (value = class << 5 | detail).
+
+    ``str()`` and f-strings give the form people read (``2.04 Changed``, ``GET``);
+    ``int()`` and ``%d`` the number.
+    """
+
+    def __str__(self) -> str:
+        return code_name(self)
+
+    def __format__(self, spec: str) -> str:
+        return code_name(self) if not spec else format(int(self), spec)
 
     EMPTY = 0
     GET = 1

@@ -236,3 +236,26 @@ def test_replayed_request_after_echo_recovery_is_refused(tmp_path: Path) -> None
     for msg in (old, first):
         with pytest.raises(ReplayError):
             light.unprotect_request(msg)
+
+
+def test_raw_ed25519_seed_is_accepted_where_a_cose_key_is_expected() -> None:
+    """Other tools keep an Ed25519 key as its raw 32-byte seed; anything that is neither that
+    nor a COSE_Key gets an error naming both formats."""
+    from cryptography.hazmat.primitives import serialization
+
+    from grouposcore.oscore.config import ConfigError, provision_static_group
+    from tests.oscore.helpers import fresh_context
+
+    docs = provision_static_group(["a", "b"])
+    original = fresh_context(docs["a"])
+    seed = original.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption())
+    docs["a"]["private_key"] = seed.hex()
+    again = fresh_context(docs["a"])
+    msg, _ = again.protect_request(get())
+    request, _ = fresh_context(docs["b"]).unprotect_request(msg)  # b verifies a's signature
+    assert request.options.uri_path == ["light"]
+    docs["a"]["private_key"] = "00" * 31
+    with pytest.raises(ConfigError, match="COSE_Key .* raw 32-byte Ed25519 seed"):
+        fresh_context(docs["a"])

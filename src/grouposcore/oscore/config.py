@@ -60,6 +60,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from grouposcore.cose import (
     Credential,
     hkdf_by_name,
@@ -67,7 +69,7 @@ from grouposcore.cose import (
     private_key_to_bytes,
     signature_by_id,
 )
-from grouposcore.errors import GroupOscoreError
+from grouposcore.errors import CredentialError, GroupOscoreError
 from grouposcore.oscore.context import SecurityContext
 from grouposcore.oscore.group import GroupContext, check_freshness_policy
 from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence
@@ -123,6 +125,19 @@ def _hex(document: dict[str, Any], key: str, *, optional: bool = False) -> bytes
         return bytes.fromhex(value)
     except ValueError as exc:
         raise ConfigError(f"field {key!r} is not valid hex") from exc
+
+
+def _private_key(raw: bytes) -> Any:
+    """A COSE_Key (CBOR), or the raw 32-byte seed other tools keep an Ed25519 key as."""
+    try:
+        return private_key_from_bytes(raw)
+    except CredentialError as exc:
+        if len(raw) == 32:
+            return Ed25519PrivateKey.from_private_bytes(raw)
+        raise ConfigError(
+            "field 'private_key' is neither a COSE_Key (CBOR, hex) nor a raw 32-byte Ed25519 "
+            f"seed (hex): {exc}"
+        ) from None
 
 
 def _req(document: dict[str, Any], key: str) -> bytes:
@@ -220,7 +235,7 @@ def group_context_from_document(
         private_key = None
         credential = None
         if sender_id is not None:
-            private_key = private_key_from_bytes(_req(document, "private_key"))
+            private_key = _private_key(_req(document, "private_key"))
             credential = Credential.from_ccs(_req(document, "credential"))
         peers: dict[bytes, bytes] = {}
         members = document.get("members", [])

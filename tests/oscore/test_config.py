@@ -257,5 +257,5 @@ def test_raw_ed25519_seed_is_accepted_where_a_cose_key_is_expected() -> None:
     request, _ = fresh_context(docs["b"]).unprotect_request(msg)  # b verifies a's signature
     assert request.options.uri_path == ["light"]
     docs["a"]["private_key"] = "00" * 31
-    with pytest.raises(ConfigError, match="COSE_Key .* raw 32-byte Ed25519 seed"):
+    with pytest.raises(ConfigError, match=r"COSE_Key .* raw 32-byte Ed25519 seed"):
         fresh_context(docs["a"])

@@ -73,3 +73,33 @@ def test_context_loaded_from_a_state_file_refuses_replays(
     m.deliver(k=0)  # b delivers and answers without a Partial IV
     m.one_shot_tool(i=1, k=0)  # a tool on b's state file gets the replay
     assert not m.violations, m.violations
+
+
+def test_a_lagging_member_renews_its_sender_id_under_the_current_gid(
+    model: Callable[[str, bool], GroupModel],
+) -> None:
+    """Found by the long run: a member that missed rekeyings renewed its Sender ID and paired
+    the new ID (unique under the GM's current Gid) with its old Gid, where another member
+    had used it: its answers then failed verification at a peer on that old Gid."""
+    m = model("renew_sender_id", True)
+    m.group_request_held(i=0)
+    m.join(i=0)
+    m.group_request_held(i=2)
+    for _ in range(3):
+        m.rekey()
+    m.deliver(k=0)
+    m.lose_notifications(i=0)
+    m.renew_sender_id(i=2)
+    m.group_request_held(i=0)
+    m.lose_notifications(i=0)
+    m.deliver(k=0)
+    for _ in range(4):
+        m.rekey()
+    m.deliver(k=0)
+    for _ in range(3):
+        m.rekey()
+    m.renew_sender_id(i=1)
+    for _ in range(3):
+        m.rekey()
+    m.deliver(k=2)
+    assert not m.violations, m.violations

@@ -106,9 +106,13 @@ class GroupManagerClient:
         material = mb.parse_join_response(response.payload, pending, gm_credential=gm_credential)
         return material, pending
 
-    async def current(self, material: mb.GroupKeyingMaterial) -> mb.GroupKeyingMaterial:
-        """GET /ace-group/GROUPNAME installed over ``material`` (polling)."""
-        r = await self.request(CoapCode.GET, ("ace-group", material.group))
+    async def current(
+        self, material: mb.GroupKeyingMaterial, *, own: bool = False
+    ) -> mb.GroupKeyingMaterial:
+        """GET /ace-group/GROUPNAME installed over ``material`` (polling); ``own``: the node's
+        resource instead, whose answer also names the node's Sender ID under that Gid."""
+        path = ("ace-group", material.group) + (("nodes", self.node) if own else ())
+        r = await self.request(CoapCode.GET, path)
         return mb.parse_material(r.payload, material)
 
     async def stale_sids(self, group: str, num: int) -> list[bytes] | None:
@@ -118,9 +122,12 @@ class GroupManagerClient:
         )
         return mb.parse_stale_sids(r.payload)
 
-    async def catch_up(self, material: mb.GroupKeyingMaterial) -> mb.GroupKeyingMaterial:
-        """After missed rekeyings: fetch the stale IDs, then install the current material."""
-        latest = await self.current(material)
+    async def catch_up(
+        self, material: mb.GroupKeyingMaterial, *, own: bool = False
+    ) -> mb.GroupKeyingMaterial:
+        """After missed rekeyings: fetch the stale IDs, then install the current material
+        (``own``: read from the node's resource, with its current Sender ID)."""
+        latest = await self.current(material, own=own)
         if latest.num == material.num:
             return latest
         stale = await self.stale_sids(material.group, material.num)

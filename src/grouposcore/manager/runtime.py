@@ -417,12 +417,13 @@ class GroupMember:
         if pending:
             await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout)
 
-    async def refresh(self) -> bool:
-        """Poll the GM once (catching up over /stale-sids if needed); True if it changed."""
+    async def refresh(self, *, own: bool = False) -> bool:
+        """Poll the GM once (catching up over /stale-sids if needed); True if it changed.
+        ``own`` reads the node's resource, which also names its current Sender ID."""
         before = self._current
         assert before is not None
         try:
-            latest = await self.client.catch_up(before.material)
+            latest = await self.client.catch_up(before.material, own=own)
         except MembershipTerminated:
             self._terminate("own Sender ID went stale")
             raise
@@ -445,10 +446,21 @@ class GroupMember:
         return replace(material, peers=peers)
 
     async def renew_sender_id(self) -> bytes | None:
-        """Ask the GM for a new Sender ID (e.g. well before sequence numbers run out)."""
-        material = await self.client.renew_sender_id(self.material)
-        self._install(material)
-        return material.sender_id
+        """Ask the GM for a new Sender ID (e.g. well before sequence numbers run out).
+
+        The GM hands the new Sender ID out under its *current* Gid, where it is unique; a
+        member that missed rekeyings would otherwise pair it with an old Gid, under which
+        another member may have used it (same kid, other credential). So the member
+        catches up first, and takes its new Sender ID from the GM's current material.
+        """
+        await self.refresh()
+        before = self.material
+        renewed = await self.client.renew_sender_id(before)
+        if renewed.num != before.num:
+            self._install(renewed)  # answered with a rekeying: new Gid and material at once
+        else:
+            await self.refresh(own=True)  # the GM's current (Gid, Sender ID) pair
+        return self.material.sender_id
 
     async def leave(self) -> None:
         """Leave the group (DELETE); the state file goes, the GM rekeys for the others."""

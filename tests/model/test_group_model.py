@@ -481,6 +481,11 @@ class GroupModel(RuleBasedStateMachine):
         peer = material.peers.get(d.sid)
         if peer is None or (peer.roles and not _has(peer.roles, Role.RESPONDER)):
             return False
+        intended = getattr(ex.binding, "intended_recipient", None)
+        if intended is not None and d.sid != intended:
+            # the server renewed its Sender ID during this exchange: a response under the
+            # new kid is not the one asked, and is not delivered (digest §6.5, kid2 == kid1)
+            return False
         key = (node.name, ex.xid, d.sid, d.gid)
         if d.piv is None:
             return key not in self.no_piv

@@ -378,7 +378,7 @@ async def _group(
     started = time.monotonic()
     responses = endpoint.group_request(
         request, (uri.host, uri.port), timeout=timeout,
-        security=counting,  # type: ignore[arg-type]
+        security=counting,
         interface=args.interface,
     )
     try:

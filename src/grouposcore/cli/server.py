@@ -23,6 +23,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import Opened, follows_manager, open_member
@@ -174,7 +175,7 @@ def load_server_context(path: str, freshness: str | None = None) -> AnyContext:
     send (a Sender ID) but keeps no ``sequence_file`` is refused: after a restart its
     Partial IVs (notifications, Echo challenges) would reuse nonces.
     """
-    overrides: dict[str, object] = {"replay_windows_valid": False}
+    overrides: dict[str, Any] = {"replay_windows_valid": False}
     if freshness is not None:
         overrides["freshness"] = freshness
     return load_context(path, role="server", **overrides)

@@ -109,7 +109,7 @@ class _SpreadMids(random.Random):
         super().__init__()
         self._first: int | None = first
 
-    def randrange(self, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
+    def randrange(self, *args: Any, **kwargs: Any) -> int:
         if self._first is not None:
             first, self._first = self._first, None
             return first

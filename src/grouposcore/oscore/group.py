@@ -628,8 +628,9 @@ class GroupContext:
             fresh_piv = needs_fresh_piv(message, binding, self)
         outer, plaintext, outer_code = inner.split(message)
         if fresh_piv:
-            piv: bytes | None = piv_from_int(self.sequence.next())
-            nonce_piv, id_piv = piv, sid
+            new_piv = piv_from_int(self.sequence.next())
+            piv: bytes | None = new_piv
+            nonce_piv, id_piv = new_piv, sid
         else:
             piv = None
             nonce_piv, id_piv = binding.request_piv, binding.request_kid

@@ -22,7 +22,7 @@ import os
 import random
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 from grouposcore.coap import (
@@ -630,7 +630,7 @@ class Endpoint:
         security: ClientSecurity | None = None,
         interface: int | str | None = None,
         failures: VerificationFailures | None = None,
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncGenerator[Message, None]:
         """Send ``message`` as NON to a group; iterate the result for every response until
         the deadline (see :func:`grouposcore.transport.group_client.group_request`).
 

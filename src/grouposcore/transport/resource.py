@@ -19,7 +19,7 @@ from grouposcore.transport.security import Protection
 
 __all__ = ["Resource", "Site", "WellKnownCore", "link_format"]
 
-_METHODS = {
+_METHODS: dict[int, str] = {
     Code.GET: "get",
     Code.POST: "post",
     Code.PUT: "put",

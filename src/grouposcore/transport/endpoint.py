@@ -735,7 +735,7 @@ class Endpoint:
                     resp.options.max_age = e.max_age
                 answered = resp is not None and not suppressed(request, resp, ex.multicast)
                 self._reject(ex, request, reason_of(e), str(e), answered)
-                await self._finish(ex, request, resp, getattr(e, "binding", None))
+                await self._finish(ex, request, resp, e.binding)
                 return
             except GroupOscoreError as e:
                 resp = None if group else error_response(Code.BAD_REQUEST)

@@ -30,11 +30,8 @@ from grouposcore.cli.membership import Opened, follows_manager, open_member
 from grouposcore.cli.security_files import is_member_state, load_context
 from grouposcore.coap import Code, Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, DEFAULT_LEISURE, TEXT_PLAIN
-from grouposcore.errors import GroupOscoreError, RequestTimeout
+from grouposcore.errors import ConfigError, GroupOscoreError, RequestTimeout
 from grouposcore.oscore import GroupContext
-from grouposcore.oscore.config import (
-    ConfigError,
-)
 from grouposcore.oscore.group import FRESHNESS_POLICIES, INSECURE_ACCEPT_REPLAYS
 from grouposcore.oscore.security import AnyContext, ServerSecurity
 from grouposcore.transport import Endpoint, Protection, Resource, Site

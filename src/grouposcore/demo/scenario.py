@@ -48,6 +48,7 @@ from grouposcore.push.protocol import PushSender
 from grouposcore.push.runner import PushResult, block_size_for, payload_limit, push_file
 from grouposcore.push.suit import parse_envelope, sign_envelope
 from grouposcore.transport import Endpoint
+from grouposcore.transport.security import ClientSecurity
 from grouposcore.transport.sockets import UdpSocket
 
 __all__ = [
@@ -162,7 +163,7 @@ class Capture:
     """The switch's client security, keeping each protected command as it went out (what
     an eavesdropper on the group would record, for the replay step)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: ClientSecurity) -> None:
         self.inner = inner
         #: (command, protected request, destination) in the order sent
         self.sent: list[tuple[str, Message, Any]] = []

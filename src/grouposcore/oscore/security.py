@@ -165,4 +165,5 @@ class ServerSecurity:
         raise error
 
     def protect_response(self, response: Message, binding: ServerBinding) -> Message:
-        return binding.context.protect_response(response, binding)  # type: ignore[attr-defined]
+        protected: Message = binding.context.protect_response(response, binding)  # type: ignore[attr-defined]
+        return protected

@@ -74,7 +74,8 @@ class Resource:
         result = handler(request)
         if inspect.isawaitable(result):
             result = await result
-        return result
+        response: Message = result
+        return response
 
     def allowed_methods(self) -> list[int]:
         return [c for c, n in _METHODS.items() if hasattr(self, f"render_{n}")]

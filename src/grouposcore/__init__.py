@@ -4,11 +4,17 @@ The names most programs need are importable from here; the layers (``coap``, ``c
 ``oscore``, ``transport``, ``manager``) hold the rest.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from grouposcore.coap import Code, Message, Options, Type
 from grouposcore.errors import GroupOscoreError
 from grouposcore.oscore import GroupContext, SecurityContext, SenderSequence
 
-__version__ = "0.1.0"
+# pyproject.toml is the one place the version is written; the installed metadata carries it.
+try:
+    __version__ = version("grouposcore")
+except PackageNotFoundError:  # a source tree used without installing it
+    __version__ = "0+unknown"
 
 __all__ = [
     "Code",

@@ -2,7 +2,8 @@
 
 Every parser and protocol step raises a subclass of :class:`GroupOscoreError`, so an
 application can catch malformed or hostile input with a single ``except`` clause and
-never sees an ``IndexError`` or ``KeyError`` escaping from deep inside.
+never sees an ``IndexError`` or ``KeyError`` escaping from deep inside. The one exception
+outside that hierarchy is :class:`UsageError`, a command line that cannot work.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class OscoreError(GroupOscoreError):
     diagnostic: str = "Decryption failed"
     #: Max-Age of the error answer: 0, so no cache keeps it (RFC 8613 §7.4)
     max_age: int = 0
+    #: The server binding when the request verified before the error (a replay, a missing
+    #: freshness proof): the answer is then protected with it. ``None``: answered plain.
+    binding: object | None = None
 
 
 class OscoreDecodeError(OscoreError):
@@ -147,8 +151,12 @@ class FreshnessRequired(OscoreError):
 
     def __init__(self, message: str, binding: object, echo: bytes) -> None:
         super().__init__(message)
-        self.binding = binding
+        self.binding: object = binding
         self.echo = echo
+
+
+class ConfigError(GroupOscoreError):
+    """A security file that is missing, unsafe or malformed."""
 
 
 class UriError(CoapError):
@@ -251,3 +259,12 @@ class EdhocPeerError(EdhocError):
         super().__init__(message)
         self.err_code = err_code
         self.err_info = err_info
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """A command line that cannot work: arguments that do not fit together (exit status 2,
+    reported like argparse errors). Deliberately not a :class:`GroupOscoreError`, so the
+    handlers for protocol and network failures never swallow it."""

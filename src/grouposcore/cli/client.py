@@ -21,15 +21,17 @@ from grouposcore.cli.security_files import is_member_state, kind, load_context
 from grouposcore.coap import CoapUri, Code, Message, parse_uri, uri_to_options
 from grouposcore.coap.constants import ACK_TIMEOUT, DEFAULT_LEISURE
 from grouposcore.errors import (
+    ConfigError,
     GroupManagerRequestError,
     GroupOscoreError,
     MembershipTerminated,
     RequestTimeout,
     UriError,
+    UsageError,
 )
 from grouposcore.manager.params import Role
 from grouposcore.oscore import GroupContext, SecurityContext
-from grouposcore.oscore.config import ConfigError, read_secret_file
+from grouposcore.oscore.config import read_secret_file
 from grouposcore.oscore.security import ClientSecurity
 from grouposcore.transport import Endpoint
 from grouposcore.transport.blockwise import BlockwiseLimits, size_to_szx
@@ -53,10 +55,6 @@ EXIT_FAILURE = 3
 DEFAULT_GROUP_TIMEOUT = DEFAULT_LEISURE + ACK_TIMEOUT
 #: How long an Observe registration may take unless --timeout says otherwise
 DEFAULT_OBSERVE_TIMEOUT = 10.0
-
-
-class UsageError(Exception):
-    """Arguments that do not fit together; reported like argparse errors."""
 
 
 class NotAMember(Exception):
@@ -378,7 +376,7 @@ async def _group(
     started = time.monotonic()
     responses = endpoint.group_request(
         request, (uri.host, uri.port), timeout=timeout,
-        security=counting,  # type: ignore[arg-type]
+        security=counting,
         interface=args.interface,
     )
     try:

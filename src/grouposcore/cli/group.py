@@ -17,9 +17,9 @@ from pathlib import Path
 
 from grouposcore.cli import interop
 from grouposcore.cli.security_files import load_context
-from grouposcore.errors import GroupOscoreError
+from grouposcore.errors import ConfigError, GroupOscoreError
 from grouposcore.oscore import SecurityContext
-from grouposcore.oscore.config import ConfigError, provision_static_group, write_secret_file
+from grouposcore.oscore.config import provision_static_group, write_secret_file
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from grouposcore.cose.algorithms import hkdf_by_name
-from grouposcore.errors import GroupOscoreError
+from grouposcore.errors import ConfigError, GroupOscoreError
 from grouposcore.oscore import SecurityContext
-from grouposcore.oscore.config import ConfigError
 from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence
 
 #: COSE AEAD numbers by the names aiocoap and libcoap use

@@ -228,7 +228,7 @@ def run_group_admin(args: argparse.Namespace) -> int:
             return 0
         keep = (AdminParam.ACTIVE, AdminParam.GROUP_DESCRIPTION, AdminParam.MAX_STALE_SETS,
                 AdminParam.APP_GROUPS, AdminParam.AS_URI)  # fmt: skip
-        new = {k: conf[k] for k in keep if conf.get(k) is not None}
+        new: dict[int, Any] = {k: conf[k] for k in keep if conf.get(k) is not None}
         if args.active is not None:
             new[AdminParam.ACTIVE] = args.active
         if args.description is not None:

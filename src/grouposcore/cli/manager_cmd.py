@@ -463,12 +463,12 @@ class _SyncedService(GroupManagerService):
             num, before = self._seen[g.name]
             if g.num == num:
                 continue
-            now = frozenset(m.node for m in store.members(g.name))
-            notes = [self._eviction(g.name, node) for node in sorted(before - now)]
+            present = frozenset(m.node for m in store.members(g.name))
+            notes = [self._eviction(g.name, node) for node in sorted(before - present)]
             # One version on: push its rekeying message (with its stale IDs); several: the
             # current material, and the members catch up over /stale-sids.
             message = self.gm.rekeying_message(g.name) if g.num == num + 1 else None
-            for node in sorted(now):
+            for node in sorted(present):
                 payload = message
                 if payload is None:
                     answer = self.gm.handle(node, "GET", ("ace-group", g.name), b"", None)
@@ -477,7 +477,7 @@ class _SyncedService(GroupManagerService):
                     payload = answer.payload
                 notes.append(Notification(node, g.name, ("ace-group", g.name), Code.CONTENT,
                                           payload, CF_ACE_GROUPCOMM))  # fmt: skip
-            log.info("group %s: pushing num %d to %d member(s)", g.name, g.num, len(now))
+            log.info("group %s: pushing num %d to %d member(s)", g.name, g.num, len(present))
             self.deliver(notes)
 
     @staticmethod
@@ -506,13 +506,14 @@ async def _serve(args: argparse.Namespace) -> int:
         # so its rekeyings reach the members observing us at once; --sync stays the fallback.
         changed = asyncio.Event()
         watcher = asyncio.create_task(gm.store.watch(changed.set))
+        sync_failures: tuple[type[BaseException], ...] = (GroupOscoreError, *gm.store.failures)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_either(stop, changed), args.sync)
             changed.clear()
             try:
                 svc.sync()
-            except (GroupOscoreError, *gm.store.failures) as e:
+            except sync_failures as e:
                 log.warning("database sync failed: %s", e)
     finally:
         if watcher is not None:

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grouposcore.coap import parse_uri
-from grouposcore.errors import GroupOscoreError, RequestTimeout, UriError
+from grouposcore.errors import ConfigError, GroupOscoreError, RequestTimeout, UriError
 from grouposcore.manager import member as mb
 from grouposcore.manager.edhoc_client import EdhocIdentity
 from grouposcore.manager.runtime import GroupMember, read_channel_file
-from grouposcore.oscore.config import ConfigError
 
 log = logging.getLogger("grouposcore.cli")
 

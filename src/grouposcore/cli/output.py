@@ -117,8 +117,8 @@ class Printer:
         text = payload_text(msg.payload)
         if text is None and not self.tty:
             self._out.flush()
-            self._out.buffer.write(msg.payload)  # type: ignore[attr-defined]
-            self._out.buffer.flush()  # type: ignore[attr-defined]
+            self._out.buffer.write(msg.payload)
+            self._out.buffer.flush()
             return
         shown = text if text is not None else "hex:" + msg.payload.hex()
         if shown:

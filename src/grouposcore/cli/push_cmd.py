@@ -38,9 +38,8 @@ from grouposcore.coap import parse_uri
 from grouposcore.coap.constants import COAP_PORT
 from grouposcore.cose.signing import PublicKey
 from grouposcore.demo.view import JsonView, PlainView, RichView
-from grouposcore.errors import GroupOscoreError, UriError
+from grouposcore.errors import ConfigError, GroupOscoreError, UriError, UsageError
 from grouposcore.oscore import GroupContext
-from grouposcore.oscore.config import ConfigError
 from grouposcore.oscore.security import ServerSecurity
 from grouposcore.push.protocol import PushReceiver
 from grouposcore.push.runner import (
@@ -58,10 +57,6 @@ from grouposcore.transport.sockets import UdpSocket, is_multicast
 __all__ = ["add_push_arguments", "add_receive_arguments", "run_push", "run_receive"]
 
 log = logging.getLogger("grouposcore.cli")
-
-
-class UsageError(Exception):
-    """A command line that cannot work (exit status 2)."""
 
 
 def add_push_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from grouposcore.cli import interop
-from grouposcore.errors import GroupOscoreError
+from grouposcore.errors import ConfigError, GroupOscoreError
 from grouposcore.manager.runtime import context_from_state_file
 from grouposcore.oscore.config import (
-    ConfigError,
     group_context_from_document,
     oscore_context_from_document,
     read_secret_file,

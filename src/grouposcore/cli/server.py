@@ -23,17 +23,15 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import Opened, follows_manager, open_member
 from grouposcore.cli.security_files import is_member_state, load_context
 from grouposcore.coap import Code, Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, DEFAULT_LEISURE, TEXT_PLAIN
-from grouposcore.errors import GroupOscoreError, RequestTimeout
+from grouposcore.errors import ConfigError, GroupOscoreError, RequestTimeout
 from grouposcore.oscore import GroupContext
-from grouposcore.oscore.config import (
-    ConfigError,
-)
 from grouposcore.oscore.group import FRESHNESS_POLICIES, INSECURE_ACCEPT_REPLAYS
 from grouposcore.oscore.security import AnyContext, ServerSecurity
 from grouposcore.transport import Endpoint, Protection, Resource, Site
@@ -174,7 +172,7 @@ def load_server_context(path: str, freshness: str | None = None) -> AnyContext:
     send (a Sender ID) but keeps no ``sequence_file`` is refused: after a restart its
     Partial IVs (notifications, Echo challenges) would reuse nonces.
     """
-    overrides: dict[str, object] = {"replay_windows_valid": False}
+    overrides: dict[str, Any] = {"replay_windows_valid": False}
     if freshness is not None:
         overrides["freshness"] = freshness
     return load_context(path, role="server", **overrides)

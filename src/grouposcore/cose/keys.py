@@ -53,7 +53,7 @@ _EC2: dict[int, tuple[type[ec.EllipticCurve], int]] = {
     CRV_P384: (ec.SECP384R1, 48),
     CRV_P521: (ec.SECP521R1, 66),
 }
-_EC2_BY_NAME = {cls.name: crv for crv, (cls, _) in _EC2.items()}
+_EC2_BY_NAME: dict[str, int] = {cls().name: crv for crv, (cls, _) in _EC2.items()}
 
 
 def decode_cbor_strict(data: bytes, what: str = "CBOR item") -> Any:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from grouposcore.cose.algorithms import _is_int
+from grouposcore.cose.keys import AnyPrivateKey, AnyPublicKey
 from grouposcore.errors import CoseError, SignatureError, UnknownAlgorithm
 
 __all__ = [
@@ -72,8 +73,9 @@ class SignatureAlgorithm:
             return Ed25519PrivateKey.generate()
         return ec.generate_private_key(_EC_CURVES[self.crv][0]())
 
-    def sign(self, private_key: PrivateKey, data: bytes) -> bytes:
-        """Sign ``data``; ECDSA output is raw r || s of ``signature_len`` bytes."""
+    def sign(self, private_key: AnyPrivateKey, data: bytes) -> bytes:
+        """Sign ``data``; ECDSA output is raw r || s of ``signature_len`` bytes. Any key a
+        COSE_Key can hold is accepted by type and rejected here unless it fits."""
         if not isinstance(private_key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey) or (
             not self.accepts_key(private_key)
         ):
@@ -85,7 +87,7 @@ class SignatureAlgorithm:
         half = self.signature_len // 2
         return r.to_bytes(half, "big") + s.to_bytes(half, "big")
 
-    def verify(self, public_key: PublicKey, signature: bytes, data: bytes) -> None:
+    def verify(self, public_key: AnyPublicKey, signature: bytes, data: bytes) -> None:
         """Raise :class:`SignatureError` unless ``signature`` is valid for ``data``."""
         if len(signature) != self.signature_len:
             raise SignatureError(
@@ -107,7 +109,7 @@ class SignatureAlgorithm:
         except (InvalidSignature, ValueError):
             raise SignatureError(f"{self.name} signature does not verify") from None
 
-    def signer(self, private_key: PrivateKey) -> Callable[[bytes], bytes]:
+    def signer(self, private_key: AnyPrivateKey) -> Callable[[bytes], bytes]:
         """A function that signs with ``private_key``: the key is checked once here, so the
         returned function does only the signing (the Group OSCORE hot path)."""
         if not self.accepts_key(private_key):
@@ -116,7 +118,7 @@ class SignatureAlgorithm:
             return private_key.sign
         return lambda data: self.sign(private_key, data)
 
-    def verifier(self, public_key: PublicKey) -> Callable[[bytes, bytes], None]:
+    def verifier(self, public_key: AnyPublicKey) -> Callable[[bytes, bytes], None]:
         """A function ``(signature, data)`` that raises SignatureError unless valid; the key
         is checked once here."""
         if not self.accepts_key(public_key):

@@ -27,6 +27,7 @@ from grouposcore.oscore.security import ServerSecurity
 from grouposcore.push.protocol import PushReceiver
 from grouposcore.push.runner import FirmwareResource, SenderTagging
 from grouposcore.transport import Endpoint, Protection, Resource, Site
+from grouposcore.transport.security import ServerSecurity as ServerSecurityHook
 
 __all__ = [
     "FailureLog",
@@ -47,7 +48,7 @@ MAX_LIGHTS = 1001
 class FailureLog:
     """Delegating server security that notes every request it rejected (by error name)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: ServerSecurityHook) -> None:
         self.inner = inner
         self.failures: list[str] = []
 
@@ -109,7 +110,7 @@ class _SpreadMids(random.Random):
         super().__init__()
         self._first: int | None = first
 
-    def randrange(self, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
+    def randrange(self, *args: Any, **kwargs: Any) -> int:
         if self._first is not None:
             first, self._first = self._first, None
             return first

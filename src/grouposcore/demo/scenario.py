@@ -48,6 +48,7 @@ from grouposcore.push.protocol import PushSender
 from grouposcore.push.runner import PushResult, block_size_for, payload_limit, push_file
 from grouposcore.push.suit import parse_envelope, sign_envelope
 from grouposcore.transport import Endpoint
+from grouposcore.transport.security import ClientSecurity
 from grouposcore.transport.sockets import UdpSocket
 
 __all__ = [
@@ -162,7 +163,7 @@ class Capture:
     """The switch's client security, keeping each protected command as it went out (what
     an eavesdropper on the group would record, for the replay step)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: ClientSecurity) -> None:
         self.inner = inner
         #: (command, protected request, destination) in the order sent
         self.sent: list[tuple[str, Message, Any]] = []
@@ -371,7 +372,9 @@ class Demo:
 
         def answer(resp: Message, sent_at: float) -> None:
             info = getattr(resp, "security", None)
-            handle = by_sid.get(info.sender_id) if info is not None else None
+            if info is None:
+                return
+            handle = by_sid.get(info.sender_id)
             if handle is None:
                 return
             row = rows[handle.name]
@@ -579,10 +582,12 @@ class Demo:
             return
         data = self.rng.randbytes(size)
         digest = hashlib.sha256(data).hexdigest()
+        switch_sid = self.switch.member.context.sender_id
+        assert switch_sid is not None  # a member that joins as a responder has one
         envelope = sign_envelope(
             data, sequence=1, key=self.author,
             block_size=block_size_for(size, payload_limit(self.switch.endpoint)),
-            distributors=[self.switch.member.context.sender_id],
+            distributors=[switch_sid],
         )  # fmt: skip
         manifest = parse_envelope(envelope, [self.author.public_key()])
         self.view.push_start(size, manifest.nblocks, len(targets))

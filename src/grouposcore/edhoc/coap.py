@@ -29,6 +29,7 @@ from grouposcore.edhoc.protocol import (
     parse_error,
 )
 from grouposcore.errors import EdhocError, OscoreError
+from grouposcore.oscore.common import ServerBinding
 from grouposcore.oscore.context import SecurityContext
 from grouposcore.oscore.option import decode_option
 from grouposcore.oscore.security import ClientSecurity, ServerSecurity
@@ -225,11 +226,11 @@ class EdhocServerSecurity:
                 return name
         return None
 
-    def unprotect_request(self, request: Message) -> tuple[Message, object] | None:
+    def unprotect_request(self, request: Message) -> tuple[Message, ServerBinding] | None:
         if OPTION_EDHOC in request.options:
             request, established = take_combined(request, self.sessions)
             self._established(established)
         return self.oscore.unprotect_request(request)
 
-    def protect_response(self, response: Message, binding: object) -> Message:
+    def protect_response(self, response: Message, binding: ServerBinding) -> Message:
         return self.oscore.protect_response(response, binding)

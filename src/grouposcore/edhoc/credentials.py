@@ -159,7 +159,8 @@ class EdhocCredential:
 
     def ccs(self) -> dict[Any, Any]:
         """The decoded CCS map."""
-        return cbor2.loads(self.value)  # type: ignore[no-any-return]
+        ccs: dict[Any, Any] = cbor2.loads(self.value)
+        return ccs
 
     def id_cred(self, by_value: bool) -> bytes:
         """The ID_CRED map (encoded) that names this credential: by value or by kid."""

@@ -18,6 +18,7 @@ Each operation is one store transaction, so a group appears, changes or disappea
 from __future__ import annotations
 
 import time
+from collections.abc import Set as AbstractSet
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
@@ -266,7 +267,7 @@ def _status(req: dict[Any, Any], now: float) -> dict[str, Any]:
     return out
 
 
-def _check_keys(req: dict[Any, Any], allowed: set[int]) -> None:
+def _check_keys(req: dict[Any, Any], allowed: AbstractSet[int]) -> None:
     for key in req:
         if not isinstance(key, int) or isinstance(key, bool) or key not in allowed:
             raise reject(f"parameter {key!r} is not accepted here")

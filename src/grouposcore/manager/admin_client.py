@@ -66,7 +66,9 @@ class AdminClient:
         current = await self.read(name)
         keep = (AdminParam.ACTIVE, AdminParam.GROUP_DESCRIPTION, AdminParam.MAX_STALE_SETS,
                 AdminParam.APP_GROUPS, AdminParam.AS_URI)  # fmt: skip
-        config = {k: current[k] for k in keep if k in current and current[k] is not None}
+        config: dict[int, Any] = {
+            k: current[k] for k in keep if k in current and current[k] is not None
+        }
         for key, value in changes.items():
             config[AdminParam[key.upper()]] = value
         return await self.overwrite(name, config)

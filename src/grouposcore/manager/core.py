@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from grouposcore.cose import (
@@ -552,7 +552,7 @@ def _require_member(member: MemberRecord | None) -> MemberRecord:
     return member
 
 
-def _channel_ids(max_len: int, taken: set[bytes]) -> Iterable[bytes]:
+def _channel_ids(max_len: int, taken: set[bytes]) -> Iterator[bytes]:
     """Non-empty channel Sender IDs, shortest first, skipping ``taken``."""
     for length in range(1, max_len + 1):
         for i in range(1 << (8 * length)):

@@ -10,7 +10,7 @@ signature verifier needs except the keys that decrypt.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ def ecdh_params_for(sign_alg: int) -> list[list[int]]:
     return [[1], [1, 4]] if alg.kty == 1 else [[alg.kty], [alg.kty, alg.crv]]
 
 
-def _envelope(g: GroupRecord, key: dict[int, Any], now: float) -> dict[int, Any]:
+def _envelope(g: GroupRecord, key: Mapping[int, Any], now: float) -> dict[int, Any]:
     return {
         Param.GKTY: GKTY_GROUP_OSCORE,
         Param.KEY: dict(sorted(key.items())),
@@ -114,7 +114,9 @@ def rekeying_body(g: GroupRecord, stale: Iterable[bytes], now: float) -> dict[in
     gkty, key {ms, contextId, salt}, num, exp, exi, ace_groupcomm_profile, stale_node_ids;
     the algorithms and policies stay as the member learnt them when it joined.
     """
-    key = {KeyParam.MS: g.master_secret, KeyParam.CONTEXT_ID: g.gid, KeyParam.SALT: g.master_salt}
+    key: dict[int, Any] = {
+        KeyParam.MS: g.master_secret, KeyParam.CONTEXT_ID: g.gid, KeyParam.SALT: g.master_salt
+    }
     body = _envelope(g, key, now)
     body[Param.STALE_NODE_IDS] = sorted(stale)
     return body

@@ -97,8 +97,8 @@ class MemberClientSecurity(ClientSecurity):
         self.pairwise_with = pairwise_with
         self.pairwise = pairwise
 
-    @property  # type: ignore[override]
-    def context(self) -> GroupContext:
+    @property
+    def context(self) -> GroupContext:  # type: ignore[override]  # follows the member
         return self._member.context
 
     def _target(self, ctx: GroupContext, request: Message) -> bytes | None:

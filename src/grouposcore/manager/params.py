@@ -16,6 +16,9 @@ from typing import Any, NoReturn
 
 import cbor2
 
+# The CoAP codes the Group Manager answers with: the one Code enum of the CoAP layer,
+# re-exported here for the manager's callers.
+from grouposcore.coap.codes import Code
 from grouposcore.errors import GroupManagerRequestError, ManagerMessageError
 
 __all__ = [
@@ -144,23 +147,6 @@ class ErrorId(IntEnum):
     NO_SIGNATURES = 7
     VERIFIERS_ONLY = 8
     GROUP_INACTIVE = 9
-
-
-class Code(IntEnum):
-    """The CoAP codes the Group Manager answers with (class << 5 | detail)."""
-
-    CREATED = 65
-    DELETED = 66
-    CHANGED = 68
-    CONTENT = 69
-    BAD_REQUEST = 128
-    UNAUTHORIZED = 129
-    FORBIDDEN = 131
-    NOT_FOUND = 132
-    METHOD_NOT_ALLOWED = 133
-    UNSUPPORTED_CONTENT_FORMAT = 143
-    INTERNAL_SERVER_ERROR = 160
-    SERVICE_UNAVAILABLE = 163
 
 
 class Method(IntEnum):

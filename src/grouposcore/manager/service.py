@@ -149,7 +149,7 @@ class _ChannelSecurity:
             raise failure from None
         if not fresh:
             replay = ReplayError("Partial IV seen by another GM process")
-            replay.binding = binding  # type: ignore[attr-defined]  # answered protected
+            replay.binding = binding  # answered protected
             raise replay
 
     def node_of(self, binding: Any) -> str | None:

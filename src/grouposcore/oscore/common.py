@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cbor2
 
@@ -11,6 +12,10 @@ from grouposcore.cose import HkdfAlgorithm
 from grouposcore.errors import OscoreDecodeError, ReplayError
 from grouposcore.oscore.option import OscoreOption, decode_option
 from grouposcore.oscore.replay import ReplayWindow
+
+if TYPE_CHECKING:  # the contexts build bindings, so they import this module, not the reverse
+    from grouposcore.oscore.context import SecurityContext
+    from grouposcore.oscore.group import GroupContext
 
 #: The OSCORE version in every external_aad (RFC 8613 §5.4).
 OSCORE_VERSION = 1
@@ -111,7 +116,7 @@ class RequestBinding:
     external_aad: this is what binds a response to exactly this request.
     """
 
-    context: object
+    context: SecurityContext | GroupContext
     request_kid: bytes
     request_piv: bytes
     request_kid_context: bytes | None
@@ -144,7 +149,7 @@ class RequestBinding:
 class ServerBinding:
     """What a server keeps of a request it verified, to protect its response(s)."""
 
-    context: object
+    context: SecurityContext | GroupContext
     request_kid: bytes
     request_piv: bytes
     request_kid_context: bytes | None

@@ -69,14 +69,10 @@ from grouposcore.cose import (
     private_key_to_bytes,
     signature_by_id,
 )
-from grouposcore.errors import CredentialError, GroupOscoreError
+from grouposcore.errors import ConfigError, CredentialError, GroupOscoreError
 from grouposcore.oscore.context import SecurityContext
 from grouposcore.oscore.group import GroupContext, check_freshness_policy
 from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence
-
-
-class ConfigError(GroupOscoreError):
-    """A security file that is missing, unsafe or malformed."""
 
 
 def write_secret_file(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:

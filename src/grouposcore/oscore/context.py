@@ -204,8 +204,9 @@ class SecurityContext:
             fresh_piv = needs_fresh_piv(message, binding, self)
         outer, plaintext, outer_code = inner.split(message)
         if fresh_piv:
-            piv: bytes | None = piv_from_int(self.sequence.next())
-            nonce = self.nonce(self.sender_id, piv)
+            new_piv = piv_from_int(self.sequence.next())
+            piv: bytes | None = new_piv
+            nonce = self.nonce(self.sender_id, new_piv)
         else:
             piv = None
             nonce = self.nonce(binding.request_kid, binding.request_piv)

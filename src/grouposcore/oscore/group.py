@@ -22,6 +22,7 @@ from grouposcore.coap import Message
 from grouposcore.cose import (
     HKDF_SHA256,
     AeadAlgorithm,
+    Cipher,
     Credential,
     HkdfAlgorithm,
     KeyAgreementAlgorithm,
@@ -130,7 +131,8 @@ class RecipientContext:
 
     def __init__(
         self, recipient_id: bytes, credential: Credential, key: bytes | None,
-        group_cipher: Any, window: ReplayWindow, verify: Any = None,
+        group_cipher: Cipher | None, window: ReplayWindow,
+        verify: Callable[[bytes, bytes], None] | None = None,
     ) -> None:
         self.recipient_id = recipient_id
         self.credential = credential
@@ -142,8 +144,8 @@ class RecipientContext:
         self.group_cipher = group_cipher
         self.replay_window = window
         self.echo_challenge: bytes | None = None
-        self._pairwise_sender: Any = None
-        self._pairwise_recipient: Any = None
+        self._pairwise_sender: Cipher | None = None
+        self._pairwise_recipient: Cipher | None = None
 
     def __repr__(self) -> str:
         return f"<RecipientContext rid={self.recipient_id.hex() or '-'} {self.replay_window}>"
@@ -324,12 +326,14 @@ class GroupContext:
             self.hkdf.derive(rc.key, peer + own + shared, info_r, L),
         )
 
-    def _pairwise_ciphers(self, rc: RecipientContext) -> None:
-        """Derive once, on first use, the pairwise ciphers shared with ``rc``."""
+    def _pairwise_ciphers(self, rc: RecipientContext) -> tuple[Cipher, Cipher]:
+        """Derive once, on first use, the pairwise (sender, recipient) ciphers shared with
+        ``rc``; they stay cached on ``rc``."""
         sender_key, recipient_key = self._pairwise_keys(rc)
         assert self.aead is not None
-        rc._pairwise_sender = self.aead.cipher(sender_key)
-        rc._pairwise_recipient = self.aead.cipher(recipient_key)
+        rc._pairwise_sender = sender = self.aead.cipher(sender_key)
+        rc._pairwise_recipient = recipient = self.aead.cipher(recipient_key)
+        return sender, recipient
 
     def pairwise_keys(self, rid: bytes) -> tuple[bytes, bytes]:
         """(Pairwise Sender Key, Pairwise Recipient Key) with member ``rid``."""
@@ -429,6 +433,7 @@ class GroupContext:
                     piv: bytes, id_piv: bytes, is_request: bool) -> bytes:
         """Verify the signature, then decrypt (RFC 10021 §7.2 step 6)."""
         assert self.group_enc is not None and self.signature is not None
+        assert rc.verify is not None and rc.group_cipher is not None  # both come with group mode
         n = self.signature.signature_len
         if len(payload) < n + self.group_enc.tag_len + 1:
             raise OscoreDecodeError("group-mode payload too short for ciphertext and signature")
@@ -461,13 +466,14 @@ class GroupContext:
         group = pairwise_with is None
         if group and not self.group_mode:
             raise ModeNotSupported("this group has no group mode")
-        rc = None
+        pairwise_sender: Cipher | None = None
         if not group:
             if not self.pairwise_mode:
                 raise ModeNotSupported("this group has no pairwise mode")
             rc = self.recipient(pairwise_with)  # type: ignore[arg-type]
-            if rc._pairwise_sender is None:
-                self._pairwise_ciphers(rc)
+            pairwise_sender = rc._pairwise_sender
+            if pairwise_sender is None:
+                pairwise_sender = self._pairwise_ciphers(rc)[0]
         outer, plaintext, outer_code = inner.split(message)
         piv = piv_from_int(self.sequence.next())
         # Request option and external_aad: everything but the PIV is fixed per sender
@@ -480,7 +486,8 @@ class GroupContext:
             payload = self._seal_group(nonce, plaintext, aad_array, piv, sid, True)
         else:
             nonce = self._pairwise_nonces.nonce(sid, piv)  # type: ignore[union-attr]
-            payload = rc._pairwise_sender.encrypt(nonce, plaintext, enc_structure(aad_array))  # type: ignore[union-attr]
+            assert pairwise_sender is not None
+            payload = pairwise_sender.encrypt(nonce, plaintext, enc_structure(aad_array))
         binding = RequestBinding(
             context=self,
             request_kid=sid,
@@ -529,11 +536,12 @@ class GroupContext:
 
     def _open_pairwise(self, rc: RecipientContext, id_piv: bytes, piv: bytes, payload: bytes,
                        aad_array: bytes) -> bytes:
-        if rc._pairwise_recipient is None:
-            self._pairwise_ciphers(rc)
+        cipher = rc._pairwise_recipient
+        if cipher is None:
+            cipher = self._pairwise_ciphers(rc)[1]
         nonce = self._pairwise_nonces.nonce(id_piv, piv)  # type: ignore[union-attr]
         try:
-            return rc._pairwise_recipient.decrypt(nonce, payload, enc_structure(aad_array))
+            return cipher.decrypt(nonce, payload, enc_structure(aad_array))
         except DecryptionError as exc:
             raise ProtectionError("pairwise decryption failed") from exc
 
@@ -628,8 +636,9 @@ class GroupContext:
             fresh_piv = needs_fresh_piv(message, binding, self)
         outer, plaintext, outer_code = inner.split(message)
         if fresh_piv:
-            piv: bytes | None = piv_from_int(self.sequence.next())
-            nonce_piv, id_piv = piv, sid
+            new_piv = piv_from_int(self.sequence.next())
+            piv: bytes | None = new_piv
+            nonce_piv, id_piv = new_piv, sid
         else:
             piv = None
             nonce_piv, id_piv = binding.request_piv, binding.request_kid
@@ -649,10 +658,11 @@ class GroupContext:
                 # a request verified with another (e.g. the pre-rekey) context: pairwise
                 # keys come from this context's own Recipient Context for the requester
                 rc = self.recipient(binding.request_kid)
-            if rc._pairwise_sender is None:
-                self._pairwise_ciphers(rc)
+            cipher = rc._pairwise_sender
+            if cipher is None:
+                cipher = self._pairwise_ciphers(rc)[0]
             nonce = self._pairwise_nonces.nonce(id_piv, nonce_piv)  # type: ignore[union-attr]
-            payload = rc._pairwise_sender.encrypt(nonce, plaintext, enc_structure(aad_array))
+            payload = cipher.encrypt(nonce, plaintext, enc_structure(aad_array))
         binding.responses_sent += 1
         return inner.assemble(message, outer, outer_code, option, payload)
 

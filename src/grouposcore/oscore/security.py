@@ -77,7 +77,7 @@ class ClientSecurity:
                 f"unprotected {response.code >> 5}.{response.code & 31:02d} response to a "
                 f"protected request: {response.payload[:80].decode('utf-8', 'replace')}"
             )
-        plain, info = binding.context.unprotect_response(response, binding)  # type: ignore[attr-defined]
+        plain, info = binding.context.unprotect_response(response, binding)
         if response.remote is not None:
             self._members_at[response.remote] = info.sender_id
         return _verified(plain, info)
@@ -165,4 +165,4 @@ class ServerSecurity:
         raise error
 
     def protect_response(self, response: Message, binding: ServerBinding) -> Message:
-        return binding.context.protect_response(response, binding)  # type: ignore[attr-defined]
+        return binding.context.protect_response(response, binding)

@@ -45,6 +45,7 @@ from grouposcore.push.protocol import (
 )
 from grouposcore.push.suit import Manifest
 from grouposcore.transport import Endpoint, Protection, Resource
+from grouposcore.transport.security import ServerSecurity
 
 __all__ = [
     "FirmwareResource",
@@ -67,7 +68,7 @@ class SenderTagging:
     requester's Sender ID and whether the request came in group mode.
     """
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: ServerSecurity) -> None:
         self.inner = inner
 
     def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
@@ -401,7 +402,8 @@ async def push_file(
         if resp.remote is not None:
             host = resp.remote[0]
             addresses[info.sender_id] = (host, p.port) if p.port else tuple(resp.remote)
-        return info.sender_id
+        sid: bytes = info.sender_id
+        return sid
 
     wait = status_timeout
     slowest = 0.0

@@ -276,6 +276,7 @@ class Block1Assembler:
         payload = request.payload
         if (b1.more and len(payload) != b1.size) or len(payload) > b1.size:
             return Block1Result(response=_response(Code.BAD_REQUEST))
+        part: _Partial | None
         if b1.num == 0:
             part = _Partial(bytearray(), now + self.limits.lifetime, b1.szx)
             self._partial.pop(key, None)

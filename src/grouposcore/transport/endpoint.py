@@ -22,7 +22,7 @@ import os
 import random
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 from grouposcore.coap import (
@@ -630,7 +630,7 @@ class Endpoint:
         security: ClientSecurity | None = None,
         interface: int | str | None = None,
         failures: VerificationFailures | None = None,
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncGenerator[Message, None]:
         """Send ``message`` as NON to a group; iterate the result for every response until
         the deadline (see :func:`grouposcore.transport.group_client.group_request`).
 
@@ -735,7 +735,7 @@ class Endpoint:
                     resp.options.max_age = e.max_age
                 answered = resp is not None and not suppressed(request, resp, ex.multicast)
                 self._reject(ex, request, reason_of(e), str(e), answered)
-                await self._finish(ex, request, resp, getattr(e, "binding", None))
+                await self._finish(ex, request, resp, e.binding)
                 return
             except GroupOscoreError as e:
                 resp = None if group else error_response(Code.BAD_REQUEST)

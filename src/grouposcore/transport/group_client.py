@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from grouposcore.coap import Code, Message, Type
@@ -41,7 +41,7 @@ async def group_request(
     security: ClientSecurity | None = None,
     interface: int | str | None = None,
     failures: VerificationFailures | None = None,
-) -> AsyncIterator[Message]:
+) -> AsyncGenerator[Message, None]:
     """Send ``message`` as NON to a group; yield every response until the deadline.
 
     ``group`` defaults to All-CoAP-Nodes of the socket's family on port 5683.

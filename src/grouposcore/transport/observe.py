@@ -119,13 +119,13 @@ class Observer:
     binding: Any = None
     multicast: bool = False
     #: Sends one notification; installed by the endpoint.
-    trigger: Callable[[Observer], None] | None = None
+    trigger: Callable[[Observer], object] | None = None
     non_since_con: int = 0
     #: Time of the last CON notification (set to the registration time by the endpoint).
     last_con: float = 0.0
 
     @property
-    def key(self) -> Hashable:
+    def key(self) -> tuple[Any, bytes]:
         return (self.remote, self.token)
 
     def notification_type(self, policy: NotificationPolicy, now: float) -> Type:

@@ -43,12 +43,14 @@ class TransmissionParams:
     @property
     def max_transmit_span(self) -> float:
         """Time from the first to the last transmission of a CON."""
-        return self.ack_timeout * (2**self.max_retransmit - 1) * self.ack_random_factor
+        intervals: int = 2**self.max_retransmit - 1
+        return self.ack_timeout * intervals * self.ack_random_factor
 
     @property
     def max_transmit_wait(self) -> float:
         """Time from the first transmission of a CON until the sender gives up."""
-        return self.ack_timeout * (2 ** (self.max_retransmit + 1) - 1) * self.ack_random_factor
+        intervals: int = 2 ** (self.max_retransmit + 1) - 1
+        return self.ack_timeout * intervals * self.ack_random_factor
 
     @property
     def exchange_lifetime(self) -> float:

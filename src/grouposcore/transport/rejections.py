@@ -75,7 +75,7 @@ def may_be_group_request(request: Message, multicast: bool) -> bool:
     if multicast:
         return True
     value = request.options.get(OptionNumber.OSCORE)
-    return bool(value) and bool(value[0] & FLAG_GROUP)
+    return value is not None and len(value) > 0 and bool(value[0] & FLAG_GROUP)
 
 
 def request_mode(

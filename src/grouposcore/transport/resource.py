@@ -19,7 +19,7 @@ from grouposcore.transport.security import Protection
 
 __all__ = ["Resource", "Site", "WellKnownCore", "link_format"]
 
-_METHODS = {
+_METHODS: dict[int, str] = {
     Code.GET: "get",
     Code.POST: "post",
     Code.PUT: "put",
@@ -74,7 +74,8 @@ class Resource:
         result = handler(request)
         if inspect.isawaitable(result):
             result = await result
-        return result
+        response: Message = result
+        return response
 
     def allowed_methods(self) -> list[int]:
         return [c for c, n in _METHODS.items() if hasattr(self, f"render_{n}")]

@@ -53,8 +53,8 @@ class ServerSecurity(Protocol):
         """``(plain request, binding)``; ``None`` if the request is not protected for us.
 
         Raises a ``GroupOscoreError`` to reject the request. An ``OscoreError`` carries the
-        CoAP code to answer with (``coap_code``, ``None``: stay silent); if it also has a
-        ``binding`` attribute the error response is protected with it (e.g. a replay).
+        CoAP code to answer with (``coap_code``, ``None``: stay silent); if its ``binding``
+        is set the error response is protected with it (e.g. a replay).
         A ``FreshnessRequired`` carries the binding and Echo value for a protected 4.01,
         which is sent even to a group request (after the leisure for multicast), since the
         client needs it to retry. Every other refusal of a request that is or may be a group

@@ -20,6 +20,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "Datagram",
@@ -44,7 +45,7 @@ class Datagram:
     multicast: bool
 
 
-def normalise(sockaddr: tuple) -> tuple[str, int]:
+def normalise(sockaddr: tuple[Any, ...]) -> tuple[str, int]:
     """``(host, port)`` without the IPv4-mapped prefix; link-local IPv6 gets its ``%zone``.
 
     The zone (from the socket address's scope id) is what makes a link-local peer
@@ -159,7 +160,7 @@ class UdpSocket:
         except (BlockingIOError, InterruptedError):
             pass
 
-    def _sockaddr(self, remote: tuple[str, int]) -> tuple:
+    def _sockaddr(self, remote: tuple[str, int]) -> tuple[Any, ...]:
         host, port = remote[0], remote[1]
         if self.family == socket.AF_INET6:
             if ":" not in host:

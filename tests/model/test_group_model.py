@@ -562,6 +562,12 @@ class GroupModel(RuleBasedStateMachine):
                        else [n for n in self._alive() if n.name != node.name])  # fmt: skip
             for target in targets:
                 expect = self._expect_request(target, d)
+                if expect == "echo" and retried:
+                    # the server lost the Echo value it challenged with (it restarted in
+                    # between) and challenges the retry: a client answers one challenge per
+                    # server and exchange (a second one could make a server that lost its
+                    # state execute the request twice), so nothing more is owed here
+                    expect = None
                 outcome = await self._serve(target, d, route=True)
                 if expect == "deliver" and outcome != "delivered":
                     self.violation(f"liveness: {target.name} did not deliver honest request "

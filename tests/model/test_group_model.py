@@ -642,8 +642,13 @@ class GroupModel(RuleBasedStateMachine):
         try:
             protected = node.server.protect_response(reply, obs.binding)
         except GroupOscoreError as e:
-            if obs.binding.request_kid not in node.member.material.peers:
-                node.observations.remove(obs)  # the observer left the group: it ends here
+            peer = node.member.material.peers.get(obs.binding.request_kid)
+            rc = obs.binding.recipient
+            if peer is None or (rc is not None and peer.credential != rc.credential.raw):
+                # the observer left the group, or its Sender ID went stale and now names
+                # another membership: the observation ends here (never a notification that
+                # the new holder of that Sender ID could read)
+                node.observations.remove(obs)
                 return
             self.violation(f"{node.name} cannot notify: {e!r}")
             return

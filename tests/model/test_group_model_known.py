@@ -103,3 +103,20 @@ def test_a_lagging_member_renews_its_sender_id_under_the_current_gid(
         m.rekey()
     m.deliver(k=2)
     assert not m.violations, m.violations
+
+
+def test_a_notification_never_goes_to_a_new_holder_of_the_observers_sender_id(
+    model: Callable[[str, bool], GroupModel],
+) -> None:
+    """Found by a long run: the observer left and its Sender ID was handed out again after
+    the rekeying; the server's next pairwise notification must not be protected for the
+    new holder of that Sender ID: the observation ends with the observer's membership."""
+    m = model("renew_sender_id", False)
+    m.pairwise_request(i=0, j=0, observe=False, route=False)
+    m.pairwise_request(i=0, j=0, observe=True, route=True)
+    m.remove(evict=False, i=0)
+    m.join(i=0)
+    m.group_request(i=0, observe=False, route=True)
+    m.notify(i=0, j=0, route=False)
+    assert not m.violations, m.violations
+    assert not m.nodes["b"].observations

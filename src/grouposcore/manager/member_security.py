@@ -9,7 +9,7 @@ the runtime is the asyncio edge that talks to the Group Manager.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grouposcore.coap import Message
 from grouposcore.errors import ContextNotFound, OscoreError, RoleNotAuthorized
@@ -208,6 +208,24 @@ class MemberServerSecurity(ServerSecurity):
             self._member.addresses.note(request.remote, result[1].request_kid)
         return result
 
+    @staticmethod
+    def _same_requester(binding: ServerBinding, context: GroupContext, peers: Any) -> None:
+        """A response (an Observe notification, typically) to a request verified under an
+        older context goes out under the current one only while the requester is still the
+        member it was: its Sender ID may have gone stale and been handed to another member
+        since (RFC 10021 §2.6.3: that ends its exchanges), and a pairwise response would then
+        be readable by that other member."""
+        rc = binding.recipient
+        old = getattr(getattr(rc, "credential", None), "raw", None)
+        peer = peers.get(binding.request_kid)
+        if old is None or peer is None or peer.credential != old:
+            raise ContextNotFound(
+                f"the requester {binding.request_kid.hex()} of this exchange is no longer the "
+                "same member: its exchange ended with its Sender ID"
+            )
+        if binding.request_kid not in context.recipients:
+            context.add_recipient(binding.request_kid, peer.credential)
+
     def protect_response(self, response: Message, binding: ServerBinding) -> Message:
         current = self._member._current
         ctx = binding.context
@@ -217,6 +235,7 @@ class MemberServerSecurity(ServerSecurity):
             and ctx is not current.context
             and current.context.sender_id is not None
         ):
+            self._same_requester(binding, current.context, current.material.peers)
             moved = dataclasses.replace(binding, recipient=None)
             protected = current.context.protect_response(response, moved)
         else:

@@ -442,3 +442,40 @@ def test_a_timeout_names_the_server_as_host_and_port(
     err = capsys.readouterr().err
     assert "no answer from 127.0.0.1:9" in err and "from 127.0.0.1:9 after" in err
     assert "('127.0.0.1', 9)" not in err
+
+
+def test_token_option_sets_the_requests_token(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--token`` as coap-client's ``-T``: the request carries exactly that token."""
+    import argparse
+    import socket
+    import threading
+
+    from grouposcore.cli import client
+    from grouposcore.coap import Code, Message, Type
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(10)
+    seen: list[bytes] = []
+
+    def answer() -> None:
+        data, addr = server.recvfrom(2048)
+        req = Message.decode(data)
+        seen.append(req.token)
+        reply = Message(Code.CONTENT, Type.ACK, req.mid, token=req.token, payload=b"ok")
+        server.sendto(reply.encode(), addr)
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        port = server.getsockname()[1]
+        assert main(["get", f"coap://127.0.0.1:{port}/x", "--token", "c0ffee",
+                     "--timeout", "5"]) == 0
+    finally:
+        thread.join(10)
+        server.close()
+    assert seen == [bytes.fromhex("c0ffee")]
+    assert capsys.readouterr().out == "ok\n"
+    for bad in ("zz", "00" * 9):
+        with pytest.raises(argparse.ArgumentTypeError):
+            client._token(bad)

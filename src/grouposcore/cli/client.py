@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
     parser.add_argument("--content-format", metavar="N|NAME", type=content_format,
                         help="Content-Format of the payload: a number or a name (text, "
                              "link-format, octet-stream, json, cbor, senml+json, ...)")
+    parser.add_argument("--token", metavar="HEX", type=_token,
+                        help="the request's token, 0-8 bytes in hex (default: a random one); "
+                             "unicast requests")
     parser.add_argument("--accept", metavar="N|NAME", type=content_format,
                         help="Accept option: the Content-Format wanted in the response")
     parser.add_argument("--option", metavar="NUMBER=VALUE", action="append", default=[],
@@ -275,6 +278,17 @@ def _bind_for(host: str) -> tuple[str, int]:
     return ("0.0.0.0", 0) if "." in host and ":" not in host else ("::", 0)
 
 
+def _token(text: str) -> bytes:
+    """argparse type of ``--token``: hex, at most 8 bytes (RFC 7252 §5.3.1)."""
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not hex: {text!r}") from None
+    if len(value) > 8:
+        raise argparse.ArgumentTypeError("a CoAP token is at most 8 bytes")
+    return value
+
+
 def _exit_for(msg: Message) -> int:
     return 0 if 64 <= msg.code < 96 else EXIT_ERROR_RESPONSE
 
@@ -313,7 +327,7 @@ async def _run(args: argparse.Namespace, printer: Printer) -> int:
                 return 0  # the time asked for is over; what came has been printed
         response = await endpoint.request(
             request, (uri.host, uri.port), timeout=args.timeout,
-            confirmable=not args.non, security=security,
+            confirmable=not args.non, security=security, token=args.token,
         )
         if args.output is not None:
             _write_output(args.output, response.payload)

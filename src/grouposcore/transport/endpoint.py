@@ -395,6 +395,7 @@ class Endpoint:
         confirmable: bool,
         deadline: float | None,
         security: ClientSecurity | None,
+        token: bytes | None = None,
     ) -> Message:
         """Send one request (one block) and return its (verified) response.
 
@@ -402,7 +403,8 @@ class Endpoint:
         §8.4): a forged or replayed datagram cannot end the exchange. If nothing valid
         comes, the timeout says how many responses were discarded and why.
         """
-        token = self._ml.new_token()
+        if token is None:
+            token = self._ml.new_token()
         wire = message.copy(token=token, mtype=Type.CON if confirmable else Type.NON, remote=remote)
         binding = None
         if security is not None:
@@ -486,19 +488,25 @@ class Endpoint:
         timeout: float | None = None,
         confirmable: bool = True,
         security: ClientSecurity | None = None,
+        token: bytes | None = None,
     ) -> Message:
         """Send a request and return the response (block-wise transfers done transparently).
 
         ``remote`` defaults to the Uri-Host/Uri-Port options. ``timeout`` bounds the whole
         operation; without it the RFC 7252 limits apply. A 4.01 carrying Echo (RFC 9175) is
-        retried once with that Echo value. Raises :class:`RequestTimeout` when nothing
-        arrives in time and :class:`ResetReceived` if the peer rejects the request.
+        retried once with that Echo value. ``token`` (0-8 bytes) is the first exchange's
+        token instead of a random one (later blocks and retries get their own). Raises
+        :class:`RequestTimeout` when nothing arrives in time and :class:`ResetReceived` if
+        the peer rejects the request.
         """
+        if token is not None and len(token) > 8:
+            raise ValueError("a CoAP token is at most 8 bytes")
         target, msg = await self._target(message, remote)
         if is_multicast(target[0]):
             raise ValueError("use group_request() for multicast destinations")
         deadline = None if timeout is None else self._now() + timeout
-        return await self._request_with_echo(msg, target, deadline, confirmable, security)
+        return await self._request_with_echo(msg, target, deadline, confirmable, security,
+                                             token)
 
     async def request_uri(
         self,
@@ -528,8 +536,10 @@ class Endpoint:
         deadline: float | None,
         confirmable: bool,
         security: ClientSecurity | None,
+        token: bytes | None = None,
     ) -> Message:
-        resp = await self._blockwise_request(message, remote, deadline, confirmable, security)
+        resp = await self._blockwise_request(message, remote, deadline, confirmable, security,
+                                             token)
         echo = resp.options.echo if resp.code == Code.UNAUTHORIZED else None
         if echo is not None and message.options.echo != echo:
             retry = message.copy()
@@ -544,8 +554,9 @@ class Endpoint:
         deadline: float | None,
         confirmable: bool,
         security: ClientSecurity | None,
+        token: bytes | None = None,
     ) -> Message:
-        one = self._one_shot(remote, confirmable, deadline, security)
+        one = self._one_shot(remote, confirmable, deadline, security, token)
         szx = self.blockwise.szx
         if Block1Sender.needed(message, szx):
             key = (remote, tuple(message.options.get_all(_N.URI_PATH)))
@@ -576,12 +587,17 @@ class Endpoint:
         confirmable: bool,
         deadline: float | None,
         security: ClientSecurity | None,
+        token: bytes | None = None,
     ) -> Callable[[Message], Coroutine[Any, Any, Message]]:
-        """A function that runs one exchange with fixed parameters (for block-wise loops)."""
+        """A function that runs one exchange with fixed parameters (for block-wise loops);
+        ``token``, if given, is used by its first exchange only."""
+        first = [token]
 
         async def one(m: Message) -> Message:
+            chosen, first[0] = first[0], None
             return await self._exchange(
-                m, remote, confirmable=confirmable, deadline=deadline, security=security
+                m, remote, confirmable=confirmable, deadline=deadline, security=security,
+                token=chosen,
             )
 
         return one

@@ -198,6 +198,12 @@ class TransportError(GroupOscoreError):
     """A request could not be carried out over the network."""
 
 
+class PeerUnreachable(TransportError):
+    """The network said the destination cannot be reached (an ICMP error such as "port
+    unreachable" for a datagram sent there), so the request fails at once instead of after
+    every retransmission."""
+
+
 class RequestTimeout(TransportError):
     """No (acknowledgement or) response arrived before the deadline."""
 

@@ -479,3 +479,18 @@ def test_token_option_sets_the_requests_token(capsys: pytest.CaptureFixture[str]
     for bad in ("zz", "00" * 9):
         with pytest.raises(argparse.ArgumentTypeError):
             client._token(bad)
+
+
+def test_a_closed_port_fails_at_once_with_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """The ICMP port-unreachable of a closed port ends the request at once (it took about
+    77 s of retransmissions before) and is a network error (exit 1), named host:port."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    # exit 1 and "unreachable", not exit 3 and "timeout": the ICMP error ended it
+    assert main(["get", f"coap://127.0.0.1:{port}/x"]) == 1
+    err = capsys.readouterr().err
+    assert f"unreachable: 127.0.0.1:{port}: connection refused" in err

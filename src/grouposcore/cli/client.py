@@ -25,6 +25,7 @@ from grouposcore.errors import (
     GroupManagerRequestError,
     GroupOscoreError,
     MembershipTerminated,
+    PeerUnreachable,
     RequestTimeout,
     UriError,
     UsageError,
@@ -491,6 +492,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"grouposcore {args.command}: cannot resolve host {host!r}: {exc.strerror}",
               file=sys.stderr)
         return EXIT_USAGE
+    except PeerUnreachable as exc:
+        # the network said so at once (ICMP): a network error, not a timeout
+        print(f"grouposcore {args.command}: unreachable: {exc}", file=sys.stderr)
+        return EXIT_ERROR_RESPONSE
     except GroupOscoreError as exc:
         print(f"grouposcore {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grouposcore.coap import parse_uri
-from grouposcore.errors import ConfigError, GroupOscoreError, RequestTimeout, UriError
+from grouposcore.errors import (
+    ConfigError,
+    GroupOscoreError,
+    PeerUnreachable,
+    RequestTimeout,
+    UriError,
+)
 from grouposcore.manager import member as mb
 from grouposcore.manager.edhoc_client import EdhocIdentity
 from grouposcore.manager.runtime import GroupMember, read_channel_file
@@ -150,4 +156,7 @@ async def open_member(state: str, *, follow: bool, timeout: float = 10.0) -> Ope
     except RequestTimeout as exc:
         raise RequestTimeout(f"the Group Manager at {link.manager} did not answer ({exc})") \
             from None
+    except PeerUnreachable as exc:
+        raise PeerUnreachable(f"the Group Manager at {link.manager} did not answer: "
+                              f"unreachable ({exc})") from None
     return Opened(member, before.material.num)

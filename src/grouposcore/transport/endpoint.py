@@ -41,6 +41,7 @@ from grouposcore.errors import (
     GroupOscoreError,
     ModeNotSupported,
     OscoreError,
+    PeerUnreachable,
     RequestTimeout,
     ResetReceived,
     ResponseEndsExchange,
@@ -107,10 +108,13 @@ class _Waiter:
         on_response: Callable[[Message], None],
         on_error: Callable[[BaseException], None],
         on_ack: Callable[[], None] | None = None,
+        remote: Address | None = None,
     ) -> None:
         self.on_response = on_response
         self.on_error = on_error
         self.on_ack = on_ack
+        #: the one peer answers come from (None: a group exchange, anyone)
+        self.remote = remote
 
 
 class Endpoint:
@@ -261,11 +265,24 @@ class Endpoint:
             dgram = self._sock.receive()
             if dgram is None:
                 break
+            if dgram.error is not None:
+                self._unreachable(dgram.remote, dgram.error)
+                continue
             outs = self._ml.receive(
                 dgram.data, dgram.remote, self._now(), multicast=dgram.multicast
             )
             self._process(outs)
         self._arm_timer()
+
+    def _unreachable(self, remote: Address, error: int) -> None:
+        """The network reported ``remote`` unreachable: every exchange waiting for that one
+        peer fails now (group exchanges wait for others and are left alone)."""
+        why = os.strerror(error).lower()
+        for w in list(self._waiters.values()):
+            if w.remote == remote:
+                host, port = remote[0], remote[1]
+                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                w.on_error(PeerUnreachable(f"{shown}: {why}"))
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -346,7 +363,7 @@ class Endpoint:
         on_ack: Callable[[], None] | None = None,
     ) -> None:
         """Route responses carrying ``token`` (from ``remote``; ``None``: anyone) to callbacks."""
-        self._waiters[token] = _Waiter(on_response, on_error, on_ack)
+        self._waiters[token] = _Waiter(on_response, on_error, on_ack, remote)
         self._ml.expect(token, remote)
 
     def _unlisten(self, token: bytes) -> None:

@@ -15,6 +15,7 @@ IPv4, link-local IPv6 keeps its ``%zone``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import socket
@@ -43,6 +44,9 @@ class Datagram:
     #: Destination address of the datagram (``None`` if the kernel did not say).
     local: str | None
     multicast: bool
+    #: an errno the network reported for a datagram *sent* to ``remote`` (ICMP, via
+    #: IP_RECVERR); such an entry carries no data
+    error: int | None = None
 
 
 def normalise(sockaddr: tuple[Any, ...]) -> tuple[str, int]:
@@ -101,6 +105,20 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _report_icmp_errors(sock: socket.socket, family: int, dual_stack: bool) -> None:
+    """Ask Linux to report ICMP errors (port or host unreachable) for datagrams this
+    socket sends; without it an unconnected UDP socket never hears of them, and a request
+    to a closed port waits out every retransmission. Elsewhere nothing changes."""
+    options = []
+    if family == socket.AF_INET or dual_stack:
+        options.append((socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)))
+    if family == socket.AF_INET6:
+        options.append((socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25)))
+    for level, option in options:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, 1)
+
+
 class UdpSocket:
     """A non-blocking UDP socket with the options CoAP over UDP needs."""
 
@@ -117,6 +135,7 @@ class UdpSocket:
             self.dual_stack = fam == socket.AF_INET6 and host == "::"
             if fam == socket.AF_INET or self.dual_stack:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            _report_icmp_errors(sock, fam, self.dual_stack)
             if reuse_address:
                 # Several group members on one host share the group port.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -145,6 +164,8 @@ class UdpSocket:
             data, anc, _flags, addr = self.sock.recvmsg(65536, 256)
         except (BlockingIOError, InterruptedError):
             return None
+        except OSError as exc:  # an ICMP error queued for a datagram we sent (IP_RECVERR)
+            return self._queued_error(exc)
         local = None
         for level, kind, payload in anc:
             if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(payload) >= 16:
@@ -152,6 +173,17 @@ class UdpSocket:
             elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
                 local = socket.inet_ntoa(payload[8:12])
         return Datagram(data, normalise(addr), local, local is not None and is_multicast(local))
+
+    def _queued_error(self, exc: OSError) -> Datagram | None:
+        """The destination of the datagram an ICMP error was about (its msg_name on the
+        error queue), so that the endpoint can fail what waits for that peer."""
+        try:
+            _data, _anc, _flags, addr = self.sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+        except OSError:
+            return None
+        if not addr:
+            return None
+        return Datagram(b"", normalise(addr), None, False, error=exc.errno)
 
     def send(self, data: bytes, remote: tuple[str, int]) -> None:
         """Send without blocking; a full socket buffer drops the datagram like the network would."""

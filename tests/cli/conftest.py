@@ -48,6 +48,22 @@ def start_serve(*args: str) -> tuple[subprocess.Popen[str], int]:
     return proc, int(line.rsplit(":", 1)[1])
 
 
+def start_manager_serve(db: Path) -> tuple[subprocess.Popen[str], int]:
+    """``grouposcore manager serve`` on a free loopback port; (process, port)."""
+    proc = subprocess.Popen(
+        grouposcore_cmd("manager", "serve", "--db", str(db), "--bind", "127.0.0.1",
+                        "--port", "0", "--sync", "0.2"),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening on 127.0.0.1:"):
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(f"manager serve did not start: {line!r} {err}")
+    return proc, int(line.rsplit(":", 1)[1])
+
+
 def stop(proc: subprocess.Popen[str]) -> str:
     proc.terminate()
     try:

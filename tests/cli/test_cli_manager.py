@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import stat
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from grouposcore.cli.main import main
 from grouposcore.manager.runtime import GroupMember, read_channel_file
-from tests.cli.conftest import REPO, grouposcore_cmd, stop
+from tests.cli.conftest import start_manager_serve, stop
 
 
 def _json(out: str) -> list[dict]:
@@ -31,19 +30,6 @@ def caught_c_sid(shown: dict) -> str:
     return next(m["sender_id"] for m in shown["members"] if m["node"] == "c")
 
 
-def _serve(db: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        grouposcore_cmd("manager", "serve", "--db", str(db), "--bind", "127.0.0.1",
-                        "--port", "0", "--sync", "0.2"),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on 127.0.0.1:"):
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise AssertionError(f"manager serve did not start: {line!r} {err}")
-    return proc, int(line.rsplit(":", 1)[1])
 
 
 def test_offline_administration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -89,7 +75,7 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert main(["manager", "allow", "g", node, "--roles", "requester,responder",
                      "--db", db, "--channel-out", str(channels[node]), "--manager", "coap://127.0.0.1:5683",
                      "-q"]) == 0
-    proc, port = _serve(Path(db))
+    proc, port = start_manager_serve(Path(db))
     uri = f"coap://127.0.0.1:{port}"
     try:
         states = {n: tmp_path / f"{n}.state" for n in ("a", "b", "c")}
@@ -216,7 +202,7 @@ def test_member_state_files_drive_serve_and_requests(tmp_path: Path,
         assert main(["manager", "allow", "lights", node, "--roles", roles, "--db", db,
                      "--channel-out", str(tmp_path / f"{node}.chan"), "--manager", "coap://127.0.0.1:5683",
                      "-q"]) == 0
-    gm, port = _serve(Path(db))
+    gm, port = start_manager_serve(Path(db))
     try:
         # the switch's join rekeys the group (backward security); the lamp's second run
         # of join resumes and brings its state file up to the current keying material
@@ -256,7 +242,7 @@ def test_serve_follows_its_group_manager_and_requests_catch_up(
         assert main(["manager", "allow", "lights", node, "--roles", roles, "--db", db,
                      "--channel-out", str(tmp_path / f"{node}.chan"), "--manager", "coap://127.0.0.1:5683",
                      "-q"]) == 0
-    gm, port = _serve(Path(db))
+    gm, port = start_manager_serve(Path(db))
 
     def join(node: str, roles: str) -> None:
         assert main(["join", "lights", "--manager", f"coap://127.0.0.1:{port}",
@@ -358,7 +344,7 @@ def test_serve_says_when_its_group_manager_does_not_answer(
     assert main(["manager", "allow", "lights", "lamp", "--roles", "responder", "--db", db,
                  "--channel-out", str(tmp_path / "lamp.chan"),
                  "--manager", "coap://127.0.0.1:5683", "-q"]) == 0
-    gm, port = _serve(Path(db))
+    gm, port = start_manager_serve(Path(db))
     try:
         assert main(["join", "lights", "--manager", f"coap://127.0.0.1:{port}",
                      "--roles", "responder", "--channel", str(tmp_path / "lamp.chan"),

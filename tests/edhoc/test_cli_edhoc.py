@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import cbor2
@@ -18,26 +17,13 @@ from grouposcore.cli.main import main
 from grouposcore.cli.membership import follows_manager, open_member
 from grouposcore.edhoc.credentials import read_credential_file, read_key_file
 from grouposcore.errors import EdhocCredentialError
-from tests.cli.conftest import REPO, grouposcore_cmd, stop
+from tests.cli.conftest import start_manager_serve, stop
 
 
 def _json(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def _serve(db: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        grouposcore_cmd("manager", "serve", "--db", str(db), "--bind", "127.0.0.1",
-                        "--port", "0", "--sync", "0.2"),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on 127.0.0.1:"):
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise AssertionError(f"manager serve did not start: {line!r} {err}")
-    return proc, int(line.rsplit(":", 1)[1])
 
 
 def test_keygen_writes_a_private_key_and_its_credential(
@@ -80,7 +66,7 @@ def test_join_with_key_and_gm_credential_only(
     assert not list(tmp_path.glob("*.channel.json"))  # no channel file on the EDHOC path
     gm_cred = tmp_path / "gm.cred"
     assert main(["manager", "credential", "--db", str(db), "--out", str(gm_cred), "-q"]) == 0
-    proc, port = _serve(db)
+    proc, port = start_manager_serve(db)
     try:
         state = tmp_path / "lamp.state"
         code = main(["join", "g", "--manager", f"coap://127.0.0.1:{port}",

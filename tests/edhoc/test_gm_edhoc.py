@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +44,24 @@ async def _gm(tmp_path: Path) -> GroupManagerService:
     return svc
 
 
+@contextlib.asynccontextmanager
+async def _gm_and_endpoint(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[GroupManagerService, Endpoint]]:
+    """A running GM with group "g" and a node's endpoint, both closed afterwards."""
+    svc = await _gm(tmp_path)
+    ep = await Endpoint.create(("127.0.0.1", 0))
+    try:
+        yield svc, ep
+    finally:
+        await ep.close()
+        await svc.close()
+        svc.gm.close()
+
+
 def test_registered_node_joins_over_the_edhoc_channel(tmp_path: Path) -> None:
     async def scenario() -> None:
-        svc = await _gm(tmp_path)
-        ep = await Endpoint.create(("127.0.0.1", 0))
-        try:
+        async with _gm_and_endpoint(tmp_path) as (svc, ep):
             key, cred = identity(b"\x01", "lamp-1")
             svc.edhoc.register("lamp-1", cred)
             svc.gm.allow("lamp-1", "g", RS)
@@ -61,10 +76,6 @@ def test_registered_node_joins_over_the_edhoc_channel(tmp_path: Path) -> None:
             assert channel is not None and client.channel is not None
             assert channel.node_sender_id == client.channel.sender_id
             assert svc.edhoc.sessions.pending() == 0
-        finally:
-            await ep.close()
-            await svc.close()
-            svc.gm.close()
 
     run(scenario())
 
@@ -100,9 +111,7 @@ def test_member_runs_edhoc_again_when_the_gm_lost_its_channel(tmp_path: Path) ->
 
 def test_unknown_credential_gets_an_edhoc_error_and_leaves_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        svc = await _gm(tmp_path)
-        ep = await Endpoint.create(("127.0.0.1", 0))
-        try:
+        async with _gm_and_endpoint(tmp_path) as (svc, ep):
             _, known = identity(b"\x03", "known")
             svc.edhoc.register("known", known)
             gm_cred = svc.edhoc.credential
@@ -117,19 +126,13 @@ def test_unknown_credential_gets_an_edhoc_error_and_leaves_nothing(tmp_path: Pat
             with pytest.raises(EdhocPeerError, match="does not verify"):
                 await initiate(ep, svc.endpoint.address, Initiator(key, impostor, gm_cred))
             assert svc.gm.store.dump() == before and svc.edhoc.sessions.pending() == 0
-        finally:
-            await ep.close()
-            await svc.close()
-            svc.gm.close()
 
     run(scenario())
 
 
 def test_wrong_gm_credential_is_refused_by_the_node(tmp_path: Path) -> None:
     async def scenario() -> None:
-        svc = await _gm(tmp_path)
-        ep = await Endpoint.create(("127.0.0.1", 0))
-        try:
+        async with _gm_and_endpoint(tmp_path) as (svc, ep):
             key, cred = identity(b"\x05", "n")
             svc.edhoc.register("n", cred)
             _, fake_gm = identity(b"\x99", "not-the-gm")
@@ -137,10 +140,6 @@ def test_wrong_gm_credential_is_refused_by_the_node(tmp_path: Path) -> None:
             with pytest.raises(EdhocCredentialError, match="expected not-the-gm"):
                 await initiate(ep, svc.endpoint.address, Initiator(key, cred, fake_gm))
             assert svc.gm.store.channel("n") is None
-        finally:
-            await ep.close()
-            await svc.close()
-            svc.gm.close()
 
     run(scenario())
 
@@ -167,9 +166,7 @@ def test_registration_refuses_a_kid_or_credential_of_another_node(tmp_path: Path
 
 def test_edhoc_channel_survives_a_gm_restart(tmp_path: Path) -> None:
     async def scenario() -> None:
-        svc = await _gm(tmp_path)
-        ep = await Endpoint.create(("127.0.0.1", 0))
-        try:
+        async with _gm_and_endpoint(tmp_path) as (svc, ep):
             key, cred = identity(b"\x07", "n")
             svc.edhoc.register("n", cred)
             svc.gm.allow("n", "g", RS)
@@ -188,19 +185,13 @@ def test_edhoc_channel_survives_a_gm_restart(tmp_path: Path) -> None:
             assert svc.edhoc.credential == gm_cred  # the identity is kept
             await client.current(material)  # Echo-challenged, same channel
             assert client.handshakes == 1
-        finally:
-            await ep.close()
-            await svc.close()
-            svc.gm.close()
 
     run(scenario())
 
 
 def test_on_established_refusal_is_an_edhoc_error(tmp_path: Path) -> None:
     async def scenario() -> None:
-        svc = await _gm(tmp_path)
-        ep = await Endpoint.create(("127.0.0.1", 0))
-        try:
+        async with _gm_and_endpoint(tmp_path) as (svc, ep):
             key, cred = identity(b"\x08", "n")
             svc.edhoc.register("n", cred)
             original = svc.edhoc.channel
@@ -216,10 +207,6 @@ def test_on_established_refusal_is_an_edhoc_error(tmp_path: Path) -> None:
                 )
             svc.edhoc.channel = original  # type: ignore[method-assign]
             assert svc.gm.store.channel("n") is None
-        finally:
-            await ep.close()
-            await svc.close()
-            svc.gm.close()
 
     run(scenario())
 
@@ -234,9 +221,7 @@ def test_tampered_message_3_and_replayed_message_1_leave_the_gm_as_it_was(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
-        svc = await _gm(tmp_path)
-        ep = await Endpoint.create(("127.0.0.1", 0))
-        try:
+        async with _gm_and_endpoint(tmp_path) as (svc, ep):
             key, cred = identity(b"\x09", "n")
             svc.edhoc.register("n", cred)
             gm_cred = svc.edhoc.credential
@@ -257,10 +242,6 @@ def test_tampered_message_3_and_replayed_message_1_leave_the_gm_as_it_was(
             # the GM still serves: a genuine run completes
             await initiate(ep, addr, Initiator(key, cred, gm_cred))
             assert svc.gm.store.channel("n") is not None
-        finally:
-            await ep.close()
-            await svc.close()
-            svc.gm.close()
 
     run(scenario())
 
@@ -305,9 +286,7 @@ def _counting(ep: Endpoint) -> list[tuple[str, ...]]:
 @pytest.mark.parametrize("combined", [True, False])
 def test_edhoc_join_round_trips(tmp_path: Path, combined: bool) -> None:
     async def scenario() -> None:
-        svc = await _gm(tmp_path)
-        ep = await Endpoint.create(("127.0.0.1", 0))
-        try:
+        async with _gm_and_endpoint(tmp_path) as (svc, ep):
             key, cred = identity(b"\x0d", "n")
             svc.edhoc.register("n", cred)
             svc.gm.allow("n", "g", RS)
@@ -325,10 +304,6 @@ def test_edhoc_join_round_trips(tmp_path: Path, combined: bool) -> None:
             assert len(edhoc) == (1 if combined else 2) and len(sent) - len(edhoc) == 2
             assert [m.node for m in svc.gm.members("g")] == ["n"]
             assert svc.edhoc.sessions.pending() == 0
-        finally:
-            await ep.close()
-            await svc.close()
-            svc.gm.close()
 
     run(scenario())
 
@@ -337,9 +312,7 @@ def test_combined_request_with_an_unknown_credential_is_refused_with_a_reason(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
-        svc = await _gm(tmp_path)
-        ep = await Endpoint.create(("127.0.0.1", 0))
-        try:
+        async with _gm_and_endpoint(tmp_path) as (svc, ep):
             key, cred = identity(b"\x0e", "stranger")
             svc.gm.allow("stranger", "g", RS)
             assert svc.endpoint is not None
@@ -352,10 +325,6 @@ def test_combined_request_with_an_unknown_credential_is_refused_with_a_reason(
             with pytest.raises(EdhocPeerError, match="does not know our credential"):
                 await client.join("g", RS)
             assert svc.gm.store.dump() == before and svc.edhoc.sessions.pending() == 0
-        finally:
-            await ep.close()
-            await svc.close()
-            svc.gm.close()
 
     run(scenario())
 
@@ -364,9 +333,7 @@ def test_a_new_edhoc_run_drops_the_old_channels_sequence_reservation(tmp_path: P
     from grouposcore.manager.channel import channel_sequence_key
 
     async def scenario() -> None:
-        svc = await _gm(tmp_path)
-        ep = await Endpoint.create(("127.0.0.1", 0))
-        try:
+        async with _gm_and_endpoint(tmp_path) as (svc, ep):
             key, cred = identity(b"\x0f", "n")
             svc.edhoc.register("n", cred)
             assert svc.endpoint is not None
@@ -381,9 +348,5 @@ def test_a_new_edhoc_run_drops_the_old_channels_sequence_reservation(tmp_path: P
                 svc.gm.store.reserve(keys[-1], 64)  # as the GM's notifications would
             rows = [r[0] for r in svc.gm.store.dump()["sequence_numbers"]]
             assert rows == [keys[-1]]  # one row per node, not one per EDHOC run
-        finally:
-            await ep.close()
-            await svc.close()
-            svc.gm.close()
 
     run(scenario())

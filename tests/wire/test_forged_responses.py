@@ -224,21 +224,30 @@ def _notification(
     return protected.copy(mtype=Type.NON, mid=mid, token=token)
 
 
+async def _registered(
+    client: Endpoint, server: RawServer, sec: ClientSecurity
+) -> tuple[Any, Message, Any, Any]:
+    """An Observe registration the server answered (piggybacked, "reg"): the observation,
+    the registration request, its source and the server's binding for notifications."""
+    obs = client.observe(_get(observe=0), server.address, security=sec, timeout=5)
+    first = asyncio.ensure_future(obs.__anext__())
+    req, remote = await server.receive()
+    _plain, binding = server.ctx.unprotect_request(req)
+    reg = Message(Code.CONTENT, payload=b"reg")
+    reg.options.observe = 0
+    await server.send(
+        server.ctx.protect_response(reg, binding).copy(
+            mtype=Type.ACK, mid=req.mid, token=req.token), remote)
+    assert (await first).payload == b"reg"
+    return obs, req, remote, binding
+
+
 def test_notifications_are_ordered_by_partial_iv_not_by_observe() -> None:
     """With an empty inner Observe every notification used to look like the first one and
     was dropped; and an attacker's outer Observe value must not reorder them either."""
 
     async def body(client: Endpoint, server: RawServer, sec: ClientSecurity, _: bytes) -> None:
-        obs = client.observe(_get(observe=0), server.address, security=sec, timeout=5)
-        first = asyncio.ensure_future(obs.__anext__())
-        req, remote = await server.receive()
-        _plain, binding = server.ctx.unprotect_request(req)
-        reg = Message(Code.CONTENT, payload=b"reg")
-        reg.options.observe = 0
-        await server.send(
-            server.ctx.protect_response(reg, binding).copy(
-                mtype=Type.ACK, mid=req.mid, token=req.token), remote)
-        assert (await first).payload == b"reg"
+        obs, req, remote, binding = await _registered(client, server, sec)
         n1 = _notification(server, binding, req.token, 10, b"n1", 500)
         n2 = _notification(server, binding, req.token, 11, b"n2", 501)
         n3 = _notification(server, binding, req.token, 5, b"n3", 502)  # lying outer Observe
@@ -259,16 +268,7 @@ def test_forged_notification_does_not_end_the_observation() -> None:
     """A notification that fails verification is dropped; the next real one is delivered."""
 
     async def body(client: Endpoint, server: RawServer, sec: ClientSecurity, _: bytes) -> None:
-        obs = client.observe(_get(observe=0), server.address, security=sec, timeout=5)
-        first = asyncio.ensure_future(obs.__anext__())
-        req, remote = await server.receive()
-        _plain, binding = server.ctx.unprotect_request(req)
-        reg = Message(Code.CONTENT, payload=b"reg")
-        reg.options.observe = 0
-        await server.send(
-            server.ctx.protect_response(reg, binding).copy(
-                mtype=Type.ACK, mid=req.mid, token=req.token), remote)
-        await first
+        obs, req, remote, binding = await _registered(client, server, sec)
         real = _notification(server, binding, req.token, 3, b"real", 600)
         forged = real.copy(mid=601, payload=real.payload[:-1] + b"\x00")
         await server.send(forged, remote)

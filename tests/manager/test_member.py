@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from grouposcore.cose import EDDSA, Credential, private_key_to_bytes
 from grouposcore.errors import GroupManagerRequestError, ManagerMessageError, MembershipTerminated
 from grouposcore.manager import member as mb
+from grouposcore.manager import member_state as ms
 from grouposcore.manager.params import (
     CF_PROBLEM_DETAILS,
     Code,
@@ -180,10 +181,10 @@ def test_challenge_and_small_parsers() -> None:
         mb.parse_key_renewal(cbor2.dumps({}), None)  # type: ignore[arg-type]
 
 
-def _state(joined: tuple[Harness, bytes, mb.PendingJoin]) -> mb.MemberState:
+def _state(joined: tuple[Harness, bytes, mb.PendingJoin]) -> ms.MemberState:
     harness, payload, pending = joined
     n = harness.nodes["n"]
-    return mb.MemberState(
+    return ms.MemberState(
         node="n",
         material=mb.parse_join_response(payload, pending),
         private_key=private_key_to_bytes(n.private_key),
@@ -202,9 +203,9 @@ def test_state_file_round_trip_and_mode(
     path = tmp_path / "m" / "member.state"
     path.write_bytes(b"old")
     path.chmod(0o644)
-    mb.save_state(path, state)
+    ms.save_state(path, state)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert mb.load_state(path) == state
+    assert ms.load_state(path) == state
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["member.state"]
 
 
@@ -216,36 +217,36 @@ def test_member_state_file_accessible_by_other_users_is_refused(
     can read or write it, with the chmod that fixes it."""
     path = tmp_path / "member.state"
     state = _state(joined)
-    mb.save_state(path, state)
+    ms.save_state(path, state)
     path.chmod(mode)
     with pytest.raises(ManagerMessageError, match=rf"other users; run: chmod 600 {path}$"):
-        mb.load_state(path)
+        ms.load_state(path)
     path.chmod(0o600)
-    assert mb.load_state(path) == state
+    assert ms.load_state(path) == state
 
 
 @settings(deadline=None)
 @given(st.binary(max_size=200))
 def test_state_decoding_random_bytes(data: bytes) -> None:
     try:
-        mb.decode_state(data)
+        ms.decode_state(data)
     except ManagerMessageError:
         pass
 
 
 def test_state_decoding_mutations(joined: tuple[Harness, bytes, mb.PendingJoin]) -> None:
-    good = mb.encode_state(_state(joined))
+    good = ms.encode_state(_state(joined))
     top = cbor2.loads(good)
     for key in list(top):
         broken = dict(top)
         broken[key] = ["wrong type"]
         with pytest.raises(ManagerMessageError):
-            mb.decode_state(cbor2.dumps(broken))
+            ms.decode_state(cbor2.dumps(broken))
     for key in list(top["material"]):
         broken = dict(top)
         broken["material"] = dict(top["material"], **{key: {"x": 1}})
         with pytest.raises(ManagerMessageError):
-            mb.decode_state(cbor2.dumps(broken))
+            ms.decode_state(cbor2.dumps(broken))
 
 
 _ANSWER_PARSERS = [

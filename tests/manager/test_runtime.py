@@ -23,6 +23,7 @@ from grouposcore.errors import (
     RoleNotAuthorized,
 )
 from grouposcore.manager import member as mb
+from grouposcore.manager import member_state as ms
 from grouposcore.manager.core import GroupManager
 from grouposcore.manager.fetchlimit import FetchLimiter
 from grouposcore.manager.params import Role, tperm
@@ -261,7 +262,7 @@ def test_unknown_sender_credential_fetched_on_the_fly(tmp_path: Path) -> None:
         assert a.member.peer_roles(_sid(b)) == tperm(RS)
         assert await _ask(b, a) == b"a"
         # The fetched credential is persisted with the material.
-        assert _sid(b) in mb.load_state(net.state("a")).material.peers
+        assert _sid(b) in ms.load_state(net.state("a")).material.peers
 
     _net_test(tmp_path, body, backward_security=False)
 

@@ -26,7 +26,7 @@ from grouposcore.errors import (
     RequestTimeout,
     UriError,
 )
-from grouposcore.manager import member as mb
+from grouposcore.manager import member_state as ms
 from grouposcore.manager.edhoc_client import EdhocIdentity
 from grouposcore.manager.runtime import GroupMember, read_channel_file
 
@@ -131,7 +131,7 @@ async def open_member(state: str, *, follow: bool, timeout: float = 10.0) -> Ope
     if link is None:
         raise ConfigError(f"{state} has no Group Manager link ({link_path(state)})")
     try:
-        before = mb.load_state(state)
+        before = ms.load_state(state)
     except (OSError, GroupOscoreError) as exc:
         raise ConfigError(f"{state}: not a member state file ({exc})") from None
     try:

@@ -10,10 +10,10 @@ context current.
 from grouposcore.manager.core import GmResponse, GroupManager, Notification
 from grouposcore.manager.member import (
     GroupKeyingMaterial,
-    MemberState,
     PeerInfo,
     PendingJoin,
 )
+from grouposcore.manager.member_state import MemberState
 from grouposcore.manager.params import Role
 from grouposcore.manager.runtime import (
     GroupMember,

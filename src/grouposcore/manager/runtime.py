@@ -64,6 +64,7 @@ from grouposcore.errors import (
     RoleNotAuthorized,
 )
 from grouposcore.manager import member as mb
+from grouposcore.manager import member_state as ms
 from grouposcore.manager.channel import (
     channel_sequence_key,
     read_channel_file,
@@ -72,12 +73,12 @@ from grouposcore.manager.channel import (
 from grouposcore.manager.client import GroupManagerClient
 from grouposcore.manager.edhoc_client import EdhocGroupManagerClient, EdhocIdentity
 from grouposcore.manager.fetchlimit import Admission, FetchLimiter, FetchStats
-from grouposcore.manager.member import context_from_state_file, member_sequence
 from grouposcore.manager.member_security import (
     MemberAddresses,
     MemberClientSecurity,
     MemberServerSecurity,
 )
+from grouposcore.manager.member_state import context_from_state_file, member_sequence
 from grouposcore.manager.params import (
     Code,
     Param,
@@ -846,10 +847,10 @@ class GroupMember:
 
     # --- persistence ------------------------------------------------------------------------
 
-    def _load_state(self) -> mb.MemberState | None:
+    def _load_state(self) -> ms.MemberState | None:
         if not self.state_path.exists():
             return None
-        state = mb.load_state(self.state_path)
+        state = ms.load_state(self.state_path)
         if state.node != self.client.node or state.material.group != self.group:
             raise ManagerError(
                 f"{self.state_path} belongs to {state.node!r} in {state.material.group!r}"
@@ -867,7 +868,7 @@ class GroupMember:
                 f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
             ) or 0
         key = None if self._private_key is None else private_key_to_bytes(self._private_key)
-        state = mb.MemberState(
+        state = ms.MemberState(
             node=self.client.node,
             material=material,
             private_key=key,
@@ -877,7 +878,7 @@ class GroupMember:
             ssn_reserved=reserved,
         )
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        mb.save_state(self.state_path, state)
+        ms.save_state(self.state_path, state)
 
     def __repr__(self) -> str:
         where = "-" if self._current is None else repr(self._current.context)

@@ -47,6 +47,7 @@ from grouposcore.manager.params import (
 from grouposcore.manager.runtime import GroupMember, read_channel_file, write_channel_file
 from grouposcore.manager.service import GroupManagerService
 from grouposcore.manager.store import ChannelMaterial, sqlite_path
+from grouposcore.transport.sockets import format_address
 
 log = logging.getLogger("grouposcore.cli")
 
@@ -498,9 +499,7 @@ async def _serve(args: argparse.Namespace) -> int:
     watcher: asyncio.Task[None] | None = None
     try:
         endpoint = await svc.start((args.bind, args.port))
-        host, port = endpoint.address
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        print(f"listening on {shown}", flush=True)
+        print(f"listening on {format_address(endpoint.address)}", flush=True)
         stop = stop_on_signals()
         # A shared database (PostgreSQL) tells us when another GM process changed something,
         # so its rekeyings reach the members observing us at once; --sync stays the fallback.

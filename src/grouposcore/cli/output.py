@@ -15,13 +15,12 @@ from typing import Any, TextIO
 
 from grouposcore.coap import Message, code_name, code_str
 from grouposcore.oscore.security import VerifiedMessage
+from grouposcore.transport import sockets
 
 
 def format_address(remote: Any) -> str:
-    if remote is None:
-        return "-"
-    host, port = remote[0], remote[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    """``host:port`` of a message's peer, ``-`` when there is none."""
+    return "-" if remote is None else sockets.format_address(remote)
 
 
 def security_of(msg: Message, oscore: bool = False) -> tuple[str | None, str]:

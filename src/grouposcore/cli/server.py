@@ -35,7 +35,7 @@ from grouposcore.oscore import GroupContext
 from grouposcore.oscore.group import FRESHNESS_POLICIES, INSECURE_ACCEPT_REPLAYS
 from grouposcore.oscore.security import AnyContext, ServerSecurity
 from grouposcore.transport import Endpoint, Protection, Resource, Site
-from grouposcore.transport.sockets import Datagram, UdpSocket
+from grouposcore.transport.sockets import Datagram, UdpSocket, format_address
 
 log = logging.getLogger("grouposcore.cli")
 
@@ -236,7 +236,7 @@ def _bind(bind: tuple[str, int], **kwargs: bool) -> UdpSocket:
     try:
         return UdpSocket(bind, **kwargs)
     except OSError as exc:
-        where = f"[{bind[0]}]:{bind[1]}" if ":" in bind[0] else f"{bind[0]}:{bind[1]}"
+        where = format_address(bind)
         if exc.errno == errno.EADDRINUSE:
             raise OSError(exc.errno, f"{where} is in use (another member on this host? give "
                                      "each its own --port)") from None
@@ -295,7 +295,7 @@ async def serve(args: argparse.Namespace) -> int:
             for group in groups:
                 endpoint.join_group(group, args.interface)
         host, port = endpoint.address
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        shown = format_address((host, port))
         for ctx in contexts:
             log.info("security context: %r", ctx)
         extra = f", group port {args.multicast_port}" if shared else ""

@@ -49,7 +49,7 @@ from grouposcore.push.runner import PushResult, block_size_for, payload_limit, p
 from grouposcore.push.suit import parse_envelope, sign_envelope
 from grouposcore.transport import Endpoint
 from grouposcore.transport.security import ClientSecurity
-from grouposcore.transport.sockets import UdpSocket
+from grouposcore.transport.sockets import UdpSocket, format_address
 
 __all__ = [
     "DemoConfig",
@@ -292,7 +292,7 @@ class Demo:
         self.svc.create_group(GROUP, backward_security=False)
         await self.svc.start(("127.0.0.1", 0))
         where = "" if self.cfg.processes <= 1 else f", lights in {self.cfg.processes} processes"
-        self.view.step("join", f"Group Manager on {_addr(self.gm_address)}: "
+        self.view.step("join", f"Group Manager on {format_address(self.gm_address)}: "
                        f"group '{GROUP}', 1 switch and {self.cfg.lights} lights join "
                        f"with proof of possession"
                        f"{' over EDHOC channels' if self.cfg.edhoc else ''}{where}")
@@ -649,9 +649,6 @@ def _expected_state(command: str) -> str:
     return "off"
 
 
-def _addr(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def run_demo(config: DemoConfig, view: DemoView) -> DemoReport:

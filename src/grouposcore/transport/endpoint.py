@@ -85,7 +85,7 @@ from grouposcore.transport.server import (
     multicast_delay,
     suppressed,
 )
-from grouposcore.transport.sockets import UdpSocket, is_multicast, normalise
+from grouposcore.transport.sockets import UdpSocket, format_address, is_multicast, normalise
 
 __all__ = ["Endpoint", "Observation"]
 
@@ -280,9 +280,7 @@ class Endpoint:
         why = os.strerror(error).lower()
         for w in list(self._waiters.values()):
             if w.remote == remote:
-                host, port = remote[0], remote[1]
-                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                w.on_error(PeerUnreachable(f"{shown}: {why}"))
+                w.on_error(PeerUnreachable(f"{format_address(remote)}: {why}"))
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -49,6 +49,12 @@ class Datagram:
     error: int | None = None
 
 
+def format_address(remote: tuple[Any, ...]) -> str:
+    """``host:port`` as people write it (``[host]:port`` for IPv6)."""
+    host, port = remote[0], remote[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def normalise(sockaddr: tuple[Any, ...]) -> tuple[str, int]:
     """``(host, port)`` without the IPv4-mapped prefix; link-local IPv6 gets its ``%zone``.
 

@@ -21,7 +21,6 @@ import errno
 import logging
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,7 @@ from grouposcore.errors import ConfigError, GroupOscoreError, RequestTimeout
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.group import FRESHNESS_POLICIES, INSECURE_ACCEPT_REPLAYS
 from grouposcore.oscore.security import AnyContext, ServerSecurity
-from grouposcore.transport import Endpoint, Protection, Resource, Site
+from grouposcore.transport import Endpoint, Protection, RejectionStats, Resource, Site
 from grouposcore.transport.sockets import Datagram, UdpSocket, format_address
 
 log = logging.getLogger("grouposcore.cli")
@@ -322,12 +321,11 @@ async def serve(args: argparse.Namespace) -> int:
 
 def _log_rejections(endpoints: list[Endpoint]) -> None:
     """The totals per reason at exit (each rejection was logged as it happened, with -v)."""
-    totals: Counter[str] = Counter()
+    totals = RejectionStats()
     for ep in endpoints:
-        totals.update(ep.rejections.counts)
-    if totals:
-        log.info("rejected requests: %s",
-                 ", ".join(f"{reason} {n}" for reason, n in totals.most_common()))
+        totals.counts.update(ep.rejections.counts)
+    if totals.total:
+        log.info("rejected requests: %s", totals.summary())
 
 
 def run(args: argparse.Namespace) -> int:

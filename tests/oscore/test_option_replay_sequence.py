@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,34 @@ def test_replay_window_never_accepts_twice(seqs: list[int]) -> None:
         else:
             with pytest.raises(ReplayError):
                 w.check(s)
+
+
+def test_a_jump_to_the_largest_partial_iv_keeps_the_window_small() -> None:
+    """Memory does not grow with the jump (shifting before masking built a 2**40-bit int)."""
+    w = ReplayWindow()
+    w.check(3)
+    w.update(3)
+    tracemalloc.start()
+    try:
+        w.update(2**28)  # the old code built a 32 MiB integer here
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+    top = 2**40 - 1
+    w.check(top)
+    w.update(top)
+    assert w._bitmap.bit_length() <= w.size
+    assert w.highest == top
+    for old in (3, top):
+        with pytest.raises(ReplayError):
+            w.check(old)
+    w.update(top - 1)
+    with pytest.raises(ReplayError):
+        w.check(top - 1)
+    w.check(top - 2)
+    w.update(5)  # far below the window: a no-op, never a 2**40-bit mask
+    assert w._bitmap.bit_length() <= w.size
 
 
 def test_sequence_exhaustion() -> None:

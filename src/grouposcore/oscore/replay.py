@@ -46,9 +46,14 @@ class ReplayWindow:
         """Record ``seq`` as received (call only after the message verified)."""
         if seq > self._top:
             shift = seq - self._top
-            self._bitmap = ((self._bitmap << shift) | 1) & ((1 << self.size) - 1)
+            # A jump past the window drops every bit: shifting first would build an integer
+            # as wide as the jump (a Partial IV near 2**40 would ask for ~128 GiB).
+            if shift >= self.size:
+                self._bitmap = 1
+            else:
+                self._bitmap = ((self._bitmap << shift) | 1) & ((1 << self.size) - 1)
             self._top = seq
-        else:
+        elif self._top - seq < self.size:
             self._bitmap |= 1 << (self._top - seq)
 
     def initialize_from(self, seq: int) -> None:

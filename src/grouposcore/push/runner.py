@@ -33,13 +33,13 @@ from grouposcore.oscore.common import ResponseInfo
 from grouposcore.oscore.group import GroupContext
 from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
 from grouposcore.push.protocol import (
-    COMPLETE,
     MANIFEST_EVERY,
     NO_RESPONSE_ALL,
     Data,
     ManifestMsg,
     PushReceiver,
     PushSender,
+    ReportState,
     Status,
     decode,
 )
@@ -151,7 +151,7 @@ class FirmwareResource(Resource):
             return Message(Code.CHANGED)  # suppressed by the endpoint: no report needed
         if report is None:
             report = self.receiver.report(msg.tid)
-        if report.state == COMPLETE:
+        if report.state is ReportState.COMPLETE:
             self.completion_reports[msg.tid] = self.completion_reports.get(msg.tid, 0) + 1
         return Message(Code.CHANGED, payload=report.encode())
 
@@ -197,7 +197,7 @@ class PushResult:
                 {
                     "name": self.name(sid),
                     "sender_id": sid.hex(),
-                    "state": p.state,
+                    "state": p.state.value,
                     "expected": sid in s.expected,
                     "installed": p.installed,
                     # complete means the member matched the image against the manifest's

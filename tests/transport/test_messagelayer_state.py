@@ -88,3 +88,17 @@ def test_responded_cannot_be_assigned() -> None:
     ex = ServerExchange(_request(), A, False)
     with pytest.raises(AttributeError):
         ex.responded = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("multicast", [False, True])
+def test_con_reusing_the_mid_of_a_non_or_multicast_request_gets_no_ack(multicast: bool) -> None:
+    """Found by the stateful test: the CON hit the NON's duplicate entry and was answered
+    with an empty ACK on the NON exchange's behalf, leaving it ACKED though no ACK was due."""
+    ml = MessageLayer(TransmissionParams(), rng=random.Random(1))
+    mtype = Type.CON if multicast else Type.NON
+    [ev] = ml.receive(_request(mtype).encode(), A, 0.0, multicast=multicast)
+    assert isinstance(ev, RequestReceived)
+    assert ml.receive(_request(Type.CON).encode(), A, 0.5) == []
+    assert ev.exchange.state is P
+    [resp] = ml.respond(ev.exchange, Message(Code.CONTENT), 1.0)
+    assert resp.message.mtype == Type.NON

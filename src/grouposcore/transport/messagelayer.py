@@ -431,8 +431,15 @@ class MessageLayer:
         if seen.reply is not None:
             return [seen.reply]
         ex = seen.exchange
-        if ex is not None and ex.state is ExchangeState.PENDING:
+        if (
+            ex is not None
+            and ex.state is ExchangeState.PENDING
+            and ex.confirmable
+            and not ex.multicast
+        ):
             # The client retransmits, so the answer is slow: acknowledge now, respond later.
+            # (A CON reusing the MID of a NON or multicast request is not its retransmission:
+            # an ACK would acknowledge a request nobody will answer.)
             ex._advance(ExchangeInput.EMPTY_ACK)
             return [self._empty_ack(ex, seen)]
         return []

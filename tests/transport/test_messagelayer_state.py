@@ -102,3 +102,14 @@ def test_con_reusing_the_mid_of_a_non_or_multicast_request_gets_no_ack(multicast
     assert ev.exchange.state is P
     [resp] = ml.respond(ev.exchange, Message(Code.CONTENT), 1.0)
     assert resp.message.mtype == Type.NON
+
+
+def test_message_layer_events_are_exported_and_say_when_they_are_emitted() -> None:
+    import grouposcore.transport as transport
+
+    names = ["Transmit", "RequestReceived", "ResponseReceived", "DeliveryConfirmed",
+             "Rejected", "TransmissionFailed", "ServerExchange", "MessageLayer"]
+    assert set(names) <= set(transport.__all__)
+    for name in names[:6]:
+        doc = getattr(transport, name).__doc__
+        assert doc and "Emitted by" in doc, name

@@ -128,7 +128,13 @@ class ServerExchange:
 
 @dataclass(frozen=True)
 class Transmit:
-    """Send ``data`` (the encoding of ``message``) to ``remote``."""
+    """Send ``data`` (the encoding of ``message``) to ``remote``.
+
+    Emitted by every method that puts something on the wire: :meth:`MessageLayer.send`
+    (the first transmission), :meth:`MessageLayer.tick` (retransmissions, delayed empty
+    ACKs), :meth:`MessageLayer.respond` (piggybacked ACK, separate CON or NON response) and
+    :meth:`MessageLayer.receive` (ACK/RST replies, cached replies to duplicates).
+    """
 
     data: bytes
     remote: Address
@@ -137,14 +143,24 @@ class Transmit:
 
 @dataclass(frozen=True)
 class RequestReceived:
-    """A new (non-duplicate) request for the application."""
+    """A new (non-duplicate) request for the application.
+
+    Emitted by :meth:`MessageLayer.receive` for the first copy of a request per (peer, MID)
+    within its lifetime; the application answers ``exchange`` with
+    :meth:`MessageLayer.respond`. NON requests carrying an OSCORE option are always
+    emitted: their replay window deduplicates them after verification.
+    """
 
     exchange: ServerExchange
 
 
 @dataclass(frozen=True)
 class ResponseReceived:
-    """A response whose token is expected from that remote (first copy only)."""
+    """A response whose token is expected from that remote (first copy only).
+
+    Emitted by :meth:`MessageLayer.receive` for a piggybacked response in an ACK, or a
+    separate CON/NON response, whose token was announced with :meth:`MessageLayer.expect`.
+    """
 
     message: Message
     remote: Address
@@ -152,7 +168,10 @@ class ResponseReceived:
 
 @dataclass(frozen=True)
 class DeliveryConfirmed:
-    """A CON we sent was acknowledged (by an empty ACK, a piggybacked or a separate response)."""
+    """A CON we sent was acknowledged (by an empty ACK, a piggybacked or a separate response).
+
+    Emitted by :meth:`MessageLayer.receive`, once per CON; retransmission stops.
+    """
 
     remote: Address
     mid: int
@@ -161,7 +180,11 @@ class DeliveryConfirmed:
 
 @dataclass(frozen=True)
 class Rejected:
-    """The peer answered a CON or NON we sent with RST."""
+    """The peer answered a CON or NON we sent with RST.
+
+    Emitted by :meth:`MessageLayer.receive`, once per message (a NON only while its
+    NON_LIFETIME lasts); for a notification this ends the observation (RFC 7641 §3.6).
+    """
 
     remote: Address
     mid: int
@@ -170,7 +193,10 @@ class Rejected:
 
 @dataclass(frozen=True)
 class TransmissionFailed:
-    """A CON was sent 1 + MAX_RETRANSMIT times and never acknowledged."""
+    """A CON was sent 1 + MAX_RETRANSMIT times and never acknowledged.
+
+    Emitted by :meth:`MessageLayer.tick` when the last retransmission timed out.
+    """
 
     remote: Address
     mid: int

@@ -33,12 +33,14 @@ from grouposcore.transport.params import TransmissionParams
 from grouposcore.transport.rejections import RejectionStats, VerificationFailures
 from grouposcore.transport.resource import Resource, Site, link_format
 from grouposcore.transport.security import (
+    Binding,
     ClientSecurity,
     Protection,
     ServerSecurity,
 )
 
 __all__ = [
+    "Binding",
     "BlockwiseLimits",
     "ClientSecurity",
     "DeliveryConfirmed",

@@ -8,6 +8,10 @@ outside that hierarchy is :class:`UsageError`, a command line that cannot work.
 
 from __future__ import annotations
 
+# The one CoAP Code enum (grouposcore.coap.Code), from the leaf module that imports nothing
+# of ours: importing grouposcore.coap here would run the coap package, which imports this.
+from grouposcore._coapcode import Code
+
 
 class GroupOscoreError(Exception):
     """Base class of every error raised by grouposcore."""
@@ -63,13 +67,14 @@ class KeyAgreementError(CoseError):
 #
 # Each error carries the CoAP response code and diagnostic payload that RFC 8613 §8 and
 # RFC 10021 §7-§8 suggest for it, so that the transport can answer without a lookup
-# table of its own. ``coap_code`` is an int (class << 5 | detail); ``None`` means: stay silent.
+# table of its own. ``coap_code`` is a :class:`~grouposcore.coap.Code`; ``None`` means: stay
+# silent.
 
 
 class OscoreError(GroupOscoreError):
     """A message could not be protected or unprotected."""
 
-    coap_code: int | None = 4 << 5 | 0  # 4.00
+    coap_code: Code | None = Code.BAD_REQUEST
     diagnostic: str = "Decryption failed"
     #: Max-Age of the error answer: 0, so no cache keeps it (RFC 8613 §7.4)
     max_age: int = 0
@@ -81,14 +86,14 @@ class OscoreError(GroupOscoreError):
 class OscoreDecodeError(OscoreError):
     """The OSCORE option or the COSE object is malformed (RFC 8613 §7.2 step 2)."""
 
-    coap_code = 4 << 5 | 2  # 4.02
+    coap_code = Code.BAD_OPTION
     diagnostic = "Failed to decode COSE"
 
 
 class ContextNotFound(OscoreError):
     """No security context matches the message's kid / kid context (or token)."""
 
-    coap_code = 4 << 5 | 1  # 4.01
+    coap_code = Code.UNAUTHORIZED
     diagnostic = "Security context not found"
 
 
@@ -98,7 +103,7 @@ class CredentialNotFound(ContextNotFound):
     RFC 10021 §7.2: the server may answer 5.03 with Max-Age so the client retries later.
     """
 
-    coap_code = 5 << 5 | 3  # 5.03
+    coap_code = Code.SERVICE_UNAVAILABLE
     diagnostic = "Authentication credential not available"
     max_age = 60  # when to retry: the credential is being fetched meanwhile
 
@@ -106,7 +111,7 @@ class CredentialNotFound(ContextNotFound):
 class ReplayError(OscoreError):
     """The Partial IV was seen before (or is too old for the replay window)."""
 
-    coap_code = 4 << 5 | 1  # 4.01
+    coap_code = Code.UNAUTHORIZED
     diagnostic = "Replay detected"
 
 
@@ -121,7 +126,7 @@ class ResponseEndsExchange(OscoreError):
 class ProtectionError(OscoreError):
     """Decryption or signature verification failed."""
 
-    coap_code = 4 << 5 | 0  # 4.00
+    coap_code = Code.BAD_REQUEST
     diagnostic = "Decryption failed"
 
 
@@ -146,7 +151,7 @@ class FreshnessRequired(OscoreError):
     carries an Echo challenge (RFC 9175, RFC 10021 §9). The request is not delivered.
     """
 
-    coap_code = 4 << 5 | 1
+    coap_code = Code.UNAUTHORIZED
     diagnostic = ""
 
     def __init__(self, message: str, binding: object, echo: bytes) -> None:
@@ -177,13 +182,17 @@ class ManagerMessageError(ManagerError):
 class GroupManagerRequestError(ManagerError):
     """A request the Group Manager refuses, with the CoAP code and 'ace-groupcomm-error' id.
 
-    ``code`` is class << 5 | detail (default 4.00); ``error_id`` is None when the answer has
-    no problem-details entry. The member side raises it too when the GM answers with an error.
+    ``code`` is a :class:`~grouposcore.coap.Code` (default 4.00); ``error_id`` is None when
+    the answer has no problem-details entry. The member side raises it too when the GM answers
+    with an error: a code the GM sent that is not registered stays a plain int, so nothing
+    the GM says is lost or turned into another error.
     """
 
-    def __init__(self, message: str, *, code: int = 4 << 5, error_id: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: Code | int = Code.BAD_REQUEST, error_id: int | None = None
+    ) -> None:
         super().__init__(message)
-        self.code = code
+        self.code: Code | int = Code(code) if code in Code._value2member_map_ else code
         self.error_id = error_id
 
 
@@ -232,7 +241,7 @@ class RoleNotAuthorized(OscoreError):
     """A group message from a member whose role does not allow it (digest §15.2): a request
     from a non-Requester or a response from a non-Responder. Rejected before any state change."""
 
-    coap_code = 4 << 5 | 1  # 4.01
+    coap_code = Code.UNAUTHORIZED
     diagnostic = "Role not authorized"
 
 

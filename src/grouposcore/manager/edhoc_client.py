@@ -131,8 +131,8 @@ class EdhocGroupManagerClient(GroupManagerClient):
         self.node = identity.node
         self.timeout = timeout
         self.identity = identity
-        self.context = None  # type: ignore[assignment]
-        self.security = None  # type: ignore[assignment]
+        # ``context`` and ``security`` are set by the first connect(); until then there is
+        # no channel (``channel`` None), which is what request() and observe() check.
         #: OSCORE parameters of the current channel (None before the first EDHOC run)
         self.channel: OscoreParameters | None = None
         #: completed EDHOC runs (each is two round trips)
@@ -175,7 +175,7 @@ class EdhocGroupManagerClient(GroupManagerClient):
         """One protected exchange; EDHOC first if there is no channel, and again (once) if
         the GM has lost it."""
         ok = tuple(ok)
-        if self.security is None:
+        if self.channel is None:
             await self.connect()
         try:
             response = await super().request(method, path, payload, cf, ok=ok)
@@ -192,6 +192,6 @@ class EdhocGroupManagerClient(GroupManagerClient):
 
     def observe(self, group: str) -> Observation:
         """Observe /ace-group/GROUPNAME over the current channel (connect first)."""
-        if self.security is None:
+        if self.channel is None:
             raise ChannelLost("no EDHOC channel yet: make a request (e.g. join) first")
         return super().observe(group)

@@ -9,7 +9,8 @@ the runtime is the asyncio edge that talks to the Group Manager.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from grouposcore.coap import Message
 from grouposcore.errors import ContextNotFound, OscoreError, RoleNotAuthorized
@@ -21,6 +22,7 @@ from grouposcore.oscore.security import ClientSecurity, ServerSecurity, Verified
 from grouposcore.transport.sockets import is_multicast
 
 if TYPE_CHECKING:
+    from grouposcore.manager.member import PeerInfo
     from grouposcore.manager.runtime import GroupMember
 
 __all__ = ["MemberAddresses", "MemberClientSecurity", "MemberServerSecurity"]
@@ -98,8 +100,13 @@ class MemberClientSecurity(ClientSecurity):
         self.pairwise = pairwise
 
     @property
-    def context(self) -> GroupContext:  # type: ignore[override]  # follows the member
+    def context(self) -> GroupContext:
+        """The member's current context (it follows rekeyings and renewals)."""
         return self._member.context
+
+    @context.setter
+    def context(self, value: object) -> None:
+        raise AttributeError("a member's client security follows the member's context")
 
     def _target(self, ctx: GroupContext, request: Message) -> bytes | None:
         """The member to address in pairwise mode, or None for group mode."""
@@ -209,7 +216,9 @@ class MemberServerSecurity(ServerSecurity):
         return result
 
     @staticmethod
-    def _same_requester(binding: ServerBinding, context: GroupContext, peers: Any) -> None:
+    def _same_requester(
+        binding: ServerBinding, context: GroupContext, peers: Mapping[bytes, PeerInfo]
+    ) -> None:
         """A response (an Observe notification, typically) to a request verified under an
         older context goes out under the current one only while the requester is still the
         member it was: its Sender ID may have gone stale and been handed to another member

@@ -144,7 +144,7 @@ class _ChannelSecurity:
         except self.shared.failures as e:
             log.warning("cannot check the request against other GM processes: %s", e)
             failure = OscoreError("store unavailable")
-            failure.coap_code = int(CoapCode.SERVICE_UNAVAILABLE)
+            failure.coap_code = CoapCode.SERVICE_UNAVAILABLE
             failure.diagnostic = "Try again later"
             raise failure from None
         if not fresh:

@@ -1,4 +1,4 @@
-"""Firmware push to a Group OSCORE group, sans-I/O: message formats and both state machines.
+"""Firmware push to a Group OSCORE group, sans-I/O: the receiver and sender state machines.
 
 What is pushed is described by a SUIT envelope the firmware author signed
 (:mod:`grouposcore.push.suit`): sequence number, image size and digest, block size, the root
@@ -19,22 +19,12 @@ only proves membership; the author key proves the firmware.
 Only the manifest's distributors (Sender IDs; any member when the manifest names none) may
 send DATA and STATUS.
 
-Payloads are CBOR arrays whose first element is the message kind:
+The payload formats are in :mod:`grouposcore.push.messages`; this module holds the two
+state machines. A receiver's transfer goes RECEIVING -> COMPLETE (:func:`transfer_transition`);
+the sender's view of each member (:class:`MemberState`) follows the member's latest report.
 
-* MANIFEST ``[4, tid, envelope]``
-* DATA     ``[1, tid, index, chunk, [sibling, ...]]``
-* STATUS   ``[2, tid, round, envelope]``
-* REPORT   ``[3, tid, state, missing_count, first, bitmap, port, installed]``: ``state`` 0
-  receiving, 1 complete (every block and the image digest matched), 2 refused (the
-  manifest is not newer than what is installed, or not acceptable; nothing will change
-  that), 3 no manifest yet; ``bitmap`` marks missing blocks from ``first`` on (bit ``j``
-  of byte ``j // 8``, least significant first, for block ``first + j``), at most
-  :data:`REPORT_BITS` of them, ``missing_count`` counts all; ``port`` is where the member
-  wants repairs (null: where the report came from); ``installed`` the sequence number of
-  the last manifest it installed (null: none).
-
-``tid`` is a random 1..16 byte transfer id. Anything malformed, or contradicting what the
-receiver knows, raises :class:`~grouposcore.errors.PushError` and changes nothing.
+Anything malformed, or contradicting what the receiver knows, raises
+:class:`~grouposcore.errors.PushError` and changes nothing.
 """
 
 from __future__ import annotations
@@ -46,13 +36,32 @@ import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any
-
-import cbor2
 
 from grouposcore.cose.signing import PublicKey
 from grouposcore.errors import PushError, SuitError
+from grouposcore.push.messages import (
+    COMPLETE,
+    DATA,
+    MANIFEST,
+    MAX_TID,
+    NO_MANIFEST,
+    NO_RESPONSE_ALL,
+    RECEIVING,
+    REFUSED,
+    REPORT,
+    REPORT_BITS,
+    STATUS,
+    Data,
+    Kind,
+    ManifestMsg,
+    Report,
+    ReportState,
+    Status,
+    byte_string,
+    decode,
+)
 from grouposcore.push.suit import (
     Manifest,
     leaf_hash,
@@ -62,10 +71,12 @@ from grouposcore.push.suit import (
     verify_proof,
 )
 
+# The message names are re-exported: code written against the one-module layout still works.
 __all__ = [
     "COMPLETE",
     "DATA",
     "MANIFEST",
+    "MANIFEST_EVERY",
     "NO_MANIFEST",
     "NO_RESPONSE_ALL",
     "RECEIVING",
@@ -75,123 +86,51 @@ __all__ = [
     "STATUS",
     "Accepted",
     "Data",
+    "Kind",
     "ManifestMsg",
     "MemberProgress",
+    "MemberState",
     "PushReceiver",
     "PushSender",
     "Report",
+    "ReportState",
     "Status",
+    "TransferInput",
     "decode",
+    "member_state",
+    "transfer_transition",
 ]
 
-DATA, STATUS, REPORT, MANIFEST = 1, 2, 3, 4
-RECEIVING, COMPLETE, REFUSED, NO_MANIFEST = 0, 1, 2, 3
-STATE_NAMES = {RECEIVING: "receiving", COMPLETE: "complete", REFUSED: "refused",
-               NO_MANIFEST: "no manifest"}
-#: missing blocks one report maps (a 768-byte bitmap keeps it inside one CoAP block)
-REPORT_BITS = 6144
 #: the manifest goes out again after this many blocks
 MANIFEST_EVERY = 64
-#: No-Response value suppressing 2.xx, 4.xx and 5.xx answers (RFC 7967)
-NO_RESPONSE_ALL = 0x02 | 0x08 | 0x10
-MAX_TID = 16
-MAX_ENVELOPE = 4096
-MAX_PROOF = 40
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestMsg:
-    tid: bytes
-    envelope: bytes
+class TransferInput(Enum):
+    """What changes a receiver's transfer (the block checks come before these)."""
 
-    def encode(self) -> bytes:
-        return cbor2.dumps([MANIFEST, self.tid, self.envelope])
-
-
-@dataclass(frozen=True, slots=True)
-class Data:
-    tid: bytes
-    index: int
-    chunk: bytes
-    proof: tuple[bytes, ...]
-
-    def encode(self) -> bytes:
-        return cbor2.dumps([DATA, self.tid, self.index, self.chunk, list(self.proof)])
+    #: a new block passed its proof and was stored
+    STORED = "stored"
+    #: the last block arrived and the image matched the manifest's digest
+    MATCHED = "matched"
+    #: the last block arrived but the image did not match: start over
+    MISMATCHED = "mismatched"
 
 
-@dataclass(frozen=True, slots=True)
-class Status:
-    tid: bytes
-    round: int
-    envelope: bytes
-
-    def encode(self) -> bytes:
-        return cbor2.dumps([STATUS, self.tid, self.round, self.envelope])
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    tid: bytes
-    state: int
-    missing_count: int
-    first: int = 0
-    bitmap: bytes = b""
-    port: int | None = None
-    installed: int | None = None
-
-    def encode(self) -> bytes:
-        return cbor2.dumps([REPORT, self.tid, self.state, self.missing_count, self.first,
-                            self.bitmap, self.port, self.installed])
-
-    def missing(self) -> list[int]:
-        """The block indexes the bitmap marks (possibly fewer than ``missing_count``)."""
-        first, bits = self.first, self.bitmap
-        return [first + 8 * i + j for i, byte in enumerate(bits) if byte
-                for j in range(8) if byte >> j & 1]
+#: A transfer's life cycle: (state, input) -> next state; COMPLETE takes no input (a block
+#: for a complete image is a duplicate, counted before the state machine sees it).
+_TRANSFER_TRANSITIONS: dict[tuple[ReportState, TransferInput], ReportState] = {
+    (RECEIVING, TransferInput.STORED): RECEIVING,
+    (RECEIVING, TransferInput.MATCHED): COMPLETE,
+    (RECEIVING, TransferInput.MISMATCHED): RECEIVING,
+}
 
 
-def _uint(value: Any, what: str, hi: int = 1 << 40) -> int:
-    if type(value) is not int or not 0 <= value <= hi:
-        raise PushError(f"{what} must be an integer in 0..{hi}")
-    return value
-
-
-def _bytes(value: Any, what: str, lo: int, hi: int) -> bytes:
-    if type(value) is not bytes or not lo <= len(value) <= hi:
-        raise PushError(f"{what} must be a byte string of {lo}..{hi} bytes")
-    return value
-
-
-def decode(payload: bytes) -> Data | Status | Report | ManifestMsg:
-    """Parse any push payload; PushError for anything but exactly one well-formed message."""
+def transfer_transition(state: ReportState, event: TransferInput) -> ReportState:
+    """The transfer's state after ``event``; ValueError for a pair the life cycle forbids."""
     try:
-        body = cbor2.loads(payload)
-    except Exception as exc:  # cbor2 raises several types, none may leak
-        raise PushError(f"push payload is not CBOR: {exc}") from None
-    if type(body) is not list or not body or type(body[0]) is not int:
-        raise PushError("push payload must be an array starting with the kind")
-    kind, n = body[0], len(body)
-    if kind == DATA and n == 5:
-        proof = body[4]
-        if type(proof) is not list or len(proof) > MAX_PROOF or (
-            proof and (set(map(type, proof)) != {bytes} or set(map(len, proof)) != {32})
-        ):
-            raise PushError("a proof is an array of 32-byte hashes")
-        return Data(_bytes(body[1], "tid", 1, MAX_TID), _uint(body[2], "index"),
-                    _bytes(body[3], "chunk", 0, 65536), tuple(proof))
-    if kind == STATUS and n == 4:
-        return Status(_bytes(body[1], "tid", 1, MAX_TID), _uint(body[2], "round"),
-                      _bytes(body[3], "envelope", 1, MAX_ENVELOPE))
-    if kind == MANIFEST and n == 3:
-        return ManifestMsg(_bytes(body[1], "tid", 1, MAX_TID),
-                           _bytes(body[2], "envelope", 1, MAX_ENVELOPE))
-    if kind == REPORT and n == 8:
-        installed = None if body[7] is None else _uint(body[7], "installed", 1 << 63)
-        port = None if body[6] is None else _uint(body[6], "port", 65535)
-        return Report(_bytes(body[1], "tid", 1, MAX_TID), _uint(body[2], "state", 3),
-                      _uint(body[3], "missing_count"), _uint(body[4], "first"),
-                      _bytes(body[5], "bitmap", 0, REPORT_BITS // 8), port, installed)
-    raise PushError(f"unknown push message kind {kind} with {n} elements")
+        return _TRANSFER_TRANSITIONS[state, event]
+    except KeyError:
+        raise ValueError(f"illegal transfer transition: {event.name} in {state.name}") from None
 
 
 # --- receiver ---------------------------------------------------------------------------
@@ -210,7 +149,7 @@ class _Transfer:
         self.received = 0
         #: inner hash-tree nodes already proven (see ``verify_proof``)
         self.known: dict[int, bytes] = {}
-        self.state = RECEIVING
+        self.state: ReportState = RECEIVING
         self.result: bytes | None = None
         self.folder = folder
         self._fd = self._log = -1
@@ -230,6 +169,9 @@ class _Transfer:
                         self.received += 1
             self._log = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
+    def advance(self, event: TransferInput) -> None:
+        self.state = transfer_transition(self.state, event)
+
     def store(self, index: int, chunk: bytes) -> None:
         start = index * self.block_size
         if self._fd >= 0:
@@ -239,6 +181,7 @@ class _Transfer:
             self.buffer[start:start + len(chunk)] = chunk
         self.have[index] = 1
         self.received += 1
+        self.advance(TransferInput.STORED)
 
     def image(self) -> bytes:
         if self._fd >= 0:
@@ -269,7 +212,7 @@ class Accepted:
     index: int
     stored: bool
     completed: bool
-    state: int
+    state: ReportState
 
 
 class PushReceiver:
@@ -399,7 +342,7 @@ class PushReceiver:
         self._check_distributor(m, sender_id)
         if data.index >= t.nblocks:
             raise PushError(f"block {data.index} is beyond the {t.nblocks} blocks of the image")
-        if t.state == COMPLETE or t.have[data.index]:
+        if t.state is COMPLETE or t.have[data.index]:
             self.duplicates += 1
             return Accepted(t.tid, data.index, False, False, t.state)
         expected = min(t.block_size, t.size - data.index * t.block_size)
@@ -423,13 +366,15 @@ class PushReceiver:
 
     def _settle(self, t: _Transfer) -> bool:
         """Check a fully received image against the manifest; True when it just completed."""
-        if t.state == COMPLETE or t.received < t.nblocks:
+        if t.state is COMPLETE:
+            return False
+        if t.received < t.nblocks:
             return False
         image = t.image()
         if hashlib.sha256(image).digest() == t.manifest.image_digest:
             if self.install is not None:
                 self.install(t.tid, image, t.manifest)
-            t.state = COMPLETE
+            t.advance(TransferInput.MATCHED)
             t.result = image
             if self.installed is None or t.manifest.sequence > self.installed:
                 self._save_installed(t.manifest.sequence)
@@ -437,6 +382,7 @@ class PushReceiver:
             return True
         # every block matched the tree, yet the image does not: the author's manifest is
         # inconsistent or the store was damaged; start over
+        t.advance(TransferInput.MISMATCHED)
         t.restart()
         return False
 
@@ -445,7 +391,7 @@ class PushReceiver:
         if t is None:
             state = REFUSED if tid in self._refused else NO_MANIFEST
             return Report(tid, state, 0, 0, b"", self.port, self.installed)
-        if t.state == COMPLETE:
+        if t.state is COMPLETE:
             return Report(tid, COMPLETE, 0, 0, b"", self.port, self.installed)
         missing = t.nblocks - t.received
         first = t.have.find(0)
@@ -486,12 +432,41 @@ class PushReceiver:
 # --- sender -----------------------------------------------------------------------------
 
 
+class MemberState(StrEnum):
+    """The sender's view of one member. Not a life cycle with forbidden steps: it follows
+    the member's latest report (:func:`member_state`), and a member can lose what it had
+    (a restart without a store directory, a transfer it dropped for newer ones)."""
+
+    #: no report yet
+    UNKNOWN = "unknown"
+    #: the manifest is accepted; ``missing`` lists blocks to repair
+    RECEIVING = "receiving"
+    #: the member has not got the manifest yet
+    NO_MANIFEST = "no manifest"
+    #: the image is complete, or the member already installed this sequence number
+    COMPLETE = "complete"
+    #: the member refused the manifest; nothing will change that
+    REFUSED = "refused"
+
+
+def member_state(report: ReportState, already_installed: bool) -> MemberState:
+    """What a report says about its member: a refusal by a member that has installed this
+    manifest's sequence number (or a newer one) counts as complete."""
+    if report is COMPLETE or (report is REFUSED and already_installed):
+        return MemberState.COMPLETE
+    return {
+        REFUSED: MemberState.REFUSED,
+        NO_MANIFEST: MemberState.NO_MANIFEST,
+        RECEIVING: MemberState.RECEIVING,
+    }[report]
+
+
 @dataclass
 class MemberProgress:
     """What the sender knows about one member (by Sender ID)."""
 
     sender_id: bytes
-    state: str = "unknown"
+    state: MemberState = MemberState.UNKNOWN
     missing: list[int] = field(default_factory=list)
     missing_count: int | None = None
     port: int | None = None
@@ -503,12 +478,12 @@ class MemberProgress:
 
     @property
     def complete(self) -> bool:
-        return self.state == "complete"
+        return self.state is MemberState.COMPLETE
 
     @property
     def finished(self) -> bool:
         """Nothing more will change: complete, or refused the manifest."""
-        return self.state in ("complete", "refused")
+        return self.state in (MemberState.COMPLETE, MemberState.REFUSED)
 
 
 class PushSender:
@@ -537,7 +512,7 @@ class PushSender:
         # by default the transfer id follows from the manifest, so a push started again
         # with the same manifest continues where members are (their stores resume it)
         self.tid = tid if tid is not None else hashlib.sha256(manifest.envelope).digest()[:8]
-        _bytes(self.tid, "tid", 1, MAX_TID)
+        byte_string(self.tid, "tid", 1, MAX_TID)
         self.round = 0
         self.members: dict[bytes, MemberProgress] = {
             sid: MemberProgress(sid) for sid in members
@@ -550,7 +525,7 @@ class PushSender:
             raise PushError(f"no block {index}")
         start = index * self.block_size
         chunk = self.data[start:start + self.block_size]
-        return cbor2.dumps([DATA, self.tid, index, chunk, tree_proof(self._levels, index)])
+        return Data(self.tid, index, chunk, tuple(tree_proof(self._levels, index))).encode()
 
     def manifest_message(self) -> bytes:
         return ManifestMsg(self.tid, self.manifest.envelope).encode()
@@ -577,14 +552,14 @@ class PushSender:
         p.port = msg.port
         p.installed = msg.installed
         already = msg.installed is not None and msg.installed >= self.manifest.sequence
-        if msg.state == COMPLETE or (msg.state == REFUSED and already):
-            p.state, p.missing, p.missing_count = "complete", [], 0
-        elif msg.state == REFUSED:
-            p.state, p.missing, p.missing_count = "refused", [], None
-        elif msg.state == NO_MANIFEST:
-            p.state, p.missing, p.missing_count = "no manifest", [], self.nblocks
+        p.state = member_state(msg.state, already)
+        if p.state is MemberState.COMPLETE:
+            p.missing, p.missing_count = [], 0
+        elif p.state is MemberState.REFUSED:
+            p.missing, p.missing_count = [], None
+        elif p.state is MemberState.NO_MANIFEST:
+            p.missing, p.missing_count = [], self.nblocks
         else:
-            p.state = "receiving"
             p.missing_count = msg.missing_count
             p.missing = [i for i in msg.missing() if i < self.nblocks]
         return p

@@ -68,9 +68,21 @@ class LossyFanout:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    async def start(cls, group: tuple[str, int], member_ports: Iterable[int],
-                    **kwargs: object) -> LossyFanout:
-        relay = cls(group, member_ports, **kwargs)  # type: ignore[arg-type]
+    async def start(
+        cls,
+        group: tuple[str, int],
+        member_ports: Iterable[int],
+        *,
+        loss: float = 0.0,
+        seed: int = 0,
+        interface: str = "lo",
+        host: str = "127.0.0.1",
+        mangle: Mangle | None = None,
+        burst: tuple[int, int] | None = None,
+    ) -> LossyFanout:
+        """A relay with the constructor's arguments, its sockets open."""
+        relay = cls(group, member_ports, loss=loss, seed=seed, interface=interface, host=host,
+                    mangle=mangle, burst=burst)  # fmt: skip
         relay._open()
         return relay
 

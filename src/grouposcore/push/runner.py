@@ -25,30 +25,30 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from grouposcore.coap import Code, Message
 from grouposcore.errors import GroupOscoreError, PushError, RequestTimeout
-from grouposcore.oscore.common import ResponseInfo
+from grouposcore.oscore.common import ResponseInfo, ServerBinding
 from grouposcore.oscore.group import GroupContext
 from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
 from grouposcore.push.protocol import (
-    COMPLETE,
     MANIFEST_EVERY,
     NO_RESPONSE_ALL,
     Data,
     ManifestMsg,
     PushReceiver,
     PushSender,
+    ReportState,
     Status,
     decode,
 )
 from grouposcore.push.suit import Manifest
 from grouposcore.transport import Endpoint, Protection, Resource
-from grouposcore.transport.security import ServerSecurity
 
 __all__ = [
     "FirmwareResource",
+    "OscoreServerHook",
     "PushResult",
     "SenderTagging",
     "block_size_for",
@@ -61,6 +61,15 @@ log = logging.getLogger(__name__)
 FW_PATH = ("fw",)
 
 
+class OscoreServerHook(Protocol):
+    """A server security hook whose bindings are OSCORE :class:`ServerBinding` objects
+    (:class:`grouposcore.oscore.security.ServerSecurity`, or a wrapper around one)."""
+
+    def unprotect_request(self, request: Message) -> tuple[Message, ServerBinding] | None: ...
+
+    def protect_response(self, response: Message, binding: ServerBinding) -> Message: ...
+
+
 class SenderTagging:
     """Wraps a server security hook so verified requests carry who sent them and how.
 
@@ -68,10 +77,10 @@ class SenderTagging:
     requester's Sender ID and whether the request came in group mode.
     """
 
-    def __init__(self, inner: ServerSecurity) -> None:
+    def __init__(self, inner: OscoreServerHook) -> None:
         self.inner = inner
 
-    def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
+    def unprotect_request(self, request: Message) -> tuple[Message, ServerBinding] | None:
         result = self.inner.unprotect_request(request)
         if result is None:
             return None
@@ -83,7 +92,7 @@ class SenderTagging:
         )  # fmt: skip
         return tagged, binding
 
-    def protect_response(self, response: Message, binding: Any) -> Message:
+    def protect_response(self, response: Message, binding: ServerBinding) -> Message:
         return self.inner.protect_response(response, binding)
 
 
@@ -151,7 +160,7 @@ class FirmwareResource(Resource):
             return Message(Code.CHANGED)  # suppressed by the endpoint: no report needed
         if report is None:
             report = self.receiver.report(msg.tid)
-        if report.state == COMPLETE:
+        if report.state is ReportState.COMPLETE:
             self.completion_reports[msg.tid] = self.completion_reports.get(msg.tid, 0) + 1
         return Message(Code.CHANGED, payload=report.encode())
 
@@ -197,7 +206,7 @@ class PushResult:
                 {
                     "name": self.name(sid),
                     "sender_id": sid.hex(),
-                    "state": p.state,
+                    "state": p.state.value,
                     "expected": sid in s.expected,
                     "installed": p.installed,
                     # complete means the member matched the image against the manifest's

@@ -14,14 +14,14 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from grouposcore.coap import Code, Message, Type
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK, COAP_PORT
 from grouposcore.errors import GroupOscoreError
 from grouposcore.transport.blockwise import Block2Collector
 from grouposcore.transport.rejections import VerificationFailures
-from grouposcore.transport.security import ClientSecurity
+from grouposcore.transport.security import Binding, ClientSecurity
 from grouposcore.transport.sockets import is_multicast, normalise
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ async def group_request(
 
 def _verify_group_response(
     raw: Message,
-    binding: Any,
+    binding: Binding | None,
     security: ClientSecurity | None,
     failures: VerificationFailures,
 ) -> Message | None:

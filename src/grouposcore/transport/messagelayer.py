@@ -4,6 +4,8 @@ The class never reads a clock, a socket or a global random source: every call ta
 current time, and every effect comes back as a list of outputs (datagrams to send and
 events for the layers above). The asyncio endpoint feeds datagrams and timer ticks in and
 carries the outputs out, so all protocol decisions here can be tested with a fake clock.
+The outputs and the state of a received request are defined in
+:mod:`grouposcore.transport.events` (and re-exported here).
 
 What it decides:
 
@@ -28,101 +30,49 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import assert_never
 
 from grouposcore.coap import Code, Message, Type
 from grouposcore.errors import CoapDecodeError
+from grouposcore.transport.events import (
+    Address,
+    DeliveryConfirmed,
+    Event,
+    ExchangeInput,
+    ExchangeState,
+    Output,
+    Rejected,
+    RequestReceived,
+    ResponseReceived,
+    ServerExchange,
+    TransmissionFailed,
+    Transmit,
+    exchange_transition,
+)
 from grouposcore.transport.params import TransmissionParams
 
+# The events are defined in transport/events.py and re-exported here, where the layer that
+# emits them is.
 __all__ = [
     "Address",
     "DeliveryConfirmed",
     "Event",
+    "ExchangeInput",
+    "ExchangeState",
     "MessageLayer",
     "Output",
     "Rejected",
     "RequestReceived",
     "ResponseReceived",
     "ServerExchange",
+    "TimerKind",
     "TransmissionFailed",
     "Transmit",
+    "exchange_transition",
 ]
 
-#: A peer as ``(host, port)``; the endpoint normalises hosts (no IPv4-mapped IPv6 forms).
-Address = tuple[Any, ...]
-
 _CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
-
-
-@dataclass
-class ServerExchange:
-    """A request this endpoint received and has not finished answering."""
-
-    request: Message
-    remote: Address
-    multicast: bool
-    #: An empty ACK already went out, so the response must be a separate message.
-    acked: bool = False
-    responded: bool = False
-
-    @property
-    def confirmable(self) -> bool:
-        return self.request.mtype == _CON
-
-
-@dataclass(frozen=True)
-class Transmit:
-    """Send ``data`` (the encoding of ``message``) to ``remote``."""
-
-    data: bytes
-    remote: Address
-    message: Message
-
-
-@dataclass(frozen=True)
-class RequestReceived:
-    """A new (non-duplicate) request for the application."""
-
-    exchange: ServerExchange
-
-
-@dataclass(frozen=True)
-class ResponseReceived:
-    """A response whose token is expected from that remote (first copy only)."""
-
-    message: Message
-    remote: Address
-
-
-@dataclass(frozen=True)
-class DeliveryConfirmed:
-    """A CON we sent was acknowledged (by an empty ACK, a piggybacked or a separate response)."""
-
-    remote: Address
-    mid: int
-    token: bytes
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """The peer answered a CON or NON we sent with RST."""
-
-    remote: Address
-    mid: int
-    token: bytes
-
-
-@dataclass(frozen=True)
-class TransmissionFailed:
-    """A CON was sent 1 + MAX_RETRANSMIT times and never acknowledged."""
-
-    remote: Address
-    mid: int
-    token: bytes
-
-
-Event = RequestReceived | ResponseReceived | DeliveryConfirmed | Rejected | TransmissionFailed
-Output = Transmit | Event
 
 
 @dataclass
@@ -146,11 +96,27 @@ class _Seen:
     exchange: ServerExchange | None = None
 
 
+class TimerKind(Enum):
+    """What a scheduled timer does when it fires (and which table it belongs to)."""
+
+    #: Retransmit a CON of ours or give up on it (``_outgoing``).
+    RETRANSMIT = "retransmit"
+    #: Acknowledge a received CON the application has not answered yet (``_seen``).
+    EMPTY_ACK = "empty_ack"
+    #: Forget a duplicate-cache entry (``_seen``).
+    SEEN = "seen"
+    #: Forget a NON we sent, after which an RST for it no longer matches (``_sent_non``).
+    SENT_NON = "sent_non"
+
+
 @dataclass(order=True)
 class _Timer:
+    """A heap entry. Timers are never removed early: a timer whose entry is gone or was
+    rescheduled is dead (see ``MessageLayer._timer_live``) and skipped."""
+
     when: float
     seq: int
-    kind: str = field(compare=False)
+    kind: TimerKind = field(compare=False)
     key: tuple[Address, int] = field(compare=False)
 
 
@@ -231,11 +197,11 @@ class MessageLayer:
                 self.params.ack_timeout, self.params.ack_timeout * self.params.ack_random_factor
             )
             self._outgoing[key] = _Outgoing(msg, tx.data, remote, timeout, now + timeout)
-            self._schedule(now + timeout, "retransmit", key)
+            self._schedule(now + timeout, TimerKind.RETRANSMIT, key)
         else:
             expires = now + self.params.non_lifetime
             self._sent_non[key] = (msg.token, expires)
-            self._schedule(expires, "sent_non", key)
+            self._schedule(expires, TimerKind.SENT_NON, key)
         return [tx]
 
     def cancel(self, remote: Address, mid: int) -> None:
@@ -250,18 +216,19 @@ class MessageLayer:
         The type and message ID are chosen here: piggybacked ACK while the CON is not yet
         acknowledged, a CON of its own after an empty ACK, NON for NON or multicast requests.
         """
-        if exchange.responded:
+        before = exchange.state
+        if before is ExchangeState.RESPONDED:
             return []
-        exchange.responded = True
+        exchange._advance(ExchangeInput.RESPOND)
         key = (exchange.remote, exchange.request.mid)
         seen = self._seen.get(key)
         unicast_con = exchange.confirmable and not exchange.multicast
         if response is None:
-            if unicast_con and not exchange.acked:
+            if unicast_con and before is ExchangeState.PENDING:
                 return [self._empty_ack(exchange, seen)]
             return []
         token = exchange.request.token
-        if unicast_con and not exchange.acked:
+        if unicast_con and before is ExchangeState.PENDING:
             msg = response.copy(mtype=_ACK, mid=exchange.request.mid, token=token)
             tx = self._transmit(msg, exchange.remote)
             if seen is not None:
@@ -358,8 +325,16 @@ class MessageLayer:
         if seen.reply is not None:
             return [seen.reply]
         ex = seen.exchange
-        if ex is not None and not ex.responded and not ex.acked:
+        if (
+            ex is not None
+            and ex.state is ExchangeState.PENDING
+            and ex.confirmable
+            and not ex.multicast
+        ):
             # The client retransmits, so the answer is slow: acknowledge now, respond later.
+            # (A CON reusing the MID of a NON or multicast request is not its retransmission:
+            # an ACK would acknowledge a request nobody will answer.)
+            ex._advance(ExchangeInput.EMPTY_ACK)
             return [self._empty_ack(ex, seen)]
         return []
 
@@ -370,7 +345,7 @@ class MessageLayer:
         lifetime = self.params.exchange_lifetime if msg.mtype == _CON else self.params.non_lifetime
         self._remember(key, _Seen(now + lifetime, exchange=ex))
         if msg.mtype == _CON and not multicast:
-            self._schedule(now + self.params.empty_ack_delay, "empty_ack", key)
+            self._schedule(now + self.params.empty_ack_delay, TimerKind.EMPTY_ACK, key)
         return [RequestReceived(ex)]
 
     def _receive_response(
@@ -424,31 +399,45 @@ class MessageLayer:
             t = heapq.heappop(timers)
             if not self._timer_live(t):
                 continue
-            if t.kind == "retransmit":
-                out.extend(self._retransmit(t.key, now))
-            elif t.kind == "empty_ack":
-                seen = self._seen.get(t.key)
-                ex = seen.exchange if seen else None
-                if seen is not None and ex is not None and not ex.responded and not ex.acked:
-                    out.append(self._empty_ack(ex, seen))
-            elif t.kind == "seen":
-                del self._seen[t.key]
-            elif t.kind == "sent_non":
-                del self._sent_non[t.key]
+            match t.kind:
+                case TimerKind.RETRANSMIT:
+                    out.extend(self._retransmit(t.key, now))
+                case TimerKind.EMPTY_ACK:
+                    seen = self._seen[t.key]
+                    assert seen.exchange is not None  # a live EMPTY_ACK timer has one
+                    seen.exchange._advance(ExchangeInput.EMPTY_ACK)
+                    out.append(self._empty_ack(seen.exchange, seen))
+                case TimerKind.SEEN:
+                    del self._seen[t.key]
+                case TimerKind.SENT_NON:
+                    del self._sent_non[t.key]
+                case _:
+                    assert_never(t.kind)
         return out
 
     def _timer_live(self, t: _Timer) -> bool:
-        if t.kind == "retransmit":
-            p = self._outgoing.get(t.key)
-            return p is not None and p.deadline == t.when
-        if t.kind == "seen":
-            s = self._seen.get(t.key)
-            return s is not None and s.expires == t.when
-        if t.kind == "sent_non":
-            n = self._sent_non.get(t.key)
-            return n is not None and n[1] == t.when
-
-        return t.key in self._seen
+        """Whether ``t`` still has work: its entry exists and it was not rescheduled."""
+        match t.kind:
+            case TimerKind.RETRANSMIT:
+                p = self._outgoing.get(t.key)
+                return p is not None and p.deadline == t.when
+            case TimerKind.SEEN:
+                s = self._seen.get(t.key)
+                return s is not None and s.expires == t.when
+            case TimerKind.SENT_NON:
+                n = self._sent_non.get(t.key)
+                return n is not None and n[1] == t.when
+            case TimerKind.EMPTY_ACK:
+                s = self._seen.get(t.key)
+                ex = s.exchange if s is not None else None
+                return (
+                    ex is not None
+                    and ex.state is ExchangeState.PENDING
+                    and ex.confirmable
+                    and not ex.multicast
+                )
+            case _:
+                assert_never(t.kind)
 
     def _retransmit(self, key: tuple[Address, int], now: float) -> list[Output]:
         p = self._outgoing[key]
@@ -458,13 +447,13 @@ class MessageLayer:
         p.retransmissions += 1
         p.timeout *= 2
         p.deadline = now + p.timeout
-        self._schedule(p.deadline, "retransmit", key)
+        self._schedule(p.deadline, TimerKind.RETRANSMIT, key)
         return [Transmit(p.data, p.remote, p.message)]
 
     # --- helpers -------------------------------------------------------------------------
 
     def _empty_ack(self, ex: ServerExchange, seen: _Seen | None) -> Transmit:
-        ex.acked = True
+        """The empty ACK of ``ex`` (the caller has advanced its state), cached for duplicates."""
         tx = self._transmit(Message(Code.EMPTY, _ACK, ex.request.mid), ex.remote)
         if seen is not None:
             seen.reply = tx
@@ -472,9 +461,9 @@ class MessageLayer:
 
     def _remember(self, key: tuple[Address, int], seen: _Seen) -> None:
         self._seen[key] = seen
-        self._schedule(seen.expires, "seen", key)
+        self._schedule(seen.expires, TimerKind.SEEN, key)
 
-    def _schedule(self, when: float, kind: str, key: tuple[Address, int]) -> None:
+    def _schedule(self, when: float, kind: TimerKind, key: tuple[Address, int]) -> None:
         self._seq += 1
         heapq.heappush(self._timers, _Timer(when, self._seq, kind, key))
 

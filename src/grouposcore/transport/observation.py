@@ -34,7 +34,7 @@ from grouposcore.transport.blockwise import Block2Collector
 from grouposcore.transport.messagelayer import Address
 from grouposcore.transport.observe import NotificationOrder, PartialIvOrder
 from grouposcore.transport.rejections import VerificationFailures
-from grouposcore.transport.security import ClientSecurity
+from grouposcore.transport.security import Binding, ClientSecurity
 
 if TYPE_CHECKING:
     from grouposcore.transport.endpoint import Endpoint
@@ -87,7 +87,7 @@ class Observation:
         self._token: bytes | None = None
         self._remote: Address | None = None
         self._request: Message | None = None
-        self._binding: Any = None
+        self._binding: Binding | None = None
         self._started = False
         self._ended = False
         self._cancelled = False

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grouposcore.coap import Message, Type
+from grouposcore.transport.security import Binding
 
 __all__ = [
     "OBSERVE_MODULUS",
@@ -116,7 +117,7 @@ class Observer:
     #: The registering request as the resource saw it (plain, reassembled).
     request: Message
     #: Opaque security binding of the registration (``None``: plain CoAP).
-    binding: Any = None
+    binding: Binding | None = None
     multicast: bool = False
     #: Sends one notification; installed by the endpoint.
     trigger: Callable[[Observer], object] | None = None

@@ -24,14 +24,27 @@ from typing import Any, Protocol, runtime_checkable
 
 from grouposcore.coap import Message
 
-__all__ = ["ClientSecurity", "Protection", "ServerSecurity", "security_identity"]
+__all__ = ["Binding", "ClientSecurity", "Protection", "ServerSecurity", "security_identity"]
+
+
+class Binding(Protocol):
+    """A security binding as the transport holds it: opaque, any object.
+
+    The hooks return one with every protected request or verified request and get it back
+    for the responses of that exchange; the transport only stores and returns it (and asks
+    :func:`security_identity`). Typing what the transport holds as ``Binding`` rather than
+    ``Any`` lets the type checker prove it never looks inside. The hooks' own parameters
+    stay ``Any``: each implementation takes back its own binding type (an OSCORE
+    ``RequestBinding``, a test's marker), and a protocol method whose parameter were
+    ``Binding`` would refuse every such narrower implementation.
+    """
 
 
 @runtime_checkable
 class ClientSecurity(Protocol):
     """Protects outgoing requests and verifies the responses to them."""
 
-    def protect_request(self, request: Message) -> tuple[Message, Any]:
+    def protect_request(self, request: Message) -> tuple[Message, Binding]:
         """The protected request and the binding to verify its response(s) with.
 
         ``request.remote`` is the destination: a group address for a group request, a
@@ -49,7 +62,7 @@ class ClientSecurity(Protocol):
 class ServerSecurity(Protocol):
     """Verifies incoming requests and protects the responses to them."""
 
-    def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
+    def unprotect_request(self, request: Message) -> tuple[Message, Binding] | None:
         """``(plain request, binding)``; ``None`` if the request is not protected for us.
 
         Raises a ``GroupOscoreError`` to reject the request. An ``OscoreError`` carries the
@@ -83,13 +96,13 @@ class Protection:
     group: bool = False
     accept: Callable[[Any], bool] | None = None
 
-    def accepts(self, binding: Any) -> bool:
+    def accepts(self, binding: Binding | None) -> bool:
         if binding is None:
             return False
         return self.accept is None or bool(self.accept(binding))
 
 
-def security_identity(binding: Any) -> Hashable:
+def security_identity(binding: Binding | None) -> Hashable:
     """What separates block-wise state of differently protected peers at one address.
 
     A binding may name its peer and security association through an ``identity``

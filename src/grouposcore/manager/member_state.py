@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from grouposcore.errors import ManagerMessageError
+from grouposcore.errors import ManagerError, ManagerMessageError
 from grouposcore.manager.member import (
     _MAX_SID,
     GroupKeyingMaterial,
@@ -41,9 +41,11 @@ __all__ = [
     "context_from_state_file",
     "decode_state",
     "encode_state",
+    "load_member_state",
     "load_state",
     "member_sequence",
     "save_state",
+    "sequence_key",
 ]
 
 _STATE_VERSION = 1
@@ -157,6 +159,19 @@ def load_state(path: str | os.PathLike[str]) -> MemberState:
     return decode_state(read_private_file(path, "member state file"))
 
 
+def load_member_state(
+    path: str | os.PathLike[str], node: str, group: str
+) -> MemberState | None:
+    """The state file of ``node``'s membership in ``group``, or None if there is none;
+    ManagerError if the file belongs to another node or group."""
+    if not os.path.exists(path):
+        return None
+    state = load_state(path)
+    if state.node != node or state.material.group != group:
+        raise ManagerError(f"{path} belongs to {state.node!r} in {state.material.group!r}")
+    return state
+
+
 def member_sequence(
     material: GroupKeyingMaterial,
     store: SequenceNumberStore,
@@ -167,10 +182,17 @@ def member_sequence(
     """The member's Sender Sequence Number for this material, reserved in ``store`` (one
     key per group, Gid and Sender ID, so numbers restart only with new keys); ``limit`` is
     the last number it may use."""
+    key = sequence_key(material)
+    if key is None:
+        return None
+    return SenderSequence(store=store, key=key, step=step, limit_max=limit)
+
+
+def sequence_key(material: GroupKeyingMaterial) -> str | None:
+    """The member's key in its sequence store (None: a monitor, which never sends)."""
     if material.sender_id is None:
         return None
-    key = f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
-    return SenderSequence(store=store, key=key, step=step, limit_max=limit)
+    return f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
 
 
 def context_from_state_file(

@@ -121,7 +121,7 @@ class CredentialFetches:
                 member.group, sender_ids=[kid], sign_alg=start.material.sign_alg
             )
             info = peers.get(kid)
-            if info is not None and info.credential == member._credential:
+            if info is not None and info.credential == member._keys.credential:
                 log.warning("group %s: the GM lists this member's own credential under "
                             "Sender ID %s; not a peer", member.group, kid.hex())
                 info = None

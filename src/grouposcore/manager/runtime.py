@@ -37,10 +37,7 @@ from typing import Any
 
 from grouposcore.coap import Message
 from grouposcore.cose import (
-    Credential,
     private_key_from_bytes,
-    private_key_to_bytes,
-    signature_by_id,
 )
 from grouposcore.errors import (
     ContextNotFound,
@@ -171,12 +168,10 @@ class GroupMember:
         )
         self.sequence_limit = sequence_limit
         self.renew_at = renew_at
-        self._private_key = (
-            private_key_from_bytes(private_key) if isinstance(private_key, bytes) else private_key
+        self._keys = ms.MemberKeys(
+            private_key_from_bytes(private_key) if isinstance(private_key, bytes) else private_key,
+            credential,
         )
-        self._credential = credential
-        self._scope = b""
-        self._client_nonce = b""
         self._contexts = MemberContexts(grace)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._creds = CredentialFetches(self)
@@ -246,10 +241,8 @@ class GroupMember:
         # What this process knew of the group before: its replay state is lost with the
         # process, so a context for the same keys must not start with valid windows.
         before = None if state is None else state.material
-        if state is not None and state.private_key is not None and self._private_key is None:
-            # A re-join (other roles, or after the GM forgot us) keeps the member's key.
-            self._private_key = private_key_from_bytes(state.private_key)
-            self._credential = state.credential
+        if state is not None:
+            self._keys.keep_key(state)
         if state is not None and state.material.roles != self.roles:
             state = None  # other roles asked for: join again (the GM answers 2.04)
         if state is not None:
@@ -266,10 +259,7 @@ class GroupMember:
             if latest is not None and latest.num != state.material.num:
                 latest = await self._with_all_creds(latest)
             if latest is not None:
-                self._scope, self._client_nonce = state.scope, state.client_nonce
-                if state.private_key is not None:
-                    self._private_key = private_key_from_bytes(state.private_key)
-                self._credential = state.credential
+                self._keys.resume(state)
                 # Same keys: the replay state was lost with the process, so every window
                 # starts invalid (Echo, digest §7.4). New keys start clean.
                 self._install(latest, windows_valid=not same_keys(latest, state.material))
@@ -284,24 +274,16 @@ class GroupMember:
         """Join (or re-join). ``before``: the material of the state file, if any; a re-join
         answered with the same keys (no rekeying) comes after lost replay state, so its
         windows start invalid (RFC 10021 §2.6.1.2)."""
-        monitor_only = roles_from_tperm(self.roles) == frozenset({Role.MONITOR})
-        if not monitor_only and self._private_key is None:
-            alg = signature_by_id(self.sign_alg)
-            self._private_key = alg.generate_private_key()
-            self._credential = Credential.build_ccs(
-                self._private_key.public_key(), alg.id, self.client.node
-            ).raw
-        if monitor_only:
-            self._private_key, self._credential = None, None
+        self._keys.for_join(self.roles, self.sign_alg, self.client.node)
         material, pending = await self.client.join(
             self.group,
             self.roles,
-            credential=self._credential,
-            private_key=self._private_key,
+            credential=self._keys.credential,
+            private_key=self._keys.private_key,
             get_creds=True,
             gm_credential=self.gm_credential,
         )
-        self._scope, self._client_nonce = pending.scope, pending.cnonce
+        self._keys.scope, self._keys.client_nonce = pending.scope, pending.cnonce
         self._install(material, windows_valid=before is None or not same_keys(material, before))
 
     # --- what applications use --------------------------------------------------------------
@@ -448,17 +430,18 @@ class GroupMember:
         ``windows_valid`` matters only for a context built from scratch: False when the
         replay state for these keys was lost (restart), so peers go through Echo first.
         """
-        material = without_credential(material, self._credential)
+        keys = self._keys
+        material = without_credential(material, keys.credential)
         kind = self._contexts.install(
             material, self._clock(),
             fresh=lambda: mb.group_context(
-                material, private_key=self._private_key, credential=self._credential,
+                material, private_key=keys.private_key, credential=keys.credential,
                 sequence=self._sequence(material), credential_provider=self._creds.provide,
                 replay_windows_valid=windows_valid,
             ),
             renewed=lambda old: old.with_sender_id(
                 material.sender_id, sequence=self._sequence(material),
-                private_key=self._private_key, credential=self._credential,
+                private_key=keys.private_key, credential=keys.credential,
             ),
         )  # fmt: skip
         if kind is not InstallKind.UPDATE_PEERS:
@@ -561,16 +544,7 @@ class GroupMember:
         material = current.material
         seq_key = ms.sequence_key(material)
         reserved = 0 if seq_key is None else self.sequence_store.load(seq_key) or 0
-        key = None if self._private_key is None else private_key_to_bytes(self._private_key)
-        state = ms.MemberState(
-            node=self.client.node,
-            material=material,
-            private_key=key,
-            credential=self._credential,
-            scope=self._scope or b"\x80",
-            client_nonce=self._client_nonce,
-            ssn_reserved=reserved,
-        )
+        state = self._keys.state(self.client.node, material, reserved)
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         ms.save_state(self.state_path, state)
 

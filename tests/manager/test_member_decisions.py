@@ -24,6 +24,7 @@ from grouposcore.manager.member_decisions import (
     install_kind,
     notification_step,
     renewal_due,
+    renewal_near,
     renewal_threshold,
     response_contexts,
     same_keys,
@@ -138,20 +139,18 @@ def test_a_sender_of_unknown_roles_is_left_to_the_credential_provider() -> None:
 # --- renewing the Sender ID -----------------------------------------------------------------
 
 
-def test_renewal_is_decided_without_the_store_far_from_the_threshold() -> None:
-    def unread() -> int | None:
-        raise AssertionError("the store was read on the fast path")
-
+def test_renewal_is_near_only_within_one_reservation_step_of_the_threshold() -> None:
     threshold = renewal_threshold(1000, 0.75)
     assert threshold == 750
-    assert not renewal_due(600, 64, threshold, unread)
-    assert renewal_due(750, 64, threshold, unread)  # reached by the numbers used
+    assert not renewal_near(685, 64, threshold)
+    assert renewal_near(686, 64, threshold)  # its next reservation may reach 750
 
 
-def test_renewal_near_the_threshold_counts_what_another_run_reserved() -> None:
-    assert not renewal_due(700, 64, 750, lambda: 764 - 64)
-    assert renewal_due(700, 64, 750, lambda: 764)  # reserved up to past the threshold
-    assert not renewal_due(700, 64, 750, lambda: None)
+def test_renewal_counts_the_numbers_used_and_what_any_process_reserved() -> None:
+    assert renewal_due(750, 750, None)  # reached by the numbers used
+    assert not renewal_due(700, 750, 749)
+    assert renewal_due(700, 750, 750)  # reserved up to the threshold (maybe by another run)
+    assert not renewal_due(700, 750, None)
 
 
 # --- notifications --------------------------------------------------------------------------

@@ -14,13 +14,13 @@ A new Sender ID under the same keys (renewal, or a re-join the GM answers withou
 rekeying) changes only the Sender Context (:attr:`InstallKind.NEW_SENDER_ID`): the peers'
 Recipient Contexts and replay windows carry over (RFC 10021 §2.6.3.1). Well before the
 Sender Sequence Numbers run out, the member asks the GM for a new Sender ID
-(:func:`renewal_due`).
+(:func:`renewal_near`, :func:`renewal_due`).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from grouposcore.errors import ContextNotFound, RoleNotAuthorized
@@ -37,6 +37,7 @@ __all__ = [
     "install_kind",
     "notification_step",
     "renewal_due",
+    "renewal_near",
     "renewal_threshold",
     "response_contexts",
     "same_keys",
@@ -144,16 +145,18 @@ def renewal_threshold(limit: int, renew_at: float) -> int:
     return int(limit * renew_at)
 
 
-def renewal_due(
-    next_seq: int, step: int, threshold: int, reserved: Callable[[], int | None]
-) -> bool:
+def renewal_near(next_seq: int, step: int, threshold: int) -> bool:
+    """Whether the renewal threshold is within reach: one process reserves at most ``step``
+    numbers ahead of ``next_seq``, so below ``threshold - step`` nothing needs a look at the
+    store (the check after every protected message stays cheap)."""
+    return next_seq + step >= threshold
+
+
+def renewal_due(next_seq: int, threshold: int, reserved: int | None) -> bool:
     """Whether to ask for a new Sender ID now: the next number to use, or the end of what
-    is durably reserved (``reserved()``, asked only near the threshold since it reads the
-    store), has reached ``threshold`` (digest §7.4: well before 2^40 - 1). One process
-    reserves at most ``step`` numbers ahead of ``next_seq``."""
-    if next_seq + step < threshold:
-        return False  # the usual case, decided without the store
-    return next_seq >= threshold or (reserved() or 0) >= threshold
+    is durably reserved (``reserved``, from the store; another process on the same file may
+    have reserved further), has reached ``threshold`` (digest §7.4: well before 2^40 - 1)."""
+    return next_seq >= threshold or (reserved or 0) >= threshold
 
 
 class NotificationStep(enum.Enum):

@@ -16,12 +16,15 @@ has, and otherwise asks the GM in the background, bounded by a
 :class:`~grouposcore.manager.fetchlimit.FetchLimiter` (counters in
 :attr:`GroupMember.fetch_stats`): see :mod:`~grouposcore.manager.member_fetch`.
 
-Module layout: channel files live in :mod:`~grouposcore.manager.channel`, the security
-objects and the address map in :mod:`~grouposcore.manager.member_security`, the decisions in
-:mod:`~grouposcore.manager.member_decisions`, the asyncio loop that follows the GM in
-:mod:`~grouposcore.manager.member_watch`, credential fetches in
-:mod:`~grouposcore.manager.member_fetch`, the state file and the context it describes in
-:mod:`~grouposcore.manager.member_state`; the old names are re-exported here.
+Module layout: this module is the asyncio edge that talks to the GM. Channel files and the
+GM client of a channel live in :mod:`~grouposcore.manager.channel`, the security objects
+and the address map in :mod:`~grouposcore.manager.member_security`, the decisions in
+:mod:`~grouposcore.manager.member_decisions`, the installed contexts (current, in grace) in
+:mod:`~grouposcore.manager.member_contexts`, the tasks that follow the GM and renew the
+Sender ID in :mod:`~grouposcore.manager.member_watch`, credential fetches in
+:mod:`~grouposcore.manager.member_fetch`, the state file, the member's own keys and the
+context a state file describes in :mod:`~grouposcore.manager.member_state`; the old names
+are re-exported here.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from grouposcore.manager.member_decisions import (
     NotificationStep,
     notification_step,
     renewal_due,
-    renewal_threshold,
+    renewal_near,
     same_keys,
     without_credential,
 )
@@ -466,15 +469,14 @@ class GroupMember:
         """Ask the GM for a new Sender ID (in the background) once ``renew_at`` of the
         sequence-number space is used, or reserved in the store (digest §7.4: well before
         2^40 - 1). The security objects call this after every message they protect."""
-        current = self._current
+        current = self._contexts.current
         if current is None or self.terminated or current.context.sender_id is None:
             return
-        if self._watch.renewing is not None:
-            return
         seq = current.context.sequence
-        threshold = renewal_threshold(self.sequence_limit, self.renew_at)
-        if renewal_due(seq.peek(), seq.step, threshold,
-                       lambda: self.sequence_store.load(seq.key)):
+        threshold = int(self.sequence_limit * self.renew_at)  # renewal_threshold, inlined
+        if not renewal_near(seq.peek(), seq.step, threshold) or self._watch.renewing:
+            return  # the usual case
+        if renewal_due(seq.peek(), threshold, self.sequence_store.load(seq.key)):
             self._watch.renew(current)
 
     @property

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence
+from grouposcore.oscore.sequence import FileSequenceStore, MemorySequenceStore, SenderSequence
 
 ROUNDS = 200
 
@@ -96,3 +96,18 @@ def test_a_shared_file_at_the_end_of_the_space_hands_out_nothing(tmp_path: Path)
     with pytest.raises(SequenceNumberExhausted):
         seq.next()
     assert seq.exhausted and FileSequenceStore(path).load("k") == 10
+
+
+def test_a_restarted_sender_resumes_after_the_last_reservation_in_any_store(
+    tmp_path: Path,
+) -> None:
+    """The file store's reservation also moves past other processes' blocks; the resumption
+    at start-up is what protects every other store (and what peek() reports)."""
+    memory = MemorySequenceStore()
+    first = SenderSequence(store=memory, key="k", step=10)
+    assert [first.next() for _ in range(3)] == [0, 1, 2]
+    resumed = SenderSequence(store=memory, key="k", step=10)
+    assert resumed.peek() == 10 and resumed.next() == 10
+    path = tmp_path / "node.seq"
+    SenderSequence(store=FileSequenceStore(path), key="k", step=10).next()
+    assert SenderSequence(store=FileSequenceStore(path), key="k", step=10).peek() == 10

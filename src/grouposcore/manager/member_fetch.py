@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CredentialFetches"]
 
-log = logging.getLogger("grouposcore.manager.runtime")
+log = logging.getLogger("grouposcore.manager.runtime")  # the member's one log, as before the split
 
 
 class CredentialFetches:

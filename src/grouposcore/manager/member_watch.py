@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MemberWatch", "stop_if_cancelled"]
 
-log = logging.getLogger("grouposcore.manager.runtime")
+log = logging.getLogger("grouposcore.manager.runtime")  # the member's one log, as before the split
 
 
 class MemberWatch:

@@ -249,16 +249,23 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "file-sequence-store-not-read",
         "oscore/sequence.py",
-        (("self._data: dict[str, int] = self._read()", "self._data: dict[str, int] = {}"),),
+        (("        return data\n", "        return {}\n"),),
         OSCORE,
         "the file store must reload what it persisted",
     ),
     Mutant(
         "file-sequence-store-not-written",
         "oscore/sequence.py",
-        (("            os.replace(tmp, self.path)\n", "            os.unlink(tmp)\n"),),
+        (("        os.replace(tmp, self.path)\n", "        os.unlink(tmp)\n"),),
         OSCORE,
         "a reservation is on disk before the number is used",
+    ),
+    Mutant(
+        "sequence-file-reservation-unlocked",
+        "oscore/sequence.py",
+        (("                fcntl.flock(fd, fcntl.LOCK_EX)\n", "                pass\n"),),
+        ("tests/oscore/test_sequence_shared_file.py",),
+        "processes sharing a sequence file never reserve the same numbers (no nonce reuse)",
     ),
     Mutant(
         "group-response-replay",
@@ -323,7 +330,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "runtime-terminated-member-keeps-serving",
-        "manager/runtime.py",
+        "manager/member_contexts.py",
         (("                    sec.remove(inst.context)\n", "                    pass\n"),),
         ("tests/security/test_*.py",
          "tests/manager/test_runtime.py::test_forward_security_after_eviction"),

@@ -321,7 +321,7 @@ def test_a_mistyped_database_is_an_error_not_a_new_database(
 
 
 def test_join_refusals_say_what_the_group_manager_means() -> None:
-    from grouposcore.cli.manager_cmd import join_refusal
+    from grouposcore.cli.join_cmd import join_refusal
     from grouposcore.errors import GroupManagerRequestError
     from grouposcore.manager.params import Code, ErrorId, Role
 

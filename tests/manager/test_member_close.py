@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from grouposcore.manager.member_watch import MemberWatch
 from grouposcore.manager.runtime import GroupMember
 from tests.manager.helpers import RS
 
@@ -16,7 +17,7 @@ def test_close_stops_following_even_if_an_inner_await_swallowed_the_cancel(
 ) -> None:
     swallowed = []
 
-    async def swallowing_follow(self: GroupMember) -> None:
+    async def swallowing_follow(self: MemberWatch) -> None:
         # what a cleanup `with suppress(CancelledError): await obs.cancel()` does when the
         # cancellation lands inside it: the observation ends "normally" (once)
         try:
@@ -29,7 +30,7 @@ def test_close_stops_following_even_if_an_inner_await_swallowed_the_cancel(
     async def no_refresh(self: GroupMember) -> bool:
         return False
 
-    monkeypatch.setattr(GroupMember, "_follow_once", swallowing_follow)
+    monkeypatch.setattr(MemberWatch, "_follow_once", swallowing_follow)
     monkeypatch.setattr(GroupMember, "refresh", no_refresh)
 
     class Client:
@@ -41,6 +42,6 @@ def test_close_stops_following_even_if_an_inner_await_swallowed_the_cancel(
         member._start_watch()
         await asyncio.sleep(0.05)
         await asyncio.wait_for(member._stop_watch(), 10)
-        assert member._watch is None and swallowed
+        assert member._watch.task is None and swallowed
 
     asyncio.run(scenario())

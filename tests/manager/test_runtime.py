@@ -623,10 +623,10 @@ def test_sender_id_renewed_before_sequence_numbers_run_out(tmp_path: Path) -> No
         sec = b.member.client_security()
         for _ in range(49):
             sec.protect_request(get("light"))
-        assert _sid(b) == first and b.member._renewing is None
+        assert _sid(b) == first and b.member._watch.renewing is None
         sec.protect_request(get("light"))  # the 50th number is taken: renewal starts
-        assert b.member._renewing is not None
-        renewal = b.member._renewing
+        assert b.member._watch.renewing is not None
+        renewal = b.member._watch.renewing
         await renewal
         second = _sid(b)
         assert second != first and b.member.context.sequence.peek() == 0
@@ -639,8 +639,8 @@ def test_sender_id_renewed_before_sequence_numbers_run_out(tmp_path: Path) -> No
         b.member.sequence_store.reserve(key, 60)
         b2 = await net.member("b", sequence_limit=100, renew_at=0.5, sequence_step=1)
         assert b2.member.started == "resumed"
-        if b2.member._renewing is not None:
-            await b2.member._renewing
+        if b2.member._watch.renewing is not None:
+            await b2.member._watch.renewing
         assert _sid(b2) not in (first, second)
 
     _net_test(tmp_path, body, backward_security=False)

@@ -8,7 +8,16 @@ import logging
 import sys
 
 from grouposcore import __version__
-from grouposcore.cli import client, demo_cmd, group, keygen_cmd, manager_cmd, push_cmd, server
+from grouposcore.cli import (
+    client,
+    demo_cmd,
+    group,
+    join_cmd,
+    keygen_cmd,
+    manager_cmd,
+    push_cmd,
+    server,
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("join", help="join a group through its Group Manager",
                        description="Join GROUP (or resume from --state) through the Group "
                                    "Manager and write the member's state file (0600).")
-    manager_cmd.add_join_arguments(p)
+    join_cmd.add_join_arguments(p)
     _common(p)
     p = sub.add_parser("keygen", help="make an EDHOC key pair and credential (for join --key)",
                        description=keygen_cmd.__doc__)
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "manager":
         return manager_cmd.run_manager(args)
     if args.command == "join":
-        return manager_cmd.run_join(args)
+        return join_cmd.run_join(args)
     if args.command == "keygen":
         return keygen_cmd.run(args)
     if args.command == "demo":

@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from grouposcore.demo.scenario import DemoReport, LightRow, RoundSummary, StepResult
+from grouposcore.demo.report import DemoReport, LightRow, RoundSummary, StepResult
 from grouposcore.push.runner import PushResult
 
 __all__ = ["JsonView", "PlainView", "RichView", "choose_view"]

@@ -1,8 +1,10 @@
 """A node's commissioning file: its OSCORE channel with the Group Manager, the GM's URI and
-the GM credentials it pins per group.
+the GM credentials it pins per group; and the GM client that channel configures.
 
 The file holds the channel's Master Secret, so it is written 0600 and refused when other
-users can read or write it (:mod:`grouposcore.manager.secretfile`).
+users can read or write it (:mod:`grouposcore.manager.secretfile`). The client numbers its
+requests from a durable sequence store under :func:`channel_sequence_key`, so the GM never
+sees a nonce twice, across restarts and across processes sharing the store.
 """
 
 from __future__ import annotations
@@ -14,10 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from grouposcore.errors import ManagerMessageError
+from grouposcore.manager.client import GroupManagerClient
+from grouposcore.manager.edhoc_client import EdhocGroupManagerClient, EdhocIdentity
 from grouposcore.manager.secretfile import read_private_file, write_private_file
 from grouposcore.manager.store import ChannelMaterial
+from grouposcore.oscore.sequence import SenderSequence, SequenceNumberStore
+from grouposcore.transport import Endpoint
 
-__all__ = ["channel_sequence_key", "read_channel_file", "write_channel_file"]
+__all__ = [
+    "channel_client",
+    "channel_sequence_key",
+    "endpoint_towards",
+    "read_channel_file",
+    "write_channel_file",
+]
 
 _CHANNEL_VERSION = 1
 
@@ -26,6 +38,38 @@ def channel_sequence_key(channel: ChannelMaterial) -> str:
     """The sequence-store key of a node's GM channel: new channel keys start a new count."""
     digest = hashlib.sha256(channel.master_secret + channel.master_salt).hexdigest()[:16]
     return f"channel/{channel.node}/{digest}"
+
+
+def channel_client(
+    endpoint: Endpoint,
+    gm_address: tuple[str, int],
+    channel: ChannelMaterial | EdhocIdentity,
+    sequence_store: SequenceNumberStore | None,
+    *,
+    step: int = 64,
+    timeout: float | None = 10.0,
+) -> GroupManagerClient:
+    """The node's client of the GM at ``gm_address``: over the OSCORE channel ``channel``
+    (its numbers reserved ``step`` at a time in ``sequence_store``), or over a channel
+    established with EDHOC for an :class:`EdhocIdentity` (nothing of it persisted)."""
+    if isinstance(channel, EdhocIdentity):
+        return EdhocGroupManagerClient(endpoint, gm_address, channel, timeout=timeout)
+    if sequence_store is None:
+        raise ValueError("an OSCORE channel needs a durable sequence store")
+    sequence = SenderSequence(store=sequence_store, key=channel_sequence_key(channel),
+                              step=step)  # fmt: skip
+    return GroupManagerClient(endpoint, gm_address, channel, sequence=sequence, timeout=timeout)
+
+
+async def endpoint_towards(gm_address: tuple[str, int]) -> Endpoint:
+    """A new endpoint on an ephemeral port of the GM's address family (on the loopback
+    address when the GM is there)."""
+    host = "::" if ":" in gm_address[0] else "0.0.0.0"
+    if gm_address[0].startswith("127."):
+        host = "127.0.0.1"
+    elif gm_address[0] == "::1":
+        host = "::1"
+    return await Endpoint.create((host, 0))
 
 
 def write_channel_file(

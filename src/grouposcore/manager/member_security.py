@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from grouposcore.coap import Message
 from grouposcore.errors import ContextNotFound, OscoreError, RoleNotAuthorized
+from grouposcore.manager.member_decisions import authorize
 from grouposcore.manager.params import Role
 from grouposcore.oscore.common import RequestBinding, ServerBinding
 from grouposcore.oscore.group import GroupContext
@@ -112,7 +113,7 @@ class MemberClientSecurity(ClientSecurity):
         """The member to address in pairwise mode, or None for group mode."""
         member = self._member
         if self.pairwise_with is not None:
-            if not member._known_peer(self.pairwise_with):
+            if not member._creds.sendable(self.pairwise_with):
                 raise ContextNotFound(
                     f"Sender ID {self.pairwise_with.hex() or '-'} is not known yet; "
                     "the Group Manager was asked, retry"
@@ -123,7 +124,7 @@ class MemberClientSecurity(ClientSecurity):
         if 35 in request.options or 39 in request.options:
             return None  # Proxy-Uri/-Scheme: the address is a proxy's, not a member's
         kid = member.addresses.get(request.remote)
-        if kid is None or kid == ctx.sender_id or not member._known_peer(kid):
+        if kid is None or kid == ctx.sender_id or not member._creds.sendable(kid):
             return None
         return kid
 
@@ -159,7 +160,7 @@ class MemberClientSecurity(ClientSecurity):
         error: OscoreError | None = None
         for installed in candidates:
             if kid is not None:
-                member._authorize(installed, kid, is_request=False)
+                authorize(installed.material.peers, kid, is_request=False)
             try:
                 plain, info = installed.context.unprotect_response(response, binding)
             except OscoreError as exc:
@@ -209,7 +210,7 @@ class MemberServerSecurity(ServerSecurity):
                 and current is not None
                 and option.kid_context == current.context.gid
             ):
-                self._member._authorize(current, option.kid, is_request=True)
+                authorize(current.material.peers, option.kid, is_request=True)
         result = super().unprotect_request(request)
         if result is not None:
             self._member.addresses.note(request.remote, result[1].request_kid)

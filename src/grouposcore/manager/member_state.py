@@ -11,7 +11,13 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from grouposcore.errors import ManagerMessageError
+from grouposcore.cose import (
+    Credential,
+    private_key_from_bytes,
+    private_key_to_bytes,
+    signature_by_id,
+)
+from grouposcore.errors import ManagerError, ManagerMessageError
 from grouposcore.manager.member import (
     _MAX_SID,
     GroupKeyingMaterial,
@@ -19,6 +25,7 @@ from grouposcore.manager.member import (
     group_context,
 )
 from grouposcore.manager.params import (
+    Role,
     dumps,
     expect_array,
     expect_bytes,
@@ -26,6 +33,7 @@ from grouposcore.manager.params import (
     expect_map,
     expect_text,
     loads_strict,
+    roles_from_tperm,
 )
 from grouposcore.manager.secretfile import read_private_file, write_private_file
 from grouposcore.oscore.group import GroupContext
@@ -37,13 +45,16 @@ from grouposcore.oscore.sequence import (
 )
 
 __all__ = [
+    "MemberKeys",
     "MemberState",
     "context_from_state_file",
     "decode_state",
     "encode_state",
+    "load_member_state",
     "load_state",
     "member_sequence",
     "save_state",
+    "sequence_key",
 ]
 
 _STATE_VERSION = 1
@@ -65,6 +76,52 @@ class MemberState:
     scope: bytes
     client_nonce: bytes
     ssn_reserved: int = 0
+
+
+@dataclass
+class MemberKeys:
+    """The member's own part of its state: key pair (a key object and its credential) and
+    the join's scope and client nonce, with where each comes from (a join, the state file)."""
+
+    private_key: Any = None
+    credential: bytes | None = None
+    scope: bytes = b""
+    client_nonce: bytes = b""
+
+    def keep_key(self, state: MemberState) -> None:
+        """A re-join (other roles, or after the GM forgot the member) keeps the key pair of
+        the state file, unless one was given."""
+        if state.private_key is not None and self.private_key is None:
+            self.private_key = private_key_from_bytes(state.private_key)
+            self.credential = state.credential
+
+    def resume(self, state: MemberState) -> None:
+        """Take over everything the state file kept (the membership goes on)."""
+        self.scope, self.client_nonce = state.scope, state.client_nonce
+        if state.private_key is not None:
+            self.private_key = private_key_from_bytes(state.private_key)
+        self.credential = state.credential
+
+    def for_join(self, roles: int, sign_alg: int, node: str) -> None:
+        """Before a join: a monitor has no key pair; anyone else keeps its key or gets a
+        new one of ``sign_alg``, with a CCS naming ``node``."""
+        if roles_from_tperm(roles) == frozenset({Role.MONITOR}):
+            self.private_key, self.credential = None, None
+        elif self.private_key is None:
+            alg = signature_by_id(sign_alg)
+            self.private_key = alg.generate_private_key()
+            self.credential = Credential.build_ccs(
+                self.private_key.public_key(), alg.id, node
+            ).raw
+
+    def state(self, node: str, material: GroupKeyingMaterial, reserved: int) -> MemberState:
+        """The state file's contents for ``material``; ``reserved``: see MemberState."""
+        key = None if self.private_key is None else private_key_to_bytes(self.private_key)
+        return MemberState(
+            node=node, material=material, private_key=key, credential=self.credential,
+            scope=self.scope or b"\x80", client_nonce=self.client_nonce,
+            ssn_reserved=reserved,
+        )  # fmt: skip
 
 
 _MATERIAL_KEYS = (
@@ -157,6 +214,19 @@ def load_state(path: str | os.PathLike[str]) -> MemberState:
     return decode_state(read_private_file(path, "member state file"))
 
 
+def load_member_state(
+    path: str | os.PathLike[str], node: str, group: str
+) -> MemberState | None:
+    """The state file of ``node``'s membership in ``group``, or None if there is none;
+    ManagerError if the file belongs to another node or group."""
+    if not os.path.exists(path):
+        return None
+    state = load_state(path)
+    if state.node != node or state.material.group != group:
+        raise ManagerError(f"{path} belongs to {state.node!r} in {state.material.group!r}")
+    return state
+
+
 def member_sequence(
     material: GroupKeyingMaterial,
     store: SequenceNumberStore,
@@ -167,10 +237,17 @@ def member_sequence(
     """The member's Sender Sequence Number for this material, reserved in ``store`` (one
     key per group, Gid and Sender ID, so numbers restart only with new keys); ``limit`` is
     the last number it may use."""
+    key = sequence_key(material)
+    if key is None:
+        return None
+    return SenderSequence(store=store, key=key, step=step, limit_max=limit)
+
+
+def sequence_key(material: GroupKeyingMaterial) -> str | None:
+    """The member's key in its sequence store (None: a monitor, which never sends)."""
     if material.sender_id is None:
         return None
-    key = f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
-    return SenderSequence(store=store, key=key, step=step, limit_max=limit)
+    return f"group/{material.group}/{material.gid.hex()}/{material.sender_id.hex()}"
 
 
 def context_from_state_file(

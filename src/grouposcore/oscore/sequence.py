@@ -9,10 +9,13 @@ repeat one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -53,12 +56,18 @@ class FileSequenceStore:
     Each reservation is written to a temporary file in the same folder, fsync'ed and
     renamed over the old one, then the folder is fsync'ed: a crash leaves either the old or
     the new file, never a torn one. The file is created with mode 0600.
+
+    Several processes may share the file (``serve`` and a ``join`` of the same node, say):
+    each reservation holds an exclusive ``flock`` on ``PATH.lock`` across reading the file,
+    raising the count and writing it back, so no two of them reserve the same numbers
+    (:meth:`reserve_block`), a reservation never lowers a count another process raised, and
+    none drops the others' keys.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._data: dict[str, int] = self._read()
+        self._read()  # a corrupt file is an error at once, not at the first reservation
 
     def _read(self) -> dict[str, int]:
         try:
@@ -75,29 +84,58 @@ class FileSequenceStore:
             raise GroupOscoreError(f"corrupt sequence number file {self.path}")
         return data
 
-    def load(self, key: str) -> int | None:
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This thread and process alone between reading the file and replacing it."""
         with self._lock:
-            return self._data.get(key)
-
-    def reserve(self, key: str, upto: int) -> None:
-        with self._lock:
-            self._data[key] = upto
-            payload = json.dumps(self._data, sort_keys=True).encode()
             folder = self.path.parent
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".seq-", dir=folder)
+            fd = os.open(self.path.with_name(self.path.name + ".lock"),
+                         os.O_RDWR | os.O_CREAT, 0o600)  # fmt: skip
             try:
-                os.fchmod(fd, 0o600)
-                os.write(fd, payload)
-                os.fsync(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
             finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dir_fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+                os.close(fd)  # releases the flock
+
+    def load(self, key: str) -> int | None:
+        # Read afresh: another process may have reserved since (the rename is atomic).
+        return self._read().get(key)
+
+    def reserve(self, key: str, upto: int) -> None:
+        with self._exclusive():
+            data = self._read()
+            data[key] = max(upto, data.get(key, 0))
+            self._write(data)
+
+    def reserve_block(self, key: str, start: int, count: int, end: int) -> int:
+        """Reserve ``count`` numbers (none at or past ``end``) for ``key`` from ``start`` or
+        from where any earlier reservation (of any process) ended, whichever is later;
+        return the first. At or past ``end`` nothing is reserved."""
+        with self._exclusive():
+            data = self._read()
+            first = max(start, data.get(key, 0))
+            if first < end:
+                data[key] = min(first + count, end)
+                self._write(data)
+        return first
+
+    def _write(self, data: dict[str, int]) -> None:
+        payload = json.dumps(data, sort_keys=True).encode()
+        folder = self.path.parent
+        fd, tmp = tempfile.mkstemp(prefix=".seq-", dir=folder)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 class SenderSequence:
@@ -139,10 +177,27 @@ class SenderSequence:
                 "sender sequence number exhausted: a new Sender ID or Security Context is needed"
             )
         if self.store is not None and seq >= self._limit:
-            limit = min(seq + self.step, self.limit_max + 1)
-            self.store.reserve(self.key, limit)
-            self._limit = limit
+            seq = self._reserve(seq)
         self._next = seq + 1
+        return seq
+
+    def _reserve(self, seq: int) -> int:
+        """Durably reserve the block that starts at ``seq``; the number to use now. A shared
+        file may move it past another process's reservation."""
+        assert self.store is not None
+        if isinstance(self.store, FileSequenceStore):
+            seq = self.store.reserve_block(self.key, seq, self.step, self.limit_max + 1)
+            if seq > self.limit_max:
+                self._next = seq  # stays exhausted without asking the file again
+                raise SequenceNumberExhausted(
+                    "sender sequence number exhausted: a new Sender ID or Security Context is "
+                    "needed"
+                )
+            self._limit = min(seq + self.step, self.limit_max + 1)
+            return seq
+        limit = min(seq + self.step, self.limit_max + 1)
+        self.store.reserve(self.key, limit)
+        self._limit = limit
         return seq
 
     def peek(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from grouposcore.cose import Credential, public_key_bytes, signature_by_id
+from grouposcore.cose import Credential, signature_by_id
 from grouposcore.errors import CoseError, GroupManagerRequestError, ManagerError
 from grouposcore.manager.material import (
     N_KDC_LEN,
@@ -45,6 +45,7 @@ from grouposcore.manager.responses import (
     reject,
 )
 from grouposcore.manager.store import GroupRecord, MemberRecord, Store
+from grouposcore.manager.store.base import credential_key
 
 __all__ = ["Membership"]
 
@@ -193,13 +194,9 @@ class Membership:
         return cred
 
     def _check_unique_key(self, g: GroupRecord, node: str, credential: bytes) -> None:
-        mine = public_key_bytes(Credential.from_ccs(credential).public_key)
-        for m in self.store.members(g.name):
-            if m.node != node and m.credential is not None:
-                if public_key_bytes(Credential.from_ccs(m.credential).public_key) == mine:
-                    raise reject(
-                        "this public key belongs to another member", ErrorId.CRED_INCOMPATIBLE
-                    )
+        """4.00 error-id 2 if another member holds the same public key (an index lookup)."""
+        if any(n != node for n in self.store.nodes_with_key(g.name, credential_key(credential))):
+            raise reject("this public key belongs to another member", ErrorId.CRED_INCOMPATIBLE)
 
     def _leave(self, g: GroupRecord, member: MemberRecord) -> GmResponse:
         with self.store.transaction():

@@ -13,6 +13,7 @@ from typing import Any
 
 import cbor2
 
+from grouposcore.cose import Credential, public_key_bytes
 from grouposcore.manager.store.nodes import NodeStore
 from grouposcore.manager.store.records import (
     GROUP_COLS,
@@ -34,6 +35,11 @@ __all__ = [
     "Store",
     "schema_statements",
 ]
+
+
+def credential_key(credential: bytes) -> bytes:
+    """The public key a stored credential holds (the identity of a member, digest §8.3)."""
+    return public_key_bytes(Credential.from_ccs(credential).public_key)
 
 
 class Store(NodeStore):
@@ -145,8 +151,8 @@ class Store(NodeStore):
     def delete_group(self, name: str) -> None:
         """Remove a group with everything kept about it (members, IDs, access entries)."""
         self._announce()
-        for table in ("members", "sid_allocations", "sid_cursors", "evicted_elders",
-                      "stale_sets", "access", "group_info"):  # fmt: skip
+        for table in ("member_keys", "members", "sid_allocations", "sid_cursors",
+                      "evicted_elders", "stale_sets", "access", "group_info"):  # fmt: skip
             self._write(f"DELETE FROM {table} WHERE grp=?", (name,))
         self._write("DELETE FROM groups WHERE name=?", (name,))
 
@@ -203,17 +209,46 @@ class Store(NodeStore):
                 m.client_nonce, m.joined_at,
             ),
         )  # fmt: skip
+        self._set_member_key(m.group, m.node, m.credential)
 
     def delete_member(self, group: str, node: str) -> None:
         """End a membership."""
         self._announce()
         self._write("DELETE FROM members WHERE grp=? AND node=?", (group, node))
+        self._write("DELETE FROM member_keys WHERE grp=? AND node=?", (group, node))
 
     def set_member_credential(self, group: str, node: str, credential: bytes) -> None:
         """Replace a member's authentication credential."""
         self._write(
             "UPDATE members SET credential=? WHERE grp=? AND node=?", (credential, group, node)
         )
+        self._set_member_key(group, node, credential)
+
+    def nodes_with_key(self, group: str, public_key: bytes) -> list[str]:
+        """The members of ``group`` whose credential holds ``public_key`` (one index lookup,
+        so a join's "is this key someone else's" check does not grow with the group)."""
+        rows = self._all("SELECT node FROM member_keys WHERE grp=? AND public_key=? "
+                         "ORDER BY node", (group, public_key))  # fmt: skip
+        return [str(r[0]) for r in rows]
+
+    def _set_member_key(self, group: str, node: str, credential: bytes | None) -> None:
+        """Keep the member_keys index in step with the member's credential."""
+        if credential is None:
+            self._write("DELETE FROM member_keys WHERE grp=? AND node=?", (group, node))
+            return
+        self._upsert("member_keys", "grp, node, public_key", "grp, node",
+                     (group, node, credential_key(credential)))  # fmt: skip
+
+    def _migrate_from_2(self) -> None:
+        """Schema 3 adds the member_keys index: (re)fill it from the stored credentials."""
+        self._execute("DELETE FROM member_keys", ())
+        rows = self._all("SELECT grp, node, credential FROM members "
+                         "WHERE credential IS NOT NULL")  # fmt: skip
+        for grp, node, credential in rows:
+            self._execute(
+                "INSERT INTO member_keys(grp, node, public_key) VALUES (?, ?, ?)",
+                (grp, node, credential_key(bytes(credential))),
+            )
 
     def set_member_sender_id(self, group: str, node: str, sender_id: bytes) -> None:
         """Give a member a new Sender ID (the allocation must already be recorded)."""
@@ -346,7 +381,8 @@ class Store(NodeStore):
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's rows in a stable order: what 'same state after restart' compares."""
-        tables = ("meta", "gm_keys", "groups", "members", "sid_allocations", "sid_cursors",
-                  "evicted_elders", "stale_sets", "access", "channels", "edhoc_peers",
-                  "edhoc_identity", "admins", "group_info", "sequence_numbers")  # fmt: skip
+        tables = ("meta", "gm_keys", "groups", "members", "member_keys", "sid_allocations",
+                  "sid_cursors", "evicted_elders", "stale_sets", "access", "channels",
+                  "edhoc_peers", "edhoc_identity", "admins", "group_info",
+                  "sequence_numbers")  # fmt: skip
         return {t: self._all(f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}

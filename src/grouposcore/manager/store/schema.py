@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA_VERSION", "schema_statements"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -60,6 +60,13 @@ CREATE TABLE IF NOT EXISTS members (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS members_sid ON members (grp, sender_id)
     WHERE sender_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS member_keys (
+    grp TEXT NOT NULL REFERENCES groups(name),
+    node TEXT NOT NULL,
+    public_key {blob} NOT NULL,
+    PRIMARY KEY (grp, node)
+);
+CREATE INDEX IF NOT EXISTS member_keys_key ON member_keys (grp, public_key);
 CREATE TABLE IF NOT EXISTS sid_allocations (
     grp TEXT NOT NULL REFERENCES groups(name),
     gid {blob} NOT NULL,

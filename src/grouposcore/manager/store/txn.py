@@ -145,10 +145,18 @@ class StoreCore(ABC):
         row = self._one("SELECT value FROM meta WHERE key='schema'")
         if row is None:
             self._execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif row[0] == 1:
+            return
+        version = row[0]
+        if version == 1:
             self._migrate_from_1()
-        elif row[0] != SCHEMA_VERSION:
+            version = 2
+        if version == 2:
+            self._migrate_from_2()
+            version = 3
+        if version != SCHEMA_VERSION:
             raise ManagerStoreError(f"database schema {row[0]!r} is not {SCHEMA_VERSION}")
+        if row[0] != version:
+            self._execute("UPDATE meta SET value=? WHERE key='schema'", (version,))
 
     @abstractmethod
     def _schema(self) -> list[str]:
@@ -156,6 +164,10 @@ class StoreCore(ABC):
 
     def _migrate_from_1(self) -> None:
         raise ManagerStoreError("database schema 1 exists only in SQLite files")
+
+    @abstractmethod
+    def _migrate_from_2(self) -> None:
+        """Schema 2 -> 3, inside the caller's transaction."""
 
     async def watch(self, changed: Callable[[], None]) -> None:
         """Call ``changed`` whenever another GM process commits a visible change; runs until

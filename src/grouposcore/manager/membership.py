@@ -161,7 +161,9 @@ class Membership:
             self.store.upsert_member(member)
             if notes:
                 extra = creds_fields([member], g.num)
-                notes = [_with_fields(n, extra) if n.code == Code.CONTENT else n for n in notes]
+                added: dict[bytes, bytes] = {}  # the rekeying payload is one for everybody
+                notes = [_with_fields(n, extra, added) if n.code == Code.CONTENT else n
+                         for n in notes]  # fmt: skip
         if used_challenge:
             self._challenges.consume(node)
         body_out = material_body(g, member, self._clock())
@@ -258,10 +260,15 @@ class Membership:
 
 
 
-def _with_fields(n: Notification, extra: dict[int, Any]) -> Notification:
-    body = loads_strict(n.payload, "notification")
-    body.update(extra)
-    return Notification(n.node, n.group, n.path, n.code, dumps(body), n.content_format)
+def _with_fields(n: Notification, extra: dict[int, Any], done: dict[bytes, bytes]) -> Notification:
+    """``n`` with ``extra`` added to its body; ``done`` remembers each payload's result, so
+    the notifications of one rekeying share one new payload (one CBOR round per join)."""
+    payload = done.get(n.payload)
+    if payload is None:
+        body = loads_strict(n.payload, "notification")
+        body.update(extra)
+        payload = done[n.payload] = dumps(body)
+    return Notification(n.node, n.group, n.path, n.code, payload, n.content_format)
 
 
 def _require_active(g: GroupRecord) -> None:

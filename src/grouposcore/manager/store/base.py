@@ -283,6 +283,15 @@ class Store(NodeStore):
             (group, gid, sender_id, node),
         )
 
+    def carry_allocations(self, group: str, gid: bytes) -> None:
+        """Record every current member's Sender ID as taken under ``gid`` (a rekeying keeps
+        them), in one statement however large the group."""
+        self._write(
+            "INSERT INTO sid_allocations(grp, gid, sender_id, node) "
+            "SELECT grp, ?, sender_id, node FROM members WHERE grp=? AND sender_id IS NOT NULL",
+            (gid, group),
+        )
+
     def drop_allocations(self, group: str, except_gid: bytes) -> None:
         """Forget allocations of Gids that are no longer current."""
         self._write("DELETE FROM sid_allocations WHERE grp=? AND gid<>?", (group, except_gid))

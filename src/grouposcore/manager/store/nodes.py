@@ -97,6 +97,17 @@ class NodeStore(StoreCore):
                          visible=False)  # fmt: skip
         return first
 
+    def claim_many(self, keys: list[str], count: int) -> dict[str, int]:
+        """:meth:`claim` for several senders in one transaction (one commit for a whole
+        batch of notifications instead of one per member)."""
+        firsts: dict[str, int] = {}
+        with self.transaction():
+            for key in keys:
+                first = firsts[key] = self.load(key) or 0
+                self._upsert("sequence_numbers", "key, upto", "key", (key, first + count),
+                             visible=False)  # fmt: skip
+        return firsts
+
     def challenge(self, node: str) -> tuple[bytes, float] | None:
         """(N_S, expiry time) of the node's outstanding challenge, if any."""
         row = self._one("SELECT challenge, expires FROM challenges WHERE node=?", (node,))

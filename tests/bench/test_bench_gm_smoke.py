@@ -19,6 +19,7 @@ def test_gm_benchmark_runs_every_part() -> None:
     report = json.loads(result.stdout)
     parts = {row["part"] for row in report["rows"]}
     assert parts == {"join", "rekey", "rekey_on_join"}
+    assert len([r for r in report["rows"] if r["part"] == "rekey_on_join"]) == 2
     for row in report["rows"]:
         if row["part"] != "join":
             assert row["reached"] == 12  # every member got the new keys

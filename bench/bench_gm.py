@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,7 @@ def receiver_main(spec_path: str) -> None:
     for s in socks:
         poller.register(s.fileno(), select.EPOLLIN)
     by_fd = {s.fileno(): s for s in socks}
-    inbox: list[tuple[float, bytes]] = []
+    inbox: deque[tuple[float, bytes]] = deque()
 
     def pump(timeout: float) -> None:
         for fd, _ in poller.poll(timeout):
@@ -201,7 +202,7 @@ def receiver_main(spec_path: str) -> None:
         """Verify what arrived; returns how many datagrams were notifications of ours."""
         count = 0
         while inbox:
-            when, data = inbox.pop(0)
+            when, data = inbox.popleft()
             msg = Message.decode(data)
             state = by_token.get(msg.token)
             if state is None or msg.code == 0 or state[1] is None:
@@ -238,7 +239,7 @@ def receiver_main(spec_path: str) -> None:
             pending[token] = time.monotonic()
         pump(0.05)
         while inbox:
-            _, data = inbox.pop(0)
+            _, data = inbox.popleft()
             msg = Message.decode(data)
             if msg.token in pending and msg.code == Code.CONTENT:
                 state = by_token[msg.token]
@@ -255,6 +256,8 @@ def receiver_main(spec_path: str) -> None:
         if cmd["cmd"] == "quit":
             return
         target = cmd["num"]
+        pump(0)
+        process()  # what arrived before this command (late retransmissions) is not counted
         print(json.dumps({"armed": True}), flush=True)
         deadline = time.monotonic() + cmd.get("timeout", 30.0)
         datagrams = 0
@@ -290,7 +293,8 @@ class _Receivers:
         return dict(json.loads(raw))
 
     async def expect(self, num: int, settle: float = 0.0) -> list[dict[str, Any]]:
-        """Arm every receiver for 'num'; returns the readers of their reports."""
+        """Arm every receiver for version ``num``; returns their acknowledgements (the
+        reports follow, see :meth:`reports`)."""
         for p in self.procs:
             assert p.stdin is not None
             p.stdin.write((json.dumps({"cmd": "expect", "num": num, "settle": settle})

@@ -13,7 +13,8 @@ from tests.conftest import REPO
 def test_gm_benchmark_runs_every_part() -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bench_gm.py"), "--sizes", "3,6", "--batch", "2",
-         "--members", "12", "--joins", "3", "--procs", "2", "--per-socket", "4", "--json"],
+         "--members", "12", "--joins", "3", "--rounds", "2", "--procs", "2", "--per-socket", "4",
+         "--json"],
         capture_output=True, text=True, timeout=120, check=True,
     )
     report = json.loads(result.stdout)

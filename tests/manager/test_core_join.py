@@ -449,3 +449,57 @@ def test_get_creds_null_returns_only_the_members_relevant_to_the_joiner(
     assert joined.material is not None
     by_sid = {m.sender_id: m.node for m in harness.gm.members("g")}
     assert {by_sid[sid] for sid in joined.material.peers} == expected
+
+
+def test_join_without_get_creds_reads_no_member_list(harness: Harness) -> None:
+    """Admission cost must not grow with the group: a joiner that asks for no credentials is
+    checked for a duplicate public key by an index lookup, never by reading every member."""
+    harness.gm.create_group("g", backward_security=False)
+    for name in ("alice", "bob"):
+        harness.join(name, "g")
+    store = harness.gm.store
+    read = store.members
+    calls: list[str] = []
+
+    def counting(group: str) -> list[object]:
+        calls.append(group)
+        return read(group)  # type: ignore[return-value]
+
+    store.members = counting  # type: ignore[method-assign, assignment]
+    n = harness.node("carol")
+    harness.gm.allow("carol", "g", RS)
+    ch = harness.challenge("carol", "g")
+    p = mb.build_join_request("g", RS, credential=n.credential, private_key=n.private_key,
+                              challenge=ch, get_creds=False)  # fmt: skip
+    assert harness.request("carol", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM).code \
+        == Code.CREATED
+    assert calls == []
+
+
+def test_key_of_a_member_that_changed_its_credential_is_free_again(eve: Harness) -> None:
+    """The public-key index follows credential updates: Alice's old key no longer blocks a
+    joiner, her new key does."""
+    alice = eve.nodes["alice"]
+    old = eve.node("old-alice")
+    old.private_key, old.credential = alice.private_key, alice.credential
+    fresh = signature_by_id(-8).generate_private_key()
+    new_cred = Credential.build_ccs(fresh.public_key(), -8, "alice").raw
+    r = eve.request("alice", "POST", "ace-group/g/nodes/alice/cred",
+                    cbor2.dumps({Param.CLIENT_CRED: new_cred, Param.CNONCE: b"\x02" * 8}),
+                    CF_ACE_GROUPCOMM)  # fmt: skip
+    ch = mb.parse_challenge(r.payload).kdcchallenge
+    scope = eve.gm.store.member("g", "alice").scope  # type: ignore[union-attr]
+    pop = signature_by_id(-8).sign(fresh, bstr_cbor(scope) + bstr_cbor(ch)
+                                   + bstr_cbor(b"\x02" * 8))  # fmt: skip
+    r = eve.request("alice", "POST", "ace-group/g/nodes/alice/cred",
+                    cbor2.dumps({Param.CLIENT_CRED: new_cred, Param.CNONCE: b"\x02" * 8,
+                                 Param.CLIENT_CRED_VERIFY: pop}), CF_ACE_GROUPCOMM)  # fmt: skip
+    assert r.code == Code.CHANGED
+    ch = eve.challenge("eve", "g")
+    p = mb.build_join_request("g", RS, credential=new_cred, private_key=fresh, challenge=ch)
+    assert _error_id(_rejected(eve, p.payload)) == ErrorId.CRED_INCOMPATIBLE
+    ch = eve.challenge("eve", "g")
+    p = mb.build_join_request("g", RS, credential=alice.credential,
+                              private_key=alice.private_key, challenge=ch)  # fmt: skip
+    assert eve.request("eve", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM).code \
+        == Code.CREATED

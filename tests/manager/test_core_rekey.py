@@ -482,8 +482,9 @@ def test_sender_id_allocation_does_not_rescan_taken_ids(tmp_path: Path) -> None:
         renewals = 200
         for _ in range(renewals):
             assert _renew(h, "a").code == Code.CONTENT
-        # Each allocation checks one candidate; the three kept IDs are skipped once in all.
-        assert lookups == renewals + 3
+        # Each allocation checks one candidate: the cursor of the new Gid starts past the
+        # three kept IDs, so not even they are looked at again.
+        assert lookups == renewals
     finally:
         gm.close()
 
@@ -529,3 +530,35 @@ def test_inactive_group_refuses_key_renewal_and_credential_update(trio: Harness)
     assert trio.gm.snapshot() == before
     trio.gm.set_active("g", True)
     assert trio.request("a", "POST", "ace-group/g/nodes/a").code == Code.CONTENT
+
+
+def test_rekey_on_join_allocation_does_not_walk_over_the_members(tmp_path: Path) -> None:
+    """With backward security every join rekeys, and a rekeying keeps the members' Sender
+    IDs: the joiner's allocation must start at the first ID nobody holds instead of
+    checking every kept ID again (which made each join O(N)); it gets the same ID a walk
+    from the start would give."""
+    gm = GroupManager(tmp_path / "gm.db")
+    try:
+        h = Harness(gm)
+        gm.create_group("g")  # backward security: each join rekeys
+        for i in range(12):
+            h.join(f"n{i}", "g")
+        h.request("n3", "DELETE", "ace-group/g/nodes/n3")  # a hole at 0x03
+        lookups = 0
+        original = gm.store.sid_allocated
+
+        def counting(*args: object) -> bool:
+            nonlocal lookups
+            lookups += 1
+            return original(*args)  # type: ignore[arg-type]
+
+        gm.store.sid_allocated = counting  # type: ignore[method-assign]
+        late = h.join("late", "g")
+        assert late.material is not None and late.material.sender_id == b"\x03"
+        assert lookups == 1
+        after = h.join("later", "g")
+        assert after.material is not None and after.material.sender_id == b"\x0c"
+        assert lookups == 2
+        check_invariants(gm)
+    finally:
+        gm.close()

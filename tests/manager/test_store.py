@@ -18,8 +18,9 @@ import pytest
 from grouposcore.errors import ManagerStoreError
 from grouposcore.manager import member as mb
 from grouposcore.manager.core import GroupManager
+from grouposcore.manager.store import SCHEMA_VERSION, open_store
 from grouposcore.manager.store import SqliteStore as Store
-from grouposcore.manager.store import open_store
+from grouposcore.manager.store.base import credential_key
 from tests.manager.helpers import Harness, check_invariants
 
 REPO = Path(__file__).resolve().parents[2]
@@ -226,7 +227,8 @@ def test_schema_1_database_is_migrated_to_per_version_stale_sets(db_path: Path) 
     s = Store(db_path)
     sets = {n: cbor2.loads(v) for n, v in s.stale_sets("g").items()}
     assert sets == {0: [b"\x00"], 1: [b"\x01"]}
-    assert s._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == 2
+    version = s._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+    assert version == SCHEMA_VERSION
     s.close()
 
 
@@ -279,3 +281,25 @@ def test_store_failure_answers_5_00_and_changes_nothing(db_url: str) -> None:
     assert h.gm.snapshot() == before
     h.join("b", "g", allow=False)  # and the store still works
     h.gm.close()
+
+
+def test_schema_2_database_gets_the_member_key_index(db_path: Path) -> None:
+    """Schema 3 indexes the members' public keys; opening a schema-2 file fills the index
+    from the stored credentials, so a duplicate key is still refused after the upgrade."""
+    gm = GroupManager(db_path)
+    h = Harness(gm)
+    gm.create_group("g", backward_security=False)
+    for n in ("a", "b"):
+        h.join(n, "g")
+    gm.close()
+    db = sqlite3.connect(db_path)
+    db.execute("DROP TABLE member_keys")
+    db.execute("UPDATE meta SET value=2 WHERE key='schema'")
+    db.commit()
+    db.close()
+    gm = GroupManager(db_path)
+    assert gm.store.nodes_with_key("g", credential_key(h.nodes["a"].credential)) == ["a"]
+    assert gm.store.nodes_with_key("g", credential_key(h.nodes["b"].credential)) == ["b"]
+    version = gm.store._one("SELECT value FROM meta WHERE key='schema'")
+    assert version is not None and version[0] == SCHEMA_VERSION == 3
+    gm.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from grouposcore.cose import Credential, public_key_bytes, signature_by_id
+from grouposcore.cose import Credential, signature_by_id
 from grouposcore.errors import CoseError, GroupManagerRequestError, ManagerError
 from grouposcore.manager.material import (
     N_KDC_LEN,
@@ -45,6 +45,7 @@ from grouposcore.manager.responses import (
     reject,
 )
 from grouposcore.manager.store import GroupRecord, MemberRecord, Store
+from grouposcore.manager.store.base import credential_key
 
 __all__ = ["Membership"]
 
@@ -160,7 +161,9 @@ class Membership:
             self.store.upsert_member(member)
             if notes:
                 extra = creds_fields([member], g.num)
-                notes = [_with_fields(n, extra) if n.code == Code.CONTENT else n for n in notes]
+                added: dict[bytes, bytes] = {}  # the rekeying payload is one for everybody
+                notes = [_with_fields(n, extra, added) if n.code == Code.CONTENT else n
+                         for n in notes]  # fmt: skip
         if used_challenge:
             self._challenges.consume(node)
         body_out = material_body(g, member, self._clock())
@@ -193,13 +196,9 @@ class Membership:
         return cred
 
     def _check_unique_key(self, g: GroupRecord, node: str, credential: bytes) -> None:
-        mine = public_key_bytes(Credential.from_ccs(credential).public_key)
-        for m in self.store.members(g.name):
-            if m.node != node and m.credential is not None:
-                if public_key_bytes(Credential.from_ccs(m.credential).public_key) == mine:
-                    raise reject(
-                        "this public key belongs to another member", ErrorId.CRED_INCOMPATIBLE
-                    )
+        """4.00 error-id 2 if another member holds the same public key (an index lookup)."""
+        if any(n != node for n in self.store.nodes_with_key(g.name, credential_key(credential))):
+            raise reject("this public key belongs to another member", ErrorId.CRED_INCOMPATIBLE)
 
     def _leave(self, g: GroupRecord, member: MemberRecord) -> GmResponse:
         with self.store.transaction():
@@ -261,10 +260,15 @@ class Membership:
 
 
 
-def _with_fields(n: Notification, extra: dict[int, Any]) -> Notification:
-    body = loads_strict(n.payload, "notification")
-    body.update(extra)
-    return Notification(n.node, n.group, n.path, n.code, dumps(body), n.content_format)
+def _with_fields(n: Notification, extra: dict[int, Any], done: dict[bytes, bytes]) -> Notification:
+    """``n`` with ``extra`` added to its body; ``done`` remembers each payload's result, so
+    the notifications of one rekeying share one new payload (one CBOR round per join)."""
+    payload = done.get(n.payload)
+    if payload is None:
+        body = loads_strict(n.payload, "notification")
+        body.update(extra)
+        payload = done[n.payload] = dumps(body)
+    return Notification(n.node, n.group, n.path, n.code, payload, n.content_format)
 
 
 def _require_active(g: GroupRecord) -> None:

@@ -3,8 +3,8 @@
 Rules (digest §8.2-§8.3, profile "Stale OSCORE Sender IDs"):
 
 * under one Gid a Sender ID is handed out at most once; allocation walks a persistent cursor
-  over the shortest-first ID space, so it costs O(1) amortised (IDs still held by members
-  kept across the last rekeying are skipped once each);
+  over the shortest-first ID space, so it costs O(1) amortised (a rekeying starts the new
+  Gid's cursor at the first ID no kept member holds);
 * a Sender ID given up (re-join, renewal, leave, eviction, elder eviction) enters the stale
   set of the *current* version at once, so /stale-sids already reports it; a rekeying
   distributes that set, opens an empty one for the new version and keeps the newest N;
@@ -25,7 +25,16 @@ from grouposcore.manager.params import CF_ACE_GROUPCOMM, Code, ErrorId, dumps, l
 from grouposcore.manager.responses import Notification, eviction_notice, reject
 from grouposcore.manager.store import GroupRecord, Store
 
-__all__ = ["SidPolicy", "allocate_sid", "crowded", "rekey", "relinquish", "sid_at", "sid_space"]
+__all__ = [
+    "SidPolicy",
+    "allocate_sid",
+    "crowded",
+    "rekey",
+    "relinquish",
+    "sid_at",
+    "sid_index",
+    "sid_space",
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,15 @@ def sid_at(index: int, max_len: int) -> bytes | None:
             return index.to_bytes(length, "big")
         index -= size
     return None
+
+
+#: where the IDs of each length begin in the shortest-first order (index = length)
+_LENGTH_OFFSETS = tuple(sid_space(n) for n in range(0, 9))
+
+
+def sid_index(sid: bytes) -> int:
+    """The position of ``sid`` in the shortest-first order of :func:`sid_at`."""
+    return _LENGTH_OFFSETS[len(sid) - 1] + int.from_bytes(sid, "big")
 
 
 def crowded(store: Store, g: GroupRecord, policy: SidPolicy) -> bool:
@@ -111,7 +129,8 @@ def rekey(
     """
     epoch = (g.epoch + 1) % (1 << (8 * g.epoch_len))
     gid = g.gid_prefix + epoch.to_bytes(g.epoch_len, "big")
-    elders = [m for m in store.members(g.name) if m.birth_gid == gid]
+    everyone = store.members(g.name)
+    elders = [m for m in everyone if m.birth_gid == gid]
     for m in elders:
         store.delete_member(g.name, m.node)
     relinquish(store, g, [m.sender_id for m in elders if m.sender_id is not None])
@@ -119,7 +138,7 @@ def rekey(
     stale: list[bytes] = (
         [] if stale_set is None else list(loads_strict(stale_set, "stored stale set"))
     )
-    remaining = store.members(g.name)
+    remaining = [m for m in everyone if m.birth_gid != gid]
     new = replace(
         g,
         epoch=epoch,
@@ -139,10 +158,14 @@ def rekey(
         exp=new.exp,
     )
     store.drop_allocations(g.name, except_gid=new.gid)
-    for m in remaining:
-        if m.sender_id is not None:
-            store.record_allocation(g.name, new.gid, m.sender_id, m.node)
-    store.set_sid_cursor(g.name, new.gid, 0, 0)
+    store.carry_allocations(g.name, new.gid)
+    # The cursor starts at the first ID no remaining member holds, where a walk from 0
+    # would stop: rekeying on every join then costs each join no walk over the group.
+    held = {sid_index(m.sender_id) for m in remaining if m.sender_id is not None}
+    first_free = 0
+    while first_free in held:
+        first_free += 1
+    store.set_sid_cursor(g.name, new.gid, first_free, 0)
     store.add_stale_set(g.name, new.num, dumps([]), g.stale_sets_kept)
     store.set_evicted_elders(g.name, {m.node for m in elders})
     payload = dumps(rekeying_body(new, stale, now))

@@ -23,6 +23,7 @@ process holds.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
@@ -98,6 +99,16 @@ class ClaimedSequence(SenderSequence):
             )
         self._next = seq + 1
         return seq
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the next number needs a fresh block."""
+        return self._next >= self._limit
+
+    def grant(self, first: int) -> None:
+        """Take the block starting at ``first``, claimed for this sequence by the caller."""
+        self._next = first
+        self._limit = first + self.step
 
     def peek(self) -> int:
         """The number :meth:`next` would take now (a later claim may only be higher)."""
@@ -214,12 +225,27 @@ class _GmSite(Site):
 class GroupManagerService:
     """Serves a :class:`GroupManager` to nodes over their commissioned OSCORE channels."""
 
-    def __init__(self, gm: GroupManager, *, sequence_step: int = 64) -> None:
+    def __init__(
+        self,
+        gm: GroupManager,
+        *,
+        sequence_step: int = 64,
+        notify_batch: int = 64,
+        notify_interval: float = 0.0,
+    ) -> None:
+        if notify_batch < 1 or notify_interval < 0:
+            raise ValueError("notify_batch must be >= 1 and notify_interval >= 0")
         self.gm = gm
         self._security = _ChannelSecurity(gm.store if gm.store.shared else None)
         self._contexts: dict[str, SecurityContext] = {}
         self._sequence_step = sequence_step
         self._pending: dict[tuple[str, tuple[str, ...]], tuple[Notification, int | None]] = {}
+        #: (node, path) whose observers still have to be woken, in the order queued
+        self._due: dict[tuple[str, tuple[str, ...]], None] = {}
+        self._notify_batch = notify_batch
+        self._notify_interval = notify_interval
+        self._flush_task: asyncio.Task[None] | None = None
+        self._last_num: tuple[bytes, int | None] = (b"", None)
         self.protection = Protection(oscore=True, accept=self._accepts)
         self.site = _GmSite(self)
         # The admin interface (draft-ietf-ace-oscore-gm-admin): same channels, same site.
@@ -249,6 +275,10 @@ class GroupManagerService:
 
     async def close(self) -> None:
         """Stop serving (the store stays open; the GroupManager owns it)."""
+        self._due.clear()
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            await asyncio.gather(self._flush_task, return_exceptions=True)
         if self.endpoint is not None:
             await self.endpoint.close()
             self.endpoint = None
@@ -297,18 +327,70 @@ class GroupManagerService:
         return self._message(response)
 
     def deliver(self, notes: Iterable[Notification]) -> None:
-        """Queue each notification for its node and wake that node's observers."""
+        """Queue each notification for its node and wake that node's observers.
+
+        ``notify_batch`` nodes are woken at once, the rest by a flush that wakes as many per
+        loop iteration (``notify_interval`` apart): a rekeying of a large group goes out in
+        parallel but paced, and the notifications of back-to-back changes (joins that each
+        rekey) coalesce while the flush runs, each node getting only the newest message
+        queued for it. Nothing older than what the store holds is sent (see
+        :meth:`_take_pending`); a member that sees its version jump catches up over
+        /stale-sids (digest §8.2 step 5). Without a running event loop every observer is
+        woken at once.
+        """
         for note in notes:
             paths = {note.path}
             if note.code == Code.NOT_FOUND:  # eviction: end the group observation too
                 paths.add(("ace-group", note.group))
             num = self._num_of(note)
             for path in paths:
-                self._pending[(note.node, path)] = (note, num)
-                resource = self.site.lookup(path)
-                for obs in resource.observers if resource is not None else ():
-                    if getattr(obs.request, "node", None) == note.node and obs.trigger:
-                        obs.trigger(obs)
+                key = (note.node, path)
+                self._pending[key] = (note, num)
+                self._due[key] = None
+        if self._flush_task is not None or not self._due:
+            return  # a running flush takes what was queued
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._wake(self._take_due(len(self._due)))
+            return
+        # The first batch at once, before the response that caused it leaves (a small
+        # group hears of new keys before the joiner can use them); the rest paced.
+        self._wake(self._take_due(self._notify_batch))
+        if self._due:
+            self._flush_task = loop.create_task(self._flush())
+
+    def _take_due(self, count: int) -> list[tuple[str, tuple[str, ...]]]:
+        batch: list[tuple[str, tuple[str, ...]]] = []
+        for key in self._due:
+            if len(batch) >= count:
+                break
+            batch.append(key)
+        for key in batch:
+            del self._due[key]
+        return batch
+
+    async def _flush(self) -> None:
+        """Wake the remaining due observers in batches, one batch per loop iteration."""
+        try:
+            while self._due:
+                # let the woken observers render and send before the next batch
+                await asyncio.sleep(self._notify_interval)
+                self._wake(self._take_due(self._notify_batch))
+        finally:
+            self._flush_task = None
+
+    def _wake(self, keys: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Trigger the observers of each (node, path), one pass over each path's observers."""
+        self._claim_blocks({node for node, _ in keys})
+        by_path: dict[tuple[str, ...], set[str]] = {}
+        for node, path in keys:
+            by_path.setdefault(path, set()).add(node)
+        for path, nodes in by_path.items():
+            resource = self.site.lookup(path)
+            for obs in resource.observers if resource is not None else ():
+                if getattr(obs.request, "node", None) in nodes and obs.trigger:
+                    obs.trigger(obs)
 
     def resource(self, path: tuple[str, ...]) -> Resource:
         """The resource object for ``path``; observable ones are kept for their observers."""
@@ -331,6 +413,25 @@ class GroupManagerService:
         return _GmResource(self, path, hidden=True)
 
     # --- internals --------------------------------------------------------------------------
+
+    def _claim_blocks(self, nodes: set[str]) -> None:
+        """Claim the sequence-number blocks the notifications to ``nodes`` will need in one
+        store transaction, rather than one transaction (and commit) per member."""
+        empty: dict[str, ClaimedSequence] = {}
+        for node in nodes:
+            context = self._contexts.get(node)
+            sequence = context.sequence if context is not None else None
+            if isinstance(sequence, ClaimedSequence) and sequence.exhausted:
+                empty[sequence.key] = sequence
+        if len(empty) < 2:
+            return  # one claim is what the sequence does by itself
+        try:
+            firsts = self.gm.store.claim_many(sorted(empty), self._sequence_step)
+        except self.gm.store.failures as e:
+            log.warning("cannot claim sequence numbers in advance: %s", e)
+            return  # each notification claims its own block (or fails) as before
+        for key, first in firsts.items():
+            empty[key].grant(first)
 
     def _accepts(self, binding: Any) -> bool:
         return self._security.node_of(binding) is not None
@@ -365,9 +466,14 @@ class GroupManagerService:
     def _num_of(self, note: Notification) -> int | None:
         if note.code != Code.CONTENT or len(note.path) != 2:
             return None
+        last_payload, last_num = self._last_num
+        if note.payload is last_payload:  # a rekeying sends one payload to every member
+            return last_num
         body = loads_strict(note.payload, "notification")  # our own encoding
         num = body.get(Param.NUM) if isinstance(body, dict) else None
-        return num if isinstance(num, int) else None
+        result = num if isinstance(num, int) else None
+        self._last_num = (note.payload, result)
+        return result
 
     def _take_pending(self, node: str, path: tuple[str, ...]) -> Notification | None:
         entry = self._pending.pop((node, path), None)

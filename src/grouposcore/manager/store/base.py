@@ -1,35 +1,30 @@
-"""The store interface of the Group Manager: records, schema and the SQL both backends share.
+"""The store interface of the Group Manager: :class:`Store`, the typed access to its database.
 
-Why this shape: a Group Manager that forgets a Sender ID allocation after a crash could hand
-the same ID out twice under one Gid, which breaks nonce uniqueness for the whole group. So
-every state change (a join, a rekeying, a credential update) is one transaction, and write
-transactions are serialised: SQLite's ``BEGIN IMMEDIATE`` takes the database's write lock,
-PostgreSQL's transaction takes one advisory lock first. A transaction therefore reads the
-state every earlier one committed and nobody else writes until it ends, which is the
-isolation a read-then-allocate step (Sender IDs, Gid prefixes, channel IDs) needs; several
-GM processes on one database behave like one. A response leaves the GM only after its
-commit, so a GM killed at any point leaves the state of the last committed change.
-
-Reads outside a transaction see committed state only, never a half-written group.
-The SQL is written once with ``?`` parameters and upserts (``ON CONFLICT ... DO UPDATE``),
-which both SQLite and PostgreSQL accept; a backend supplies the connection, the column
-types, the locking and the error types.
+The store is split along its seams: :mod:`.schema` (the tables), :mod:`.records` (the
+records and their rows), :mod:`.txn` (backend primitives and transactions: why every change
+is one serialised transaction is told there), :mod:`.nodes` (per-node state: channels,
+EDHOC, sequence numbers, challenges) and this module, the group state (GM keys, groups,
+members, Sender IDs, stale sets, the access list and administrators).
 """
 
 from __future__ import annotations
 
-import asyncio
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 
-from grouposcore.cose import hkdf_by_id
-from grouposcore.errors import ManagerStoreError
-from grouposcore.oscore import SecurityContext, SenderSequence
+from grouposcore.cose import Credential, public_key_bytes
+from grouposcore.manager.store.nodes import NodeStore
+from grouposcore.manager.store.records import (
+    GROUP_COLS,
+    MEMBER_COLS,
+    AccessEntry,
+    ChannelMaterial,
+    GroupRecord,
+    MemberRecord,
+    group_from_row,
+)
+from grouposcore.manager.store.schema import SCHEMA_VERSION, schema_statements
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -41,375 +36,20 @@ __all__ = [
     "schema_statements",
 ]
 
-SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value {int} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS gm_keys (
-    sign_alg {int} PRIMARY KEY,
-    private_key {blob} NOT NULL,
-    credential {blob} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS groups (
-    name TEXT PRIMARY KEY,
-    gid_prefix {blob} NOT NULL UNIQUE,
-    epoch {int} NOT NULL,
-    epoch_len {int} NOT NULL,
-    gid {blob} NOT NULL UNIQUE,
-    master_secret {blob} NOT NULL,
-    master_salt {blob} NOT NULL,
-    num {int} NOT NULL,
-    exp {int} NOT NULL,
-    lifetime {int} NOT NULL,
-    hkdf_alg {int} NOT NULL,
-    aead_alg {int},
-    group_enc_alg {int} NOT NULL,
-    sign_alg {int} NOT NULL,
-    ecdh_alg {int},
-    cred_fmt {int} NOT NULL,
-    max_sid_len {int} NOT NULL,
-    policies {blob} NOT NULL,
-    backward_security {int} NOT NULL,
-    active {int} NOT NULL,
-    stale_sets_kept {int} NOT NULL,
-    created_at {real} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS members (
-    grp TEXT NOT NULL REFERENCES groups(name),
-    node TEXT NOT NULL,
-    roles {int} NOT NULL,
-    credential {blob},
-    sender_id {blob},
-    birth_gid {blob} NOT NULL,
-    scope {blob} NOT NULL,
-    client_nonce {blob} NOT NULL,
-    joined_at {real} NOT NULL,
-    PRIMARY KEY (grp, node)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS members_sid ON members (grp, sender_id)
-    WHERE sender_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS sid_allocations (
-    grp TEXT NOT NULL REFERENCES groups(name),
-    gid {blob} NOT NULL,
-    sender_id {blob} NOT NULL,
-    node TEXT NOT NULL,
-    PRIMARY KEY (grp, gid, sender_id)
-);
-CREATE INDEX IF NOT EXISTS sid_allocations_node ON sid_allocations (grp, gid, node);
-CREATE TABLE IF NOT EXISTS sid_cursors (
-    grp TEXT PRIMARY KEY REFERENCES groups(name),
-    gid {blob} NOT NULL,
-    next_index {int} NOT NULL,
-    relinquished {int} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS evicted_elders (
-    grp TEXT NOT NULL REFERENCES groups(name),
-    node TEXT NOT NULL,
-    PRIMARY KEY (grp, node)
-);
-CREATE TABLE IF NOT EXISTS stale_sets (
-    grp TEXT NOT NULL REFERENCES groups(name),
-    num {int} NOT NULL,
-    sender_ids {blob} NOT NULL,
-    PRIMARY KEY (grp, num)
-);
-CREATE TABLE IF NOT EXISTS access (
-    node TEXT NOT NULL,
-    grp TEXT NOT NULL,
-    roles {int} NOT NULL,
-    PRIMARY KEY (node, grp)
-);
-CREATE TABLE IF NOT EXISTS admins (
-    node TEXT NOT NULL,
-    pattern TEXT NOT NULL,
-    perms {int} NOT NULL,
-    PRIMARY KEY (node, pattern)
-);
-CREATE TABLE IF NOT EXISTS group_info (
-    grp TEXT PRIMARY KEY REFERENCES groups(name),
-    info {blob} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS challenges (
-    node TEXT PRIMARY KEY,
-    challenge {blob} NOT NULL,
-    expires {real} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS request_pivs (
-    key TEXT NOT NULL,
-    piv {int} NOT NULL,
-    PRIMARY KEY (key, piv)
-);
-CREATE TABLE IF NOT EXISTS sequence_numbers (
-    key TEXT PRIMARY KEY,
-    upto {int} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS channels (
-    node TEXT PRIMARY KEY,
-    master_secret {blob} NOT NULL,
-    master_salt {blob} NOT NULL,
-    gm_sender_id {blob} NOT NULL,
-    node_sender_id {blob} NOT NULL UNIQUE,
-    id_context {blob},
-    aead_alg {int} NOT NULL,
-    hkdf_alg {int} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS edhoc_peers (
-    node TEXT PRIMARY KEY,
-    credential {blob} NOT NULL UNIQUE,
-    kid {blob}
-);
-CREATE TABLE IF NOT EXISTS edhoc_identity (
-    one {int} PRIMARY KEY CHECK (one = 1),
-    private_key {blob} NOT NULL,
-    credential {blob} NOT NULL
-);
-"""
+def credential_key(credential: bytes) -> bytes:
+    """The public key a stored credential holds (the identity of a member, digest §8.3)."""
+    return public_key_bytes(Credential.from_ccs(credential).public_key)
 
 
-def schema_statements(*, blob: str, real: str, integer: str) -> list[str]:
-    """The CREATE statements with a backend's column types filled in."""
-    text = _SCHEMA.format(blob=blob, real=real, int=integer)
-    return [s.strip() for s in text.split(";") if s.strip()]
-
-
-@dataclass(frozen=True)
-class GroupRecord:
-    """One OSCORE group as stored: its current Common Context and its policies."""
-
-    name: str
-    gid_prefix: bytes
-    epoch: int
-    epoch_len: int
-    gid: bytes
-    master_secret: bytes
-    master_salt: bytes
-    num: int
-    exp: int
-    lifetime: int
-    hkdf_alg: int
-    aead_alg: int | None
-    group_enc_alg: int
-    sign_alg: int
-    ecdh_alg: int | None
-    cred_fmt: int
-    max_sid_len: int
-    policies: bytes
-    backward_security: bool
-    active: bool
-    stale_sets_kept: int
-    created_at: float
-
-
-@dataclass(frozen=True)
-class MemberRecord:
-    """A current member: roles, credential (None for monitors), Sender ID and join data."""
-
-    group: str
-    node: str
-    roles: int
-    credential: bytes | None
-    sender_id: bytes | None
-    birth_gid: bytes
-    scope: bytes
-    client_nonce: bytes
-    joined_at: float
-
-
-@dataclass(frozen=True)
-class AccessEntry:
-    """Access-list entry: ``node`` may join ``group`` with a subset of the ``roles`` bitmap."""
-
-    node: str
-    group: str
-    roles: int
-
-
-@dataclass(frozen=True)
-class ChannelMaterial:
-    """Commissioning material of the pairwise OSCORE (RFC 8613) context between GM and node."""
-
-    node: str
-    master_secret: bytes
-    master_salt: bytes
-    gm_sender_id: bytes
-    node_sender_id: bytes
-    id_context: bytes | None
-    aead_alg: int
-    hkdf_alg: int
-
-    def context(
-        self, *, as_gm: bool, sequence: SenderSequence | None = None,
-        replay_window_valid: bool = True,
-    ) -> SecurityContext:
-        """The channel's OSCORE context as the GM (``as_gm``) or as the node sees it: the
-        same material, with Sender and Recipient ID swapped."""
-        own, peer = ((self.gm_sender_id, self.node_sender_id) if as_gm
-                     else (self.node_sender_id, self.gm_sender_id))
-        return SecurityContext(
-            self.master_secret,
-            sender_id=own,
-            recipient_id=peer,
-            master_salt=self.master_salt,
-            id_context=self.id_context,
-            aead=self.aead_alg,
-            hkdf=hkdf_by_id(self.hkdf_alg),
-            sequence=sequence,
-            replay_window_valid=replay_window_valid,
-        )
-
-
-_GROUP_COLS = (
-    "name, gid_prefix, epoch, epoch_len, gid, master_secret, master_salt, num, exp, lifetime, "
-    "hkdf_alg, aead_alg, group_enc_alg, sign_alg, ecdh_alg, cred_fmt, max_sid_len, policies, "
-    "backward_security, active, stale_sets_kept, created_at"
-)
-_MEMBER_COLS = "grp, node, roles, credential, sender_id, birth_gid, scope, client_nonce, joined_at"
-_CHANNEL_COLS = (
-    "node, master_secret, master_salt, gm_sender_id, node_sender_id, id_context, aead_alg, hkdf_alg"
-)
-
-
-def _group(row: tuple[Any, ...]) -> GroupRecord:
-    r = list(row)
-    r[18] = bool(r[18])
-    r[19] = bool(r[19])
-    return GroupRecord(*r)
-
-
-class Store(ABC):
+class Store(NodeStore):
     """Typed access to the GM database. Mutations must run inside :meth:`transaction`.
 
     A backend implements the connection-level primitives (``_execute``, ``_begin``,
-    ``_commit``, ``_rollback``) and the sequence-number blocks; everything else is shared.
-    ``failures`` are the backend's exception types that mean "the database failed" (the GM
-    answers 5.00 to a request that hits one and changes nothing).
+    ``_commit``, ``_rollback``) of :class:`~grouposcore.manager.store.txn.StoreCore`;
+    everything else is shared. ``failures`` are the backend's exception types that mean "the
+    database failed" (the GM answers 5.00 to a request that hits one and changes nothing).
     """
-
-    failures: tuple[type[BaseException], ...] = ()
-    url: str
-
-    def __init__(self) -> None:
-        self._depth = 0
-        self._changed = False
-
-    # --- backend primitives ----------------------------------------------------------------
-
-    @abstractmethod
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> Any:
-        """Run one statement (``?`` parameters); return something with fetchone/fetchall."""
-
-    @abstractmethod
-    def _begin(self) -> None:
-        """Start a write transaction holding the store's write lock."""
-
-    @abstractmethod
-    def _commit(self, changed: bool) -> None:
-        """Commit; ``changed`` says whether other GM processes should hear about it."""
-
-    @abstractmethod
-    def _rollback(self) -> None:
-        """Abandon the transaction."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Close the connection (committed state is already durable)."""
-
-    @property
-    def shared(self) -> bool:
-        """Whether other GM processes may serve the same database at the same time (and
-        hear of each other's changes through :meth:`watch`)."""
-        return False
-
-    # --- transactions ------------------------------------------------------------------------
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic state change: everything inside commits together or not at all.
-
-        Nested calls join the outer transaction.
-        """
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        self._begin()
-        self._depth = 1
-        self._changed = False
-        try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self._rollback()
-            raise
-        self._depth = 0
-        self._commit(self._changed)
-
-    def _write(self, sql: str, args: tuple[Any, ...] = (), *, visible: bool = False) -> Any:
-        """A statement that changes state; ``visible`` marks the transaction as one other GM
-        processes must learn about (what their observers or channels see: keying material,
-        group flags, evictions, deletions, channels), so it ends with a notification."""
-        if not self._depth:
-            raise ManagerStoreError("state changes must run inside Store.transaction()")
-        if visible:
-            self._changed = True
-        return self._execute(sql, args)
-
-    def _announce(self) -> None:
-        """Mark the running transaction as one other GM processes must hear about."""
-        if not self._depth:
-            raise ManagerStoreError("state changes must run inside Store.transaction()")
-        self._changed = True
-
-    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self._execute(sql, args).fetchone()
-        return row
-
-    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._execute(sql, args).fetchall()]
-
-    def _upsert(
-        self, table: str, cols: str, keys: str, values: tuple[Any, ...], *, visible: bool = False
-    ) -> None:
-        """Insert a row or replace the one with the same ``keys``."""
-        names = [c.strip() for c in cols.split(",")]
-        key_names = {k.strip() for k in keys.split(",")}
-        updates = ", ".join(f"{c}=excluded.{c}" for c in names if c not in key_names)
-        self._write(
-            f"INSERT INTO {table}({cols}) VALUES ({','.join('?' * len(names))}) "
-            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}",
-            values,
-            visible=visible,
-        )
-
-    def _create_schema(self) -> None:
-        """Inside the caller's transaction: create missing tables, check the schema version."""
-        for statement in self._schema():
-            self._execute(statement, ())
-        row = self._one("SELECT value FROM meta WHERE key='schema'")
-        if row is None:
-            self._execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif row[0] == 1:
-            self._migrate_from_1()
-        elif row[0] != SCHEMA_VERSION:
-            raise ManagerStoreError(f"database schema {row[0]!r} is not {SCHEMA_VERSION}")
-
-    @abstractmethod
-    def _schema(self) -> list[str]:
-        """The backend's CREATE statements."""
-
-    def _migrate_from_1(self) -> None:
-        raise ManagerStoreError("database schema 1 exists only in SQLite files")
-
-    async def watch(self, changed: Callable[[], None]) -> None:
-        """Call ``changed`` whenever another GM process commits a visible change; runs until
-        cancelled. A store that no other process writes never calls it."""
-        await asyncio.Event().wait()
 
     # --- GM keys ------------------------------------------------------------------------
 
@@ -429,17 +69,18 @@ class Store(ABC):
 
     def group(self, name: str) -> GroupRecord | None:
         """The group called ``name``, or None."""
-        row = self._one(f"SELECT {_GROUP_COLS} FROM groups WHERE name=?", (name,))
-        return None if row is None else _group(row)
+        row = self._one(f"SELECT {GROUP_COLS} FROM groups WHERE name=?", (name,))
+        return None if row is None else group_from_row(row)
 
     def groups(self) -> list[GroupRecord]:
         """All groups, by name."""
-        return [_group(r) for r in self._all(f"SELECT {_GROUP_COLS} FROM groups ORDER BY name")]
+        rows = self._all(f"SELECT {GROUP_COLS} FROM groups ORDER BY name")
+        return [group_from_row(r) for r in rows]
 
     def group_by_gid(self, gid: bytes) -> GroupRecord | None:
         """The group whose current Gid is ``gid``."""
-        row = self._one(f"SELECT {_GROUP_COLS} FROM groups WHERE gid=?", (gid,))
-        return None if row is None else _group(row)
+        row = self._one(f"SELECT {GROUP_COLS} FROM groups WHERE gid=?", (gid,))
+        return None if row is None else group_from_row(row)
 
     def gid_prefixes(self) -> set[bytes]:
         """Every Gid prefix in use (each group owns one, which keeps Gids unique per GM)."""
@@ -449,7 +90,7 @@ class Store(ABC):
         """Create a group row."""
         self._announce()
         self._write(
-            f"INSERT INTO groups({_GROUP_COLS}) VALUES ({','.join('?' * 22)})",
+            f"INSERT INTO groups({GROUP_COLS}) VALUES ({','.join('?' * 22)})",
             (
                 g.name, g.gid_prefix, g.epoch, g.epoch_len, g.gid, g.master_secret,
                 g.master_salt, g.num, g.exp, g.lifetime, g.hkdf_alg, g.aead_alg,
@@ -510,8 +151,8 @@ class Store(ABC):
     def delete_group(self, name: str) -> None:
         """Remove a group with everything kept about it (members, IDs, access entries)."""
         self._announce()
-        for table in ("members", "sid_allocations", "sid_cursors", "evicted_elders",
-                      "stale_sets", "access", "group_info"):  # fmt: skip
+        for table in ("member_keys", "members", "sid_allocations", "sid_cursors",
+                      "evicted_elders", "stale_sets", "access", "group_info"):  # fmt: skip
             self._write(f"DELETE FROM {table} WHERE grp=?", (name,))
         self._write("DELETE FROM groups WHERE name=?", (name,))
 
@@ -551,34 +192,63 @@ class Store(ABC):
 
     def member(self, group: str, node: str) -> MemberRecord | None:
         """The membership of ``node`` in ``group``, or None."""
-        row = self._one(f"SELECT {_MEMBER_COLS} FROM members WHERE grp=? AND node=?", (group, node))
+        row = self._one(f"SELECT {MEMBER_COLS} FROM members WHERE grp=? AND node=?", (group, node))
         return None if row is None else MemberRecord(*row)
 
     def members(self, group: str) -> list[MemberRecord]:
         """Current members of ``group``, by node name."""
-        rows = self._all(f"SELECT {_MEMBER_COLS} FROM members WHERE grp=? ORDER BY node", (group,))
+        rows = self._all(f"SELECT {MEMBER_COLS} FROM members WHERE grp=? ORDER BY node", (group,))
         return [MemberRecord(*r) for r in rows]
 
     def upsert_member(self, m: MemberRecord) -> None:
         """Insert or replace one membership."""
         self._upsert(
-            "members", _MEMBER_COLS, "grp, node",
+            "members", MEMBER_COLS, "grp, node",
             (
                 m.group, m.node, m.roles, m.credential, m.sender_id, m.birth_gid, m.scope,
                 m.client_nonce, m.joined_at,
             ),
         )  # fmt: skip
+        self._set_member_key(m.group, m.node, m.credential)
 
     def delete_member(self, group: str, node: str) -> None:
         """End a membership."""
         self._announce()
         self._write("DELETE FROM members WHERE grp=? AND node=?", (group, node))
+        self._write("DELETE FROM member_keys WHERE grp=? AND node=?", (group, node))
 
     def set_member_credential(self, group: str, node: str, credential: bytes) -> None:
         """Replace a member's authentication credential."""
         self._write(
             "UPDATE members SET credential=? WHERE grp=? AND node=?", (credential, group, node)
         )
+        self._set_member_key(group, node, credential)
+
+    def nodes_with_key(self, group: str, public_key: bytes) -> list[str]:
+        """The members of ``group`` whose credential holds ``public_key`` (one index lookup,
+        so a join's "is this key someone else's" check does not grow with the group)."""
+        rows = self._all("SELECT node FROM member_keys WHERE grp=? AND public_key=? "
+                         "ORDER BY node", (group, public_key))  # fmt: skip
+        return [str(r[0]) for r in rows]
+
+    def _set_member_key(self, group: str, node: str, credential: bytes | None) -> None:
+        """Keep the member_keys index in step with the member's credential."""
+        if credential is None:
+            self._write("DELETE FROM member_keys WHERE grp=? AND node=?", (group, node))
+            return
+        self._upsert("member_keys", "grp, node, public_key", "grp, node",
+                     (group, node, credential_key(credential)))  # fmt: skip
+
+    def _migrate_from_2(self) -> None:
+        """Schema 3 adds the member_keys index: (re)fill it from the stored credentials."""
+        self._execute("DELETE FROM member_keys", ())
+        rows = self._all("SELECT grp, node, credential FROM members "
+                         "WHERE credential IS NOT NULL")  # fmt: skip
+        for grp, node, credential in rows:
+            self._execute(
+                "INSERT INTO member_keys(grp, node, public_key) VALUES (?, ?, ?)",
+                (grp, node, credential_key(bytes(credential))),
+            )
 
     def set_member_sender_id(self, group: str, node: str, sender_id: bytes) -> None:
         """Give a member a new Sender ID (the allocation must already be recorded)."""
@@ -611,6 +281,15 @@ class Store(ABC):
         self._write(
             "INSERT INTO sid_allocations(grp, gid, sender_id, node) VALUES (?, ?, ?, ?)",
             (group, gid, sender_id, node),
+        )
+
+    def carry_allocations(self, group: str, gid: bytes) -> None:
+        """Record every current member's Sender ID as taken under ``gid`` (a rekeying keeps
+        them), in one statement however large the group."""
+        self._write(
+            "INSERT INTO sid_allocations(grp, gid, sender_id, node) "
+            "SELECT grp, ?, sender_id, node FROM members WHERE grp=? AND sender_id IS NOT NULL",
+            (gid, group),
         )
 
     def drop_allocations(self, group: str, except_gid: bytes) -> None:
@@ -707,131 +386,12 @@ class Store(ABC):
         rows = self._all("SELECT node, grp, roles FROM access ORDER BY node, grp")
         return [AccessEntry(*r) for r in rows]
 
-    # --- channels -----------------------------------------------------------------------
-
-    def channel(self, node: str) -> ChannelMaterial | None:
-        """The commissioned OSCORE channel material of ``node``."""
-        row = self._one(f"SELECT {_CHANNEL_COLS} FROM channels WHERE node=?", (node,))
-        return None if row is None else ChannelMaterial(*row)
-
-    def channel_by_sender_id(self, node_sender_id: bytes) -> ChannelMaterial | None:
-        """The channel whose node uses ``node_sender_id`` (the kid the GM receives)."""
-        row = self._one(
-            f"SELECT {_CHANNEL_COLS} FROM channels WHERE node_sender_id=?", (node_sender_id,)
-        )
-        return None if row is None else ChannelMaterial(*row)
-
-    def channels(self) -> list[ChannelMaterial]:
-        """Every commissioned channel."""
-        return [
-            ChannelMaterial(*r)
-            for r in self._all(f"SELECT {_CHANNEL_COLS} FROM channels ORDER BY node")
-        ]
-
-    def put_channel(self, c: ChannelMaterial) -> None:
-        """Insert or replace a node's channel material."""
-        self._announce()
-        self._upsert(
-            "channels", _CHANNEL_COLS, "node",
-            (
-                c.node, c.master_secret, c.master_salt, c.gm_sender_id, c.node_sender_id,
-                c.id_context, c.aead_alg, c.hkdf_alg,
-            ),
-        )  # fmt: skip
-
-    # --- EDHOC (the GM's identity in meta, the nodes' credentials) -----------------------
-
-    def edhoc_identity(self) -> tuple[bytes, bytes] | None:
-        """(private key d, CCS credential) of the GM's EDHOC identity, if made yet."""
-        row = self._one("SELECT private_key, credential FROM edhoc_identity WHERE one=1")
-        return None if row is None else (bytes(row[0]), bytes(row[1]))
-
-    def put_edhoc_identity(self, d: bytes, credential: bytes) -> None:
-        """Store the GM's EDHOC key and credential (first one wins: a second GM process
-        racing to make one keeps the stored identity)."""
-        self._write("INSERT INTO edhoc_identity(one, private_key, credential) VALUES (1, ?, ?) "
-                    "ON CONFLICT (one) DO NOTHING", (d, credential))
-
-    def edhoc_peers(self) -> list[tuple[str, bytes, bytes | None]]:
-        """Every (node, CCS credential, kid) registered for EDHOC."""
-        return [
-            (r[0], bytes(r[1]), None if r[2] is None else bytes(r[2]))
-            for r in self._all("SELECT node, credential, kid FROM edhoc_peers ORDER BY node")
-        ]
-
-    def put_edhoc_peer(self, node: str, credential: bytes, kid: bytes | None) -> None:
-        """Register (or replace) ``node``'s EDHOC credential."""
-        self._upsert("edhoc_peers", "node, credential, kid", "node", (node, credential, kid))
-
-    def delete_edhoc_peer(self, node: str) -> None:
-        """Forget ``node``'s EDHOC credential."""
-        self._write("DELETE FROM edhoc_peers WHERE node=?", (node,))
-
-    # --- sender sequence numbers (the oscore SequenceNumberStore protocol) ---------------
-
-    def load(self, key: str) -> int | None:
-        """First sequence number usable after a restart for sender ``key`` (None: never)."""
-        row = self._one("SELECT upto FROM sequence_numbers WHERE key=?", (key,))
-        return None if row is None else int(row[0])
-
-    def reserve(self, key: str, upto: int) -> None:
-        """Durably record that numbers below ``upto`` may have been used (own transaction)."""
-        with self.transaction():
-            self._upsert("sequence_numbers", "key, upto", "key", (key, upto), visible=False)
-
-    def claim(self, key: str, count: int) -> int:
-        """Take ``count`` fresh numbers for sender ``key``: return the first of a block that
-        no earlier claim or reservation (of any GM process on this database) covers."""
-        with self.transaction():
-            first = self.load(key) or 0
-            self._upsert("sequence_numbers", "key, upto", "key", (key, first + count),
-                         visible=False)  # fmt: skip
-        return first
-
-    def challenge(self, node: str) -> tuple[bytes, float] | None:
-        """(N_S, expiry time) of the node's outstanding challenge, if any."""
-        row = self._one("SELECT challenge, expires FROM challenges WHERE node=?", (node,))
-        return None if row is None else (bytes(row[0]), float(row[1]))
-
-    def put_challenge(self, node: str, challenge: bytes, expires: float) -> None:
-        """Replace the node's outstanding challenge (own transaction)."""
-        with self.transaction():
-            self._upsert("challenges", "node, challenge, expires", "node",
-                         (node, challenge, expires), visible=False)  # fmt: skip
-
-    def drop_challenge(self, node: str) -> None:
-        """Forget the node's challenge (own transaction, or the caller's)."""
-        with self.transaction():
-            self._write("DELETE FROM challenges WHERE node=?", (node,), visible=False)
-
-    def fresh_request(self, key: str, piv: int, window: int) -> bool:
-        """Record that a request with Partial IV ``piv`` arrived on the channel ``key``, for
-        every GM process on this database. False (a replay) if any of them saw that number
-        before, or if it lies ``window`` or more below the highest one seen. Only the latest
-        ``window`` numbers per channel are kept."""
-        with self.transaction():
-            row = self._one("SELECT MAX(piv) FROM request_pivs WHERE key=?", (key,))
-            top = None if row is None or row[0] is None else int(row[0])
-            if top is not None and piv <= top - window:
-                return False
-            if self._one("SELECT 1 FROM request_pivs WHERE key=? AND piv=?", (key, piv)):
-                return False
-            self._write("INSERT INTO request_pivs(key, piv) VALUES (?, ?)", (key, piv),
-                        visible=False)  # fmt: skip
-            self._write("DELETE FROM request_pivs WHERE key=? AND piv<=?",
-                        (key, max(piv, top or 0) - window), visible=False)  # fmt: skip
-        return True
-
-    def forget_sequence(self, key: str) -> None:
-        """Drop the reservation of a sender whose keys are gone for good (they never come
-        back, so neither can a nonce reuse)."""
-        self._write("DELETE FROM sequence_numbers WHERE key=?", (key,))
-
     # --- whole-state view ---------------------------------------------------------------
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's rows in a stable order: what 'same state after restart' compares."""
-        tables = ("meta", "gm_keys", "groups", "members", "sid_allocations", "sid_cursors",
-                  "evicted_elders", "stale_sets", "access", "channels", "edhoc_peers",
-                  "edhoc_identity", "admins", "group_info", "sequence_numbers")  # fmt: skip
+        tables = ("meta", "gm_keys", "groups", "members", "member_keys", "sid_allocations",
+                  "sid_cursors", "evicted_elders", "stale_sets", "access", "channels",
+                  "edhoc_peers", "edhoc_identity", "admins", "group_info",
+                  "sequence_numbers")  # fmt: skip
         return {t: self._all(f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}

@@ -19,7 +19,7 @@ from typing import Any
 import cbor2
 
 from grouposcore.errors import ManagerStoreError
-from grouposcore.manager.store.base import SCHEMA_VERSION, Store, schema_statements
+from grouposcore.manager.store.base import Store, schema_statements
 
 __all__ = ["SqliteStore"]
 
@@ -106,4 +106,3 @@ class SqliteStore(Store):
                 "INSERT OR REPLACE INTO stale_sets(grp, num, sender_ids) VALUES (?, ?, ?)",
                 (grp, num, cbor2.dumps(gone)),
             )
-        self._db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))

@@ -200,7 +200,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "group-skip-signature-check",
         "oscore/group.py",
-        (("            rc.verify(sig, countersign_structure(aad_array, ciphertext))\n",
+        (("            verify(sig, countersign_structure(aad_array, ciphertext))\n",
           "            pass\n"),),
         OSCORE,
         "group mode: the signature proves which member sent; it is checked before decryption",
@@ -263,7 +263,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "group-response-replay",
         "oscore/group.py",
-        (("        tracker.check(opt.piv)\n", "        pass\n"),),
+        (("        tracker.check(resp_piv)\n", "        pass\n"),),
         OSCORE,
         "a replayed group response or notification must be refused",
     ),

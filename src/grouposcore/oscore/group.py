@@ -58,6 +58,7 @@ from grouposcore.oscore.common import (
     derive,
     is_registration,
     needs_fresh_piv,
+    new_response_info,
     parse_oscore_option,
 )
 from grouposcore.oscore.option import encode_option, piv_from_int
@@ -107,6 +108,14 @@ def check_freshness_policy(policy: object) -> FreshnessPolicy:
 
 def _as_credential(cred: Credential | bytes) -> Credential:
     return cred if isinstance(cred, Credential) else Credential.from_ccs(cred)
+
+
+#: CBOR heads of byte strings shorter than 24 bytes (kids and Partial IVs), by length
+_BSTR_HEAD = tuple(bytes((0x40 | n,)) for n in range(24))
+
+
+def _no_mode(id_piv: bytes, piv: bytes) -> bytes:
+    raise ModeNotSupported("this group has no such mode")
 
 
 def _cbor_alg(alg: Any) -> bytes:
@@ -218,11 +227,13 @@ class GroupContext:
         self.max_id_len = min(nonce_lens) - 6
         self.common_iv = derive(hkdf, master_secret, master_salt, b"", gid, base_alg.id, "IV",
                                 max(nonce_lens))
-        self._group_nonces = (
-            NonceFactory(self.common_iv, self.group_enc.nonce_len) if self.group_enc else None
+        # bound nonce builders (a mode this group lacks is refused before any nonce is made)
+        self._group_nonce: Callable[[bytes, bytes], bytes] = (
+            NonceFactory(self.common_iv, self.group_enc.nonce_len).nonce
+            if self.group_enc else _no_mode
         )
-        self._pairwise_nonces = (
-            NonceFactory(self.common_iv, self.aead.nonce_len) if self.aead else None
+        self._pairwise_nonce: Callable[[bytes, bytes], bytes] = (
+            NonceFactory(self.common_iv, self.aead.nonce_len).nonce if self.aead else _no_mode
         )
         self.signature_encryption_key = (
             derive(hkdf, master_secret, master_salt, b"", gid, self.group_enc.id, "SEKey",
@@ -240,8 +251,15 @@ class GroupContext:
         # None: CBOR null, as aiocoap's static groups without a Group Manager put it
         self._gm_cred_bstr = b"\xf6" if gm_cred is None else cbor_bstr(gm_cred)
         self._gid_bstr = cbor_bstr(gid)
+        # a request's external_aad after its PIV: options h'', then its kid context (Gid)
+        self._request_aad_mid = b"\x40" + self._gid_bstr
         # keystream info = [id, Gid, type, L]: everything after id is fixed per direction
         self._sig_len = self.signature.signature_len if self.signature else 0
+        self._group_aead = self.group_enc is not None and self.group_enc.is_aead
+        #: ciphertext (tag and at least one byte) and signature
+        self._min_group_payload = (
+            self._sig_len + self.group_enc.tag_len + 1 if self.group_enc is not None else 0
+        )
         self._sekey = self.signature_encryption_key or b""
         sig_len_cbor = cbor2.dumps(self._sig_len)
         self._ks_tail_request = self._gid_bstr + b"\xf5" + sig_len_cbor
@@ -267,7 +285,6 @@ class GroupContext:
                 raise OscoreError("Gid longer than 255 bytes does not fit the OSCORE option")
             self._request_option_tail = bytes((len(gid),)) + gid + sender_id
             self._request_aad_head = self._aad_head + cbor_bstr(sender_id)
-            self._request_aad_mid = b"\x40" + self._gid_bstr
             # the end of every external_aad this member protects: [.., sender_cred, gm_cred]
             self._own_aad_tail = cbor_bstr(self.credential.raw) + self._gm_cred_bstr
             self._response_options = {g: bytes((0x28 if g else 0x08,)) + sender_id
@@ -418,35 +435,38 @@ class GroupContext:
         return self.hkdf.derive(piv, self._sekey, b"\x84" + cbor_bstr(id_piv) + tail,
                                 self._sig_len)
 
-    def _seal_group(self, nonce: bytes, plaintext: bytes, aad_array: bytes, piv: bytes,
-                    id_piv: bytes, is_request: bool) -> bytes:
-        assert self.group_enc is not None and self.signature is not None
-        aad = enc_structure(aad_array) if self.group_enc.is_aead else b""
-        ciphertext = self._sender_group_cipher.encrypt(nonce, plaintext, aad)  # type: ignore[union-attr]
-        sig = self._sign(countersign_structure(aad_array, ciphertext))  # type: ignore[misc]
+    def _seal_group(self, plaintext: bytes, aad_array: bytes, piv: bytes, id_piv: bytes,
+                    is_request: bool) -> bytes:
+        """Encrypt, then sign and encrypt the signature (RFC 10021 §5.2, §5.3)."""
+        cipher, sign = self._sender_group_cipher, self._sign
+        assert cipher is not None and sign is not None  # the caller required group mode
+        aad = enc_structure(aad_array) if self._group_aead else b""
+        ciphertext = cipher.encrypt(self._group_nonce(id_piv, piv), plaintext, aad)
+        sig = sign(countersign_structure(aad_array, ciphertext))
         ks = self._keystream(piv, id_piv, is_request)
         n = len(sig)
         enc_sig = (int.from_bytes(sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
         return ciphertext + enc_sig
 
-    def _open_group(self, rc: RecipientContext, nonce: bytes, payload: bytes, aad_array: bytes,
-                    piv: bytes, id_piv: bytes, is_request: bool) -> bytes:
+    def _open_group(self, rc: RecipientContext, payload: bytes, aad_array: bytes, piv: bytes,
+                    id_piv: bytes, is_request: bool) -> bytes:
         """Verify the signature, then decrypt (RFC 10021 §7.2 step 6)."""
-        assert self.group_enc is not None and self.signature is not None
-        assert rc.verify is not None and rc.group_cipher is not None  # both come with group mode
-        n = self.signature.signature_len
-        if len(payload) < n + self.group_enc.tag_len + 1:
+        verify, cipher = rc.verify, rc.group_cipher
+        # both come with group mode, which _check_mode required
+        assert verify is not None and cipher is not None
+        n = self._sig_len
+        if len(payload) < self._min_group_payload:
             raise OscoreDecodeError("group-mode payload too short for ciphertext and signature")
         ciphertext, enc_sig = payload[:-n], payload[-n:]
         ks = self._keystream(piv, id_piv, is_request)
         sig = (int.from_bytes(enc_sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
         try:
-            rc.verify(sig, countersign_structure(aad_array, ciphertext))
+            verify(sig, countersign_structure(aad_array, ciphertext))
         except SignatureError as exc:
             raise ProtectionError("signature verification failed") from exc
-        aad = enc_structure(aad_array) if self.group_enc.is_aead else b""
+        aad = enc_structure(aad_array) if self._group_aead else b""
         try:
-            return rc.group_cipher.decrypt(nonce, ciphertext, aad)
+            return cipher.decrypt(self._group_nonce(id_piv, piv), ciphertext, aad)
         except DecryptionError as exc:
             raise ProtectionError("group-mode decryption failed") from exc
 
@@ -479,67 +499,60 @@ class GroupContext:
         # Request option and external_aad: everything but the PIV is fixed per sender
         # (flags | PIV | len(Gid) | Gid | own kid; aad [.., kid, PIV, h'', Gid, option, ..])
         option = bytes(((0x38 if group else 0x18) | len(piv),)) + piv + self._request_option_tail
-        prefix = self._request_aad_head + cbor_bstr(piv) + self._request_aad_mid
+        prefix = self._request_aad_head + _BSTR_HEAD[len(piv)] + piv + self._request_aad_mid
         aad_array = prefix + cbor_bstr(option) + self._own_aad_tail
         if group:
-            nonce = self._group_nonces.nonce(sid, piv)  # type: ignore[union-attr]
-            payload = self._seal_group(nonce, plaintext, aad_array, piv, sid, True)
+            payload = self._seal_group(plaintext, aad_array, piv, sid, True)
         else:
-            nonce = self._pairwise_nonces.nonce(sid, piv)  # type: ignore[union-attr]
+            nonce = self._pairwise_nonce(sid, piv)
             assert pairwise_sender is not None
             payload = pairwise_sender.encrypt(nonce, plaintext, enc_structure(aad_array))
-        binding = RequestBinding(
-            context=self,
-            request_kid=sid,
-            request_piv=piv,
-            request_kid_context=self.gid,
-            group_mode=group,
-            intended_recipient=pairwise_with,
-            observe=is_registration(message),
-            aad_prefix=prefix,
-        )
+        # positional: RequestBinding(context, request_kid, request_piv, request_kid_context,
+        # group_mode, intended_recipient, observe, trackers, aad_prefix)
+        binding = RequestBinding(self, sid, piv, self.gid, group, pairwise_with,
+                                 is_registration(message), None, prefix)
         return inner.assemble(message, outer, outer_code, option, payload), binding
 
     def unprotect_response(
         self, message: Message, binding: RequestBinding
     ) -> tuple[Message, ResponseInfo]:
         option_value, opt = parse_oscore_option(message)
-        kid = opt.kid
+        resp_piv, kid, kid_context, group = opt
+        intended = binding.intended_recipient
         if kid is None:
-            if binding.intended_recipient is None:
+            if intended is None:
                 raise OscoreDecodeError("response to a group request without kid")
-            kid = binding.intended_recipient
+            kid = intended
         if binding.intended_recipient is not None and kid != binding.intended_recipient:
             raise ProtectionError("pairwise response from another member than the one asked")
-        if opt.kid_context is not None and opt.kid_context != self.gid:
+        if kid_context is not None and kid_context != self.gid:
             raise ContextNotFound("response protected with another Gid")
-        self._check_mode(opt.group)
+        self._check_mode(group)
         rc, provisional = self._lookup(kid)
         tracker = binding.tracker(self.gid, kid)
-        tracker.check(opt.piv)
-        if opt.piv is None:
+        tracker.check(resp_piv)
+        if resp_piv is None:
             piv, id_piv = binding.request_piv, binding.request_kid
         else:
-            piv, id_piv = opt.piv, kid
+            piv, id_piv = resp_piv, kid
         aad_array = (self._binding_prefix(binding) + cbor_bstr(option_value) + rc.cred_bstr
                      + self._gm_cred_bstr)
-        if opt.group:
-            nonce = self._group_nonces.nonce(id_piv, piv)  # type: ignore[union-attr]
-            plaintext = self._open_group(rc, nonce, message.payload, aad_array, piv, id_piv, False)
+        if group:
+            plaintext = self._open_group(rc, message.payload, aad_array, piv, id_piv, False)
         else:
             plaintext = self._open_pairwise(rc, id_piv, piv, message.payload, aad_array)
         result = inner.merge(message, plaintext)
-        tracker.update(opt.piv)
+        binding.record(self.gid, kid, tracker, resp_piv)
         if provisional:
             self._insert(rc)
-        return result, ResponseInfo(kid, opt.group, opt.piv)
+        return result, new_response_info(ResponseInfo, (kid, group, resp_piv))
 
     def _open_pairwise(self, rc: RecipientContext, id_piv: bytes, piv: bytes, payload: bytes,
                        aad_array: bytes) -> bytes:
         cipher = rc._pairwise_recipient
         if cipher is None:
             cipher = self._pairwise_ciphers(rc)[1]
-        nonce = self._pairwise_nonces.nonce(id_piv, piv)  # type: ignore[union-attr]
+        nonce = self._pairwise_nonce(id_piv, piv)
         try:
             return cipher.decrypt(nonce, payload, enc_structure(aad_array))
         except DecryptionError as exc:
@@ -561,12 +574,12 @@ class GroupContext:
         protect the 4.01 + Echo answer with.
         """
         option_value, opt = parse_oscore_option(message)
-        if opt.piv is None or opt.kid is None or opt.kid_context is None:
+        piv, kid, kid_context, group = opt
+        if piv is None or kid is None or kid_context is None:
             raise OscoreDecodeError("group request without Partial IV, kid or kid context")
-        if opt.kid_context != self.gid:
+        if kid_context != self.gid:
             raise ContextNotFound("no group context for this Gid")
-        self._check_mode(opt.group)
-        kid, piv = opt.kid, opt.piv
+        self._check_mode(group)
         if kid == self.sender_id and not self.process_own_requests:
             raise ContextNotFound("request carries this member's own Sender ID")
         rc, provisional = self._lookup(kid)
@@ -574,24 +587,19 @@ class GroupContext:
         window = rc.replay_window
         if window.valid:
             window.check(seq)
-        prefix = self._aad_prefix(kid, piv, opt.kid_context)
+        # the kid context is this Gid: only kid and PIV vary in the shared prefix (both
+        # shorter than 24 bytes: a kid longer than any Sender ID has no context)
+        prefix = b"".join((self._aad_head, _BSTR_HEAD[len(kid)], kid, _BSTR_HEAD[len(piv)], piv,
+                           self._request_aad_mid))
         aad_array = prefix + cbor_bstr(option_value) + rc.cred_bstr + self._gm_cred_bstr
-        if opt.group:
-            nonce = self._group_nonces.nonce(kid, piv)  # type: ignore[union-attr]
-            plaintext = self._open_group(rc, nonce, message.payload, aad_array, piv, kid, True)
+        if group:
+            plaintext = self._open_group(rc, message.payload, aad_array, piv, kid, True)
         else:
             plaintext = self._open_pairwise(rc, kid, piv, message.payload, aad_array)
-        result = inner.merge(message, plaintext)
-        binding = ServerBinding(
-            context=self,
-            request_kid=kid,
-            request_piv=piv,
-            request_kid_context=opt.kid_context,
-            group_mode=opt.group,
-            recipient=rc,
-            observe=is_registration(result),
-            aad_prefix=prefix,
-        )
+        result, registration = inner.unwrap(message, plaintext)
+        # positional: ServerBinding(context, request_kid, request_piv, request_kid_context,
+        # group_mode, recipient, observe, responses_sent, aad_prefix)
+        binding = ServerBinding(self, kid, piv, kid_context, group, rc, registration, 0, prefix)
         if window.valid:
             window.update(seq)
         elif self.freshness == INSECURE_ACCEPT_REPLAYS:
@@ -649,8 +657,7 @@ class GroupContext:
             option = encode_option(piv, sid, kid_context, group)
         aad_array = self._binding_prefix(binding) + cbor_bstr(option) + self._own_aad_tail
         if group:
-            nonce = self._group_nonces.nonce(id_piv, nonce_piv)  # type: ignore[union-attr]
-            payload = self._seal_group(nonce, plaintext, aad_array, nonce_piv, id_piv, False)
+            payload = self._seal_group(plaintext, aad_array, nonce_piv, id_piv, False)
         else:
             if not self.pairwise_mode:
                 raise ModeNotSupported("this group has no pairwise mode")
@@ -661,7 +668,7 @@ class GroupContext:
             cipher = rc._pairwise_sender
             if cipher is None:
                 cipher = self._pairwise_ciphers(rc)[0]
-            nonce = self._pairwise_nonces.nonce(id_piv, nonce_piv)  # type: ignore[union-attr]
+            nonce = self._pairwise_nonce(id_piv, nonce_piv)
             payload = cipher.encrypt(nonce, plaintext, enc_structure(aad_array))
         binding.responses_sent += 1
         return inner.assemble(message, outer, outer_code, option, payload)

@@ -148,7 +148,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-response-aad-request-piv",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("        if binding.context is self and binding.aad_prefix:\n"
           "            return binding.aad_prefix\n"
           "        return self._aad_prefix(binding.request_kid, binding.request_piv,\n",
@@ -158,7 +158,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-response-aad-request-kid",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("        if binding.context is self and binding.aad_prefix:\n"
           "            return binding.aad_prefix\n"
           "        return self._aad_prefix(binding.request_kid, binding.request_piv,\n",
@@ -199,7 +199,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-skip-signature-check",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("            verify(sig, countersign_structure(aad_array, ciphertext))\n",
           "            pass\n"),),
         OSCORE,
@@ -207,7 +207,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-new-recipient-valid-after-delete",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("valid=self.replay_windows_valid and not self.recipient_deleted,",
           "valid=self.replay_windows_valid,"),),
         OSCORE,
@@ -215,7 +215,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-remove-recipient-not-a-deletion",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("        if self._recipients.pop(rid, None) is not None:\n"
           "            self.recipient_deleted = True\n",
           "        self._recipients.pop(rid, None)\n"),),
@@ -224,7 +224,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-lru-eviction-not-a-deletion",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("            self._recipients.popitem(last=False)\n"
           "            self.recipient_deleted = True\n",
           "            self._recipients.popitem(last=False)\n"),),
@@ -283,7 +283,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-flag-without-group-mode",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("        if group_flag and not self.group_mode:\n", "        if False:\n"),),
         OSCORE,
         "a group-mode message for a group without group mode is refused with a typed error",
@@ -300,7 +300,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-key-derivation-without-gid",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("derive(self.hkdf, self.master_secret, self.master_salt, id_, self.gid, alg.id,",
           "derive(self.hkdf, self.master_secret, self.master_salt, id_, None, alg.id,"),),
         OSCORE,

@@ -85,3 +85,16 @@ def test_response_info_compares_by_value_and_is_immutable() -> None:
     assert (info.sender_id, info.group_mode, info.piv) == (b"\x0b", True, None)
     with pytest.raises(AttributeError):
         info.piv = b"\x01"  # type: ignore[misc]
+
+
+def test_group_module_keeps_its_public_names_after_the_split() -> None:
+    from grouposcore.oscore import group, group_base
+    from grouposcore.oscore.freshness import check_freshness_policy
+
+    for name in ("GroupContext", "RecipientContext", "CredentialProvider", "FreshnessPolicy",
+                 "FRESHNESS_POLICIES", "INSECURE_ACCEPT_REPLAYS", "check_freshness_policy"):
+        assert hasattr(group, name)
+    assert issubclass(group.GroupContext, group_base.GroupContextBase)
+    assert check_freshness_policy("drop") == "drop"
+    with pytest.raises(Exception, match="unknown freshness policy"):
+        check_freshness_policy("sometimes")

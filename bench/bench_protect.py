@@ -55,7 +55,7 @@ of the per-round ratios is shown next to it as a noise check.
   and a zero tag; decrypt: the ciphertext without its tag; sign: 64 zero bytes; verify:
   nothing; keystream HKDF: zeros). They are installed by :func:`stub_crypto` at the objects
   the hot path calls (the ``cryptography`` primitive inside each bound cipher, the
-  context's signer and keystream derivation, each Recipient Context's verifier), so what
+  context's signer, verifier and keystream derivation), so what
   remains is the protocol work Python does around the crypto. The stubbed contexts protect
   their own inputs; a check before timing proves the stand-ins are the ones called.
 
@@ -290,7 +290,7 @@ def _stub_sign(data: bytes) -> bytes:
     return _SIG_ZEROS
 
 
-def _stub_verify(signature: bytes, data: bytes) -> None:
+def _stub_verify(public_key: Any, signature: bytes, data: bytes) -> None:
     return None
 
 
@@ -313,9 +313,9 @@ def stub_crypto(ctx: GroupContext) -> GroupContext:
         _stub_cipher(rc._pairwise_sender)
         _stub_cipher(rc._pairwise_recipient)
         _stub_cipher(rc.group_cipher)
-        rc.verify = _stub_verify
     _stub_cipher(ctx._sender_group_cipher)
     ctx._sign = _stub_sign
+    ctx._verify = _stub_verify
     ctx.hkdf = _StubHkdf()  # type: ignore[assignment]  # a stand-in, by design
     return ctx
 

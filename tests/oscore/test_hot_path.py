@@ -98,3 +98,28 @@ def test_group_module_keeps_its_public_names_after_the_split() -> None:
     assert check_freshness_policy("drop") == "drop"
     with pytest.raises(Exception, match="unknown freshness policy"):
         check_freshness_policy("sometimes")
+
+
+def test_recipient_context_keeps_under_1kib_of_python_heap() -> None:
+    """Issue 14 target 4: a member keeps one Recipient Context per other member."""
+    import gc
+    import tracemalloc
+
+    from grouposcore.cose import EDDSA, Credential
+
+    n = 200
+    creds = [Credential.build_ccs(EDDSA.generate_private_key().public_key(), -8, f"m{i}").raw
+             for i in range(n)]
+    ctx = A.context([], max_recipients=n + 1)
+    ctx.add_recipient(b"\xff", creds[0])  # one-time set-up outside the measurement
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            ctx.add_recipient(i.to_bytes(2, "big"), creds[i])
+        gc.collect()
+        per_recipient = (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+    assert per_recipient <= 1024, per_recipient

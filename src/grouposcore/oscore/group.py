@@ -311,7 +311,7 @@ class GroupContext(GroupContextBase):
                 new.recipient_deleted = True  # cannot happen under one Gid; never reuse it
                 continue
             rc = RecipientContext(rid, old.credential, old.key, old.group_cipher,
-                                  old.replay_window, old.verify)
+                                  old.replay_window)
             rc.echo_challenge = old.echo_challenge
             new._recipients[rid] = rc
         return new

@@ -19,6 +19,7 @@ from grouposcore.cose import (
     HKDF_SHA256,
     AeadAlgorithm,
     AnyPrivateKey,
+    AnyPublicKey,
     Cipher,
     Credential,
     HkdfAlgorithm,
@@ -163,6 +164,11 @@ class GroupContextBase:
         self._request_aad_mid = b"\x40" + self._gid_bstr
         # keystream info = [id, Gid, type, L]: everything after id is fixed per direction
         self._sig_len = self.signature.signature_len if self.signature else 0
+        #: signature check (public key, signature, data) for every Recipient Context's key,
+        #: each checked to fit the Signature Algorithm when its context was created
+        self._verify: Callable[[AnyPublicKey, bytes, bytes], None] | None = (
+            self.signature.key_verifier() if self.signature else None
+        )
         self._group_aead = self.group_enc is not None and self.group_enc.is_aead
         #: ciphertext (tag and at least one byte) and signature
         self._min_group_payload = (
@@ -232,8 +238,7 @@ class GroupContextBase:
             self.replay_window_size,
             valid=self.replay_windows_valid and not self.recipient_deleted,
         )
-        verify = self.signature.verifier(cred.public_key) if self.signature else None
-        return RecipientContext(rid, cred, key, group_cipher, window, verify)
+        return RecipientContext(rid, cred, key, group_cipher, window)
 
     def _pairwise_keys(self, rc: RecipientContext) -> tuple[bytes, bytes]:
         """(Pairwise Sender Key, Pairwise Recipient Key) shared with ``rc`` (RFC 10021 §2.5.1)."""
@@ -362,7 +367,7 @@ class GroupContextBase:
     def _open_group(self, rc: RecipientContext, payload: bytes, aad_array: bytes, piv: bytes,
                     id_piv: bytes, is_request: bool) -> bytes:
         """Verify the signature, then decrypt (RFC 10021 §7.2 step 6)."""
-        verify, cipher = rc.verify, rc.group_cipher
+        verify, cipher = self._verify, rc.group_cipher
         # both come with group mode, which _check_mode required
         assert verify is not None and cipher is not None
         n = self._sig_len
@@ -372,7 +377,7 @@ class GroupContextBase:
         ks = self._keystream(piv, id_piv, is_request)
         sig = (int.from_bytes(enc_sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
         try:
-            verify(sig, countersign_structure(aad_array, ciphertext))
+            verify(rc.credential.public_key, sig, countersign_structure(aad_array, ciphertext))
         except SignatureError as exc:
             raise ProtectionError("signature verification failed") from exc
         aad = enc_structure(aad_array) if self._group_aead else b""

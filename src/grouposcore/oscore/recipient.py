@@ -18,7 +18,11 @@ def as_credential(cred: Credential | bytes) -> Credential:
 
 
 class RecipientContext:
-    """What a member keeps about one other member that sends to it."""
+    """What a member keeps about one other member that sends to it.
+
+    Slotted and lean (one per group member, issue 14 target 4): the signature check is one
+    function per context applied to ``credential.public_key``, not one closure per member.
+    """
 
     __slots__ = (
         "_pairwise_recipient",
@@ -30,20 +34,16 @@ class RecipientContext:
         "key",
         "recipient_id",
         "replay_window",
-        "verify",
     )
 
     def __init__(
         self, recipient_id: bytes, credential: Credential, key: bytes | None,
         group_cipher: Cipher | None, window: ReplayWindow,
-        verify: Callable[[bytes, bytes], None] | None = None,
     ) -> None:
         self.recipient_id = recipient_id
         self.credential = credential
         #: the credential as a CBOR byte string, as it enters every external_aad
         self.cred_bstr = cbor_bstr(credential.raw)
-        #: signature check bound to the credential's key (None without group mode)
-        self.verify = verify
         self.key = key
         self.group_cipher = group_cipher
         self.replay_window = window

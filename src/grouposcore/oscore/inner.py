@@ -171,8 +171,11 @@ def unwrap(protected: Message, plaintext: bytes) -> tuple[Message, bool]:
     if inner_observe is not None and is_response and outer_observe:
         items = [item for item in items if item[0] != _OBSERVE]
         outer += outer_observe
-    if outer:  # outer numbers interleave with inner ones; a stable sort keeps value order
-        items = sorted(items + outer, key=_number)
+    if outer:
+        if not items or outer[-1][0] < items[0][0]:
+            items = outer + items  # the usual request: Uri-Host/Port before everything inner
+        else:  # numbers interleave; a stable sort keeps value order (inner first on ties)
+            items = sorted(items + outer, key=_number)
         if proxy and not is_response:
             items = _recompose_proxy_uri(items)
     message = Message(CODE_TABLE[plaintext[0]], protected.mtype, protected.mid,

@@ -8,9 +8,11 @@ one bare Ed25519 operation, pairwise mode close to one bare AES-CCM encryption, 
 than aiocoap), so everything below is measured side by side, interleaved round by round so
 that load from other processes hits every operation alike.
 
-What is timed. A round times, with ``time.perf_counter_ns``, one loop of ``n`` calls of
-every operation (n = 10 for the signing ones, 100 for the others), in an order shuffled
-per round; the reported figure is the median over the rounds of (loop time / n), in µs.
+What is timed. A round times, with the thread's CPU clock (``time.thread_time_ns``: time
+other processes take on a shared machine is not counted, issue 14), one loop of ``n``
+calls of every operation (n = 10 for the signing ones, 100 for the others), in an order
+shuffled per round; the reported figure is the median over the rounds of (loop time / n),
+in µs, printed next to the minimum.
 Rounds are short and many because the machine is shared: a burst of foreign load then
 spoils a few rounds of every operation alike instead of all of one. One untimed warm-up
 round runs first, and every timed loop is preceded by one untimed call of its operation
@@ -47,6 +49,15 @@ of the per-round ratios is shown next to it as a noise check.
   as aiocoap's own server dispatch does; its replay window is reset between rounds.
   Resetting ``request_id.can_reuse_nonce`` before each response protection is inside the
   loop (one attribute store).
+
+* stubbed (issue 14): every grouposcore operation once more on contexts whose crypto calls
+  are replaced by stand-ins that return right-sized bytes at once (AEAD encrypt: plaintext
+  and a zero tag; decrypt: the ciphertext without its tag; sign: 64 zero bytes; verify:
+  nothing; keystream HKDF: zeros). They are installed by :func:`stub_crypto` at the objects
+  the hot path calls (the ``cryptography`` primitive inside each bound cipher, the
+  context's signer, verifier and keystream derivation), so what
+  remains is the protocol work Python does around the crypto. The stubbed contexts protect
+  their own inputs; a check before timing proves the stand-ins are the ones called.
 
 Exit status is 0 (it is a report) unless ``--check`` is given and a target fails.
 """
@@ -107,9 +118,9 @@ class Case:
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            t0 = time.perf_counter_ns()
+            t0 = time.thread_time_ns()
             self.loop()
-            elapsed = time.perf_counter_ns() - t0
+            elapsed = time.thread_time_ns() - t0
         finally:
             if gc_was:
                 gc.enable()
@@ -118,6 +129,10 @@ class Case:
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
 
 
 def once(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
@@ -240,18 +255,106 @@ def floor_cases(inp: Inputs) -> list[Case]:
 # -- grouposcore ------------------------------------------------------------------------------
 
 
-class Prepared:
-    """Protected messages and bindings made by grouposcore, shared with the aiocoap cases;
-    n + 1 of each, the first one being the untimed warm-up of every round."""
+# -- crypto stand-ins (the stubbed figures) ---------------------------------------------------
 
-    def __init__(self, inp: Inputs) -> None:
+
+class _StubAead:
+    """Stands in for an AESCCM/AESGCM object: right-sized output, no work."""
+
+    __slots__ = ("_tag", "_zeros")
+
+    def __init__(self, tag_len: int) -> None:
+        self._tag = tag_len
+        self._zeros = bytes(tag_len)
+
+    def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes | None) -> bytes:
+        return plaintext + self._zeros
+
+    def decrypt(self, nonce: bytes, ciphertext: bytes, aad: bytes | None) -> bytes:
+        return ciphertext[: -self._tag]
+
+
+class _StubHkdf:
+    """Stands in for HKDF where the hot path derives the signature keystream."""
+
+    id = 5
+
+    def derive(self, salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
+        return bytes(length)
+
+
+_SIG_ZEROS = bytes(64)
+
+
+def _stub_sign(data: bytes) -> bytes:
+    return _SIG_ZEROS
+
+
+def _stub_verify(public_key: Any, signature: bytes, data: bytes) -> None:
+    return None
+
+
+def _stub_cipher(cipher: Any) -> None:
+    if cipher is None:
+        return
+    if not hasattr(cipher, "_prim"):
+        raise SystemExit(f"cannot stub {type(cipher).__name__}: not an AEAD cipher")
+    cipher._prim = _StubAead(cipher._tag_len)
+
+
+def stub_crypto(ctx: GroupContext) -> GroupContext:
+    """Replace every crypto call of ``ctx``'s hot path by a stand-in (module docstring).
+
+    Pairwise keys are derived (really) first, as a long-lived member has them cached.
+    """
+    for rc in ctx.recipients.values():
+        if ctx.pairwise_mode and ctx.sender_id is not None:
+            ctx._pairwise_ciphers(rc)
+        _stub_cipher(rc._pairwise_sender)
+        _stub_cipher(rc._pairwise_recipient)
+        _stub_cipher(rc.group_cipher)
+    _stub_cipher(ctx._sender_group_cipher)
+    ctx._sign = _stub_sign
+    ctx._verify = _stub_verify
+    ctx.hkdf = _StubHkdf()  # type: ignore[assignment]  # a stand-in, by design
+    return ctx
+
+
+def check_stubs(inp: Inputs) -> None:
+    """The stand-ins must be what runs: a stubbed group request ends in a zero tag and a
+    zero (signature XOR keystream), and a stubbed server accepts a flipped signature."""
+    req = Message.decode(inp.request_raw)
+    client = stub_crypto(inp.member("client"))
+    server = stub_crypto(inp.member("server"))
+    preq, _ = client.protect_request(req)
+    if preq.payload[-72:] != bytes(72):
+        raise SystemExit("stubbed crypto check failed: real crypto ran in group protect")
+    flipped = Message.decode(preq.encode())
+    flipped.payload = flipped.payload[:-1] + b"\x01"
+    server.unprotect_request(flipped)  # raises unless verification is stubbed
+    ppreq, _ = client.protect_request(req, pairwise_with=inp.sid)
+    if ppreq.payload[-8:] != bytes(8):
+        raise SystemExit("stubbed crypto check failed: real crypto ran in pairwise protect")
+
+
+# -- grouposcore ------------------------------------------------------------------------------
+
+
+class Prepared:
+    """Protected messages and bindings made by grouposcore (with real or stubbed crypto),
+    shared with the aiocoap cases; n + 1 of each, the first one being the untimed warm-up
+    of every round."""
+
+    def __init__(self, inp: Inputs, stub: bool = False) -> None:
         req = Message.decode(inp.request_raw)
         resp = Message.decode(inp.response_raw)
+        self.stub = stub
         self.requests: dict[str, list[bytes]] = {}
         self.responses: dict[str, list[tuple[bytes, Any]]] = {}
-        for mode, n in (("group", N_ASYM), ("pairwise", N_SYM)):
+        for mode in ("group", "pairwise"):
+            n = loop_len(mode, stub)
             target = None if mode == "group" else inp.sid
-            client, server = inp.member("client"), inp.member("server")
+            client, server = members(inp, stub)
             self.requests[mode] = [
                 client.protect_request(req, pairwise_with=target)[0].encode()
                 for _ in range(n + 1)
@@ -265,13 +368,29 @@ class Prepared:
             self.responses[mode] = pairs
 
 
+def loop_len(mode: str, stub: bool) -> int:
+    """Calls per timed loop: short loops for real signatures, long ones for the rest."""
+    return N_ASYM if mode == "group" and not stub else N_SYM
+
+
+def members(inp: Inputs, stub: bool) -> tuple[GroupContext, GroupContext]:
+    """A fresh (client, server) pair, with stubbed crypto if ``stub``."""
+    client, server = inp.member("client"), inp.member("server")
+    if stub:
+        stub_crypto(client)
+        stub_crypto(server)
+    return client, server
+
+
 def grouposcore_cases(inp: Inputs, prep: Prepared) -> list[Case]:
+    """The eight operations, keyed ``.../ours`` (real crypto) or ``.../stubbed``."""
+    tag = "stubbed" if prep.stub else "ours"
     req = Message.decode(inp.request_raw)
     resp = Message.decode(inp.response_raw)
     cases: list[Case] = []
-    for mode, n in (("group", N_ASYM), ("pairwise", N_SYM)):
+    for mode in ("group", "pairwise"):
         target = None if mode == "group" else inp.sid
-        client, server = inp.member("client"), inp.member("server")
+        client, server = members(inp, prep.stub)
         protect_req = client.protect_request
         unprotect_req = server.unprotect_request
         protect_resp = server.protect_response
@@ -282,6 +401,7 @@ def grouposcore_cases(inp: Inputs, prep: Prepared) -> list[Case]:
         _, sbinding = server.unprotect_request(requests[0])
         warm_req, timed_req = requests[0], requests[1:]
         timed_resp = responses[1:]
+        n = len(timed_req)
 
         def p_req(protect_req: Any = protect_req, target: Any = target, n: int = n) -> None:
             for _ in range(n):
@@ -315,11 +435,13 @@ def grouposcore_cases(inp: Inputs, prep: Prepared) -> list[Case]:
             u(*responses[0])
 
         cases += [
-            Case(f"{mode}_req_protect/ours", n, p_req, prep_p_req),
-            Case(f"{mode}_req_unprotect/ours", n, u_req, prep_u_req),
-            Case(f"{mode}_resp_protect/ours", n, p_resp, prep_p_resp),
-            Case(f"{mode}_resp_unprotect/ours", n, u_resp, prep_u_resp),
+            Case(f"{mode}_req_protect/{tag}", n, p_req, prep_p_req),
+            Case(f"{mode}_req_unprotect/{tag}", n, u_req, prep_u_req),
+            Case(f"{mode}_resp_protect/{tag}", n, p_resp, prep_p_resp),
+            Case(f"{mode}_resp_unprotect/{tag}", n, u_resp, prep_u_resp),
         ]
+    if prep.stub:
+        return cases
     # reference only: the CoAP codec on a protected group request
     raw = prep.requests["group"][0]
     msg = Message.decode(raw)
@@ -507,14 +629,34 @@ class Target:
         return self.ratio > self.limit
 
     def measure(self, cases: dict[str, Case]) -> None:
-        num, den = cases[self.num], cases[self.den]
+        num = cases[self.num]
+        if not self.den:  # an absolute figure in µs (the stubbed-crypto targets)
+            self.ratio, self.paired = num.median, num.min
+            return
+        den = cases[self.den]
         self.ratio = num.median / den.median
         self.paired = statistics.median(
             a / b for a, b in zip(num.samples, den.samples, strict=True))
 
 
+#: issue 14: protocol overhead with the crypto stubbed, µs (median)
+STUB_LIMITS = {"group_req_protect": 8.0, "group_req_unprotect": 8.0,
+               "pairwise_req_protect": 5.0, "pairwise_req_unprotect": 5.0,
+               "pairwise_resp_protect": 5.0, "pairwise_resp_unprotect": 5.0}
+#: which floor each operation's full cost is compared with
+FLOOR_OF = {"group": ("floor_sign", "floor_verify", "sign", "verify"),
+            "pairwise": ("floor_ccm", "floor_ccm", "AEAD", "AEAD")}
+
+
+def floor_for(key: str) -> tuple[str, str]:
+    """(floor case, short name) for an operation key such as ``group_req_unprotect``."""
+    sign, verify, sname, vname = FLOOR_OF[key.split("_")[0]]
+    return (sign, sname) if key.endswith("_protect") else (verify, vname)
+
+
 def targets(cases: dict[str, Case]) -> list[Target]:
-    """Issue 3's performance targets, for every operation they name."""
+    """Issue 3's performance targets, for every operation they name, then issue 14's
+    stubbed-crypto figures."""
     out: list[Target] = []
     for d, word in (("req", "request"), ("resp", "response")):
         out.append(Target(f"group {word} protect / Ed25519 sign",
@@ -531,6 +673,11 @@ def targets(cases: dict[str, Case]) -> list[Target]:
             protect = key.endswith("_protect")
             out.append(Target(f"aiocoap / ours: {label}", f"{key}/aiocoap", f"{key}/ours",
                               ">=" if protect else ">", 3.0 if protect else 1.0))
+    for key, limit in STUB_LIMITS.items():
+        if f"{key}/stubbed" in cases:
+            label = dict(ROWS)[key]
+            out.append(Target(f"{label}, crypto stubbed, µs", f"{key}/stubbed", "", "<=",
+                              limit))
     for t in out:
         t.measure(cases)
     return out
@@ -538,27 +685,68 @@ def targets(cases: dict[str, Case]) -> list[Target]:
 
 def render(cases: dict[str, Case], checks: list[Target], note: str, rounds: int,
            load: tuple[float, float]) -> str:
-    lines = [f"grouposcore protect/unprotect: median of {rounds} rounds, µs per operation; "
-             f"{note}; Python {sys.version.split()[0]}",
+    lines = [f"grouposcore protect/unprotect: thread CPU time, µs per operation, median and "
+             f"minimum of {rounds} rounds; {note}; Python {sys.version.split()[0]}",
              f"load average before/after: {load[0]:.2f}/{load[1]:.2f} on {os.cpu_count()} CPUs "
-             "(ratios move with it; --json lists every round and the minima)", ""]
-    head = f"{'operation':<40} {'grouposcore µs':>15} {'aiocoap µs':>11} {'aiocoap/ours':>13}"
+             "(--json lists every round)", ""]
+    head = (f"{'operation':<40} {'ours med':>9} {'ours min':>9} {'aiocoap med':>12} "
+            f"{'aiocoap/ours':>13}")
     lines += [head, "-" * len(head)]
     for key, label in ROWS:
-        ours = cases[f"{key}/ours"].median
+        c = cases[f"{key}/ours"]
         theirs = cases[f"{key}/aiocoap"].median if f"{key}/aiocoap" in cases else None
-        t = f"{theirs:11.1f}" if theirs is not None else f"{'-':>11}"
-        r = f"{theirs / ours:12.2f}x" if theirs is not None else f"{'-':>13}"
-        lines.append(f"{label:<40} {ours:15.1f} {t} {r}")
+        t = f"{theirs:12.1f}" if theirs is not None else f"{'-':>12}"
+        r = f"{theirs / c.median:12.2f}x" if theirs is not None else f"{'-':>13}"
+        lines.append(f"{label:<40} {c.median:9.1f} {c.min:9.1f} {t} {r}")
     for key, label in FLOORS:
-        lines.append(f"{label:<40} {cases[key].median:15.1f}")
-    lines += ["", "targets (ratio of medians; median of per-round ratios in brackets):"]
+        lines.append(f"{label:<40} {cases[key].median:9.1f} {cases[key].min:9.1f}")
+    if any(k.endswith("/stubbed") for k in cases):
+        head = (f"{'protocol overhead, crypto stubbed':<40} {'med µs':>9} {'min µs':>9} "
+                f"{'real op / crypto floor':>26}")
+        lines += ["", head, "-" * len(head)]
+        for key, label in ROWS[:8]:
+            c = cases[f"{key}/stubbed"]
+            floor, fname = floor_for(key)
+            ratio = cases[f"{key}/ours"].median / cases[floor].median
+            lines.append(f"{label:<40} {c.median:9.2f} {c.min:9.2f} "
+                         f"{ratio:20.2f}x {fname:<5}")
+    lines += ["", "targets (ratio of medians, median of per-round ratios in brackets; "
+              "µs targets: median [min]):"]
     for t in checks:
         lines.append(f"  {'PASS' if t.holds else 'FAIL'}  {t.desc:<53} {t.ratio:6.2f} "
                      f"[{t.paired:6.2f}]  target {t.op} {t.limit:g}")
     passed = sum(t.holds for t in checks)
     lines.append(f"{passed}/{len(checks)} targets hold")
+    lines.append(key_line(cases, checks))
     return "\n".join(lines)
+
+
+def key_ratios(cases: dict[str, Case]) -> dict[str, float]:
+    """The figures the issue tracks: full op / its crypto floor, and stubbed µs."""
+    out: dict[str, float] = {}
+    for key in ("group_req_protect", "group_req_unprotect", "pairwise_req_protect",
+                "pairwise_req_unprotect"):
+        floor, _ = floor_for(key)
+        out[f"{key}/floor"] = cases[f"{key}/ours"].median / cases[floor].median
+        if f"{key}/stubbed" in cases:
+            out[f"{key}/stubbed_us"] = cases[f"{key}/stubbed"].median
+    return out
+
+
+def key_line(cases: dict[str, Case], checks: list[Target]) -> str:
+    r = key_ratios(cases)
+    parts = [f"group req protect/sign {r['group_req_protect/floor']:.2f}",
+             f"group req unprotect/verify {r['group_req_unprotect/floor']:.2f}",
+             f"pairwise req protect/AEAD {r['pairwise_req_protect/floor']:.2f}",
+             f"pairwise req unprotect/AEAD {r['pairwise_req_unprotect/floor']:.2f}"]
+    if "group_req_protect/stubbed_us" in r:
+        parts.append("stubbed µs group protect/unprotect "
+                     f"{r['group_req_protect/stubbed_us']:.1f}/"
+                     f"{r['group_req_unprotect/stubbed_us']:.1f}, pairwise "
+                     f"{r['pairwise_req_protect/stubbed_us']:.1f}/"
+                     f"{r['pairwise_req_unprotect/stubbed_us']:.1f}")
+    passed = sum(t.holds for t in checks)
+    return f"key ratios: {'; '.join(parts)}; {passed}/{len(checks)} targets hold"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -574,8 +762,10 @@ def main(argv: list[str] | None = None) -> int:
 
     inp = Inputs(args.vectors)
     self_check(inp)
+    check_stubs(inp)
     prep = Prepared(inp)
-    case_list = floor_cases(inp) + grouposcore_cases(inp, prep)
+    case_list = (floor_cases(inp) + grouposcore_cases(inp, prep)
+                 + grouposcore_cases(inp, Prepared(inp, stub=True)))
     theirs, note = aiocoap_cases(inp, prep)
     case_list += theirs
     t_start = time.perf_counter()
@@ -601,7 +791,11 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(time.perf_counter() - t_start, 2),
             "loadavg_before_after": load,
             "median_us": {c.key: round(c.median, 3) for c in case_list},
-            "min_us": {c.key: round(min(c.samples), 3) for c in case_list},
+            "min_us": {c.key: round(c.min, 3) for c in case_list},
+            "stubbed_us": {c.key.split("/")[0]: {"median": round(c.median, 3),
+                                                 "min": round(c.min, 3)}
+                           for c in case_list if c.key.endswith("/stubbed")},
+            "key_ratios": {k: round(v, 3) for k, v in key_ratios(cases).items()},
             "samples_us": {c.key: [round(s, 3) for s in c.samples] for c in case_list},
             "targets": [{"target": t.desc, "ratio": round(t.ratio, 3),
                          "paired_ratio": round(t.paired, 3), "op": t.op, "limit": t.limit,

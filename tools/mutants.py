@@ -148,7 +148,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-response-aad-request-piv",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("        if binding.context is self and binding.aad_prefix:\n"
           "            return binding.aad_prefix\n"
           "        return self._aad_prefix(binding.request_kid, binding.request_piv,\n",
@@ -158,7 +158,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-response-aad-request-kid",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("        if binding.context is self and binding.aad_prefix:\n"
           "            return binding.aad_prefix\n"
           "        return self._aad_prefix(binding.request_kid, binding.request_piv,\n",
@@ -199,15 +199,16 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-skip-signature-check",
-        "oscore/group.py",
-        (("            rc.verify(sig, countersign_structure(aad_array, ciphertext))\n",
+        "oscore/group_base.py",
+        (("            verify(rc.credential.public_key, sig, "
+          "countersign_structure(aad_array, ciphertext))\n",
           "            pass\n"),),
         OSCORE,
         "group mode: the signature proves which member sent; it is checked before decryption",
     ),
     Mutant(
         "group-new-recipient-valid-after-delete",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("valid=self.replay_windows_valid and not self.recipient_deleted,",
           "valid=self.replay_windows_valid,"),),
         OSCORE,
@@ -215,7 +216,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-remove-recipient-not-a-deletion",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("        if self._recipients.pop(rid, None) is not None:\n"
           "            self.recipient_deleted = True\n",
           "        self._recipients.pop(rid, None)\n"),),
@@ -224,7 +225,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-lru-eviction-not-a-deletion",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("            self._recipients.popitem(last=False)\n"
           "            self.recipient_deleted = True\n",
           "            self._recipients.popitem(last=False)\n"),),
@@ -270,7 +271,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "group-response-replay",
         "oscore/group.py",
-        (("        tracker.check(opt.piv)\n", "        pass\n"),),
+        (("        tracker.check(resp_piv)\n", "        pass\n"),),
         OSCORE,
         "a replayed group response or notification must be refused",
     ),
@@ -290,7 +291,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-flag-without-group-mode",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("        if group_flag and not self.group_mode:\n", "        if False:\n"),),
         OSCORE,
         "a group-mode message for a group without group mode is refused with a typed error",
@@ -307,7 +308,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "group-key-derivation-without-gid",
-        "oscore/group.py",
+        "oscore/group_base.py",
         (("derive(self.hkdf, self.master_secret, self.master_salt, id_, self.gid, alg.id,",
           "derive(self.hkdf, self.master_secret, self.master_salt, id_, None, alg.id,"),),
         OSCORE,

@@ -151,3 +151,18 @@ def test_g8_signature(group_vectors: dict[str, Any]) -> None:
     seed = h(group_vectors["common_inputs"]["creds"]["client"]["ed25519_seed"])
     sig = EDDSA.sign(Ed25519PrivateKey.from_private_bytes(seed), structure)
     assert sig == h(g8["intermediate"]["group_request_signature"])
+
+
+@pytest.mark.parametrize("alg", ALGS, ids=lambda a: a.name)
+def test_key_verifier_checks_any_fitting_key_with_one_function(alg: SignatureAlgorithm) -> None:
+    verify = alg.key_verifier()
+    keys = [alg.generate_private_key() for _ in range(2)]
+    for key in keys:
+        verify(key.public_key(), alg.sign(key, b"data"), b"data")
+    sig = alg.sign(keys[0], b"data")
+    with pytest.raises(SignatureError):
+        verify(keys[1].public_key(), sig, b"data")
+    with pytest.raises(SignatureError):
+        verify(keys[0].public_key(), sig, b"other")
+    with pytest.raises(SignatureError):
+        verify(keys[0].public_key(), sig[:-1], b"data")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "decode",
+    "decode_option_items",
     "decode_options",
     "encode",
     "encode_options",
@@ -135,6 +136,12 @@ def encode(msg: Message) -> bytes:
 
 def _decode_options(data: bytes, i: int) -> tuple[Options, bytes]:
     """Parse options from ``data[i:]`` up to the end or the payload marker."""
+    items, payload = _decode_items(data, i)
+    return Options._from_sorted(items), payload
+
+
+def _decode_items(data: bytes, i: int) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The (number, value) list in wire order and the payload of ``data[i:]``."""
     n = len(data)
     items: list[tuple[int, bytes]] = []
     number = 0
@@ -144,7 +151,7 @@ def _decode_options(data: bytes, i: int) -> tuple[Options, bytes]:
         if b == 0xFF:
             if i == n:
                 raise CoapDecodeError("payload marker 0xFF is not followed by a payload")
-            return Options._from_sorted(items), data[i:]
+            return items, data[i:]
         delta = b >> 4
         length = b & 0x0F
         if delta >= 13:
@@ -190,7 +197,7 @@ def _decode_options(data: bytes, i: int) -> tuple[Options, bytes]:
             )
         items.append((number, data[i:end]))
         i = end
-    return Options._from_sorted(items), b""
+    return items, b""
 
 
 def decode_options(data: bytes, offset: int = 0) -> tuple[Options, bytes]:
@@ -199,6 +206,14 @@ def decode_options(data: bytes, offset: int = 0) -> tuple[Options, bytes]:
     if type(data) is not bytes:
         data = _as_bytes(data)
     return _decode_options(data, offset)
+
+
+def decode_option_items(data: bytes, offset: int = 0) -> tuple[list[tuple[int, bytes]], bytes]:
+    """:func:`decode_options` as a plain (number, value) list in wire order, for code that
+    merges option lists itself (OSCORE's inner message) and would unwrap Options anyway."""
+    if type(data) is not bytes:
+        data = _as_bytes(data)
+    return _decode_items(data, offset)
 
 
 def decode(data: bytes) -> Message:
@@ -225,7 +240,8 @@ def decode(data: bytes) -> Message:
     if end == n:
         options, payload = Options._from_sorted([]), b""
     else:
-        options, payload = _decode_options(data, end)
+        items, payload = _decode_items(data, end)
+        options = Options._from_sorted(items)
     return _message.Message(
         CODE_TABLE[code],
         _TYPES[(b0 >> 4) & 3],

@@ -64,9 +64,12 @@ def _label_order(label: int | str) -> bytes:
     return cbor2.dumps(label)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Credential:
-    """A parsed credential; equality and hashing use only the exact bytes ``raw``."""
+    """A parsed credential; equality and hashing use only the exact bytes ``raw``.
+
+    Slotted: every Recipient Context holds one, so its size counts per group member.
+    """
 
     raw: bytes
     public_key: AnyPublicKey

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -133,6 +134,24 @@ class SignatureAlgorithm:
                 raise SignatureError(f"{name} signature must be 64 bytes, got {len(signature)}")
             try:
                 verify(signature, data)
+            except InvalidSignature:
+                raise SignatureError(f"{name} signature does not verify") from None
+
+        return verify_eddsa
+
+    def key_verifier(self) -> Callable[[AnyPublicKey, bytes, bytes], None]:
+        """A function ``(public_key, signature, data)`` that raises SignatureError unless
+        valid, for keys already checked with :meth:`accepts_key`: one function serves every
+        key, so a Group OSCORE member keeps none per Recipient Context."""
+        if self.kty != KTY_OKP:
+            return self.verify
+        name = self.name
+
+        def verify_eddsa(public_key: AnyPublicKey, signature: bytes, data: bytes) -> None:
+            if len(signature) != 64:
+                raise SignatureError(f"{name} signature must be 64 bytes, got {len(signature)}")
+            try:
+                cast(Ed25519PublicKey, public_key).verify(signature, data)
             except InvalidSignature:
                 raise SignatureError(f"{name} signature does not verify") from None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import cbor2
 
@@ -86,25 +86,31 @@ def is_registration(message: Message) -> bool:
 
 class ResponseTracker:
     """Replay state of the responses one server sends to one request (RFC 10021 §5.3.1):
-    at most one response without Partial IV, and every Partial IV at most once."""
+    at most one response without Partial IV, and every Partial IV at most once.
+
+    The window is created with the first response that carries a Partial IV: most requests
+    get exactly one response, without one.
+    """
 
     __slots__ = ("no_piv_seen", "window")
 
     def __init__(self) -> None:
         self.no_piv_seen = False
-        self.window = ReplayWindow(64)
+        self.window: ReplayWindow | None = None
 
     def check(self, piv: bytes | None) -> None:
         if piv is None:
             if self.no_piv_seen:
                 raise ReplayError("second response without Partial IV from the same server")
-        else:
+        elif self.window is not None:  # an empty window takes every Partial IV
             self.window.check(int.from_bytes(piv, "big"))
 
     def update(self, piv: bytes | None) -> None:
         if piv is None:
             self.no_piv_seen = True
         else:
+            if self.window is None:
+                self.window = ReplayWindow(64)
             self.window.update(int.from_bytes(piv, "big"))
 
 
@@ -134,15 +140,23 @@ class RequestBinding:
 
     def tracker(self, context_id: bytes | None, server: bytes) -> ResponseTracker:
         """Replay state of ``server``'s responses verified with the context whose ID Context
-        (Gid) is ``context_id``."""
+        (Gid) is ``context_id``: the kept one, or a new one that :meth:`record` keeps once
+        a response verified (a rejected response leaves no state behind)."""
+        trackers = self.trackers
+        if trackers is not None:
+            tracker = trackers.get((context_id, server))
+            if tracker is not None:
+                return tracker
+        return ResponseTracker()
+
+    def record(self, context_id: bytes | None, server: bytes, tracker: ResponseTracker,
+               piv: bytes | None) -> None:
+        """A response with ``piv`` from ``server`` verified: update and keep ``tracker``."""
+        tracker.update(piv)
         trackers = self.trackers
         if trackers is None:
             trackers = self.trackers = {}
-        key = (context_id, server)
-        tracker = trackers.get(key)
-        if tracker is None:
-            tracker = trackers[key] = ResponseTracker()
-        return tracker
+        trackers[(context_id, server)] = tracker
 
 
 @dataclass(eq=False, slots=True)
@@ -162,13 +176,20 @@ class ServerBinding:
     aad_prefix: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseInfo:
-    """How a response was verified: who sent it, in which mode, with which Partial IV."""
+class ResponseInfo(NamedTuple):
+    """How a response was verified: who sent it, in which mode, with which Partial IV.
+
+    A NamedTuple (immutable, compared by value) rather than a frozen dataclass: one is
+    built for every verified response.
+    """
 
     sender_id: bytes
     group_mode: bool
     piv: bytes | None
+
+
+#: builds a ResponseInfo from a 3-tuple without the keyword-argument ``__new__``
+new_response_info = tuple.__new__
 
 
 def needs_fresh_piv(response: Message, binding: ServerBinding, context: object) -> bool:

@@ -150,7 +150,7 @@ class SecurityContext:
         except DecryptionError as exc:
             raise ProtectionError("response decryption failed") from exc
         result = inner.merge(message, plaintext)
-        tracker.update(opt.piv)
+        binding.record(self.id_context, self.recipient_id, tracker, opt.piv)
         return result, ResponseInfo(self.recipient_id, False, opt.piv)
 
     # -- server side ----------------------------------------------------------------

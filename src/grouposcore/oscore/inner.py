@@ -7,8 +7,10 @@ and 2.04 / 2.05 for responses, so an observer on the path learns as little as po
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from grouposcore.coap import Code, Message, OptionNumber, Options
-from grouposcore.coap.codec import decode_options, encode_options
+from grouposcore.coap.codec import _encode_items, decode_option_items
 from grouposcore.coap.codes import CODE_TABLE
 from grouposcore.coap.options import OscoreClass, option_def
 from grouposcore.coap.uri import CoapUri, parse_uri
@@ -23,6 +25,7 @@ _OUTER_ONLY: dict[int, bool] = {}  # OSCORE (9) and Proxy-Uri (35) are class U t
 
 
 _EMPTY_OBSERVE = (int(_OBSERVE), b"")
+_OSCORE_NUMBER = int(_OSCORE)
 
 
 def _is_outer_only(number: int) -> bool:
@@ -63,18 +66,22 @@ def split(message: Message) -> tuple[Options, bytes, int]:
         else:
             inner.append(item)
     # both lists inherit the ascending order of the message's options
-    inner_options = Options._from_sorted(inner)
     outer_options = Options._from_sorted(outer)
     if proxy_uri is not None:
+        inner_options = Options._from_sorted(inner)
         _decompose_proxy_uri(proxy_uri, inner_options, outer_options)
+        inner = inner_options._items
     if is_request:
         outer_code = Code.FETCH if observe else Code.POST
     else:
         outer_code = Code.CONTENT if observe else Code.CHANGED
-    plaintext = bytes((code,)) + encode_options(inner_options) if inner else bytes((code,))
+    plain = bytearray((code,))
+    if inner:
+        _encode_items(inner, plain)
     if message.payload:
-        plaintext += b"\xff" + message.payload
-    return outer_options, plaintext, outer_code
+        plain.append(0xFF)
+        plain += message.payload
+    return outer_options, bytes(plain), outer_code
 
 
 def _decompose_proxy_uri(value: bytes, inner: Options, outer: Options) -> None:
@@ -112,61 +119,80 @@ def _recompose_proxy_uri(items: list[tuple[int, bytes]]) -> list[tuple[int, byte
     return sorted([*kept, (int(_PROXY_URI), composed)], key=_number)
 
 
-def _number(item: tuple[int, bytes]) -> int:
-    return item[0]
+_number = itemgetter(0)
 
 
 def merge(protected: Message, plaintext: bytes) -> Message:
     """Rebuild the message from the outer part of ``protected`` and the decrypted plaintext."""
+    return unwrap(protected, plaintext)[0]
+
+
+def unwrap(protected: Message, plaintext: bytes) -> tuple[Message, bool]:
+    """:func:`merge`, and whether the result is an Observe registration (a request whose
+    Observe is 0), found on the way instead of by searching the options again."""
     if not plaintext:
         raise OscoreDecodeError("empty plaintext")
     try:
-        inner, payload = decode_options(plaintext, 1)
+        items, payload = decode_option_items(plaintext, 1)
     except CoapError as exc:
         raise OscoreDecodeError(f"malformed inner message: {exc}") from exc
-    items = [item for item in inner if not _is_outer_only(item[0])]
-    inner_observe = any(item[0] == _OBSERVE for item in items)
+    outer_only = _OUTER_ONLY
+    inner_observe: bytes | None = None
+    strip = False
+    for number, value in items:
+        is_outer = outer_only.get(number)
+        if is_outer is None:
+            is_outer = _is_outer_only(number)
+        if is_outer:
+            strip = True  # a class U option inside: not ours to deliver, dropped
+        elif number == _OBSERVE and inner_observe is None:
+            inner_observe = value
+    if strip:
+        items = [item for item in items if not _is_outer_only(item[0])]
     is_response = plaintext[0] >= 64
+    outer: list[tuple[int, bytes]] = []
+    outer_observe: list[tuple[int, bytes]] = []
+    proxy = False
+    for item in protected.options._items:
+        number = item[0]
+        if number == _OSCORE:
+            continue
+        is_outer = outer_only.get(number)
+        if is_outer is None:
+            is_outer = _is_outer_only(number)
+        if is_outer:
+            outer.append(item)
+            proxy = proxy or number == _PROXY_URI
+        elif number == _OBSERVE:
+            outer_observe.append(item)
     # Observe: the inner option says whether this is an observation (RFC 8613 §4.1.3.5);
     # a notification's value travels outer (its inner one is empty), so a response takes
     # the outer value when there is one, a request keeps its inner value
-    outer_observe = inner_observe and is_response and _OBSERVE in protected.options
-    if outer_observe:
+    if inner_observe is not None and is_response and outer_observe:
         items = [item for item in items if item[0] != _OBSERVE]
-    outer = [
-        item for item in protected.options
-        if item[0] != _OSCORE
-        and (_is_outer_only(item[0]) or (item[0] == _OBSERVE and outer_observe))
-    ]
-    if outer:  # outer numbers interleave with inner ones; a stable sort keeps value order
-        merged = sorted(items + outer, key=_number)
-        if not is_response and any(item[0] == _PROXY_URI for item in outer):
-            merged = _recompose_proxy_uri(merged)
-        options = Options._from_sorted(merged)
-    else:
-        options = Options._from_sorted(items)
-    return Message(
-        code=CODE_TABLE[plaintext[0]],
-        mtype=protected.mtype,
-        mid=protected.mid,
-        token=protected.token,
-        options=options,
-        payload=payload,
-        remote=protected.remote,
-    )
+        outer += outer_observe
+    if outer:
+        if not items or outer[-1][0] < items[0][0]:
+            items = outer + items  # the usual request: Uri-Host/Port before everything inner
+        else:  # numbers interleave; a stable sort keeps value order (inner first on ties)
+            items = sorted(items + outer, key=_number)
+        if proxy and not is_response:
+            items = _recompose_proxy_uri(items)
+    message = Message(CODE_TABLE[plaintext[0]], protected.mtype, protected.mid,
+                      protected.token, Options._from_sorted(items), payload, protected.remote)
+    registration = (inner_observe is not None and not is_response
+                    and not any(inner_observe))
+    return message, registration
 
 
 def assemble(
     original: Message, outer: Options, outer_code: int, option_value: bytes, payload: bytes
 ) -> Message:
     """The protected message: header fields of ``original``, outer options plus OSCORE."""
-    outer.add(_OSCORE, option_value)
-    return Message(
-        code=outer_code,
-        mtype=original.mtype,
-        mid=original.mid,
-        token=original.token,
-        options=outer,
-        payload=payload,
-        remote=original.remote,
-    )
+    items = outer._items
+    if not items or items[-1][0] <= _OSCORE_NUMBER:
+        items.append((_OSCORE_NUMBER, option_value))
+    else:
+        outer.add(_OSCORE, option_value)
+    return Message(outer_code, original.mtype, original.mid, original.token, outer, payload,
+                   original.remote)

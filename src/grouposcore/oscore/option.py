@@ -65,9 +65,15 @@ def encode_option(
     return bytes((flags,)) + b"".join(parts)
 
 
+#: builds an OscoreOption from a 4-tuple without the keyword-argument ``__new__`` (the
+#: receive hot path decodes one option per message)
+_make = tuple.__new__
+_EMPTY = OscoreOption()
+
+
 def decode_option(value: bytes) -> OscoreOption:
     if not value:
-        return OscoreOption()
+        return _EMPTY
     flags = value[0]
     if flags & FLAG_RESERVED:
         raise OscoreDecodeError(f"reserved OSCORE flag bits set: 0x{flags:02x}")
@@ -98,7 +104,7 @@ def decode_option(value: bytes) -> OscoreOption:
         kid = value[pos:]
     elif pos != len(value):
         raise OscoreDecodeError("trailing bytes in OSCORE option without kid flag")
-    return OscoreOption(piv=piv, kid=kid, kid_context=kid_context, group=bool(flags & FLAG_GROUP))
+    return _make(OscoreOption, (piv, kid, kid_context, bool(flags & FLAG_GROUP)))
 
 
 def piv_from_int(seq: int) -> bytes:

@@ -2,10 +2,12 @@
 
 The administrative commands (``group create``, ``allow``, ``evict``, ``rekey``, ``show``)
 work directly on the GM database, with or without a running ``manager serve``: the server
-re-reads the database every ``--sync`` seconds, installs channels commissioned meanwhile,
-publishes new groups, and pushes rekeyings made offline to the members observing their
-group (with the stale Sender IDs) and 4.04 to the evicted ones. It also rekeys every group
-whose keying material expired ('exp', from ``group create --lifetime``).
+looks at the database before each request and every ``--sync`` seconds (one query, the
+store's change marker, unless another process committed something), installs channels
+commissioned meanwhile, publishes new groups, and pushes rekeyings made offline to the
+members observing their group (with the stale Sender IDs) and 4.04 to the evicted ones.
+It also rekeys every group whose keying material expired ('exp', from ``group create
+--lifetime``).
 
 ``allow`` also commissions the node's OSCORE channel with the GM (once per node) and writes
 the node's channel file (0600), which ``grouposcore join`` (:mod:`grouposcore.cli.join_cmd`)
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -43,7 +46,7 @@ from grouposcore.manager.params import (
 )
 from grouposcore.manager.runtime import read_channel_file, write_channel_file
 from grouposcore.manager.service import GroupManagerService
-from grouposcore.manager.store import ChannelMaterial, sqlite_path
+from grouposcore.manager.store import ChannelMaterial, GroupRecord, sqlite_path
 from grouposcore.transport.sockets import format_address
 
 log = logging.getLogger("grouposcore.cli")
@@ -380,11 +383,18 @@ class _SyncedService(GroupManagerService):
     """The service plus what offline commands changed in the database meanwhile."""
 
     def __init__(self, gm: GroupManager) -> None:
+        # Read before the state below: a commit made meanwhile moves it, so we look again.
+        self._marker = gm.store.change_marker()
         super().__init__(gm)
         self._channels: dict[str, ChannelMaterial] = {c.node: c for c in gm.store.channels()}
         self._seen: dict[str, tuple[int, frozenset[str]]] = {}
-        for g in gm.store.groups():
+        groups = gm.store.groups()
+        for g in groups:
             self._remember(g.name)
+        #: when the first group's keying material expires (sync rekeys it then)
+        self._next_expiry = min((g.exp for g in groups), default=math.inf)
+        #: this process changed something sync() tracks (admin interface): sync next time
+        self._dirty = False
 
     def _remember(self, group: str, num: int | None = None) -> None:
         g = self.gm.store.group(group)
@@ -396,11 +406,38 @@ class _SyncedService(GroupManagerService):
         """Answer with what the database says now: an eviction or rekeying made by an
         offline command just before is pushed first, so a member that asks right after it
         never gets material the operator has already replaced."""
+        failures: tuple[type[BaseException], ...] = (GroupOscoreError, *self.gm.store.failures)
         try:
-            self.sync()
-        except GroupOscoreError as e:
+            self.refresh()
+        except failures as e:
             log.warning("database sync failed: %s", e)
-        return super().serve(path, request)
+        response = super().serve(path, request)
+        if path[:1] != ("ace-group",):
+            # the admin interface may create groups or change their expiry: those are
+            # ours, so the marker does not move, but the next check must look at them
+            self._dirty = True
+        return response
+
+    def refresh(self, *, force: bool = False, now: float | None = None) -> bool:
+        """:meth:`sync` if anything it tracks may have changed: another process committed
+        (the store's change marker moved), a group's material expired, or this process's
+        admin interface made changes. Otherwise one cheap query instead of reading every
+        group and channel. Returns whether it synced."""
+        now = time.time() if now is None else now
+        marker = self.gm.store.change_marker()
+        if not (force or self._dirty or marker != self._marker or now >= self._next_expiry):
+            return False
+        self.sync(now)
+        # Only now: if the sync failed, the next request tries again. A commit made during
+        # the sync moved the marker past this value, so it is not missed either.
+        self._marker = marker
+        self._dirty = False
+        return True
+
+    def create_group(self, name: str, **kwargs: Any) -> GroupRecord:
+        record = super().create_group(name, **kwargs)
+        self._dirty = True  # its expiry counts from now on
+        return record
 
     def commission(self, node: str, **kwargs: Any) -> ChannelMaterial:
         material = super().commission(node, **kwargs)
@@ -434,7 +471,9 @@ class _SyncedService(GroupManagerService):
                 self._install(c, restarted=False)
                 self._channels[c.node] = c
                 log.info("channel of %s installed", c.node)
-        for g in store.groups():
+        groups = store.groups()
+        self._next_expiry = min((g.exp for g in groups), default=math.inf)
+        for g in groups:
             if g.name not in self._seen:
                 self.resource(("ace-group", g.name))
                 self._remember(g.name)
@@ -488,9 +527,10 @@ async def _serve(args: argparse.Namespace) -> int:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_either(stop, changed), args.sync)
+            force = changed.is_set()
             changed.clear()
             try:
-                svc.sync()
+                svc.refresh(force=force)
             except sync_failures as e:
                 log.warning("database sync failed: %s", e)
     finally:

@@ -11,12 +11,16 @@ see committed state only.
 
 A transaction that changed groups, members or channels sends ``NOTIFY`` on a channel in the
 same transaction, so it is delivered exactly when the change is visible; :meth:`watch`
-LISTENs on its own connection and tells the serving edge to push what changed.
+LISTENs on its own connection and tells the serving edge to push what changed. The same
+transaction bumps the one-row ``change_counter`` table, so :meth:`change_marker` can tell in
+one query, without waiting for a notification to arrive, whether anybody else committed such
+a change since it last looked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -45,6 +49,8 @@ class PostgresStore(Store):
         super().__init__()
         self.url = url
         self._instance = secrets.token_hex(8)  # tells our own notifications apart
+        self._own_bumps = 0  # change_counter increments this connection committed
+        self._unsure = 0  # commits that may or may not have happened (the connection failed)
         self._conn = self._connect()
         try:
             with self.transaction():
@@ -64,7 +70,24 @@ class PostgresStore(Store):
         return True
 
     def _schema(self) -> list[str]:
-        return schema_statements(blob="BYTEA", real="DOUBLE PRECISION", integer="BIGINT")
+        return [
+            *schema_statements(blob="BYTEA", real="DOUBLE PRECISION", integer="BIGINT"),
+            # Not part of the GM's state (dump() leaves it out): how many visible changes
+            # have been committed, for change_marker().
+            "CREATE TABLE IF NOT EXISTS change_counter "
+            "(id INTEGER PRIMARY KEY CHECK (id = 0), n BIGINT NOT NULL)",
+            "INSERT INTO change_counter(id, n) VALUES (0, 0) ON CONFLICT (id) DO NOTHING",
+        ]
+
+    def change_marker(self) -> object:
+        """The other processes' share of ``change_counter``: every visible commit bumps it
+        and this connection subtracts its own. A commit whose outcome is unknown (the
+        connection failed during COMMIT) makes every later marker differ from the earlier
+        ones, so the caller looks once more rather than miss a change."""
+        row = self._one("SELECT n FROM change_counter WHERE id=0")
+        if row is None:
+            raise ManagerStoreError("the change_counter row is missing")
+        return (self._unsure, int(row[0]) - self._own_bumps)
 
     def _execute(self, sql: str, args: tuple[Any, ...]) -> psycopg.Cursor[Any]:
         if self._conn.closed and not self._depth:
@@ -77,8 +100,21 @@ class PostgresStore(Store):
 
     def _commit(self, changed: bool) -> None:
         if changed:
-            self._execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, self._instance))
-        self._execute("COMMIT", ())
+            try:
+                self._execute("UPDATE change_counter SET n=n+1 WHERE id=0", ())
+                self._execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, self._instance))
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    self._rollback()  # nothing was committed; the connection stays usable
+                raise
+        try:
+            self._execute("COMMIT", ())
+        except BaseException:
+            if changed:
+                self._unsure += 1
+            raise
+        if changed:
+            self._own_bumps += 1
 
     def _rollback(self) -> None:
         if not self._conn.closed:

@@ -70,6 +70,13 @@ class SqliteStore(Store):
     def _execute(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
         return self._db.execute(sql, args)
 
+    def change_marker(self) -> object:
+        """SQLite's ``data_version``: it changes when another connection commits, never for
+        this connection's own commits."""
+        row = self._one("PRAGMA data_version")
+        assert row is not None
+        return int(row[0])
+
     def _begin(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
 

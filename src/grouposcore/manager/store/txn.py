@@ -68,6 +68,16 @@ class StoreCore(ABC):
     def close(self) -> None:
         """Close the connection (committed state is already durable)."""
 
+    @abstractmethod
+    def change_marker(self) -> object:
+        """An opaque value that moves once another connection (another GM process, an
+        offline command) has committed a change other processes must hear about (keying
+        material, groups, evictions, channels: what :meth:`_announce` marks; a backend may
+        move it for other commits too), and stays put otherwise; compare it with ``==``.
+        This connection's own commits leave it alone: whoever made them knows them already.
+        One cheap query, so a server can ask before every request whether it must re-read
+        groups and channels."""
+
     @property
     def shared(self) -> bool:
         """Whether other GM processes may serve the same database at the same time (and

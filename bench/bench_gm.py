@@ -28,6 +28,12 @@ What is measured:
   handled back to back (each as its own task, as requests arriving together are). Reports
   the GM's CPU per join, the notifications the members received per join, and the time
   until every member holds the final keys.
+* manager serve request (no network): what ``grouposcore manager serve`` spends on one
+  verified request (a member's GET of /ace-group/GROUPNAME) at ``--serve-members`` members,
+  each with its channel, through ``_SyncedService.serve`` itself. "before" is what it did
+  until the store's change marker: re-read every group and channel (``sync``) before each
+  request; "after" is ``serve`` as it is, which asks the marker only. Interleaved, thread
+  CPU clock, ``--serve-rounds`` requests each.
 
 The last line holds the key ratios.
 """
@@ -54,6 +60,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 import cbor2  # noqa: E402
 
+from grouposcore.cli.manager_cmd import _SyncedService  # noqa: E402
 from grouposcore.coap import Code, Message, Type  # noqa: E402
 from grouposcore.cose import EDDSA, Credential  # noqa: E402
 from grouposcore.errors import OscoreError  # noqa: E402
@@ -61,7 +68,7 @@ from grouposcore.manager import member as mb  # noqa: E402
 from grouposcore.manager.core import GroupManager  # noqa: E402
 from grouposcore.manager.params import CF_ACE_GROUPCOMM, Param, Role  # noqa: E402
 from grouposcore.manager.rekeying import allocate_sid  # noqa: E402
-from grouposcore.manager.service import GroupManagerService  # noqa: E402
+from grouposcore.manager.service import GroupManagerService, NodeRequest  # noqa: E402
 from grouposcore.manager.store import ChannelMaterial, MemberRecord, open_store  # noqa: E402
 
 GROUP = "g"
@@ -147,6 +154,50 @@ def bench_joins(sizes: list[int], batch: int, workdir: Path) -> list[dict[str, A
             })
     gm.close()
     return rows
+
+
+# --- manager serve: the per-request check of the database --------------------------------
+
+
+def bench_serve(members: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """CPU per request of ``_SyncedService.serve``: before (a full sync first) and after."""
+    gm = GroupManager(open_store(workdir / "serve.db"))
+    gm.create_group(GROUP, backward_security=False)
+    _fill(gm, 0, members)
+    with gm.store.transaction():  # one commit for all the channels
+        for i in range(members):
+            gm.commission_node(f"f{i}")
+    svc = _SyncedService(gm)
+    path = ("ace-group", GROUP)
+
+    def before(request: NodeRequest) -> Message:
+        svc.sync()  # what serve did before every request
+        return GroupManagerService.serve(svc, path, request)
+
+    def after(request: NodeRequest) -> Message:
+        return svc.serve(path, request)
+
+    samples: dict[str, list[int]] = {"before": [], "after": []}
+    gc.collect()
+    gc.disable()
+    try:
+        for k in range(rounds):
+            node = f"f{k % members}"
+            for name, call in (("before", before), ("after", after)):
+                request = NodeRequest(code=Code.GET, token=b"t", node=node)
+                t0 = time.thread_time_ns()
+                response = call(request)
+                samples[name].append(time.thread_time_ns() - t0)
+                if response.code != Code.CONTENT:
+                    raise RuntimeError(f"serve answered {response.code}")
+    finally:
+        gc.enable()
+        gm.close()
+    row: dict[str, Any] = {"part": "serve", "members": members, "rounds": rounds}
+    for name, values in samples.items():
+        row[f"{name}_min_us"] = min(values) / 1e3
+        row[f"{name}_median_us"] = statistics.median(values) / 1e3
+    return row
 
 
 # --- the network: receivers -----------------------------------------------------------------
@@ -459,6 +510,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
                        f"GM CPU {r['gm_cpu_ms_per_join']:.1f} ms/join, "
                        f"{r['messages_per_join']:.0f} messages/join, all {r['reached']} "
                        f"members on the final keys after {r['seconds']:.3f} s")
+        if r["part"] == "serve":
+            out.append(f"manager serve request at {r['members']} members ({r['rounds']} "
+                       f"requests, min/median): CPU per request before "
+                       f"{r['before_min_us']:.0f}/{r['before_median_us']:.0f} us, after "
+                       f"{r['after_min_us']:.0f}/{r['after_median_us']:.0f} us")
     return "\n".join(out)
 
 
@@ -480,6 +536,10 @@ def _ratios(rows: list[dict[str, Any]], sizes: list[int]) -> str:
             how = f"{r['spacing'] * 1e3:.0f}ms-apart" if r["spacing"] else "burst"
             parts.append(f"rekey-on-join ({how}) messages/join={r['messages_per_join']:.0f} "
                          f"(N-1={r['members']}), {r['gm_cpu_ms_per_join']:.1f} ms CPU/join")
+        if r["part"] == "serve":
+            parts.append(f"serve request@{r['members']} before/after="
+                         f"{r['before_median_us']:.0f}/{r['after_median_us']:.0f} us "
+                         f"({r['before_median_us'] / r['after_median_us']:.1f}x)")
     return "ratios: " + "; ".join(parts)
 
 
@@ -494,6 +554,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rekeyings timed (min, median)")
     ap.add_argument("--spacing", type=float, default=0.02,
                     help="seconds between joins in the spaced rekey-on-join run (0: none)")
+    ap.add_argument("--serve-members", type=int, default=1000,
+                    help="members (with channels) for the manager serve request part")
+    ap.add_argument("--serve-rounds", type=int, default=50,
+                    help="requests timed each way in the manager serve part")
     ap.add_argument("--no-net", action="store_true", help="skip the network parts")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--receiver", help=argparse.SUPPRESS)
@@ -505,6 +569,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-gm-") as tmp:
         workdir = Path(tmp)
         rows = bench_joins(sizes, args.batch, workdir)
+        rows.append(bench_serve(args.serve_members, args.serve_rounds, workdir))
         if not args.no_net:
             rows += asyncio.run(bench_network(args.members, args.joins, args.procs,
                                               args.per_socket, args.spacing, args.rounds,

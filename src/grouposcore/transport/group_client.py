@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from grouposcore.coap import Code, Message, Type
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK, COAP_PORT
 from grouposcore.errors import GroupOscoreError
+from grouposcore.transport import client
 from grouposcore.transport.blockwise import Block2Collector
 from grouposcore.transport.rejections import VerificationFailures
 from grouposcore.transport.security import ClientSecurity
@@ -153,12 +154,11 @@ async def _complete_group_response(
     if _is_echo_challenge(resp):
         retry = request.copy()
         retry.options.echo = resp.options.echo
-        out = await ep._blockwise_request(retry, remote, deadline, True, security)
+        out = await client.request(ep, retry, remote, deadline, True, security, echo=False)
         out.remote = remote
         return out
     if Block2Collector.continues(resp):
-        one = ep._one_shot(remote, True, deadline, security)
-        out = await ep._follow_block2(request, resp, one)
+        out = await client.follow_block2(ep, request, resp, remote, deadline, security)
         out.remote = remote
         return out
     return resp

@@ -8,7 +8,13 @@ import pytest
 from grouposcore.coap import BlockOption, Code, Message
 from grouposcore.errors import BlockwiseError
 from grouposcore.transport.blockwise import BlockwiseLimits
-from grouposcore.transport.client import BodyTags, RequestPlan, echo_retry, response_deadline
+from grouposcore.transport.client import (
+    BodyTags,
+    RequestPlan,
+    destination,
+    echo_retry,
+    response_deadline,
+)
 from grouposcore.transport.params import TransmissionParams
 
 A = ("192.0.2.1", 5683)
@@ -107,3 +113,21 @@ def test_body_tags_only_tag_a_body_sent_beside_another_to_the_same_resource() ->
     tags.release(k2)
     tags.release(k1)
     assert tags.acquire(A, post(path="r"))[1] is None
+
+
+def test_destination_leaves_implied_uri_host_and_port_out() -> None:
+    msg = Message(Code.GET)
+    msg.options.uri_host = "[2001:db8::1]"
+    msg.options.uri_port = 5683
+    host, port, sent = destination(msg)
+    assert (host, port) == ("2001:db8::1", 5683)
+    assert sent.options.uri_host is None and sent.options.uri_port is None
+    named = Message(Code.GET)
+    named.options.uri_host = "node.example"
+    named.options.uri_port = 61616
+    host, port, sent = destination(named)
+    assert (host, port) == ("node.example", 61616)
+    assert sent.options.uri_host == "node.example" and sent.options.uri_port == 61616
+    assert named.options.uri_host == "node.example"  # the caller's request is left alone
+    with pytest.raises(ValueError):
+        destination(Message(Code.GET))

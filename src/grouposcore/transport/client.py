@@ -12,12 +12,15 @@ message layer, clock), like :mod:`~grouposcore.transport.group_client` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import os
 from collections import Counter
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from grouposcore.coap import Code, Message, OptionNumber, Type
+from grouposcore.coap.constants import COAP_PORT
 from grouposcore.errors import (
     BlockwiseError,
     GroupOscoreError,
@@ -37,6 +40,7 @@ __all__ = [
     "BodyTags",
     "Inbox",
     "RequestPlan",
+    "destination",
     "echo_retry",
     "exchange",
     "follow_block2",
@@ -59,6 +63,24 @@ def echo_retry(request: Message, response: Message) -> Message | None:
     retry = request.copy()
     retry.options.echo = echo
     return retry
+
+
+def destination(message: Message) -> tuple[str, int, Message]:
+    """``(host, port, request to send)`` for a request addressed by its Uri-Host and
+    Uri-Port options (RFC 7252 §6.4): an IP literal host and the default port are implied
+    by the destination, so they are left out of the request sent."""
+    host = message.options.uri_host
+    if host is None:
+        raise ValueError("no remote given and the request has no Uri-Host option")
+    port = message.options.uri_port or COAP_PORT
+    msg = message.copy()
+    stripped = host.strip("[]")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(stripped.split("%", 1)[0])
+        msg.options.uri_host = None
+    if msg.options.uri_port == COAP_PORT:
+        msg.options.uri_port = None
+    return stripped, port, msg
 
 
 def response_deadline(

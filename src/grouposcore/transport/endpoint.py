@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 from grouposcore.coap import Code, Message, Type, parse_uri, uri_to_options
-from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT
+from grouposcore.coap.constants import ALL_COAP_NODES_V4
 from grouposcore.errors import EndpointClosed, PeerUnreachable, RequestTimeout, ResetReceived
 from grouposcore.transport import client, group_client
 from grouposcore.transport.blockwise import BlockwiseLimits
@@ -373,18 +373,8 @@ class Endpoint:
     ) -> tuple[Address, Message]:
         if remote is not None:
             return await self._resolve(str(remote[0]), int(remote[1])), message
-        host = message.options.uri_host
-        if host is None:
-            raise ValueError("no remote given and the request has no Uri-Host option")
-        port = message.options.uri_port or COAP_PORT
-        msg = message.copy()
-        stripped = host.strip("[]")
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(stripped.split("%", 1)[0])
-            msg.options.uri_host = None  # an IP literal is implied by the destination
-        if msg.options.uri_port == COAP_PORT:
-            msg.options.uri_port = None
-        return await self._resolve(stripped, port), msg
+        host, port, msg = client.destination(message)
+        return await self._resolve(host, port), msg
 
     # --- client: public API --------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -192,24 +192,58 @@ class BodyTags:
 
 
 class Inbox:
-    """Responses (or errors) for one token, handed over by the endpoint's callbacks, and
-    whether the request was acknowledged (an empty ACK came)."""
+    """Messages for one token, handed over by the endpoint's callbacks, awaited with a
+    time limit.
 
-    __slots__ = ("_queue", "acked")
+    Waiting creates no task (``asyncio.wait_for(queue.get(), t)`` creates one per wait on
+    Python 3.11) and items that arrived together are taken without suspending: a group
+    request waits once per response, so this is on the client's hot path.
+    """
 
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.acked = False
+    __slots__ = ("_items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
     def put(self, item: Any) -> None:
-        self._queue.put_nowait(item)
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self, timeout: float) -> Any:
+        """The next item; ``TimeoutError`` if none came within ``timeout`` seconds."""
+        if not self._items:
+            waiter = self._loop.create_future()
+            self._waiter = waiter
+            timer = self._loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                timer.cancel()
+        return self._items.popleft()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class _Pending:
+    """What one unicast exchange has received so far, and whether its request was
+    acknowledged (an empty ACK came)."""
+
+    __slots__ = ("acked", "queue")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.acked = False
 
     def ack(self) -> None:
         self.acked = True
-
-    async def get(self, timeout: float | None) -> Any:
-        """The next item; ``TimeoutError`` after ``timeout`` seconds (``None``: no limit)."""
-        return await asyncio.wait_for(self._queue.get(), timeout)
 
 
 async def exchange(
@@ -236,15 +270,16 @@ async def exchange(
     if security is not None:
         wire, binding = security.protect_request(wire)
         wire = wire.copy(token=token, mtype=mtype)
-    inbox = Inbox()
+    pending = _Pending()
+    put = pending.queue.put_nowait
     failures: VerificationFailures | None = None
-    ep._listen(token, remote, inbox.put, inbox.put, inbox.ack)
+    ep._listen(token, remote, put, put, pending.ack)
     mid = -1
     start = ep._now()
     try:
         mid = ep._send(wire, remote)
         while True:
-            item = await _next_response(ep, inbox, confirmable, deadline, start)
+            item = await _next_response(ep, pending, confirmable, deadline, start)
             if security is None:
                 return item
             try:
@@ -268,19 +303,19 @@ async def exchange(
 
 
 async def _next_response(
-    ep: Endpoint, inbox: Inbox, confirmable: bool, deadline: float | None, start: float
+    ep: Endpoint, pending: _Pending, confirmable: bool, deadline: float | None, start: float
 ) -> Message:
     """The next response for an exchange; raises what the endpoint reported instead, or
     :class:`RequestTimeout` at :func:`response_deadline`."""
     params = ep.params
     while True:
         limit = response_deadline(
-            params, confirmable=confirmable, acked=inbox.acked, deadline=deadline, start=start
+            params, confirmable=confirmable, acked=pending.acked, deadline=deadline, start=start
         )
         # Without a limit, look again every ACK_TIMEOUT: an empty ACK sets one.
         wait = params.ack_timeout if limit is None else max(0.0, limit - ep._now())
         try:
-            item = await inbox.get(wait)
+            item = await asyncio.wait_for(pending.queue.get(), wait)
         except TimeoutError:
             if limit is not None and ep._now() >= limit:
                 raise RequestTimeout("no response before the deadline") from None

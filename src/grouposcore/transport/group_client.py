@@ -10,7 +10,6 @@ server when needed (Echo challenge, block-wise).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import AsyncGenerator
@@ -73,10 +72,10 @@ async def group_request(
     if security is not None:
         wire, binding = security.protect_request(wire)
         wire = wire.copy(token=token, mtype=Type.NON)
-    queue: asyncio.Queue[Message] = asyncio.Queue()
+    inbox = client.Inbox(ep._loop)
     #: the servers that answered this request (by Sender ID when verified, else address)
     answered: set[object] = set()
-    ep._listen(token, None, queue.put_nowait, lambda exc: None)
+    ep._listen(token, None, inbox.put, lambda exc: None)
     if failures is None:
         failures = VerificationFailures()
     try:
@@ -89,7 +88,7 @@ async def group_request(
             if left <= 0:
                 return
             try:
-                raw = await asyncio.wait_for(queue.get(), left)
+                raw: Message = await inbox.get(left)
             except TimeoutError:
                 return
             resp = _verify_group_response(raw, binding, security, failures)

@@ -1,7 +1,10 @@
-"""Sans-I/O tests of the client's decisions: what a request sends next (Block1 blocks, Block2
-follow-ups, one Echo retry), how long an exchange waits, when a body needs a Request-Tag."""
+"""The client side: its sans-I/O decisions (what a request sends next: Block1 blocks, Block2
+follow-ups, one Echo retry; how long an exchange waits; when a body needs a Request-Tag) and
+the inbox a group request waits on."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -10,6 +13,7 @@ from grouposcore.errors import BlockwiseError
 from grouposcore.transport.blockwise import BlockwiseLimits
 from grouposcore.transport.client import (
     BodyTags,
+    Inbox,
     RequestPlan,
     destination,
     echo_retry,
@@ -131,3 +135,20 @@ def test_destination_leaves_implied_uri_host_and_port_out() -> None:
     assert named.options.uri_host == "node.example"  # the caller's request is left alone
     with pytest.raises(ValueError):
         destination(Message(Code.GET))
+
+
+def test_inbox_hands_over_items_in_order_and_times_out_on_the_loop_clock() -> None:
+    async def main() -> None:
+        inbox = Inbox(asyncio.get_running_loop())
+        inbox.put("a")
+        inbox.put("b")
+        assert await inbox.get(0.0) == "a"  # arrived already: no wait, even with no time
+        assert await inbox.get(0.0) == "b"
+        asyncio.get_running_loop().call_soon(inbox.put, "c")
+        assert await inbox.get(10.0) == "c"
+        with pytest.raises(TimeoutError):
+            await inbox.get(0.01)
+        inbox.put("d")  # a late item waits for the next get
+        assert await inbox.get(0.0) == "d"
+
+    asyncio.run(main())

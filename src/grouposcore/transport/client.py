@@ -269,7 +269,8 @@ async def exchange(
     binding = None
     if security is not None:
         wire, binding = security.protect_request(wire)
-        wire = wire.copy(token=token, mtype=mtype)
+        if wire.token != token or wire.mtype != mtype:
+            wire = wire.copy(token=token, mtype=mtype)
     pending = _Pending()
     put = pending.queue.put_nowait
     failures: VerificationFailures | None = None

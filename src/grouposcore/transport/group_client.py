@@ -71,7 +71,8 @@ async def group_request(
     binding = None
     if security is not None:
         wire, binding = security.protect_request(wire)
-        wire = wire.copy(token=token, mtype=Type.NON)
+        if wire.token != token or wire.mtype != Type.NON:
+            wire = wire.copy(token=token, mtype=Type.NON)
     inbox = client.Inbox(ep._loop)
     #: the servers that answered this request (by Sender ID when verified, else address)
     answered: set[object] = set()

@@ -57,6 +57,7 @@ from grouposcore.transport.server import (
 
 __all__ = ["Action", "Drop", "Render", "Respond", "ServerFlow", "clone"]
 
+#: the endpoint's logger: these messages have always come from there, and log settings name it
 log = logging.getLogger("grouposcore.transport.endpoint")
 
 _N = OptionNumber
@@ -428,8 +429,9 @@ class ServerFlow:
             self.end_observation(key, "error notification")
             mtype = Type.CON
         origin = (observer.remote, security_identity(observer.binding))
-        response = self._block2.slice(observer.request, response, origin, now)
-        msg = response.copy(token=observer.token, mtype=mtype)
+        # slice returns the copy above or a new message: ours to change
+        msg = self._block2.slice(observer.request, response, origin, now)
+        msg.token, msg.mtype = observer.token, mtype
         if observer.binding is not None and self.security is not None:
             try:
                 msg = self.security.protect_response(msg, observer.binding)
@@ -437,5 +439,6 @@ class ServerFlow:
                 log.warning("cannot protect notification: %s", e)
                 self.end_observation(key, "protection failed")
                 return None
-            msg = msg.copy(token=observer.token, mtype=mtype)
+            if msg.token != observer.token or msg.mtype != mtype:
+                msg = msg.copy(token=observer.token, mtype=mtype)
         return msg

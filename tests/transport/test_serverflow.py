@@ -19,7 +19,7 @@ from grouposcore.transport import Protection, Resource, Site
 from grouposcore.transport.blockwise import Block1Sender, BlockwiseLimits
 from grouposcore.transport.messagelayer import ServerExchange
 from grouposcore.transport.observe import Observer
-from grouposcore.transport.serverflow import Drop, Render, Respond, ServerFlow
+from grouposcore.transport.serverflow import Drop, Leisure, Render, Respond, ServerFlow
 
 A = ("192.0.2.1", 5683)
 #: OSCORE option values: Group Flag | kid flag | PIV length 1 ... and without the flag
@@ -335,3 +335,18 @@ def test_bad_critical_option_of_a_group_request_gets_no_402() -> None:
         msg.options.set(65001, b"x")
         action = f.receive(exchange(msg), 0.0)
         assert isinstance(action, Respond) is answered
+
+
+def test_leisure_releases_held_responses_when_due_in_due_order() -> None:
+    f, _ = flow(Text(), leisure=2.0, seed=5)
+    held = Leisure()
+    actions = [serve(f, request(mid=i), now=10.0, multicast=True) for i in range(4)]
+    for a in actions:
+        held.add(a, now=10.0)
+    dues = sorted(10.0 + a.delay for a in actions)
+    assert held.next_due() == dues[0] and len(held) == 4
+    assert held.pop_due(dues[0] - 1e-6) == []
+    first_two = held.pop_due(dues[1])
+    assert [a for a, _ in first_two] == sorted(actions, key=lambda a: a.delay)[:2]
+    assert held.next_due() == dues[2]
+    assert len(held.pop_due(12.0)) == 2 and held.next_due() is None  # all within the leisure

@@ -52,7 +52,15 @@ from grouposcore.transport.rejections import VerificationFailures
 from grouposcore.transport.resource import Resource, Site
 from grouposcore.transport.security import ClientSecurity, ServerSecurity
 from grouposcore.transport.server import error_response
-from grouposcore.transport.serverflow import Action, Drop, Render, Respond, ServerFlow, clone
+from grouposcore.transport.serverflow import (
+    Action,
+    Drop,
+    Leisure,
+    Render,
+    Respond,
+    ServerFlow,
+    clone,
+)
 from grouposcore.transport.sockets import UdpSocket, format_address, is_multicast, normalise
 
 __all__ = ["Endpoint", "Observation"]
@@ -116,6 +124,10 @@ class Endpoint:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
+        #: responses to multicast requests waiting out their leisure, and the one timer
+        self._leisure = Leisure()
+        self._leisure_timer: asyncio.TimerHandle | None = None
+        self._leisure_when = 0.0
         self._closed = False
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
@@ -198,6 +210,9 @@ class Endpoint:
         self._loop.remove_reader(self._sock.fileno())
         if self._timer is not None:
             self._timer.cancel()
+        if self._leisure_timer is not None:
+            self._leisure_timer.cancel()
+        self._leisure.clear()
         for w in list(self._waiters.values()):
             w.on_error(EndpointClosed("endpoint closed"))
         for fut in self._pings.values():
@@ -496,19 +511,23 @@ class Endpoint:
     # --- server: executing the pipeline's actions ----------------------------------------
 
     def _on_request(self, ex: ServerExchange) -> None:
-        """Run a new request through the pipeline; only rendering and the leisure wait."""
+        """Run a new request through the pipeline; only rendering needs a task. Called from
+        :meth:`_on_readable`, which re-arms the message layer's timer afterwards."""
         try:
-            self._execute(self._flow.receive(ex, self._now()))
+            self._execute(self._flow.receive(ex, self._now()), arm=False)
         except Exception:
             log.exception("error while answering %r from %s", ex.request, ex.remote)
 
-    def _execute(self, action: Action, recover: bool = True) -> None:
+    def _execute(self, action: Action, recover: bool = True, arm: bool = True) -> None:
         if isinstance(action, Render):
             self._spawn(self._render(action))
-        elif isinstance(action, Respond) and action.delay > 0:
-            self._loop.call_later(action.delay, self._respond, action, recover)
+        elif isinstance(action, Respond) and action.exchange.multicast:
+            self._leisure.add(action, self._now(), recover)
+            self._arm_leisure()
         else:
             self._respond(action, recover)
+            if arm:
+                self._arm_timer()
 
     async def _render(self, step: Render) -> None:
         ex = step.exchange
@@ -524,19 +543,40 @@ class Endpoint:
         self._execute(action)
 
     def _respond(self, action: Respond | Drop, recover: bool = True) -> None:
-        """Protect and send a response (or only finish the exchange, for a Drop)."""
+        """Protect and send a response (or only finish the exchange, for a Drop); the
+        caller re-arms the message layer's timer."""
         if self._closed:
             return
         ex = action.exchange
         try:
             message = self._flow.seal(action) if isinstance(action, Respond) else None
             self._process(self._ml.respond(ex, message, self._now()))
-            self._arm_timer()
         except Exception:
             log.exception("error while answering %r from %s", ex.request, ex.remote)
             if recover and isinstance(action, Respond) and not ex.responded:
                 # A request that verified gets its 5.00 protected, never in the clear.
                 self._execute(self._flow.failed(ex, action.request, action.binding), False)
+
+    def _arm_leisure(self) -> None:
+        """One loop timer for every response waiting out its leisure (see :class:`Leisure`)."""
+        when = self._leisure.next_due()
+        if when is None or self._closed:
+            return
+        if self._leisure_timer is not None:
+            if self._leisure_when <= when:
+                return
+            self._leisure_timer.cancel()
+        self._leisure_when = when
+        self._leisure_timer = self._loop.call_at(when, self._on_leisure)
+
+    def _on_leisure(self) -> None:
+        # asyncio fires a timer up to its clock resolution early: what it was set for is due
+        now = max(self._now(), self._leisure_when)
+        self._leisure_timer = None
+        for action, recover in self._leisure.pop_due(now):
+            self._respond(action, recover)
+        self._arm_timer()
+        self._arm_leisure()
 
     # --- server: Observe -----------------------------------------------------------------
 

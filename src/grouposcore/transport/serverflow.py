@@ -23,6 +23,7 @@ reassembly and caches, the Observe registrations and the rejection counters.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import random
 from collections.abc import Callable, Hashable
@@ -55,7 +56,7 @@ from grouposcore.transport.server import (
     suppressed,
 )
 
-__all__ = ["Action", "Drop", "Render", "Respond", "ServerFlow", "clone"]
+__all__ = ["Action", "Drop", "Leisure", "Render", "Respond", "ServerFlow", "clone"]
 
 #: the endpoint's logger: these messages have always come from there, and log settings name it
 log = logging.getLogger("grouposcore.transport.endpoint")
@@ -114,6 +115,46 @@ class Drop:
 
 
 Action = Render | Respond | Drop
+
+
+class Leisure:
+    """Responses to multicast requests waiting out their leisure, in due order.
+
+    The endpoint keeps one timer for all of them (not a task or a timer per response) and
+    sends every response due when it fires in one go; a response with no delay still waits
+    for the end of the loop turn, so a member verifies every request that arrived together
+    before it protects and sends the answers, and the client reads them in one burst.
+    """
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Respond, bool]] = []
+        self._seq = 0
+
+    def add(self, action: Respond, now: float, recover: bool = True) -> None:
+        """Hold ``action`` until ``now + action.delay``; ``recover``: a failure to send
+        it may still fall back to a 5.00."""
+        heapq.heappush(self._heap, (now + action.delay, self._seq, action, recover))
+        self._seq += 1
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float) -> list[tuple[Respond, bool]]:
+        """Every held response due at ``now``, in due order, with its ``recover`` flag."""
+        heap = self._heap
+        out = []
+        while heap and heap[0][0] <= now:
+            _, _, action, recover = heapq.heappop(heap)
+            out.append((action, recover))
+        return out
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+    def __len__(self) -> int:
+        return len(self._heap)
 
 
 class ServerFlow:

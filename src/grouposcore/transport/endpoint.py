@@ -224,6 +224,7 @@ class Endpoint:
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
+        self._tasks.clear()  # a render task cancelled before it ran never removed itself
         self._sock.close()
 
     async def __aenter__(self) -> Endpoint:
@@ -520,7 +521,9 @@ class Endpoint:
 
     def _execute(self, action: Action, recover: bool = True, arm: bool = True) -> None:
         if isinstance(action, Render):
-            self._spawn(self._render(action))
+            # no done callback (one loop callback less per request): the task leaves the
+            # set itself, and catches what the resource raises
+            self._tasks.add(self._loop.create_task(self._render(action)))
         elif isinstance(action, Respond) and action.exchange.multicast:
             self._leisure.add(action, self._now(), recover)
             self._arm_leisure()
@@ -532,15 +535,18 @@ class Endpoint:
     async def _render(self, step: Render) -> None:
         ex = step.exchange
         try:
-            response = await step.resource.render(step.request)
-            action = self._flow.rendered(step, response, self._now())
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("error while handling %r from %s", ex.request, ex.remote)
-            self._execute(self._flow.failed(ex, step.whole, step.binding), recover=False)
-            return
-        self._execute(action)
+            try:
+                response = await step.resource.render(step.request)
+                action = self._flow.rendered(step, response, self._now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("error while handling %r from %s", ex.request, ex.remote)
+                self._execute(self._flow.failed(ex, step.whole, step.binding), recover=False)
+                return
+            self._execute(action)
+        finally:
+            self._tasks.discard(asyncio.current_task())
 
     def _respond(self, action: Respond | Drop, recover: bool = True) -> None:
         """Protect and send a response (or only finish the exchange, for a Drop); the

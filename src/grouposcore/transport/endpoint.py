@@ -25,6 +25,7 @@ import os
 import random
 import socket
 from collections.abc import AsyncGenerator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from grouposcore.coap import Code, Message, Type, parse_uri, uri_to_options
@@ -67,21 +68,16 @@ __all__ = ["Endpoint", "Observation"]
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(slots=True)
 class _Waiter:
     """Where responses for one token go (a future for one answer, a callback for many)."""
 
-    def __init__(
-        self,
-        on_response: Callable[[Message], None],
-        on_error: Callable[[BaseException], None],
-        on_ack: Callable[[], None] | None = None,
-        remote: Address | None = None,
-    ) -> None:
-        self.on_response = on_response
-        self.on_error = on_error
-        self.on_ack = on_ack
-        #: the one peer answers come from (None: a group exchange, anyone)
-        self.remote = remote
+    on_response: Callable[[Message], None]
+    on_error: Callable[[BaseException], None]
+    on_ack: Callable[[], None] | None = None
+    #: the one peer answers come from (None: a group exchange, anyone)
+    remote: Address | None = None
 
 
 class Endpoint:
@@ -153,15 +149,9 @@ class Endpoint:
         sock = UdpSocket(bind, reuse_address=reuse_address)
         try:
             return cls(
-                sock,
-                site=site,
-                params=params,
-                blockwise=blockwise,
-                leisure=leisure,
-                rng=rng,
-                server_security=server_security,
-                multicast_interface=multicast_interface,
-            )
+                sock, site=site, params=params, blockwise=blockwise, leisure=leisure, rng=rng,
+                server_security=server_security, multicast_interface=multicast_interface,
+            )  # fmt: skip
         except BaseException:
             sock.close()
             raise
@@ -322,28 +312,29 @@ class Endpoint:
                 if w is not None and w.on_ack is not None:
                     w.on_ack()
             elif isinstance(o, Rejected):
-                ping = self._pings.get((o.remote, o.mid))
-                if ping is not None:
-                    if not ping.done():
-                        ping.set_result(None)
-                elif not self._flow.end_observation((o.remote, o.token), "RST"):
-                    w = self._waiters.get(o.token)
-                    if w is not None:
-                        w.on_error(ResetReceived(f"{o.remote} answered with Reset"))
+                self._exchange_failed(o.remote, o.mid, o.token, "RST", None)
             elif isinstance(o, TransmissionFailed):
-                ping = self._pings.get((o.remote, o.mid))
-                if ping is not None:
-                    if not ping.done():
-                        ping.set_exception(RequestTimeout(f"no answer to ping from {o.remote}"))
-                elif not self._flow.end_observation((o.remote, o.token), "unacknowledged"):
-                    w = self._waiters.get(o.token)
-                    if w is not None:
-                        w.on_error(
-                            RequestTimeout(
-                                f"no acknowledgement from {o.remote} after "
-                                f"{self.params.max_retransmit} retransmissions"
-                            )
-                        )
+                n, peer = self.params.max_retransmit, o.remote
+                error = RequestTimeout(f"no acknowledgement from {peer} after {n} retransmissions")
+                self._exchange_failed(peer, o.mid, o.token, "unacknowledged", error)
+
+    def _exchange_failed(
+        self, remote: Address, mid: int, token: bytes, why: str, error: Exception | None
+    ) -> None:
+        """A CON we sent met RST (``error`` None) or was never acknowledged: it ends a ping
+        (answered by RST, failed otherwise), else an Observe registration we serve, else the
+        exchange waiting for ``token``."""
+        ping = self._pings.get((remote, mid))
+        if ping is not None:
+            if not ping.done():
+                if error is None:
+                    ping.set_result(None)
+                else:
+                    ping.set_exception(RequestTimeout(f"no answer to ping from {remote}"))
+        elif not self._flow.end_observation((remote, token), why):
+            w = self._waiters.get(token)
+            if w is not None:
+                w.on_error(error or ResetReceived(f"{remote} answered with Reset"))
 
     def _send(self, message: Message, remote: Address) -> int:
         if self._closed:
@@ -476,15 +467,7 @@ class Endpoint:
         failures: VerificationFailures | None = None,
     ) -> AsyncGenerator[Message, None]:
         """Send ``message`` as NON to a group; iterate the result for every response until
-        the deadline (see :func:`grouposcore.transport.group_client.group_request`).
-
-        ``group`` defaults to All-CoAP-Nodes of the socket's family on port 5683.
-        ``timeout`` (default: the leisure plus ACK_TIMEOUT) bounds the collection. Each
-        response carries its sender in ``remote``; responses that fail verification are
-        skipped (and tallied in ``failures`` when given, so a caller that got nothing can
-        say why). Block-wise responses are completed and 4.01+Echo answered by unicast to
-        that server, within the same deadline.
-        """
+        the deadline: see :func:`grouposcore.transport.group_client.group_request`."""
         return group_client.group_request(
             self, message, group, timeout=timeout, security=security, interface=interface,
             failures=failures,
@@ -507,7 +490,6 @@ class Endpoint:
         ``timeout`` bounds the registration exchange only.
         """
         return Observation(self, message, remote, security, timeout)
-
 
     # --- server: executing the pipeline's actions ----------------------------------------
 

@@ -93,7 +93,7 @@ def test_render_tasks_leave_the_task_set_when_done() -> None:
     run(main())
 
 
-def test_multicast_responses_leave_together_under_one_leisure_timer() -> None:
+def test_multicast_responses_wait_out_their_leisure_under_one_timer() -> None:
     async def main() -> None:
         ep = await server(leisure=0.3, seed=4)
         sock = listener()

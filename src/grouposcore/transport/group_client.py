@@ -104,11 +104,12 @@ async def group_request(
                 log.info("not answering a second Echo challenge from %s", resp.remote)
                 continue
             answered.add(server)
-            try:
-                resp = await _complete_group_response(ep, msg, resp, deadline, security)
-            except (GroupOscoreError, OSError) as e:
-                log.info("incomplete group response from %s: %s", resp.remote, e)
-                continue
+            if _is_echo_challenge(resp) or Block2Collector.continues(resp):
+                try:
+                    resp = await _complete_group_response(ep, msg, resp, deadline, security)
+                except (GroupOscoreError, OSError) as e:
+                    log.info("incomplete group response from %s: %s", resp.remote, e)
+                    continue
             yield resp
     finally:
         ep._unlisten(token)

@@ -44,6 +44,7 @@ __all__ = [
     "echo_retry",
     "exchange",
     "follow_block2",
+    "ping",
     "request",
     "response_deadline",
 ]
@@ -380,3 +381,25 @@ async def follow_block2(
             )
         )
     return col.result()
+
+
+async def ping(ep: Endpoint, target: Address, timeout: float | None) -> float:
+    """CoAP ping of ``target`` (an empty CON, answered by RST, RFC 7252 §4.3); the
+    round-trip time in seconds."""
+    start = ep._now()
+    fut: asyncio.Future[None] = ep._loop.create_future()
+    mid = -1
+    try:
+        outs = ep._ml.send(Message(Code.EMPTY, Type.CON), target, start)
+        mid = outs[0].message.mid  # type: ignore[union-attr]
+        ep._pings[(target, mid)] = fut
+        ep._process(outs)
+        ep._arm_timer()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"no answer to ping from {target}") from None
+    finally:
+        ep._pings.pop((target, mid), None)
+        ep._ml.cancel(target, mid)
+    return ep._now() - start

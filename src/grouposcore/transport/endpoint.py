@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from grouposcore.coap import Code, Message, Type, parse_uri, uri_to_options
+from grouposcore.coap import Code, Message, parse_uri, uri_to_options
 from grouposcore.coap.constants import ALL_COAP_NODES_V4
 from grouposcore.errors import EndpointClosed, PeerUnreachable, RequestTimeout, ResetReceived
 from grouposcore.transport import client, group_client
@@ -436,23 +436,7 @@ class Endpoint:
     async def ping(self, remote: tuple[str, int], *, timeout: float | None = None) -> float:
         """CoAP ping (empty CON, answered by RST); returns the round-trip time in seconds."""
         target = await self._resolve(str(remote[0]), int(remote[1]))
-        start = self._now()
-        fut: asyncio.Future[None] = self._loop.create_future()
-        mid = -1
-        try:
-            outs = self._ml.send(Message(Code.EMPTY, Type.CON), target, start)
-            mid = outs[0].message.mid  # type: ignore[union-attr]
-            self._pings[(target, mid)] = fut
-            self._process(outs)
-            self._arm_timer()
-            try:
-                await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
-                raise RequestTimeout(f"no answer to ping from {target}") from None
-        finally:
-            self._pings.pop((target, mid), None)
-            self._ml.cancel(target, mid)
-        return self._now() - start
+        return await client.ping(self, target, timeout)
 
     # --- client: groups ------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""A client's unicast request: one exchange at a time, block-wise transfers, one Echo retry.
+"""A client's unicast request: one exchange at a time, block-wise transfers, one Echo retry
+(and the CoAP ping, and where a request addressed by its Uri-Host goes).
 
 The decisions are free of I/O: :class:`RequestPlan` says what to send after each response
 (the next Block1 block, the next Block2 request, the request again with the Echo value of a

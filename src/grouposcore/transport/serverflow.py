@@ -10,8 +10,9 @@ the endpoint to execute:
 
 * :class:`Render`: await ``resource.render(action.request)``, then hand the result to
   :meth:`ServerFlow.rendered`, which returns one of the two below;
-* :class:`Respond`: wait ``delay`` seconds (the leisure of a multicast request), then send
-  what :meth:`ServerFlow.seal` makes of it (protected, or ``None`` if it cannot be);
+* :class:`Respond`: send what :meth:`ServerFlow.seal` makes of it (protected, or ``None``
+  if it cannot be); the answer to a multicast request first waits ``delay`` seconds, its
+  leisure, in the endpoint's :class:`Leisure` (one timer for all);
 * :class:`Drop`: no response (the message layer still sends an empty ACK if one is due).
 
 Nothing here reads a clock, touches a socket or asyncio: the time comes in as an argument and

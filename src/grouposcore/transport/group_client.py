@@ -10,7 +10,6 @@ server when needed (Echo challenge, block-wise).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import AsyncGenerator
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 from grouposcore.coap import Code, Message, Type
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, ALL_COAP_NODES_V6_LINK, COAP_PORT
 from grouposcore.errors import GroupOscoreError
+from grouposcore.transport import client
 from grouposcore.transport.blockwise import Block2Collector
 from grouposcore.transport.rejections import VerificationFailures
 from grouposcore.transport.security import Binding, ClientSecurity
@@ -71,11 +71,12 @@ async def group_request(
     binding = None
     if security is not None:
         wire, binding = security.protect_request(wire)
-        wire = wire.copy(token=token, mtype=Type.NON)
-    queue: asyncio.Queue[Message] = asyncio.Queue()
+        if wire.token != token or wire.mtype != Type.NON:
+            wire = wire.copy(token=token, mtype=Type.NON)
+    inbox = client.Inbox(ep._loop)
     #: the servers that answered this request (by Sender ID when verified, else address)
     answered: set[object] = set()
-    ep._listen(token, None, queue.put_nowait, lambda exc: None)
+    ep._listen(token, None, inbox.put, lambda exc: None)
     if failures is None:
         failures = VerificationFailures()
     try:
@@ -88,7 +89,7 @@ async def group_request(
             if left <= 0:
                 return
             try:
-                raw = await asyncio.wait_for(queue.get(), left)
+                raw: Message = await inbox.get(left)
             except TimeoutError:
                 return
             resp = _verify_group_response(raw, binding, security, failures)
@@ -103,11 +104,12 @@ async def group_request(
                 log.info("not answering a second Echo challenge from %s", resp.remote)
                 continue
             answered.add(server)
-            try:
-                resp = await _complete_group_response(ep, msg, resp, deadline, security)
-            except (GroupOscoreError, OSError) as e:
-                log.info("incomplete group response from %s: %s", resp.remote, e)
-                continue
+            if _is_echo_challenge(resp) or Block2Collector.continues(resp):
+                try:
+                    resp = await _complete_group_response(ep, msg, resp, deadline, security)
+                except (GroupOscoreError, OSError) as e:
+                    log.info("incomplete group response from %s: %s", resp.remote, e)
+                    continue
             yield resp
     finally:
         ep._unlisten(token)
@@ -153,12 +155,11 @@ async def _complete_group_response(
     if _is_echo_challenge(resp):
         retry = request.copy()
         retry.options.echo = resp.options.echo
-        out = await ep._blockwise_request(retry, remote, deadline, True, security)
+        out = await client.request(ep, retry, remote, deadline, True, security, echo=False)
         out.remote = remote
         return out
     if Block2Collector.continues(resp):
-        one = ep._one_shot(remote, True, deadline, security)
-        out = await ep._follow_block2(request, resp, one)
+        out = await client.follow_block2(ep, request, resp, remote, deadline, security)
         out.remote = remote
         return out
     return resp

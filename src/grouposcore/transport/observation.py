@@ -30,6 +30,7 @@ from grouposcore.errors import (
     ResetReceived,
 )
 from grouposcore.oscore.option import decode_option
+from grouposcore.transport import client
 from grouposcore.transport.blockwise import Block2Collector
 from grouposcore.transport.messagelayer import Address
 from grouposcore.transport.observe import NotificationOrder, PartialIvOrder
@@ -179,9 +180,10 @@ class Observation:
                 assert self._request is not None and self._remote is not None
                 plain_req = self._request.copy()
                 plain_req.options.observe = None
-                one = ep._one_shot(self._remote, True, None, self._security)
                 try:
-                    msg = await ep._follow_block2(plain_req, msg, one)
+                    msg = await client.follow_block2(
+                        ep, plain_req, msg, self._remote, None, self._security
+                    )
                 except (BlockwiseError, RequestTimeout) as e:
                     log.info("incomplete block-wise notification: %s", e)
                     continue

@@ -1,0 +1,137 @@
+"""How the endpoint carries out the server pipeline's actions, on loopback: render tasks
+that clean up after themselves, and responses to multicast requests held under the one
+leisure timer (a multicast request is simulated by handing the endpoint an exchange
+flagged ``multicast``, as the message layer would for a datagram sent to a group)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from typing import Any
+
+from grouposcore.coap import Code, Message, Type
+from grouposcore.transport import Endpoint, Resource, Site
+from grouposcore.transport.messagelayer import ServerExchange
+
+
+class Hello(Resource):
+    async def render_get(self, request: Message) -> Message:
+        return Message(Code.CONTENT, payload=b"hello")
+
+
+class Slow(Resource):
+    """Suspends while rendering, so its task is still running when the test looks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def render_get(self, request: Message) -> Message:
+        await self.release.wait()
+        return Message(Code.CONTENT, payload=b"late")
+
+
+def run(coro: Any) -> Any:
+    async def guarded() -> Any:
+        return await asyncio.wait_for(coro, 30)
+
+    return asyncio.run(guarded())
+
+
+def get(path: str, mid: int, token: bytes) -> Message:
+    msg = Message(Code.GET, Type.NON, mid, token)
+    msg.options.uri_path = [path]
+    return msg
+
+
+async def server(leisure: float, seed: int = 1) -> Endpoint:
+    site = Site()
+    site.add("hello", Hello())
+    site.add("slow", Slow())
+    return await Endpoint.create(
+        ("127.0.0.1", 0), site=site, leisure=leisure, rng=random.Random(seed)
+    )
+
+
+def listener() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def receive(sock: socket.socket, timeout: float) -> Message | None:
+    loop = asyncio.get_running_loop()
+    try:
+        data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), timeout)
+    except TimeoutError:
+        return None
+    return Message.decode(data)
+
+
+def test_render_tasks_leave_the_task_set_when_done() -> None:
+    async def main() -> None:
+        ep = await server(leisure=0.0)
+        client = await Endpoint.create(("127.0.0.1", 0))
+        try:
+            slow = ep.site.lookup(["slow"]) if ep.site else None
+            assert isinstance(slow, Slow)
+            pending = asyncio.ensure_future(client.request(get("slow", 0, b""), ep.address))
+            for _ in range(3):
+                r = await client.request(get("hello", 0, b""), ep.address, timeout=5)
+                assert r.payload == b"hello"
+            assert len(ep._tasks) == 1  # only the slow render is still running
+            slow.release.set()
+            assert (await pending).payload == b"late"
+            await asyncio.sleep(0)
+            assert not ep._tasks
+        finally:
+            await client.close()
+            await ep.close()
+
+    run(main())
+
+
+def test_multicast_responses_wait_out_their_leisure_under_one_timer() -> None:
+    async def main() -> None:
+        ep = await server(leisure=0.3, seed=4)
+        sock = listener()
+        remote = sock.getsockname()
+        try:
+            for i in range(3):
+                ep._on_request(ServerExchange(get("hello", i, bytes([i])), remote, True))
+            await asyncio.sleep(0)  # the render tasks run; the answers wait for the leisure
+            assert len(ep._leisure) == 3
+            timer = ep._leisure_timer
+            assert timer is not None and timer.when() == ep._leisure.next_due()
+            tokens = set()
+            for _ in range(3):
+                msg = await receive(sock, 5.0)
+                assert msg is not None and msg.payload == b"hello" and msg.mtype == Type.NON
+                tokens.add(msg.token)
+            assert tokens == {b"\x00", b"\x01", b"\x02"}
+            assert len(ep._leisure) == 0 and ep._leisure_timer is None
+        finally:
+            sock.close()
+            await ep.close()
+
+    run(main())
+
+
+def test_close_drops_responses_still_waiting_out_their_leisure() -> None:
+    async def main() -> None:
+        ep = await server(leisure=30.0)
+        sock = listener()
+        try:
+            ep._on_request(ServerExchange(get("hello", 1, b"\x01"), sock.getsockname(), True))
+            await asyncio.sleep(0)
+            assert len(ep._leisure) == 1
+            timer = ep._leisure_timer
+            await ep.close()
+            assert len(ep._leisure) == 0 and timer is not None and timer.cancelled()
+            assert await receive(sock, 0.2) is None
+        finally:
+            sock.close()
+
+    run(main())

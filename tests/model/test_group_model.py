@@ -62,7 +62,9 @@ from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, settings
+from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from grouposcore.cli.security_files import load_group_context
@@ -127,6 +129,13 @@ def enabled(name: str) -> bool:
         or name in chosen
         or name not in KNOWN_BUG_RULES
     )
+
+
+def event(name: str) -> None:
+    """Count ``name`` in hypothesis' statistics (--hypothesis-show-statistics); nothing when
+    a rule runs outside hypothesis (the replays in test_group_model_known.py)."""
+    if currently_in_test_context():
+        hypothesis_event(name)
 
 
 def _has(roles: int, role: Role) -> bool:
@@ -226,6 +235,7 @@ class GroupModel(RuleBasedStateMachine):
                 assert self.gm is not None and self.gm.group(GROUP).num == num  # type: ignore[union-attr]
                 assert node.name in self._members()
                 node.kept_context = None
+                event("re-join refused: budget spent")
                 return
             # the GM removed it while it was down or lagging: it stays out
             self.removed_at.setdefault(node.name, len(self.datagrams))
@@ -901,6 +911,9 @@ class GroupModel(RuleBasedStateMachine):
             Path(node.state_path + suffix).unlink(missing_ok=True)
         self._forget_windows(node, gid)
         self.run(self._start(node))
+        if node.alive:
+            assert node.member.material.gid != gid, "a re-join after state loss kept the Gid"
+            event("re-join after disk loss: rekeyed")
 
     @precondition(lambda self: enabled("renew_sender_id"))
     @rule(i=st.integers(0, 99))

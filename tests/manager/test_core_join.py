@@ -270,9 +270,7 @@ def test_fifty_joins_get_fifty_unique_sids(harness: Harness) -> None:
     check_invariants(harness.gm)
 
 
-def test_rejoin_of_a_current_member_rekeys_the_group_and_answers_2_04(
-    harness: Harness,
-) -> None:
+def test_rejoin_of_a_current_member_rekeys_the_group(harness: Harness) -> None:
     """A current member that joins again lost its state (or changed roles): without new
     keys it would start with empty replay windows under the keys it had, and deliver again
     what it delivered before. The GM rekeys as part of admitting it, even without backward
@@ -282,7 +280,7 @@ def test_rejoin_of_a_current_member_rekeys_the_group_and_answers_2_04(
     harness.join("b", "g")
     before = harness.gm.group("g")
     assert first is not None and before is not None and before.gid == first.gid
-    again = harness.join("a", "g", allow=False).material  # the helper checks 2.01 / 2.04
+    again = harness.join("a", "g", allow=False).material
     g = harness.gm.group("g")
     assert again is not None and g is not None
     assert g.num == before.num + 1 and g.gid != before.gid

@@ -337,6 +337,21 @@ MUTANTS: tuple[Mutant, ...] = (
          "tests/manager/test_runtime.py::test_forward_security_after_eviction"),
         "an evicted member's server stops accepting requests under the old group context",
     ),
+    Mutant(
+        "gm-rejoin-rekeys",
+        "manager/membership.py",
+        (("                current is not None\n                or (g.backward_security",
+          "                (g.backward_security"),),
+        ("tests/model/test_group_model_known.py", "tests/manager/test_core_join.py"),
+        "a current member's re-join (it lost its state) gets new keys, never its old ones",
+    ),
+    Mutant(
+        "gm-rejoin-budget",
+        "manager/membership.py",
+        (("return max(0.0, due - now - (self.burst - 1) * self.interval)", "return 0.0"),),
+        ("tests/manager/test_core_join.py",),
+        "a member re-joining in a loop cannot make the GM rekey the group without end",
+    ),
 )
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from grouposcore.cose import ES256, Credential, signature_by_id
 from grouposcore.manager import member as mb
-from grouposcore.manager.core import GroupManager
+from grouposcore.manager.core import GmResponse, GroupManager
+from grouposcore.manager.membership import RejoinBudget
 from grouposcore.manager.params import (
     CF_ACE_GROUPCOMM,
     CF_PROBLEM_DETAILS,
@@ -22,6 +23,7 @@ from grouposcore.manager.params import (
     decode_problem_details,
     encode_scope,
 )
+from grouposcore.manager.service import GroupManagerService
 from tests.manager.helpers import RS, Harness, check_invariants
 
 
@@ -268,33 +270,98 @@ def test_fifty_joins_get_fifty_unique_sids(harness: Harness) -> None:
     check_invariants(harness.gm)
 
 
-def test_rejoin_gets_a_new_sender_id_and_2_04(harness: Harness) -> None:
+def test_rejoin_of_a_current_member_rekeys_the_group(harness: Harness) -> None:
+    """A current member that joins again lost its state (or changed roles): without new
+    keys it would start with empty replay windows under the keys it had, and deliver again
+    what it delivered before. The GM rekeys as part of admitting it, even without backward
+    security; its old Sender ID is stale in that very rekeying (digest §7.3 (c), §7.4)."""
     harness.gm.create_group("g", backward_security=False)
     first = harness.join("a", "g").material
     harness.join("b", "g")
+    before = harness.gm.group("g")
+    assert first is not None and before is not None and before.gid == first.gid
     again = harness.join("a", "g", allow=False).material
-    assert first is not None and again is not None
-    assert (first.sender_id, again.sender_id) == (b"\x00", b"\x02")
-    assert again.gid == first.gid
-    # 0x00 is free again but was used under this Gid: a newcomer gets 0x03.
-    c = harness.join("c", "g").material
-    assert c is not None and c.sender_id == b"\x03"
-    assert harness.gm.store.member("g", "a").sender_id == b"\x02"  # type: ignore[union-attr]
-    # After a rekeying (b leaves), the Gid is new and old IDs may be handed out again.
-    assert harness.request("b", "DELETE", "ace-group/g/nodes/b").code == Code.DELETED
-    d = harness.join("d", "g").material
-    assert d is not None and d.gid != first.gid and d.sender_id == b"\x00"
+    g = harness.gm.group("g")
+    assert again is not None and g is not None
+    assert g.num == before.num + 1 and g.gid != before.gid
+    assert g.master_secret != before.master_secret
+    assert (again.gid, again.master_secret, again.num) == (g.gid, g.master_secret, g.num)
+    # b was told (harness.join delivers the notifications): new keys, a's old ID stale,
+    # a's credential under its new Sender ID.
+    b = harness.nodes["b"].material
+    assert b is not None and (b.gid, b.num) == (g.gid, g.num)
+    assert again.sender_id in b.peers
+    assert b.peers[again.sender_id].credential == harness.nodes["a"].credential
+    stale = cbor2.loads(harness.gm.store.stale_sets("g")[before.num])
+    assert stale == [first.sender_id]
+    # A join of a node that is not a member rekeys nothing (no backward security).
+    harness.join("c", "g")
+    assert harness.gm.group("g").num == g.num  # type: ignore[union-attr]
     check_invariants(harness.gm)
+
+
+def test_rejoining_in_a_loop_is_refused_5_03_with_max_age_after_the_burst(
+    tmp_path: Path,
+) -> None:
+    """Every re-join of a current member rekeys the whole group, so a member re-joining in
+    a loop could make the GM rekey without end: after ``rejoin_burst`` re-joins it waits
+    ``rejoin_interval`` per re-join, refused with 5.03 and Max-Age, nothing changed."""
+    now = [1000.0]
+    gm = GroupManager(tmp_path / "gm.db", clock=lambda: now[0], rejoin_burst=2,
+                      rejoin_interval=60)  # fmt: skip
+    try:
+        h = Harness(gm)
+        gm.create_group("g", backward_security=False)
+        h.join("a", "g")
+        h.join("b", "g")
+        h.join("c", "g")  # fresh joins take nothing from anybody's budget
+        p = mb.build_join_request("g", RS)
+
+        def rejoin(node: str) -> GmResponse:
+            return h.request(node, "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+
+        num = gm.group("g").num  # type: ignore[union-attr]
+        for _ in range(2):
+            assert rejoin("a").code == Code.CHANGED
+        assert gm.group("g").num == num + 2  # type: ignore[union-attr]
+        before = gm.snapshot()
+        r = rejoin("a")
+        assert r.code == Code.SERVICE_UNAVAILABLE and r.content_format == CF_PROBLEM_DETAILS
+        assert r.max_age == 60 and not r.notifications
+        assert gm.snapshot() == before
+        now[0] += 20
+        assert rejoin("a").max_age == 40
+        assert rejoin("b").code == Code.CHANGED  # the budget is per node
+        now[0] += 40
+        assert rejoin("a").code == Code.CHANGED  # one more per interval
+        assert rejoin("a").code == Code.SERVICE_UNAVAILABLE
+        wire = GroupManagerService._message(rejoin("a"))
+        assert wire.code == Code.SERVICE_UNAVAILABLE and wire.options.max_age == 60
+        check_invariants(gm)
+    finally:
+        gm.close()
+
+
+def test_rejoin_budget_forgets_nodes_whose_budget_is_full_again() -> None:
+    budget = RejoinBudget(1, 10.0, max_entries=2)
+    assert budget.take("g", "a", 0.0) == 0.0 and budget.take("g", "b", 0.0) == 0.0
+    assert budget.wait("g", "a", 5.0) == 5.0
+    assert budget.take("g", "c", 20.0) == 0.0  # over the bound: a and b are full again
+    assert budget.wait("g", "c", 20.0) == 10.0
+    assert len(budget._full_at) == 1
 
 
 def test_rejoin_with_stored_credential_needs_no_new_pop(harness: Harness) -> None:
     harness.gm.create_group("g", backward_security=False)
-    harness.join("a", "g")
+    first = harness.join("a", "g").material
+    assert first is not None
     p = mb.build_join_request("g", RS)  # no client_cred: "use the one you have"
     r = harness.request("a", "POST", "ace-group/g", p.payload, 261)
     assert r.code == Code.CHANGED
     m = mb.parse_join_response(r.payload, p)
-    assert m.sender_id == b"\x01"
+    assert m.gid != first.gid  # admitted: a re-join of a current member rekeys
+    stored = harness.gm.store.member("g", "a")
+    assert stored is not None and stored.credential == harness.nodes["a"].credential
 
 
 def test_sender_id_length_follows_the_nonce(harness: Harness) -> None:

@@ -166,9 +166,9 @@ def test_relinquished_sender_id_is_stale_at_once_not_only_at_rekeying(trio: Harn
     r = trio.request("b", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(0))
     assert mb.parse_stale_sids(r.payload) == [a.sender_id]
     assert cbor2.loads(trio.gm.store.stale_sets("g")[1]) == [a.sender_id]
-    # A re-join gives up the renewed ID the same way.
+    # A second renewal gives up the renewed ID the same way.
     renewed = trio.gm.store.member("g", "a").sender_id  # type: ignore[union-attr]
-    trio.join("a", "g", allow=False)
+    assert trio.request("a", "POST", "ace-group/g/nodes/a").code == Code.CONTENT
     r = trio.request("b", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(0))
     assert set(mb.parse_stale_sids(r.payload) or []) == {a.sender_id, renewed}
     # The next rekeying distributes exactly that set, and opens an empty one.
@@ -176,6 +176,14 @@ def test_relinquished_sender_id_is_stale_at_once_not_only_at_rekeying(trio: Harn
     stale = cbor2.loads(notes[0].payload)[Param.STALE_NODE_IDS]
     assert set(stale) == {a.sender_id, renewed}
     assert cbor2.loads(trio.gm.store.stale_sets("g")[2]) == []
+    # A re-join gives up the ID too; it rekeys the group, whose message carries that ID.
+    rejoined = trio.gm.store.member("g", "a").sender_id  # type: ignore[union-attr]
+    p = mb.build_join_request("g", RS)
+    r = trio.request("a", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+    assert r.code == Code.CHANGED
+    assert cbor2.loads(trio.gm.store.stale_sets("g")[2]) == [rejoined]
+    for note in r.notifications:
+        assert cbor2.loads(note.payload)[Param.STALE_NODE_IDS] == [rejoined]
     check_invariants(trio.gm)
 
 
@@ -396,12 +404,20 @@ def test_one_node_cannot_hold_unbounded_sender_ids_under_one_gid(tmp_path: Path)
         assert r.code == Code.SERVICE_UNAVAILABLE
         assert decode_problem_details(r.payload)[0] == ErrorId.NO_NODE_IDS
         assert gm.snapshot() == before
-        # Re-joining is an allocation too, and is bounded the same way.
+        assert _renew(h, "b").code == Code.CONTENT  # the bound is per node
+        gm.rekey("g")  # a new Gid: a fresh budget, the kept ID counts as one
+        for _ in range(3):
+            assert _renew(h, "a").code == Code.CONTENT
+        assert _renew(h, "a").code == Code.SERVICE_UNAVAILABLE
+        # A re-join no longer allocates under the Gid in use: it rekeys the group (the node
+        # lost its state), so it cannot collect IDs under one Gid either; its own loop is
+        # bounded by the re-join budget (test_rejoining_in_a_loop_is_refused_5_03_...).
+        g = gm.group("g")
         p = mb.build_join_request("g", RS)
-        assert h.request("a", "POST", "ace-group/g", p.payload, 261).code == 163
-        assert _renew(h, "b").code == Code.CONTENT
-        gm.rekey("g")  # a new Gid: a fresh budget
-        assert _renew(h, "a").code == Code.CONTENT
+        assert h.request("a", "POST", "ace-group/g", p.payload, 261).code == Code.CHANGED
+        g2 = gm.group("g")
+        assert g is not None and g2 is not None and g2.gid != g.gid
+        assert gm.store.allocations_of("g", g2.gid, "a") == 1
         check_invariants(gm)
     finally:
         gm.close()

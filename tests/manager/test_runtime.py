@@ -444,11 +444,11 @@ def test_sender_id_renewal_keeps_replay_windows(tmp_path: Path) -> None:
     _net_test(tmp_path, body)
 
 
-def test_rejoin_without_rekeying_after_restart_starts_with_invalid_windows(
-    tmp_path: Path,
-) -> None:
-    """A re-join under the same Gid after the process lost its replay state (here: other
-    roles asked for, no rekeying on join) must not accept requests sent before it."""
+def test_rejoin_with_other_roles_rekeys_so_old_requests_do_not_verify(tmp_path: Path) -> None:
+    """A member restarting with other roles joins again (its state file is for the old
+    roles). The GM cannot tell that from a member that lost its state, so it rekeys the
+    group on the re-join even without backward security: the re-joined member holds new
+    keys, a request it delivered before does not verify, and the others follow."""
 
     async def body(net: Net) -> None:
         a, b = [await net.member(n) for n in ("a", "b")]
@@ -459,6 +459,38 @@ def test_rejoin_without_rekeying_after_restart_starts_with_invalid_windows(
         server.unprotect_request(wire)  # delivered once
         gid = a.member.context.gid
         await a.member.close()
+        net.gm.allow("a", "g", [Role.RESPONDER])
+        a2 = await net.member("a", [Role.RESPONDER])
+        assert a2.member.started == "joined" and a2.member.context.gid != gid
+        server2 = a2.endpoint.server_security
+        assert server2 is not None
+        with pytest.raises(GroupOscoreError):
+            server2.unprotect_request(wire)
+        assert a2.light.requests == []
+        await b.member.wait_for(a2.member.material.num)
+        assert b.member.context.gid == a2.member.context.gid
+
+    _net_test(tmp_path, body, backward_security=False)
+
+
+def test_rejoin_without_rekeying_after_restart_starts_with_invalid_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth on the member's side: a Group Manager that does not rekey on a
+    re-join (an older one, another implementation) answers it with the keys the member had.
+    The member lost its replay state, so it must not accept requests sent before."""
+
+    async def body(net: Net) -> None:
+        a, b = [await net.member(n) for n in ("a", "b")]
+        assert await a.member.learn_peer(_sid(b))
+        wire, _ = b.member.context.protect_request(get("light", b"on", Code.POST))
+        server = a.endpoint.server_security
+        assert server is not None
+        server.unprotect_request(wire)  # delivered once
+        gid = a.member.context.gid
+        await a.member.close()
+        # a GM without the rekeying on re-join (see test_core_join)
+        monkeypatch.setattr(net.gm, "_rekey", lambda g, skip_node=None: (g, [], b""))
         net.gm.allow("a", "g", [Role.RESPONDER])
         a2 = await net.member("a", [Role.RESPONDER])
         assert a2.member.started == "joined" and a2.member.context.gid == gid

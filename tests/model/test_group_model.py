@@ -62,7 +62,9 @@ from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, settings
+from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from grouposcore.cli.security_files import load_group_context
@@ -92,19 +94,14 @@ from tests.model.world import (
 #: Rules (or situations inside a rule) that hit a known bug on this branch, with the issue
 #: item that fixes it. They are skipped until the fix is merged: delete the entry to
 #: re-enable the rule (or set GROUPOSCORE_MODEL_ALL_RULES=1 to run everything).
-KNOWN_BUG_RULES: dict[str, str] = {
-    # A member that lost its disk re-joins without a rekeying (no backward security): same
-    # Gid, fresh valid windows, a captured request is delivered again. Shrunk:
-    # lose_disk_and_rejoin(a); group_request(b, route) (a delivers without an Echo although
-    # its replay state is gone); with a capture: group_request_held(a); deliver(0);
-    # lose_disk_and_rejoin(b); deliver(0). The node cannot know that it lost state; the GM
-    # could rekey on a re-join of a current member (digest §7.3 (c)), which changes the
-    # Sender ID accounting of the re-join path: not done yet.
-    "rejoin_without_rekey": "re-join after total state loss without a rekeying",
-}
+KNOWN_BUG_RULES: dict[str, str] = {}
 #: Rules whose bugs the model found and that are fixed (issue 9 items 1, 2 and 5): they run
 #: in every example, and test_group_model_known.py replays each shrunk counterexample.
-#: "renew_sender_id" (item 1), "one_shot_tool" (item 2), "notify_across_rekey" (item 5).
+#: "renew_sender_id" (item 1), "one_shot_tool" (item 2), "notify_across_rekey" (item 5),
+#: "rejoin_without_rekey": a member that lost its disk joined again under the same Gid with
+#: fresh valid windows and delivered a captured request again; the GM now rekeys on the
+#: re-join of a current member (digest §7.3 (c)), so "lose_disk_and_rejoin" runs without
+#: backward security too.
 #: The model's client answers an Echo challenge only from a server that has not answered
 #: the exchange yet, as the endpoint's group exchange does since the model found that a
 #: server that lost its state would otherwise execute a replayed request again.
@@ -132,6 +129,13 @@ def enabled(name: str) -> bool:
         or name in chosen
         or name not in KNOWN_BUG_RULES
     )
+
+
+def event(name: str) -> None:
+    """Count ``name`` in hypothesis' statistics (--hypothesis-show-statistics); nothing when
+    a rule runs outside hypothesis (the replays in test_group_model_known.py)."""
+    if currently_in_test_context():
+        hypothesis_event(name)
 
 
 def _has(roles: int, role: Role) -> bool:
@@ -219,11 +223,21 @@ class GroupModel(RuleBasedStateMachine):
         node.observations.clear()
         node.session += 1
         node.lagging = False
+        num = self.gm.group(GROUP).num if self.gm is not None else None  # type: ignore[union-attr]
         try:
             await member.start()
-        except GroupManagerRequestError:
-            # the GM removed it while it was down or lagging: it stays out
+        except GroupManagerRequestError as e:
             node.member = None
+            if e.code == Code.SERVICE_UNAVAILABLE:
+                # a re-join beyond the node's budget (each re-join rekeys the group): the
+                # GM keeps it as a member and changed nothing; the node stays down, without
+                # state, until a later join
+                assert self.gm is not None and self.gm.group(GROUP).num == num  # type: ignore[union-attr]
+                assert node.name in self._members()
+                node.kept_context = None
+                event("re-join refused: budget spent")
+                return
+            # the GM removed it while it was down or lagging: it stays out
             self.removed_at.setdefault(node.name, len(self.datagrams))
             return
         node.member = member
@@ -591,7 +605,8 @@ class GroupModel(RuleBasedStateMachine):
     @initialize(backward=st.booleans())
     def setup(self, backward: bool) -> None:
         self.backward = backward
-        self.gm = GroupManager(self.tmp / "gm.db", clock=self.clock)
+        # a small re-join budget, so that refused re-joins happen within a run
+        self.gm = GroupManager(self.tmp / "gm.db", clock=self.clock, rejoin_burst=2)
         self.gm.create_group(GROUP, backward_security=backward)
         for name, roles in NODES.items():
             self.nodes[name] = Node(name, roles, str(self.tmp / f"{name}.state"))
@@ -824,6 +839,8 @@ class GroupModel(RuleBasedStateMachine):
         before = len(self.datagrams)
         self.gm.allow(node.name, GROUP, node.roles)
         self.run(self._start(node))
+        if not node.alive:
+            return  # a re-join the GM refused for now (see _start)
         if self.backward:
             ctx = node.member.context
             for d in self.datagrams[max(0, before - 30):before]:
@@ -877,11 +894,11 @@ class GroupModel(RuleBasedStateMachine):
                 self._record_response(node, protected, app, binding, d.exchange)
         self.run(self._start(node))
 
-    @precondition(lambda self: enabled("rejoin_without_rekey") or self.backward)
     @precondition(lambda self: bool(self._alive()))
     @rule(i=st.integers(0, 99))
     def lose_disk_and_rejoin(self, i: int) -> None:
-        """A member loses RAM and disk (state and sequence files) and joins again."""
+        """A member loses RAM and disk (state and sequence files) and joins again: the GM
+        rekeys on that re-join (or refuses it while the node's re-join budget is spent)."""
         node = self._pick(self._alive(), i)
         if node is None:
             return
@@ -894,6 +911,9 @@ class GroupModel(RuleBasedStateMachine):
             Path(node.state_path + suffix).unlink(missing_ok=True)
         self._forget_windows(node, gid)
         self.run(self._start(node))
+        if node.alive:
+            assert node.member.material.gid != gid, "a re-join after state loss kept the Gid"
+            event("re-join after disk loss: rekeyed")
 
     @precondition(lambda self: enabled("renew_sender_id"))
     @rule(i=st.integers(0, 99))

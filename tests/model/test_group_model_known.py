@@ -1,7 +1,7 @@
 """The shrunk counterexamples the group model found, replayed as regression tests.
 
 Each replays one shrunk sequence of model steps and asserts that no invariant is violated.
-The bug still listed in KNOWN_BUG_RULES is a strict xfail: a fix turns it into an
+A bug listed in KNOWN_BUG_RULES is replayed as a strict xfail: a fix turns it into an
 unexpected pass (then delete the mark and the entry). The Echo-after-answer finding is
 covered in the transport (tests/wire/test_forged_responses.py), which the model does not run.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.model.test_group_model import KNOWN_BUG_RULES, GroupModel
+from tests.model.test_group_model import GroupModel
 
 Steps = Callable[[GroupModel], None]
 
@@ -42,15 +42,42 @@ def test_sender_id_renewal_keeps_replay_windows(model: Callable[[str, bool], Gro
     assert not m.violations, m.violations
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_RULES["rejoin_without_rekey"])
-def test_rejoin_without_rekey_starts_with_invalid_windows(
+def test_rejoin_after_total_state_loss_rekeys_so_a_replay_is_not_delivered_again(
     model: Callable[[str, bool], GroupModel],
 ) -> None:
+    """Found by the model: a member that lost RAM and disk joined again under the same Gid
+    (no backward security) with valid replay windows, and delivered a captured request a
+    second time. The GM now rekeys on the re-join of a current member."""
     m = model("rejoin_without_rekey", False)
+    assert m.gm is not None
+    num = m.gm.group("g").num  # type: ignore[union-attr]
     m.group_request_held(i=0)
     m.deliver(k=0)
-    m.lose_disk_and_rejoin(i=1)  # b loses RAM and disk, joins again: same Gid
+    m.lose_disk_and_rejoin(i=1)  # b loses RAM and disk and joins again: new keys
+    assert m.gm.group("g").num == num + 1  # type: ignore[union-attr]
     m.deliver(k=0)
+    assert not m.violations, m.violations
+
+
+def test_a_refused_rejoin_leaves_the_node_down_until_it_may_join(
+    model: Callable[[str, bool], GroupModel],
+) -> None:
+    """Beyond its re-join budget a node that lost its disk is refused (5.03) and stays
+    down, still a member at the GM, with no keys; its later join after the wait rekeys."""
+    m = model("rejoin_without_rekey", False)
+    assert m.gm is not None
+    for _ in range(2):
+        m.lose_disk_and_rejoin(i=1)  # b (the budget: 2 at once)
+    num = m.gm.group("g").num  # type: ignore[union-attr]
+    m.lose_disk_and_rejoin(i=1)
+    b = m.nodes["b"]
+    assert not b.alive and b.kept_context is None and "b" in m._members()
+    assert m.gm.group("g").num == num  # type: ignore[union-attr]
+    m.group_request(i=0, route=True, observe=False)  # the others go on
+    m.time_passes(60.0)
+    m.join(i=0)  # b, the only node down
+    assert b.alive and m.gm.group("g").num == num + 1  # type: ignore[union-attr]
+    m.group_request(i=0, route=True, observe=False)
     assert not m.violations, m.violations
 
 

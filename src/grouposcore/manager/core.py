@@ -47,7 +47,7 @@ from grouposcore.manager.material import (
     material_body,
     sign_params_for,
 )
-from grouposcore.manager.membership import Membership
+from grouposcore.manager.membership import Membership, RejoinBudget
 from grouposcore.manager.params import (
     CF_ACE_GROUPCOMM,
     CF_PROBLEM_DETAILS,
@@ -111,8 +111,14 @@ class GroupManager(Membership):
     ``store`` is a Store, or a ``--db`` value for :func:`open_store` (a path or a URL).
 
     ``max_sender_ids_per_node`` bounds how many Sender IDs one node obtains under one Gid
-    (join, re-joins and renewals together); ``max_relinquished_sender_ids`` is how many given-up
+    (its join and renewals together); ``max_relinquished_sender_ids`` is how many given-up
     IDs a Gid may accumulate before the next allocation rekeys the group first.
+
+    A current member that joins again has lost its state (or asks for other roles): the
+    group is rekeyed as part of admitting it, so it cannot start on the old keys with empty
+    replay windows. So that a member re-joining in a loop cannot make the GM rekey without
+    end, a member may re-join ``rejoin_burst`` times at once, then once per
+    ``rejoin_interval`` seconds; a re-join beyond that gets 5.03 with Max-Age.
     """
 
     def __init__(
@@ -125,6 +131,8 @@ class GroupManager(Membership):
         subject: str = "group-manager",
         max_sender_ids_per_node: int = 8,
         max_relinquished_sender_ids: int = 256,
+        rejoin_burst: int = 3,
+        rejoin_interval: float = 60.0,
     ) -> None:
         if max_sender_ids_per_node < 1 or max_relinquished_sender_ids < 1:
             raise ManagerError("the Sender ID bounds must be at least 1")
@@ -134,6 +142,7 @@ class GroupManager(Membership):
         self._subject = subject
         self._challenges = Challenges(clock, random_bytes, challenge_ttl, self.store)
         self._sid_policy = SidPolicy(max_sender_ids_per_node, max_relinquished_sender_ids)
+        self._rejoins = RejoinBudget(rejoin_burst, rejoin_interval)
         #: the GM's own URI ("coap://host:port"), for the admin interface's 'joining_uri'
         self.base_uri = ""
 

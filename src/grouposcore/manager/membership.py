@@ -8,6 +8,7 @@ manager module keeps only administration and request dispatch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +26,14 @@ from grouposcore.manager.material import (
 )
 from grouposcore.manager.params import (
     CF_ACE_GROUPCOMM,
+    CF_PROBLEM_DETAILS,
     Code,
     ErrorId,
     Param,
     Role,
     decode_scope,
     dumps,
+    encode_problem_details,
     expect_bytes,
     expect_map,
     loads_strict,
@@ -47,9 +50,43 @@ from grouposcore.manager.responses import (
 from grouposcore.manager.store import GroupRecord, MemberRecord, Store
 from grouposcore.manager.store.base import credential_key
 
-__all__ = ["Membership"]
+__all__ = ["Membership", "RejoinBudget"]
 
 _NONCE_MIN, _NONCE_MAX = 8, 64
+
+
+class RejoinBudget:
+    """How often a current member may join again, each time forcing a rekeying of the group.
+
+    A generic cell rate algorithm per (group, node): ``burst`` re-joins at once, then one per
+    ``interval`` seconds. It keeps one number per node that re-joined recently (the time
+    its budget is full again) and forgets the ones whose budget is full. It is this
+    process's count: GM processes sharing one database each grant their own budget.
+    """
+
+    def __init__(self, burst: int, interval: float, max_entries: int = 4096) -> None:
+        if burst < 1 or not interval >= 0:
+            raise ManagerError("rejoin_burst must be >= 1 and rejoin_interval >= 0")
+        self.burst = burst
+        self.interval = float(interval)
+        self._max_entries = max_entries
+        self._full_at: dict[tuple[str, str], float] = {}
+
+    def wait(self, group: str, node: str, now: float) -> float:
+        """Seconds until ``node`` may re-join (0.0: now); nothing is taken."""
+        due = max(self._full_at.get((group, node), now), now)
+        return max(0.0, due - now - (self.burst - 1) * self.interval)
+
+    def take(self, group: str, node: str, now: float) -> float:
+        """Like :meth:`wait`, and when that is 0.0 the re-join is counted."""
+        wait = self.wait(group, node, now)
+        if wait:
+            return wait
+        key = (group, node)
+        self._full_at[key] = max(self._full_at.get(key, now), now) + self.interval
+        if len(self._full_at) > self._max_entries:
+            self._full_at = {k: t for k, t in self._full_at.items() if t > now}
+        return 0.0
 
 
 class Membership:
@@ -60,6 +97,7 @@ class Membership:
     _random: Callable[[int], bytes]
     _challenges: Challenges
     _sid_policy: SidPolicy
+    _rejoins: RejoinBudget
 
     def _group(self, name: str) -> GroupRecord:
         g = self.store.group(name)
@@ -114,6 +152,10 @@ class Membership:
         if pop is not None:
             pop = expect_bytes(pop, "'client_cred_verify'", max_len=512)
         _require_active(g)
+        if existing is not None:
+            wait = self._rejoins.wait(g.name, node, self._clock())
+            if wait:  # before any proof-of-possession work
+                return _retry_later(wait)
         monitor = roles == frozenset({Role.MONITOR})
         credential: bytes | None = None
         used_challenge = False
@@ -138,12 +180,21 @@ class Membership:
             # removed) this node since the request was read.
             current = self.store.member(g.name, node)
             if current is not None:
+                wait = self._rejoins.take(g.name, node, self._clock())
+                if wait:
+                    return _retry_later(wait)
                 # A re-joiner gives up its Sender ID: stale at once, never handed out again
                 # under this Gid.
                 self._remove_member(g, current)
             elder = node in self.store.evicted_elders(g.name)
-            if (g.backward_security and not elder) or (
-                not monitor and crowded(self.store, g, self._sid_policy)
+            # A current member joining again lost its state (or changed roles, which the
+            # GM cannot tell apart): with the same keys its replay windows would start
+            # valid and it would deliver again what it delivered before. New keys make every
+            # window new (digest §7.3 (c), §7.4).
+            if (
+                current is not None
+                or (g.backward_security and not elder)
+                or (not monitor and crowded(self.store, g, self._sid_policy))
             ):
                 g, notes, _ = self._rekey(g, skip_node=node)
             sid = None if monitor else allocate_sid(self.store, g, node, self._sid_policy)
@@ -269,6 +320,13 @@ def _with_fields(n: Notification, extra: dict[int, Any], done: dict[bytes, bytes
         body.update(extra)
         payload = done[n.payload] = dumps(body)
     return Notification(n.node, n.group, n.path, n.code, payload, n.content_format)
+
+
+def _retry_later(wait: float) -> GmResponse:
+    """5.03 for a re-join that came too soon; Max-Age says when it will be admitted."""
+    detail = "re-joined too recently: every re-join rekeys the group; try again later"
+    return GmResponse(Code.SERVICE_UNAVAILABLE, encode_problem_details(None, detail),
+                      CF_PROBLEM_DETAILS, max_age=math.ceil(wait))  # fmt: skip
 
 
 def _require_active(g: GroupRecord) -> None:

@@ -53,6 +53,8 @@ class GmResponse:
     location_path: tuple[str, ...] = ()
     observable: bool = False
     notifications: tuple[Notification, ...] = ()
+    #: seconds after which a refused request may be sent again (CoAP Max-Age of a 5.03)
+    max_age: int | None = None
 
 
 def reject(

@@ -493,4 +493,6 @@ class GroupManagerService:
             msg.options.content_format = response.content_format
         if response.location_path:
             msg.options.location_path = list(response.location_path)
+        if response.max_age is not None:
+            msg.options.max_age = response.max_age
         return msg

@@ -11,6 +11,11 @@ picks it by route, a group address is never a source).
 
 Addresses are normalised to ``(host, port)``: IPv4-mapped IPv6 addresses become plain
 IPv4, link-local IPv6 keeps its ``%zone``.
+
+Buffers: a client's group request is answered by every member at about the same time, so
+its receive buffer must hold a burst of responses (500 small datagrams take about 0.5 MiB of
+kernel memory on Linux, more than the usual 208 KiB default). Sockets therefore ask for
+:data:`DEFAULT_RECEIVE_BUFFER`; the memory is only used while datagrams wait.
 """
 
 from __future__ import annotations
@@ -24,17 +29,29 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "DEFAULT_RECEIVE_BUFFER",
+    "DEFAULT_SEND_BUFFER",
     "Datagram",
     "UdpSocket",
     "interface_index",
     "interface_ipv4",
     "is_multicast",
     "normalise",
+    "set_buffer",
 ]
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _SIOCGIFADDR = 0x8915
 _MAPPED = "::ffff:"
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+#: bytes of receive buffer a socket asks for: the responses of a 1,000-member group in
+#: one burst (Linux counts each small datagram as about 1 KiB of buffer)
+DEFAULT_RECEIVE_BUFFER = 1 << 20
+#: bytes of send buffer a socket asks for: a paced burst of notifications or block-wise
+#: responses queued by one event-loop turn
+DEFAULT_SEND_BUFFER = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,29 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def set_buffer(sock: socket.socket, receive: bool, size: int) -> int:
+    """Ask for a ``size``-byte receive (or send) buffer; the size the kernel granted.
+
+    Linux caps ``SO_RCVBUF``/``SO_SNDBUF`` at ``net.core.rmem_max``/``wmem_max`` without an
+    error; a process with ``CAP_NET_ADMIN`` may exceed the cap (``SO_*BUFFORCE``), which is
+    tried when the plain request fell short. The size is never lowered below what the
+    socket already has. Linux reports twice the size asked for (its bookkeeping overhead).
+    """
+    option = socket.SO_RCVBUF if receive else socket.SO_SNDBUF
+    have = int(sock.getsockopt(socket.SOL_SOCKET, option))
+    if size <= 0 or have >= size:
+        return have
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+    granted = int(sock.getsockopt(socket.SOL_SOCKET, option))
+    if granted < size:
+        force = _SO_RCVBUFFORCE if receive else _SO_SNDBUFFORCE
+        with contextlib.suppress(OSError):  # not privileged: keep what the cap allowed
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        granted = int(sock.getsockopt(socket.SOL_SOCKET, option))
+    return granted
+
+
 def _report_icmp_errors(sock: socket.socket, family: int, dual_stack: bool) -> None:
     """Ask Linux to report ICMP errors (port or host unreachable) for datagrams this
     socket sends; without it an unconnected UDP socket never hears of them, and a request
@@ -128,7 +168,16 @@ def _report_icmp_errors(sock: socket.socket, family: int, dual_stack: bool) -> N
 class UdpSocket:
     """A non-blocking UDP socket with the options CoAP over UDP needs."""
 
-    def __init__(self, bind: tuple[str, int], *, reuse_address: bool = False) -> None:
+    def __init__(
+        self,
+        bind: tuple[str, int],
+        *,
+        reuse_address: bool = False,
+        receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
+        send_buffer: int = DEFAULT_SEND_BUFFER,
+    ) -> None:
+        """``receive_buffer``/``send_buffer``: bytes of socket buffer to ask for (0: the
+        system default); see :func:`set_buffer`."""
         host, port = bind[0], bind[1]
         fam = _family(host)
         self.family = fam
@@ -142,6 +191,8 @@ class UdpSocket:
             if fam == socket.AF_INET or self.dual_stack:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             _report_icmp_errors(sock, fam, self.dual_stack)
+            set_buffer(sock, True, receive_buffer)
+            set_buffer(sock, False, send_buffer)
             if reuse_address:
                 # Several group members on one host share the group port.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from grouposcore.transport import sockets
 from grouposcore.transport.sockets import DEFAULT_RECEIVE_BUFFER, UdpSocket
 
 
@@ -56,4 +57,28 @@ def test_udp_socket_asks_for_the_requested_receive_buffer() -> None:
         granted = rx.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         assert capped or granted >= size  # Linux reports twice what was asked for
     finally:
+        rx.close()
+
+
+def test_dual_stack_socket_address_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-socket caches of peer addresses start over at their limit, and every
+    datagram still carries its own sender's normalised address."""
+    monkeypatch.setattr(sockets, "_CACHE_LIMIT", 3)
+    rx = UdpSocket(("::", 0))
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(5)]
+    try:
+        for tx in senders:
+            tx.bind(("127.0.0.1", 0))
+            tx.sendto(b"\x50\x45\x00\x01", ("127.0.0.1", rx.address[1]))
+            dgram = None
+            while dgram is None:
+                dgram = rx.receive()
+            assert dgram.remote == tx.getsockname()
+            assert dgram.local == "127.0.0.1" and not dgram.multicast
+            rx.send(b"back", dgram.remote)
+            assert tx.recv(16) == b"back"
+            assert len(rx._remotes) <= 3 and len(rx._sockaddrs) <= 3
+    finally:
+        for tx in senders:
+            tx.close()
         rx.close()

@@ -25,8 +25,7 @@ import fcntl
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "DEFAULT_RECEIVE_BUFFER",
@@ -54,8 +53,14 @@ DEFAULT_RECEIVE_BUFFER = 1 << 20
 DEFAULT_SEND_BUFFER = 256 << 10
 
 
-@dataclass(frozen=True)
-class Datagram:
+#: entries a socket's address caches hold before they start over (a server meets many
+#: peers; the caches only save work on the hot path, they never decide anything)
+_CACHE_LIMIT = 4096
+
+
+class Datagram(NamedTuple):
+    """One datagram received (a named tuple: one is made per datagram, on the hot path)."""
+
     data: bytes
     remote: tuple[str, int]
     #: Destination address of the datagram (``None`` if the kernel did not say).
@@ -202,6 +207,14 @@ class UdpSocket:
             sock.close()
             raise
         self.sock = sock
+        self._recvmsg = sock.recvmsg
+        self._sendto = sock.sendto
+        #: address bytes of IP(V6)_PKTINFO -> (destination as text, is it a group)
+        self._destinations: dict[bytes, tuple[str, bool]] = {}
+        #: kernel socket address <-> normalised (host, port), both ways (IPv6 only: an
+        #: IPv4 socket's addresses already are ``(host, port)``)
+        self._remotes: dict[tuple[Any, ...], tuple[str, int]] = {}
+        self._sockaddrs: dict[tuple[str, int], tuple[Any, ...]] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -216,20 +229,53 @@ class UdpSocket:
     # --- I/O -----------------------------------------------------------------------------
 
     def receive(self) -> Datagram | None:
-        """One datagram, or ``None`` if none is waiting."""
+        """One datagram, or ``None`` if none is waiting.
+
+        Runs once per datagram, so what repeats (the destination address of the packet
+        info, an IPv6 peer's normalised address) comes from small per-socket caches.
+        """
         try:
-            data, anc, _flags, addr = self.sock.recvmsg(65536, 256)
+            data, anc, _flags, addr = self._recvmsg(65536, 256)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:  # an ICMP error queued for a datagram we sent (IP_RECVERR)
             return self._queued_error(exc)
         local = None
+        multicast = False
         for level, kind, payload in anc:
-            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(payload) >= 16:
-                local = normalise((socket.inet_ntop(socket.AF_INET6, payload[:16]), 0))[0]
-            elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
-                local = socket.inet_ntoa(payload[8:12])
-        return Datagram(data, normalise(addr), local, local is not None and is_multicast(local))
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
+                raw = payload[8:12]
+            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(
+                payload
+            ) >= 16:
+                raw = payload[:16]
+            else:
+                continue
+            known = self._destinations.get(raw)
+            if known is None:
+                known = self._destination(raw)
+            local, multicast = known
+        if self.family == socket.AF_INET:
+            remote: tuple[str, int] = addr
+        else:
+            remote = self._remotes.get(addr) or self._remember_remote(addr)
+        return Datagram(data, remote, local, multicast)
+
+    def _destination(self, raw: bytes) -> tuple[str, bool]:
+        if len(raw) == 4:
+            text = socket.inet_ntoa(raw)
+        else:
+            text = normalise((socket.inet_ntop(socket.AF_INET6, raw), 0))[0]
+        if len(self._destinations) >= _CACHE_LIMIT:
+            self._destinations.clear()
+        self._destinations[raw] = known = (text, is_multicast(text))
+        return known
+
+    def _remember_remote(self, addr: tuple[Any, ...]) -> tuple[str, int]:
+        if len(self._remotes) >= _CACHE_LIMIT:
+            self._remotes.clear()
+        self._remotes[addr] = remote = normalise(addr)
+        return remote
 
     def _queued_error(self, exc: OSError) -> Datagram | None:
         """The destination of the datagram an ICMP error was about (its msg_name on the
@@ -244,10 +290,23 @@ class UdpSocket:
 
     def send(self, data: bytes, remote: tuple[str, int]) -> None:
         """Send without blocking; a full socket buffer drops the datagram like the network would."""
+        if type(remote) is not tuple:
+            remote = (remote[0], remote[1])
+        if self.family == socket.AF_INET:
+            sockaddr: tuple[Any, ...] = remote
+        else:
+            sockaddr = self._sockaddrs.get(remote) or self._remember_sockaddr(remote)
         try:
-            self.sock.sendto(data, self._sockaddr(remote))
+            self._sendto(data, sockaddr)
         except (BlockingIOError, InterruptedError):
             pass
+
+    def _remember_sockaddr(self, remote: tuple[str, int]) -> tuple[Any, ...]:
+        sockaddr = self._sockaddr(remote)
+        if len(self._sockaddrs) >= _CACHE_LIMIT:
+            self._sockaddrs.clear()
+        self._sockaddrs[remote] = sockaddr
+        return sockaddr
 
     def _sockaddr(self, remote: tuple[str, int]) -> tuple[Any, ...]:
         host, port = remote[0], remote[1]

@@ -10,7 +10,11 @@ Setup. Inside a fresh ``unshare -n`` namespace (``lo`` up, 224.0.0.0/4 routed to
 no datagram can reach another network), two member processes host N/2 members each, one
 :class:`~grouposcore.transport.Endpoint` per member, all joined to 224.0.1.187 on ``lo``
 (``SO_REUSEADDR`` on port 5683, so each member's socket gets its own copy of a request).
-This process is the client: it sends a group-mode GET with ``Endpoint.group_request`` and
+Like ``grouposcore serve`` with several members on one host, each member reads the shared
+group port (``cli.server.GroupPortSocket``) and answers from a unicast socket of its own,
+so every member has its own source address, as on a real network (sharing one would make
+two members' equal Message IDs look like one duplicated response). This process is the
+client: it sends a group-mode GET with ``Endpoint.group_request`` and
 IP_MULTICAST_IF 127.0.0.1 and verifies every response. Members answer in group mode
 (signature) or pairwise mode (AEAD only), right away (leisure 0) or after the RFC 7252
 leisure delay. The group is built with the library's own ``GroupContext`` from keys
@@ -37,26 +41,29 @@ that is protocol cost the floor deliberately leaves out, as issue 14 defines it.
 
 Losses. ``expected`` is N per round, ``received`` what the client verified, ``drops`` the
 namespace's kernel counters of datagrams dropped for a full buffer (/proc/net/snmp
-``RcvbufErrors`` + ``SndbufErrors``). All members answer from 127.0.0.1:5683 here (one
-host), so each member's Message IDs start at a distinct value: a real group has one address
-per member, and otherwise two members that chose the same Message ID would look like one
-duplicate response to the client's deduplication.
+``RcvbufErrors`` + ``SndbufErrors``).
 
 Output: a table (one row per loop, N, mode, leisure) and last one line of key ratios.
-``--profile DIR`` runs cProfile in every process during the measured rounds and writes
-``DIR/{client,member0,member1}-N-mode-leisure.prof`` (timings then include its overhead).
+``--profile DIR`` profiles every process during the measured rounds and writes
+``DIR/{client,member0,member1}-N-mode-leisure-loop.{json,prof}``: with ``--profiler
+sample`` (default) a statistical profile on the process CPU clock (``SIGPROF``, a few
+percent of overhead; what a C function such as a signature check costs is charged to the
+Python line that called it), with ``--profiler cprofile`` cProfile on the thread CPU clock
+(exact call counts, but it inflates Python-heavy code about 2.5x).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import cProfile
 import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -72,11 +79,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from grouposcore.cli.server import GroupPortSocket  # noqa: E402
 from grouposcore.coap import Code, Message  # noqa: E402
 from grouposcore.cose import Credential  # noqa: E402
 from grouposcore.oscore import GroupContext  # noqa: E402
 from grouposcore.oscore.security import ClientSecurity, ServerSecurity  # noqa: E402
 from grouposcore.transport import Endpoint, Protection, Resource, Site  # noqa: E402
+from grouposcore.transport.sockets import UdpSocket  # noqa: E402
 
 NETNS_ENV = "GROUPOSCORE_BENCH_E2E_NETNS"
 GROUP = ("224.0.1.187", 5683)
@@ -161,6 +170,91 @@ def client_floor(f: dict[str, float], mode: str) -> float:
     return f["verify"] if mode == "group" else f["decrypt"]
 
 
+# --- profiling ---------------------------------------------------------------------------
+
+def _where(code: Any) -> str:
+    name = code.co_filename
+    for marker in ("/src/", "/lib/python3"):
+        if marker in name:
+            name = name.split(marker, 1)[1]
+    return f"{name}:{code.co_name}"
+
+
+class Sampler:
+    """A statistical profiler: every ``interval`` seconds of this process's CPU time
+    (``ITIMER_PROF``: user and kernel; Linux delivers it at the scheduler tick, so the
+    real interval is longer) the signal handler notes the running function and line (own
+    time) and every function on the stack (cumulative time). Counts are turned into time
+    with the thread CPU measured while the sampler ran."""
+
+    suffix = "json"
+
+    def __init__(self, interval: float = 0.0005) -> None:
+        self.interval = interval
+        self.samples = 0
+        self.own: collections.Counter[str] = collections.Counter()
+        self.own_lines: collections.Counter[str] = collections.Counter()
+        self.cum: collections.Counter[str] = collections.Counter()
+        self.cpu_ns = 0
+        self._since = 0
+
+    def _tick(self, signum: int, frame: Any) -> None:
+        self.samples += 1
+        if frame is None:
+            return
+        where = _where(frame.f_code)
+        self.own[where] += 1
+        self.own_lines[f"{where}:{frame.f_lineno}"] += 1
+        seen = set()
+        while frame is not None:
+            key = _where(frame.f_code)
+            if key not in seen:
+                seen.add(key)
+                self.cum[key] += 1
+            frame = frame.f_back
+
+    def enable(self) -> None:
+        signal.signal(signal.SIGPROF, self._tick)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+        self._since = time.thread_time_ns()
+
+    def disable(self) -> None:
+        self.cpu_ns += time.thread_time_ns() - self._since
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+
+    def dump(self, path: str, units: int) -> None:
+        """Write µs per unit (request served, response received) of each function."""
+        per = self.cpu_ns / 1e3 / max(self.samples, 1) / max(units, 1)
+
+        def top(counter: collections.Counter[str]) -> dict[str, float]:
+            return {k: round(v * per, 1) for k, v in counter.most_common(60)}
+
+        with open(path, "w") as f:
+            json.dump({"units": units, "samples": self.samples,
+                       "us_per_unit": round(self.samples * per, 1), "own": top(self.own),
+                       "own_lines": top(self.own_lines), "cum": top(self.cum)}, f, indent=1)
+
+
+class CProfiler:
+    suffix = "prof"
+
+    def __init__(self) -> None:
+        self.profile = cProfile.Profile(time.thread_time)
+
+    def enable(self) -> None:
+        self.profile.enable()
+
+    def disable(self) -> None:
+        self.profile.disable()
+
+    def dump(self, path: str, units: int) -> None:
+        self.profile.dump_stats(path)
+
+
+def profiler(kind: str) -> Sampler | CProfiler:
+    return Sampler() if kind == "sample" else CProfiler()
+
+
 # --- member process ----------------------------------------------------------------------
 
 class Answer(Resource):
@@ -180,10 +274,12 @@ class MemberHost:
 
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
+        self.unicast: list[UdpSocket] = []
         self.served = 0
         self.started = 0
         self.floor = Floor()
-        self.profile: cProfile.Profile | None = None
+        self.profile: Sampler | CProfiler | None = None
+        self.units = 0
 
     async def setup(self, first: int, count: int, mode: str, leisure: float) -> None:
         await self.close()
@@ -194,20 +290,22 @@ class MemberHost:
             sid = member_sid(index)
             site = Site()
             site.add("temp", Answer(self))
-            ep = await Endpoint.create(
-                ("0.0.0.0", GROUP[1]), site=site, leisure=leisure, reuse_address=True,
+            unicast = UdpSocket(("127.0.0.1", 0))
+            self.unicast.append(unicast)
+            ep = Endpoint(
+                GroupPortSocket(("0.0.0.0", GROUP[1]), unicast), site=site, leisure=leisure,
                 server_security=security_class([context(sid, peers)]),
                 multicast_interface=INTERFACE,
             )
-            # one host, one source address for all: distinct Message IDs (see the docstring)
-            ep.message_layer._next_mid = (index * 97) & 0xFFFF
             ep.join_group(GROUP[0], INTERFACE)
             self.endpoints.append(ep)
 
     async def close(self) -> None:
         for ep in self.endpoints:
             await ep.close()
-        self.endpoints = []
+        for sock in self.unicast:
+            sock.close()
+        self.endpoints, self.unicast = [], []
 
     async def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         what = cmd["cmd"]
@@ -217,7 +315,7 @@ class MemberHost:
         if what == "start":
             self.served = 0
             if cmd.get("profile"):
-                self.profile = self.profile or cProfile.Profile()
+                self.profile = self.profile or profiler(cmd["profile"])
                 self.profile.enable()
             self.started = time.thread_time_ns()
             return {}
@@ -225,13 +323,15 @@ class MemberHost:
             cpu = time.thread_time_ns() - self.started
             if self.profile is not None:
                 self.profile.disable()
+            self.units += self.served
             return {"cpu_ns": cpu, "served": self.served}
         if what == "floor":
             return {"floor": self.floor.measure()}
         if what == "dump":
             if self.profile is not None:
-                self.profile.dump_stats(cmd["path"])
+                self.profile.dump(f"{cmd['path']}.{self.profile.suffix}", self.units)
                 self.profile = None
+            self.units = 0
             return {}
         if what == "quit":
             await self.close()
@@ -375,7 +475,7 @@ async def one_round(ep: Endpoint, security: ClientSecurity, n: int, timeout: flo
 
 
 async def run_config(cfg: Config, members: list[Member], rounds: int, warmup: int,
-                     profile: Path | None) -> Config:
+                     profile: Path | None, profiler_kind: str) -> Config:
     per = -(-cfg.n // len(members))
     first = 1
     for m in members:
@@ -386,7 +486,7 @@ async def run_config(cfg: Config, members: list[Member], rounds: int, warmup: in
     security = ClientSecurity(context(CLIENT_SID, peers))
     floor = Floor()
     timeout = cfg.leisure + 10.0
-    client_profile = cProfile.Profile() if profile else None
+    client_profile = profiler(profiler_kind) if profile else None
     ep = await Endpoint.create(("0.0.0.0", 0), multicast_interface=INTERFACE)
     try:
         for _ in range(warmup):
@@ -395,7 +495,7 @@ async def run_config(cfg: Config, members: list[Member], rounds: int, warmup: in
         for _ in range(rounds):
             # the driver's pipe I/O blocks the loop here, between rounds, never during one
             for m in members:
-                m.call(cmd="start", profile=bool(profile))
+                m.call(cmd="start", profile=profiler_kind if profile else None)
             if client_profile is not None:
                 client_profile.enable()
             t0 = time.thread_time_ns()
@@ -419,9 +519,10 @@ async def run_config(cfg: Config, members: list[Member], rounds: int, warmup: in
         await ep.close()
     if profile is not None and client_profile is not None:
         tag = f"{cfg.n}-{cfg.mode}-{cfg.leisure:g}-{cfg.loop}"
-        client_profile.dump_stats(str(profile / f"client-{tag}.prof"))
+        received = sum(r.received for r in cfg.rounds)
+        client_profile.dump(str(profile / f"client-{tag}.{client_profile.suffix}"), received)
         for i, m in enumerate(members):
-            m.call(cmd="dump", path=str(profile / f"member{i}-{tag}.prof"))
+            m.call(cmd="dump", path=str(profile / f"member{i}-{tag}"))
     return cfg
 
 
@@ -441,7 +542,7 @@ def driver(args: argparse.Namespace, loop_kind: str) -> list[dict[str, Any]]:
                 for leisure in args.leisure:
                     cfg = Config(loop_kind, n, mode, leisure)
                     run_loop(loop_kind, run_config(cfg, members, args.rounds, args.warmup,
-                                                   args.profile))
+                                                   args.profile, args.profiler))
                     row = cfg.row()
                     rows.append(row)
                     print(format_row(row), flush=True)
@@ -514,7 +615,9 @@ def main() -> int:
     ap.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both",
                     help="both: asyncio, and uvloop when it is installed")
     ap.add_argument("--target", type=float, default=1.5)
-    ap.add_argument("--profile", type=Path, default=None)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="write a profile of every process to this directory")
+    ap.add_argument("--profiler", choices=("sample", "cprofile"), default="sample")
     ap.add_argument("--role", choices=("driver", "member"), default="driver",
                     help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -87,10 +87,13 @@ async def group_request(
             left = deadline - ep._now()
             if left <= 0:
                 return
-            try:
-                raw = await asyncio.wait_for(queue.get(), left)
-            except TimeoutError:
-                return
+            if queue.empty():
+                try:
+                    raw = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
+                    return
+            else:
+                raw = queue.get_nowait()
             resp = _verify_group_response(raw, binding, security, failures)
             if resp is None:
                 continue

@@ -122,7 +122,8 @@ class PairwiseResponses(ServerSecurity):
     """Answers group-mode requests in pairwise mode (RFC 10021 lets the server choose)."""
 
     def protect_response(self, response: Message, binding: Any) -> Message:
-        return binding.context.protect_response(response, binding, pairwise=True)  # type: ignore[no-any-return]
+        protected: Message = binding.context.protect_response(response, binding, pairwise=True)
+        return protected
 
 
 # --- the crypto floor --------------------------------------------------------------------
@@ -627,10 +628,12 @@ def main() -> int:
     if not os.environ.get(NETNS_ENV):
         return in_namespace(sys.argv[1:])
     loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
-    if args.loop == "both":
+    if "uvloop" in loops:
         try:
             import uvloop  # noqa: F401
         except ImportError:
+            if args.loop == "uvloop":
+                ap.error("uvloop is not installed (pip install 'grouposcore[fast]')")
             loops = ["asyncio"]
             print("uvloop is not installed (pip install 'grouposcore[fast]'): asyncio only")
     if args.profile is not None:

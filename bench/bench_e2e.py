@@ -62,6 +62,7 @@ import cProfile
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -116,6 +117,18 @@ def context(sid: bytes, peers: dict[bytes, bytes]) -> GroupContext:
     key, cred = identity(sid)
     return GroupContext(SECRET, GID, master_salt=SALT, sender_id=sid, private_key=key,
                         credential=cred, peers=peers)
+
+
+class SlottedRandom(random.Random):
+    """Leisure delays on a grid of ``slot`` seconds (``--slot``): responses due in the same
+    slot leave in one event-loop turn. Shows what batching the leisure would save."""
+
+    def __init__(self, slot: float) -> None:
+        super().__init__()
+        self.slot = slot
+
+    def uniform(self, a: float, b: float) -> float:
+        return round(super().uniform(a, b) / self.slot) * self.slot
 
 
 class PairwiseResponses(ServerSecurity):
@@ -282,7 +295,8 @@ class MemberHost:
         self.profile: Sampler | CProfiler | None = None
         self.units = 0
 
-    async def setup(self, first: int, count: int, mode: str, leisure: float) -> None:
+    async def setup(self, first: int, count: int, mode: str, leisure: float,
+                    slot: float) -> None:
         await self.close()
         _, client_cred = identity(CLIENT_SID)
         peers = {CLIENT_SID: client_cred.raw}
@@ -295,6 +309,7 @@ class MemberHost:
             self.unicast.append(unicast)
             ep = Endpoint(
                 GroupPortSocket(("0.0.0.0", GROUP[1]), unicast), site=site, leisure=leisure,
+                rng=SlottedRandom(slot) if slot > 0 else None,
                 server_security=security_class([context(sid, peers)]),
                 multicast_interface=INTERFACE,
             )
@@ -311,7 +326,8 @@ class MemberHost:
     async def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         what = cmd["cmd"]
         if what == "setup":
-            await self.setup(cmd["first"], cmd["count"], cmd["mode"], cmd["leisure"])
+            await self.setup(cmd["first"], cmd["count"], cmd["mode"], cmd["leisure"],
+                             cmd.get("slot", 0.0))
             return {}
         if what == "start":
             self.served = 0
@@ -476,12 +492,13 @@ async def one_round(ep: Endpoint, security: ClientSecurity, n: int, timeout: flo
 
 
 async def run_config(cfg: Config, members: list[Member], rounds: int, warmup: int,
-                     profile: Path | None, profiler_kind: str) -> Config:
+                     profile: Path | None, profiler_kind: str, slot: float) -> Config:
     per = -(-cfg.n // len(members))
     first = 1
     for m in members:
         count = min(per, cfg.n - first + 1)
-        m.call(cmd="setup", first=first, count=count, mode=cfg.mode, leisure=cfg.leisure)
+        m.call(cmd="setup", first=first, count=count, mode=cfg.mode, leisure=cfg.leisure,
+               slot=slot)
         first += count
     peers = {member_sid(i): identity(member_sid(i))[1].raw for i in range(1, cfg.n + 1)}
     security = ClientSecurity(context(CLIENT_SID, peers))
@@ -543,7 +560,7 @@ def driver(args: argparse.Namespace, loop_kind: str) -> list[dict[str, Any]]:
                 for leisure in args.leisure:
                     cfg = Config(loop_kind, n, mode, leisure)
                     run_loop(loop_kind, run_config(cfg, members, args.rounds, args.warmup,
-                                                   args.profile, args.profiler))
+                                                   args.profile, args.profiler, args.slot))
                     row = cfg.row()
                     rows.append(row)
                     print(format_row(row), flush=True)
@@ -616,6 +633,8 @@ def main() -> int:
     ap.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both",
                     help="both: asyncio, and uvloop when it is installed")
     ap.add_argument("--target", type=float, default=1.5)
+    ap.add_argument("--slot", type=float, default=0.0,
+                    help="put leisure delays on a grid of this many seconds (0: none)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="write a profile of every process to this directory")
     ap.add_argument("--profiler", choices=("sample", "cprofile"), default="sample")

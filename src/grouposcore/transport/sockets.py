@@ -13,9 +13,10 @@ Addresses are normalised to ``(host, port)``: IPv4-mapped IPv6 addresses become 
 IPv4, link-local IPv6 keeps its ``%zone``.
 
 Buffers: a client's group request is answered by every member at about the same time, so
-its receive buffer must hold a burst of responses (500 small datagrams take about 0.5 MiB of
-kernel memory on Linux, more than the usual 208 KiB default). Sockets therefore ask for
-:data:`DEFAULT_RECEIVE_BUFFER`; the memory is only used while datagrams wait.
+its receive buffer must hold a burst of responses. Linux charges a small datagram about
+830 bytes of buffer, so its usual 208 KiB default holds some 256 of them and a 500-member
+group loses responses. Sockets therefore ask for :data:`DEFAULT_RECEIVE_BUFFER`; the memory
+is only used while datagrams wait.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ _MAPPED = "::ffff:"
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
-#: bytes of receive buffer a socket asks for: the responses of a 1,000-member group in
-#: one burst (Linux counts each small datagram as about 1 KiB of buffer)
+#: bytes of receive buffer a socket asks for: Linux grants twice that, room for about
+#: 2,500 small datagrams, the responses of a 1,000-member group in one burst with margin
 DEFAULT_RECEIVE_BUFFER = 1 << 20
 #: bytes of send buffer a socket asks for: a paced burst of notifications or block-wise
 #: responses queued by one event-loop turn

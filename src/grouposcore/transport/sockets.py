@@ -11,6 +11,12 @@ picks it by route, a group address is never a source).
 
 Addresses are normalised to ``(host, port)``: IPv4-mapped IPv6 addresses become plain
 IPv4, link-local IPv6 keeps its ``%zone``.
+
+Buffers: a client's group request is answered by every member at about the same time, so
+its receive buffer must hold a burst of responses. Linux charges a small datagram about
+830 bytes of buffer, so its usual 208 KiB default holds some 256 of them and a 500-member
+group loses responses. Sockets therefore ask for :data:`DEFAULT_RECEIVE_BUFFER`; the memory
+is only used while datagrams wait.
 """
 
 from __future__ import annotations
@@ -20,25 +26,42 @@ import fcntl
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
+    "DEFAULT_RECEIVE_BUFFER",
+    "DEFAULT_SEND_BUFFER",
     "Datagram",
     "UdpSocket",
     "interface_index",
     "interface_ipv4",
     "is_multicast",
     "normalise",
+    "set_buffer",
 ]
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _SIOCGIFADDR = 0x8915
 _MAPPED = "::ffff:"
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+#: bytes of receive buffer a socket asks for: Linux grants twice that, room for about
+#: 2,500 small datagrams, the responses of a 1,000-member group in one burst with margin
+DEFAULT_RECEIVE_BUFFER = 1 << 20
+#: bytes of send buffer a socket asks for: a paced burst of notifications or block-wise
+#: responses queued by one event-loop turn
+DEFAULT_SEND_BUFFER = 256 << 10
 
 
-@dataclass(frozen=True)
-class Datagram:
+#: entries a socket's address caches hold before they start over (a server meets many
+#: peers; the caches only save work on the hot path, they never decide anything)
+_CACHE_LIMIT = 4096
+
+
+class Datagram(NamedTuple):
+    """One datagram received (a named tuple: one is made per datagram, on the hot path)."""
+
     data: bytes
     remote: tuple[str, int]
     #: Destination address of the datagram (``None`` if the kernel did not say).
@@ -111,6 +134,29 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def set_buffer(sock: socket.socket, receive: bool, size: int) -> int:
+    """Ask for a ``size``-byte receive (or send) buffer; the size the kernel granted.
+
+    Linux caps ``SO_RCVBUF``/``SO_SNDBUF`` at ``net.core.rmem_max``/``wmem_max`` without an
+    error; a process with ``CAP_NET_ADMIN`` may exceed the cap (``SO_*BUFFORCE``), which is
+    tried when the plain request fell short. The size is never lowered below what the
+    socket already has. Linux reports twice the size asked for (its bookkeeping overhead).
+    """
+    option = socket.SO_RCVBUF if receive else socket.SO_SNDBUF
+    have = int(sock.getsockopt(socket.SOL_SOCKET, option))
+    if size <= 0 or have >= size:
+        return have
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+    granted = int(sock.getsockopt(socket.SOL_SOCKET, option))
+    if granted < size:
+        force = _SO_RCVBUFFORCE if receive else _SO_SNDBUFFORCE
+        with contextlib.suppress(OSError):  # not privileged: keep what the cap allowed
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        granted = int(sock.getsockopt(socket.SOL_SOCKET, option))
+    return granted
+
+
 def _report_icmp_errors(sock: socket.socket, family: int, dual_stack: bool) -> None:
     """Ask Linux to report ICMP errors (port or host unreachable) for datagrams this
     socket sends; without it an unconnected UDP socket never hears of them, and a request
@@ -128,7 +174,16 @@ def _report_icmp_errors(sock: socket.socket, family: int, dual_stack: bool) -> N
 class UdpSocket:
     """A non-blocking UDP socket with the options CoAP over UDP needs."""
 
-    def __init__(self, bind: tuple[str, int], *, reuse_address: bool = False) -> None:
+    def __init__(
+        self,
+        bind: tuple[str, int],
+        *,
+        reuse_address: bool = False,
+        receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
+        send_buffer: int = DEFAULT_SEND_BUFFER,
+    ) -> None:
+        """``receive_buffer``/``send_buffer``: bytes of socket buffer to ask for (0: the
+        system default); see :func:`set_buffer`."""
         host, port = bind[0], bind[1]
         fam = _family(host)
         self.family = fam
@@ -142,6 +197,8 @@ class UdpSocket:
             if fam == socket.AF_INET or self.dual_stack:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             _report_icmp_errors(sock, fam, self.dual_stack)
+            set_buffer(sock, True, receive_buffer)
+            set_buffer(sock, False, send_buffer)
             if reuse_address:
                 # Several group members on one host share the group port.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -151,6 +208,14 @@ class UdpSocket:
             sock.close()
             raise
         self.sock = sock
+        self._recvmsg = sock.recvmsg
+        self._sendto = sock.sendto
+        #: address bytes of IP(V6)_PKTINFO -> (destination as text, is it a group)
+        self._destinations: dict[bytes, tuple[str, bool]] = {}
+        #: kernel socket address <-> normalised (host, port), both ways (IPv6 only: an
+        #: IPv4 socket's addresses already are ``(host, port)``)
+        self._remotes: dict[tuple[Any, ...], tuple[str, int]] = {}
+        self._sockaddrs: dict[tuple[str, int], tuple[Any, ...]] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -165,20 +230,53 @@ class UdpSocket:
     # --- I/O -----------------------------------------------------------------------------
 
     def receive(self) -> Datagram | None:
-        """One datagram, or ``None`` if none is waiting."""
+        """One datagram, or ``None`` if none is waiting.
+
+        Runs once per datagram, so what repeats (the destination address of the packet
+        info, an IPv6 peer's normalised address) comes from small per-socket caches.
+        """
         try:
-            data, anc, _flags, addr = self.sock.recvmsg(65536, 256)
+            data, anc, _flags, addr = self._recvmsg(65536, 256)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:  # an ICMP error queued for a datagram we sent (IP_RECVERR)
             return self._queued_error(exc)
         local = None
+        multicast = False
         for level, kind, payload in anc:
-            if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(payload) >= 16:
-                local = normalise((socket.inet_ntop(socket.AF_INET6, payload[:16]), 0))[0]
-            elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
-                local = socket.inet_ntoa(payload[8:12])
-        return Datagram(data, normalise(addr), local, local is not None and is_multicast(local))
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
+                raw = payload[8:12]
+            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(
+                payload
+            ) >= 16:
+                raw = payload[:16]
+            else:
+                continue
+            known = self._destinations.get(raw)
+            if known is None:
+                known = self._destination(raw)
+            local, multicast = known
+        if self.family == socket.AF_INET:
+            remote: tuple[str, int] = addr
+        else:
+            remote = self._remotes.get(addr) or self._remember_remote(addr)
+        return Datagram(data, remote, local, multicast)
+
+    def _destination(self, raw: bytes) -> tuple[str, bool]:
+        if len(raw) == 4:
+            text = socket.inet_ntoa(raw)
+        else:
+            text = normalise((socket.inet_ntop(socket.AF_INET6, raw), 0))[0]
+        if len(self._destinations) >= _CACHE_LIMIT:
+            self._destinations.clear()
+        self._destinations[raw] = known = (text, is_multicast(text))
+        return known
+
+    def _remember_remote(self, addr: tuple[Any, ...]) -> tuple[str, int]:
+        if len(self._remotes) >= _CACHE_LIMIT:
+            self._remotes.clear()
+        self._remotes[addr] = remote = normalise(addr)
+        return remote
 
     def _queued_error(self, exc: OSError) -> Datagram | None:
         """The destination of the datagram an ICMP error was about (its msg_name on the
@@ -193,10 +291,23 @@ class UdpSocket:
 
     def send(self, data: bytes, remote: tuple[str, int]) -> None:
         """Send without blocking; a full socket buffer drops the datagram like the network would."""
+        if type(remote) is not tuple:
+            remote = (remote[0], remote[1])
+        if self.family == socket.AF_INET:
+            sockaddr: tuple[Any, ...] = remote
+        else:
+            sockaddr = self._sockaddrs.get(remote) or self._remember_sockaddr(remote)
         try:
-            self.sock.sendto(data, self._sockaddr(remote))
+            self._sendto(data, sockaddr)
         except (BlockingIOError, InterruptedError):
             pass
+
+    def _remember_sockaddr(self, remote: tuple[str, int]) -> tuple[Any, ...]:
+        sockaddr = self._sockaddr(remote)
+        if len(self._sockaddrs) >= _CACHE_LIMIT:
+            self._sockaddrs.clear()
+        self._sockaddrs[remote] = sockaddr
+        return sockaddr
 
     def _sockaddr(self, remote: tuple[str, int]) -> tuple[Any, ...]:
         host, port = remote[0], remote[1]

@@ -22,6 +22,7 @@ class _Burst:
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._loop = self.loop
         self.deliver: Callable[[Message], None] | None = None
         self._ml = self
         self._sock = self
@@ -52,19 +53,30 @@ class _Burst:
 def test_group_request_takes_queued_responses_without_waiting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Five queued responses are yielded with one wait in all (the last, for the deadline),
-    not a ``wait_for`` (a task and a timer) per response."""
-    waits = 0
+    """Five queued responses are yielded with one timed wait in all (the last, for the
+    deadline), not a ``wait_for`` (a task and a timer) or a timer per response."""
+    wait_fors = 0
     wait_for = asyncio.wait_for
 
     async def counting(aw: Any, timeout: float | None) -> Any:
-        nonlocal waits
-        waits += 1
+        nonlocal wait_fors
+        wait_fors += 1
         return await wait_for(aw, timeout)
 
     monkeypatch.setattr(asyncio, "wait_for", counting)
+    timers = 0
 
     async def main() -> list[bytes]:
+        nonlocal timers
+        loop = asyncio.get_running_loop()
+        call_later = loop.call_later
+
+        def counting_timer(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            nonlocal timers
+            timers += 1
+            return call_later(delay, callback, *args)
+
+        loop.call_later = counting_timer  # type: ignore[method-assign]
         ep: Any = _Burst()
         request = Message(Code.GET)
         request.options.uri_path = ["temp"]
@@ -72,4 +84,5 @@ def test_group_request_takes_queued_responses_without_waiting(
                                                        timeout=0.05)]
 
     assert asyncio.run(main()) == [bytes([i]) for i in range(5)]
-    assert waits == 1
+    assert wait_fors == 0
+    assert timers == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 
@@ -82,3 +83,32 @@ def test_dual_stack_socket_address_caches_stay_bounded(monkeypatch: pytest.Monke
         for tx in senders:
             tx.close()
         rx.close()
+
+
+def test_an_earlier_peers_icmp_error_does_not_fail_a_later_send() -> None:
+    """The kernel hands a pending "port unreachable" to the next sendto, which then sends
+    nothing: that error belongs to the earlier datagram, so the later one is neither failed
+    nor lost (a retransmission tick or a GM notification to someone else goes on)."""
+    s = UdpSocket(("127.0.0.1", 0))
+    alive = UdpSocket(("127.0.0.1", 0))
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    gone = dead.getsockname()[1]
+    dead.close()
+    try:
+        for i in range(5):
+            s.send(b"x", ("127.0.0.1", gone))
+            time.sleep(0.005)  # the ICMP error arrives
+            s.send(bytes([i]), alive.address)
+        deadline = time.monotonic() + 2.0
+        got: list[bytes] = []
+        while len(got) < 5 and time.monotonic() < deadline:
+            d = alive.receive()
+            if d is None:
+                time.sleep(0.005)
+            elif not d.error:
+                got.append(d.data)
+        assert got == [bytes([i]) for i in range(5)]
+    finally:
+        s.close()
+        alive.close()

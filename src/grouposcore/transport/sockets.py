@@ -301,6 +301,13 @@ class UdpSocket:
             self._sendto(data, sockaddr)
         except (BlockingIOError, InterruptedError):
             pass
+        except ConnectionRefusedError:
+            # A "port unreachable" for an *earlier* datagram (perhaps to another peer) that
+            # the kernel hands to this send instead of sending it. Raising would abort a
+            # retransmission tick or a notification to somebody else; the error is now
+            # cleared, so this datagram goes out on a second try.
+            with contextlib.suppress(BlockingIOError, InterruptedError, ConnectionRefusedError):
+                self._sendto(data, sockaddr)
 
     def _remember_sockaddr(self, remote: tuple[str, int]) -> tuple[Any, ...]:
         sockaddr = self._sockaddr(remote)

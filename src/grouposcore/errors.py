@@ -189,11 +189,18 @@ class GroupManagerRequestError(ManagerError):
     """
 
     def __init__(
-        self, message: str, *, code: Code | int = Code.BAD_REQUEST, error_id: int | None = None
+        self,
+        message: str,
+        *,
+        code: Code | int = Code.BAD_REQUEST,
+        error_id: int | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.code: Code | int = Code(code) if code in Code._value2member_map_ else code
         self.error_id = error_id
+        #: seconds after which the GM asks to try again (Max-Age of a 5.03), else None
+        self.retry_after = retry_after
 
 
 class ManagerStoreError(ManagerError):

@@ -263,3 +263,17 @@ def test_answer_parsers_random_bytes(data: bytes, which: int) -> None:
         _ANSWER_PARSERS[which](data)
     except ManagerMessageError:
         pass
+
+
+def test_a_5_03_with_max_age_tells_the_member_when_to_try_again() -> None:
+    """The GM's 5.03 (a re-join budget spent) carries Max-Age: the member's error keeps it as
+    ``retry_after`` and says it; other codes have no retry time."""
+    from grouposcore.coap import Code
+    from grouposcore.manager.params import CF_PROBLEM_DETAILS, encode_problem_details
+
+    body = encode_problem_details(None, "re-joined too often")
+    err = mb.parse_error(Code.SERVICE_UNAVAILABLE, body, CF_PROBLEM_DETAILS, 40)
+    assert err.code == Code.SERVICE_UNAVAILABLE and err.retry_after == 40
+    assert "re-joined too often" in str(err) and "try again in 40 s" in str(err)
+    assert mb.parse_error(Code.FORBIDDEN, b"", None, 60).retry_after is None
+    assert mb.parse_error(Code.SERVICE_UNAVAILABLE, b"", None).retry_after is None

@@ -70,7 +70,8 @@ class GroupManagerClient:
             security=self.security,
         )
         if response.code not in tuple(ok):
-            raise mb.parse_error(response.code, response.payload, response.options.content_format)
+            raise mb.parse_error(response.code, response.payload, response.options.content_format,
+                                 response.options.max_age)
         return response
 
     async def join(
@@ -93,7 +94,8 @@ class GroupManagerClient:
                 ok=(Code.BAD_REQUEST, Code.CREATED, Code.CHANGED),
             )  # fmt: skip
             if answer.options.content_format != CF_ACE_GROUPCOMM or answer.code != 128:
-                raise mb.parse_error(answer.code, answer.payload, answer.options.content_format)
+                raise mb.parse_error(answer.code, answer.payload, answer.options.content_format,
+                                     answer.options.max_age)
             challenge = mb.parse_challenge(answer.payload).kdcchallenge
         pending = mb.build_join_request(
             group, roles, credential=credential, private_key=private_key,

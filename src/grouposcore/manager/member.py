@@ -239,8 +239,11 @@ def _body(payload: bytes, what: str) -> dict[Any, Any]:
     return expect_map(loads_strict(payload, what), what)
 
 
-def parse_error(code: int, payload: bytes, content_format: int | None) -> GroupManagerRequestError:
-    """The GM's error answer as an exception (to raise or inspect)."""
+def parse_error(
+    code: int, payload: bytes, content_format: int | None, max_age: int | None = None
+) -> GroupManagerRequestError:
+    """The GM's error answer as an exception (to raise or inspect). A 5.03's Max-Age says
+    when to try again (RFC 7252 §5.9.3.4): it becomes ``retry_after`` and part of the text."""
     error_id: int | None = None
     detail = f"Group Manager answered {code >> 5}.{code & 31:02d}"
     if content_format == CF_PROBLEM_DETAILS and payload:
@@ -250,7 +253,11 @@ def parse_error(code: int, payload: bytes, content_format: int | None) -> GroupM
             text = None
         if text:
             detail += f": {text}"
-    return GroupManagerRequestError(detail, code=code, error_id=error_id)
+    retry_after = max_age if code == Code.SERVICE_UNAVAILABLE else None
+    if retry_after is not None:
+        detail += f" (try again in {retry_after} s)"
+    return GroupManagerRequestError(detail, code=code, error_id=error_id,
+                                    retry_after=retry_after)
 
 
 def parse_challenge(payload: bytes) -> Challenge:

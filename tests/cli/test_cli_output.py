@@ -66,3 +66,27 @@ def test_unicast_payload_on_stdout_and_status_on_stderr() -> None:
     quiet_err = io.StringIO()
     Printer(quiet=True, out=io.StringIO(), err=quiet_err).response(verified(b"x"))
     assert quiet_err.getvalue() == ""
+
+
+def test_logging_set_up_twice_keeps_one_cli_handler_and_foreign_ones() -> None:
+    """main() may run more than once in a process (tests, embedding): the CLI's own stderr
+    handler is recognised by its class and replaced, a handler someone else added stays."""
+    import argparse
+    import logging
+
+    from grouposcore.cli.main import _logging
+
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    foreign = logging.StreamHandler(io.StringIO())
+    root.addHandler(foreign)
+    try:
+        for _ in range(3):
+            _logging(argparse.Namespace(quiet=False, verbose=1))
+        added = [h for h in root.handlers if h not in saved]
+        assert len(added) == 2 and foreign in added
+        assert root.level == logging.INFO
+    finally:
+        for h in [h for h in root.handlers if h not in saved]:
+            root.removeHandler(h)
+        root.setLevel(level)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from grouposcore.cli.output import Printer, record
 from grouposcore.coap import Code, Message
 from grouposcore.oscore import ResponseInfo
@@ -90,3 +92,25 @@ def test_logging_set_up_twice_keeps_one_cli_handler_and_foreign_ones() -> None:
         for h in [h for h in root.handlers if h not in saved]:
             root.removeHandler(h)
         root.setLevel(level)
+
+
+def test_command_results_one_json_line_or_text_or_nothing_and_failures_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The one shared emit/fail/role_names of the manager, join and EDHOC commands: the
+    JSON line is sorted and compact as before, -q prints nothing, a failure is one stderr
+    line and exit status 1, and roles are spelled as the options take them."""
+    import argparse
+
+    from grouposcore.cli.output import emit, fail, role_names
+
+    result = {"num": 3, "group": "g1", "gid": b"\x01"}
+    emit(argparse.Namespace(json=True, quiet=False), result, "text")
+    emit(argparse.Namespace(json=False, quiet=False), result, "created g1")
+    emit(argparse.Namespace(json=False, quiet=True), result, "hidden")
+    assert fail("manager allow", "no group 'x'") == 1
+    out, err = capsys.readouterr()
+    assert out == '{"gid": "b\'\\\\x01\'", "group": "g1", "num": 3}\ncreated g1\n'
+    assert err == "grouposcore manager allow: no group 'x'\n"
+    assert role_names(0b110) == "requester,responder"
+    assert role_names(1) == "1"  # not a valid role set: the number as given

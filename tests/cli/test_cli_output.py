@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from grouposcore.cli.output import Printer, record
 from grouposcore.coap import Code, Message
 from grouposcore.oscore import ResponseInfo
@@ -66,3 +68,49 @@ def test_unicast_payload_on_stdout_and_status_on_stderr() -> None:
     quiet_err = io.StringIO()
     Printer(quiet=True, out=io.StringIO(), err=quiet_err).response(verified(b"x"))
     assert quiet_err.getvalue() == ""
+
+
+def test_logging_set_up_twice_keeps_one_cli_handler_and_foreign_ones() -> None:
+    """main() may run more than once in a process (tests, embedding): the CLI's own stderr
+    handler is recognised by its class and replaced, a handler someone else added stays."""
+    import argparse
+    import logging
+
+    from grouposcore.cli.main import _logging
+
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    foreign = logging.StreamHandler(io.StringIO())
+    root.addHandler(foreign)
+    try:
+        for _ in range(3):
+            _logging(argparse.Namespace(quiet=False, verbose=1))
+        added = [h for h in root.handlers if h not in saved]
+        assert len(added) == 2 and foreign in added
+        assert root.level == logging.INFO
+    finally:
+        for h in [h for h in root.handlers if h not in saved]:
+            root.removeHandler(h)
+        root.setLevel(level)
+
+
+def test_command_results_one_json_line_or_text_or_nothing_and_failures_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The one shared emit/fail/role_names of the manager, join and EDHOC commands: the
+    JSON line is sorted and compact as before, -q prints nothing, a failure is one stderr
+    line and exit status 1, and roles are spelled as the options take them."""
+    import argparse
+
+    from grouposcore.cli.output import emit, fail, role_names
+
+    result = {"num": 3, "group": "g1", "gid": b"\x01"}
+    emit(argparse.Namespace(json=True, quiet=False), result, "text")
+    emit(argparse.Namespace(json=False, quiet=False), result, "created g1")
+    emit(argparse.Namespace(json=False, quiet=True), result, "hidden")
+    assert fail("manager allow", "no group 'x'") == 1
+    out, err = capsys.readouterr()
+    assert out == '{"gid": "b\'\\\\x01\'", "group": "g1", "num": 3}\ncreated g1\n'
+    assert err == "grouposcore manager allow: no group 'x'\n"
+    assert role_names(0b110) == "requester,responder"
+    assert role_names(1) == "1"  # not a valid role set: the number as given

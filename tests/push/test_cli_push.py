@@ -133,6 +133,40 @@ def test_push_refuses_blocks_larger_than_one_coap_block(tmp_path: Path) -> None:
     assert r.returncode == 1 and "do not fit one CoAP block" in r.stderr
 
 
+def test_push_and_receive_refuse_an_author_key_of_the_wrong_type_by_name(
+    tmp_path: Path,
+) -> None:
+    """An RSA key, or an EC key on a curve no COSE algorithm here signs with, is refused
+    when it is loaded (exit 2, naming the key and what would do), not deep in signing."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    docs = provision_static_group(["a", "b"])
+    group = write_secret_file(tmp_path / "a.json", docs["a"])
+    blob = tmp_path / "f.bin"
+    blob.write_bytes(b"x" * 100)
+    for name, key in [("rsa", rsa.generate_private_key(65537, 2048)),
+                      ("p224", ec.generate_private_key(ec.SECP224R1()))]:
+        private = tmp_path / f"{name}.key"
+        private.write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        public = tmp_path / f"{name}.pub"
+        public.write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        r = run_cli("push", str(blob), "coap://224.0.1.187/fw", "--security", str(group),
+                    "--sign", str(private))
+        assert r.returncode == 2, r.stderr
+        assert f"{private}: a " in r.stderr and "cannot sign a manifest" in r.stderr
+        assert "Ed25519 or an ECDSA P-256, P-384 or P-521 key" in r.stderr
+        assert "Traceback" not in r.stderr
+        r = run_cli("receive", "--security", str(group), "--author", str(public),
+                    "--listen", "127.0.0.1", "--port", "0")
+        assert r.returncode == 2, r.stderr
+        assert f"{public}: a " in r.stderr and "cannot check a manifest" in r.stderr
+        assert "Traceback" not in r.stderr
+
+
 def test_push_needs_a_signed_manifest_and_receive_a_trusted_author(tmp_path: Path) -> None:
     docs = provision_static_group(["a", "b"])
     group = write_secret_file(tmp_path / "a.json", docs["a"])

@@ -33,7 +33,7 @@ from grouposcore.errors import (
 from grouposcore.manager.params import Role
 from grouposcore.oscore import GroupContext, SecurityContext
 from grouposcore.oscore.config import read_secret_file
-from grouposcore.oscore.security import ClientSecurity
+from grouposcore.oscore.security import ClientSecurity, VerifiedMessage
 from grouposcore.transport import Endpoint
 from grouposcore.transport.blockwise import BlockwiseLimits, size_to_szx
 from grouposcore.transport.sockets import is_multicast
@@ -447,8 +447,12 @@ async def _observe(
             async for notification in observation:
                 if seen == 0 and retry is None and security is not None:
                     # a server's first request from this member since it started gets an
-                    # Echo challenge (RFC 9175): register again with the Echo value
-                    retry = security.echo_retry(notification, request)  # type: ignore[arg-type]
+                    # Echo challenge (RFC 9175): register again with the Echo value. Under
+                    # our security every notification was verified (VerifiedMessage, kept
+                    # through block-wise reassembly); anything else cannot be trusted to
+                    # carry a challenge, so it is shown as it is and never retried.
+                    if isinstance(notification, VerifiedMessage):
+                        retry = security.echo_retry(notification, request)
                     if retry is not None:
                         break
                 printer.response(notification)

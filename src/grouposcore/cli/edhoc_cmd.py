@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from grouposcore.cli.membership import EdhocFiles, write_link
+from grouposcore.cli.output import emit
 from grouposcore.coap.uri import parse_uri
 from grouposcore.edhoc.credentials import edn, read_credential_file, write_credential_file
 from grouposcore.manager.core import GroupManager
@@ -32,13 +32,6 @@ __all__ = [
     "credential",
     "join",
 ]
-
-
-def _print(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(record, sort_keys=True), flush=True)
-    elif not getattr(args, "quiet", False):
-        print(text, flush=True)
 
 
 def _roles(tperm: int) -> str:
@@ -82,10 +75,10 @@ def allow(gm: GroupManager, args: argparse.Namespace) -> int:
     gm.allow(args.node, args.group, args.roles)
     GmEdhoc(gm).register(args.node, credential)
     roles = _roles(sum(1 << r for r in args.roles))
-    _print(args, {"node": args.node, "group": args.group, "roles": roles,
-                  "edhoc_kid": None if credential.kid is None else credential.kid.hex()},
-           f"{args.node} may join {args.group} as {roles}; admitted by EDHOC credential "
-           f"{credential.describe()}")
+    emit(args, {"node": args.node, "group": args.group, "roles": roles,
+                "edhoc_kid": None if credential.kid is None else credential.kid.hex()},
+         f"{args.node} may join {args.group} as {roles}; admitted by EDHOC credential "
+         f"{credential.describe()}")
     return 0
 
 
@@ -96,7 +89,7 @@ def credential(gm: GroupManager, args: argparse.Namespace) -> int:
         write_credential_file(args.out, cred)
     kid = None if cred.kid is None else cred.kid.hex()
     text = edn({14: cred.ccs()}) if not args.out else f"GM credential (kid {kid}) -> {args.out}"
-    _print(args, {"kid": kid, "credential": edn({14: cred.ccs()}), "out": args.out}, text)
+    emit(args, {"kid": kid, "credential": edn({14: cred.ccs()}), "out": args.out}, text)
     return 0
 
 
@@ -129,9 +122,9 @@ async def join(args: argparse.Namespace) -> int:
             "state": str(args.state), "edhoc": handshakes,
         }  # fmt: skip
         sid = record["sender_id"] or "- (monitor)"
-        _print(args, record,
-               f"{member.started} {args.group} as {ident.node} (EDHOC): Sender ID {sid}, "
-               f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}")
+        emit(args, record,
+             f"{member.started} {args.group} as {ident.node} (EDHOC): Sender ID {sid}, "
+             f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}")
     finally:
         await member.close()
     return 0

@@ -15,8 +15,9 @@ import contextlib
 from collections.abc import Iterable
 
 from grouposcore.cli import edhoc_cmd
-from grouposcore.cli.manager_cmd import _fail, _print, _role_names, parse_roles
+from grouposcore.cli.manager_cmd import parse_roles
 from grouposcore.cli.membership import write_link
+from grouposcore.cli.output import emit, fail, role_names
 from grouposcore.coap.uri import parse_uri
 from grouposcore.errors import GroupManagerRequestError, GroupOscoreError
 from grouposcore.manager.params import Code, ErrorId, Role
@@ -69,20 +70,20 @@ def run_join(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_join(args))
     except GroupOscoreError as e:
-        return _fail("join", str(e))
+        return fail("join", str(e))
     except OSError as e:
-        return _fail("join", f"{e.strerror or e}")
+        return fail("join", f"{e.strerror or e}")
 
 
 async def _join(args: argparse.Namespace) -> int:
     if args.key:
         return await edhoc_cmd.join(args)
     if not args.channel:
-        return _fail("join", "give --channel FILE, or --key and --gm-cred (EDHOC)")
+        return fail("join", "give --channel FILE, or --key and --gm-cred (EDHOC)")
     channel, noted, pinned = read_channel_file(args.channel)
     uri = args.manager or noted
     if uri is None:
-        return _fail("join", "no --manager URI and none in the channel file")
+        return fail("join", "no --manager URI and none in the channel file")
     parsed = parse_uri(uri)
     try:
         member = await GroupMember.open(
@@ -91,7 +92,7 @@ async def _join(args: argparse.Namespace) -> int:
             sign_alg=args.sign_alg, gm_credential=pinned.get(args.group),
         )  # fmt: skip
     except GroupManagerRequestError as e:
-        return _fail("join", join_refusal(e, channel.node, args.group, args.roles))
+        return fail("join", join_refusal(e, channel.node, args.group, args.roles))
     try:
         # serve, receive and the request commands follow the GM through this link
         write_link(args.state, args.channel, uri)
@@ -99,14 +100,14 @@ async def _join(args: argparse.Namespace) -> int:
         record = {
             "group": args.group, "node": channel.node, "started": member.started,
             "sender_id": None if m.sender_id is None else m.sender_id.hex(),
-            "gid": m.gid.hex(), "num": m.num, "roles": _role_names(member.roles),
-            "peers": {sid.hex(): _role_names(p.roles) for sid, p in sorted(m.peers.items())},
+            "gid": m.gid.hex(), "num": m.num, "roles": role_names(member.roles),
+            "peers": {sid.hex(): role_names(p.roles) for sid, p in sorted(m.peers.items())},
             "state": str(args.state),
         }  # fmt: skip
         sid = record["sender_id"] or "- (monitor)"
-        _print(args, record,
-               f"{member.started} {args.group} as {channel.node}: Sender ID {sid}, "
-               f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}")
+        emit(args, record,
+             f"{member.started} {args.group} as {channel.node}: Sender ID {sid}, "
+             f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}")
     finally:
         await member.close()
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TextIO
 
 from grouposcore import __version__
 from grouposcore.cli import (
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CliLogHandler(logging.StreamHandler[TextIO]):
+    """The handler the CLI installs on the root logger; its class marks it, so calling
+    :func:`main` again (tests, embedding) replaces it instead of adding a second one."""
+
+
 def _logging(args: argparse.Namespace) -> None:
     if args.quiet:
         level = logging.ERROR
@@ -88,11 +94,10 @@ def _logging(args: argparse.Namespace) -> None:
         level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     root = logging.getLogger()
     root.setLevel(level)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CliLogHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    for old in [h for h in root.handlers if getattr(h, "_grouposcore_cli", False)]:
+    for old in [h for h in root.handlers if isinstance(h, _CliLogHandler)]:
         root.removeHandler(old)
-    handler._grouposcore_cli = True  # type: ignore[attr-defined]
     root.addHandler(handler)
 
 

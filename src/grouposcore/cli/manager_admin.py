@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from grouposcore.cli.output import emit, fail
 from grouposcore.coap.uri import parse_uri
 from grouposcore.errors import GroupOscoreError
 from grouposcore.manager.admin import WILDCARD, AdminParam, AdminPerm
@@ -96,18 +95,6 @@ def add_admin_arguments(
     db(p)
 
 
-def _print(args: argparse.Namespace, record: Any, text: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(record, sort_keys=True, default=str), flush=True)
-    elif not getattr(args, "quiet", False):
-        print(text, flush=True)
-
-
-def _fail(what: str, message: str) -> int:
-    print(f"grouposcore {what}: {message}", file=sys.stderr)
-    return 1
-
-
 def _named(body: dict[Any, Any]) -> dict[str, Any]:
     return {_NAMES.get(k, str(k)): v for k, v in body.items()}
 
@@ -120,25 +107,25 @@ def run_admin(args: argparse.Namespace) -> int:
             try:
                 perms |= 1 << AdminPerm[word.strip().upper()]
             except KeyError:
-                return _fail("manager admin", f"unknown permission {word.strip()!r}")
+                return fail("manager admin", f"unknown permission {word.strip()!r}")
     try:
         gm = GroupManager(args.db)
     except GroupOscoreError as e:
-        return _fail("manager admin", str(e))
+        return fail("manager admin", str(e))
     try:
         gm.allow_admin(args.node, args.groups, perms)
         channel = gm.store.channel(args.node) or gm.commission_node(args.node)
         out = Path(args.channel_out or f"{args.node}.channel.json")
         write_channel_file(out, channel, manager=args.manager)
     except GroupOscoreError as e:
-        return _fail("manager admin", str(e))
+        return fail("manager admin", str(e))
     finally:
         gm.close()
     names = [p.name.lower() for p in AdminPerm if perms >> p & 1]
-    _print(args, {"node": args.node, "groups": args.groups, "perms": names,
-                  "channel": str(out)},
-           f"{args.node} administers {args.groups}: {','.join(names) or 'nothing'}; "
-           f"channel file {out}")  # fmt: skip
+    emit(args, {"node": args.node, "groups": args.groups, "perms": names,
+                "channel": str(out)},
+         f"{args.node} administers {args.groups}: {','.join(names) or 'nothing'}; "
+         f"channel file {out}")  # fmt: skip
     return 0
 
 
@@ -185,7 +172,7 @@ def _error(what: str, code: int, payload: bytes) -> int:
         detail = f"{text or ''} (error {error_id})" if error_id is not None else text or ""
     except GroupOscoreError:
         pass
-    return _fail(what, f"{code >> 5}.{code & 31:02d} {detail}".strip())
+    return fail(what, f"{code >> 5}.{code & 31:02d} {detail}".strip())
 
 
 def remote_create(args: argparse.Namespace, config: dict[int, Any]) -> int:
@@ -194,8 +181,8 @@ def remote_create(args: argparse.Namespace, config: dict[int, Any]) -> int:
     if code != Code.CREATED:
         return _error("manager group create", code, payload)
     body = _named(loads_strict(payload, "creation response"))
-    _print(args, body, f"created group {body.get('group_name')}; join at "
-                       f"{body.get('joining_uri')}")  # fmt: skip
+    emit(args, body, f"created group {body.get('group_name')}; join at "
+                     f"{body.get('joining_uri')}")  # fmt: skip
     return 0
 
 
@@ -209,14 +196,14 @@ def run_group_admin(args: argparse.Namespace) -> int:
                 return _error(what, code, payload)
             names = [t.split("/")[-1] for t in payload.decode().replace(">", "<").split("<")
                      if t.startswith("/manage/")]  # fmt: skip
-            _print(args, {"groups": names}, "\n".join(names))
+            emit(args, {"groups": names}, "\n".join(names))
             return 0
         path = ("manage", args.name)
         if args.group_command == "delete":
             code, payload = call(args, "DELETE", path)
             if code != Code.DELETED:
                 return _error(what, code, payload)
-            _print(args, {"deleted": args.name}, f"deleted group {args.name}")
+            emit(args, {"deleted": args.name}, f"deleted group {args.name}")
             return 0
         code, payload = call(args, "GET", path)
         if code != Code.CONTENT:
@@ -224,7 +211,7 @@ def run_group_admin(args: argparse.Namespace) -> int:
         conf = loads_strict(payload, "group configuration")
         if args.group_command == "get":
             named = _named(conf)
-            _print(args, named, "\n".join(f"{k}: {v}" for k, v in named.items()))
+            emit(args, named, "\n".join(f"{k}: {v}" for k, v in named.items()))
             return 0
         keep = (AdminParam.ACTIVE, AdminParam.GROUP_DESCRIPTION, AdminParam.MAX_STALE_SETS,
                 AdminParam.APP_GROUPS, AdminParam.AS_URI)  # fmt: skip
@@ -238,10 +225,10 @@ def run_group_admin(args: argparse.Namespace) -> int:
         code, payload = call(args, "POST", path, new)
         if code != Code.CHANGED:
             return _error(what, code, payload)
-        _print(args, _named(new), f"group {args.name}: " + ", ".join(
+        emit(args, _named(new), f"group {args.name}: " + ", ".join(
             f"{_NAMES[int(k)]} {v}" for k, v in new.items()))  # fmt: skip
         return 0
     except GroupOscoreError as e:
-        return _fail(what, str(e))
+        return fail(what, str(e))
     except OSError as e:
-        return _fail(what, str(e.strerror or e))
+        return fail(what, str(e.strerror or e))

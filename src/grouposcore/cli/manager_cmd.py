@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 
 from grouposcore.cli import edhoc_cmd, manager_admin
 from grouposcore.cli.lifecycle import stop_on_signals
+from grouposcore.cli.output import emit, fail, role_names
 from grouposcore.coap import Message
 from grouposcore.errors import GroupOscoreError
 from grouposcore.manager.admin import AdminParam
@@ -42,7 +42,6 @@ from grouposcore.manager.params import (
     Param,
     Role,
     encode_problem_details,
-    roles_from_tperm,
 )
 from grouposcore.manager.runtime import read_channel_file, write_channel_file
 from grouposcore.manager.service import GroupManagerService
@@ -81,13 +80,6 @@ def _alg(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a COSE algorithm number: {text!r}") from None
-
-
-def _role_names(tperm: int) -> str:
-    try:
-        return ",".join(r.name.lower() for r in sorted(roles_from_tperm(tperm)))
-    except GroupOscoreError:
-        return str(tperm)
 
 
 # --- argument parsers ---------------------------------------------------------------------
@@ -185,53 +177,41 @@ def add_manager_arguments(
 # --- offline administration ---------------------------------------------------------------
 
 
-def _print(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(record, sort_keys=True), flush=True)
-    elif not getattr(args, "quiet", False):
-        print(text, flush=True)
-
-
-def _fail(what: str, message: str) -> int:
-    print(f"grouposcore {what}: {message}", file=sys.stderr)
-    return 1
-
-
 def _group_create(gm: GroupManager, args: argparse.Namespace) -> int:
     sign, enc, aead, ecdh = args.sign_alg, args.group_enc_alg, args.aead_alg, args.ecdh_alg
     if args.algs:
         parts = [w.strip() for w in args.algs.split(",")]
         if len(parts) != 4:
-            return _fail("manager group create", "--algs needs SIGN,ENC,AEAD,ECDH")
+            return fail("manager group create", "--algs needs SIGN,ENC,AEAD,ECDH")
         try:
             vals = [_alg(w) for w in parts]
         except argparse.ArgumentTypeError as e:
-            return _fail("manager group create", str(e))
+            return fail("manager group create", str(e))
         if vals[0] is None or vals[1] is None:
-            return _fail("manager group create", "signature and group encryption are needed")
+            return fail("manager group create", "signature and group encryption are needed")
         sign, enc, aead, ecdh = vals[0], vals[1], vals[2], vals[3]
     if (aead is None) != (ecdh is None):
-        return _fail("manager group create", "pairwise mode needs both --aead-alg and --ecdh-alg")
+        return fail("manager group create", "pairwise mode needs both --aead-alg and --ecdh-alg")
     g = gm.create_group(
         args.name, sign_alg=sign, group_enc_alg=enc, aead_alg=aead, ecdh_alg=ecdh,
         backward_security=not args.no_backward_security, lifetime=args.lifetime,
     )  # fmt: skip
-    _print(args, {"group": g.name, "gid": g.gid.hex(), "num": g.num},
-           f"created group {g.name} (Gid {g.gid.hex()})")
+    emit(args, {"group": g.name, "gid": g.gid.hex(), "num": g.num},
+         f"created group {g.name} (Gid {g.gid.hex()})")
     return 0
 
 
 def _remote_group_create(args: argparse.Namespace) -> int:
     """``group create --manager``: the same group through the GM's admin interface."""
     if args.no_backward_security:
-        return _fail("manager group create", "--no-backward-security is a local-only setting")
+        return fail("manager group create", "--no-backward-security is a local-only setting")
     aead, ecdh = args.aead_alg, args.ecdh_alg
     sign, enc = args.sign_alg, args.group_enc_alg
     if args.algs:
         try:
             sign, enc, aead, ecdh = (_alg(w.strip()) for w in args.algs.split(","))
         except (argparse.ArgumentTypeError, ValueError):
-            return _fail("manager group create", "--algs needs SIGN,ENC,AEAD,ECDH")
+            return fail("manager group create", "--algs needs SIGN,ENC,AEAD,ECDH")
     config: dict[int, Any] = {
         AdminParam.GROUP_NAME: args.name, AdminParam.ACTIVE: not args.inactive,
         AdminParam.SIGN_ALG: sign, AdminParam.GP_ENC_ALG: enc,
@@ -245,9 +225,9 @@ def _remote_group_create(args: argparse.Namespace) -> int:
     try:
         return manager_admin.remote_create(args, config)
     except GroupOscoreError as e:
-        return _fail("manager group create", str(e))
+        return fail("manager group create", str(e))
     except OSError as e:
-        return _fail("manager group create", str(e.strerror or e))
+        return fail("manager group create", str(e.strerror or e))
 
 
 def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
@@ -258,7 +238,7 @@ def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
               file=sys.stderr)
         args.group, args.node = args.node, args.group
     if gm.group(args.group) is None:
-        return _fail("manager allow", f"no group {args.group!r}")
+        return fail("manager allow", f"no group {args.group!r}")
     if args.cred and not args.channel_out:
         return edhoc_cmd.allow(gm, args)
     gm.allow(args.node, args.group, args.roles)
@@ -275,32 +255,32 @@ def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
                 pinned = {}
             manager = manager or old_manager
     if manager is None:
-        return _fail("manager allow", "give --manager URI, the Group Manager's address as the "
-                     "node will reach it (e.g. coap://192.0.2.1:5683): the channel file needs "
-                     "it for 'grouposcore join'")
+        return fail("manager allow", "give --manager URI, the Group Manager's address as the "
+                    "node will reach it (e.g. coap://192.0.2.1:5683): the channel file needs "
+                    "it for 'grouposcore join'")
     for entry in gm.store.access_list():
         if entry.node == args.node and entry.roles and gm.group(entry.group) is not None:
             pinned[entry.group] = gm.gm_credential(entry.group)
     write_channel_file(out, channel, manager=manager, gm_credentials=pinned)
-    roles = _role_names(sum(1 << r for r in args.roles))
-    _print(args, {"node": args.node, "group": args.group, "roles": roles, "channel": str(out)},
-           f"{args.node} may join {args.group} as {roles}; channel file {out}")
+    roles = role_names(sum(1 << r for r in args.roles))
+    emit(args, {"node": args.node, "group": args.group, "roles": roles, "channel": str(out)},
+         f"{args.node} may join {args.group} as {roles}; channel file {out}")
     return 0
 
 
 def _show(gm: GroupManager, args: argparse.Namespace) -> int:
     groups = [g for g in gm.store.groups() if args.group in (None, g.name)]
     if args.group is not None and not groups:
-        return _fail("manager show", f"no group {args.group!r}")
+        return fail("manager show", f"no group {args.group!r}")
     access = gm.store.access_list()
     for g in groups:
         members = [
-            {"node": m.node, "roles": _role_names(m.roles),
+            {"node": m.node, "roles": role_names(m.roles),
              "sender_id": None if m.sender_id is None else m.sender_id.hex()}
             for m in gm.members(g.name)
         ]  # fmt: skip
         allowed = [
-            {"node": a.node, "roles": _role_names(a.roles)}
+            {"node": a.node, "roles": role_names(a.roles)}
             for a in access if a.group == g.name and a.roles
         ]  # fmt: skip
         record = {
@@ -317,7 +297,7 @@ def _show(gm: GroupManager, args: argparse.Namespace) -> int:
             lines.append(f"  member {m['node']}: {m['roles']}, Sender ID {m['sender_id'] or '-'}")
         for a in allowed:
             lines.append(f"  allowed {a['node']}: {a['roles']}")
-        _print(args, record, "\n".join(lines))
+        emit(args, record, "\n".join(lines))
     return 0
 
 
@@ -327,12 +307,12 @@ def run_manager(args: argparse.Namespace) -> int:
     try:
         db_file = sqlite_path(args.db)
     except GroupOscoreError as exc:
-        return _fail(f"manager {args.manager_command}", str(exc))
+        return fail(f"manager {args.manager_command}", str(exc))
     if not creating and db_file is not None and not db_file.exists():
         # a typo must not leave an empty database behind (only 'group create' makes one)
-        return _fail(f"manager {args.manager_command}",
-                     f"no Group Manager database {args.db} (create it with 'grouposcore "
-                     f"manager group create NAME --db {args.db}')")
+        return fail(f"manager {args.manager_command}",
+                    f"no Group Manager database {args.db} (create it with 'grouposcore "
+                    f"manager group create NAME --db {args.db}')")
     if args.manager_command == "serve":
         try:
             return asyncio.run(_serve(args))
@@ -347,7 +327,7 @@ def run_manager(args: argparse.Namespace) -> int:
     try:
         gm = GroupManager(args.db)
     except GroupOscoreError as e:
-        return _fail("manager", str(e))
+        return fail("manager", str(e))
     try:
         if args.manager_command == "group":
             return _group_create(gm, args)
@@ -359,19 +339,19 @@ def run_manager(args: argparse.Namespace) -> int:
             gm.evict(args.group, args.node, revoke=not args.keep_access)
             g = gm.group(args.group)
             assert g is not None
-            _print(args, {"group": args.group, "evicted": args.node, "num": g.num},
-                   f"evicted {args.node} from {args.group}; rekeyed to num {g.num}")
+            emit(args, {"group": args.group, "evicted": args.node, "num": g.num},
+                 f"evicted {args.node} from {args.group}; rekeyed to num {g.num}")
             return 0
         if args.manager_command == "rekey":
             gm.rekey(args.group)
             g = gm.group(args.group)
             assert g is not None
-            _print(args, {"group": args.group, "num": g.num, "gid": g.gid.hex()},
-                   f"rekeyed {args.group} to num {g.num} (Gid {g.gid.hex()})")
+            emit(args, {"group": args.group, "num": g.num, "gid": g.gid.hex()},
+                 f"rekeyed {args.group} to num {g.num} (Gid {g.gid.hex()})")
             return 0
         return _show(gm, args)
     except GroupOscoreError as e:
-        return _fail(f"manager {args.manager_command}", str(e))
+        return fail(f"manager {args.manager_command}", str(e))
     finally:
         gm.close()
 
@@ -512,7 +492,7 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         gm = GroupManager(args.db)
     except GroupOscoreError as e:
-        return _fail("manager serve", str(e))
+        return fail("manager serve", str(e))
     svc = _SyncedService(gm)
     watcher: asyncio.Task[None] | None = None
     try:

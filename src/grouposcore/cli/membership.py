@@ -29,6 +29,7 @@ from grouposcore.errors import (
 from grouposcore.manager import member_state as ms
 from grouposcore.manager.edhoc_client import EdhocIdentity
 from grouposcore.manager.runtime import GroupMember, read_channel_file
+from grouposcore.manager.store import ChannelMaterial
 
 log = logging.getLogger("grouposcore.cli")
 
@@ -136,22 +137,25 @@ async def open_member(state: str, *, follow: bool, timeout: float = 10.0) -> Ope
         raise ConfigError(f"{state}: not a member state file ({exc})") from None
     try:
         uri = parse_uri(link.manager)
+        # an EDHOC channel is never kept, so it has no sequence file and pins no credential
+        way: ChannelMaterial | EdhocIdentity
+        channel_sequence: str | None = None
+        gm_credential: bytes | None = None
         if link.edhoc is not None:
-            way: object = EdhocIdentity.from_files(link.edhoc.key, link.edhoc.gm_cred,
-                                                   cred_file=link.edhoc.cred)
-            extra: dict[str, object] = {}
+            way = EdhocIdentity.from_files(link.edhoc.key, link.edhoc.gm_cred,
+                                           cred_file=link.edhoc.cred)
         else:
             assert link.channel is not None
             way, _noted, pinned = read_channel_file(link.channel)
-            extra = {"channel_sequence": f"{link.channel}.seq",
-                     "gm_credential": pinned.get(before.material.group)}
+            channel_sequence = f"{link.channel}.seq"
+            gm_credential = pinned.get(before.material.group)
     except (GroupOscoreError, UriError) as exc:
         raise ConfigError(f"{link_path(state)}: {exc}") from None
     try:
         member = await GroupMember.open(
-            None, (uri.host, uri.port), way, before.material.group,  # type: ignore[arg-type]
-            before.material.roles, state, timeout=timeout, follow=follow,
-            **extra,  # type: ignore[arg-type]
+            None, (uri.host, uri.port), way, before.material.group, before.material.roles,
+            state, channel_sequence=channel_sequence, timeout=timeout, follow=follow,
+            gm_credential=gm_credential,
         )  # fmt: skip
     except RequestTimeout as exc:
         raise RequestTimeout(f"the Group Manager at {link.manager} did not answer ({exc})") \

@@ -8,14 +8,41 @@ Plain line format (not a terminal), one line per response, tab-separated:
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from grouposcore.coap import Message, code_name, code_str
+from grouposcore.errors import GroupOscoreError
+from grouposcore.manager.params import roles_from_tperm
 from grouposcore.oscore.security import VerifiedMessage
 from grouposcore.transport import sockets
+
+
+def emit(args: argparse.Namespace, result: object, text: str) -> None:
+    """A command's result: ``result`` as one JSON line with ``--json``, else ``text``, and
+    nothing with ``-q``. A value JSON cannot hold is written as its ``str()``."""
+    if getattr(args, "json", False):
+        print(json.dumps(result, sort_keys=True, default=str), flush=True)
+    elif not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+def fail(what: str, message: str) -> int:
+    """Report a failed command ``grouposcore WHAT`` on stderr; the exit status (1)."""
+    print(f"grouposcore {what}: {message}", file=sys.stderr)
+    return 1
+
+
+def role_names(tperm: int) -> str:
+    """The roles a Tperm grants, as ``manager`` options spell them (``requester,responder``);
+    the number itself when it is not a valid role set."""
+    try:
+        return ",".join(r.name.lower() for r in sorted(roles_from_tperm(tperm)))
+    except GroupOscoreError:
+        return str(tperm)
 
 
 def format_address(remote: Any) -> str:

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import Opened, follows_manager, open_member
@@ -36,7 +38,15 @@ from grouposcore.cli.security_files import is_member_state, load_group_context
 from grouposcore.cli.server import GroupPortSocket
 from grouposcore.coap import parse_uri
 from grouposcore.coap.constants import COAP_PORT
-from grouposcore.cose.signing import PublicKey
+from grouposcore.cose.signing import (
+    EDDSA,
+    ES256,
+    ES384,
+    ES512,
+    PrivateKey,
+    PublicKey,
+    SignatureAlgorithm,
+)
 from grouposcore.demo.view import JsonView, PlainView, RichView
 from grouposcore.errors import ConfigError, GroupOscoreError, UriError, UsageError
 from grouposcore.oscore import GroupContext
@@ -148,8 +158,44 @@ def _public_keys(paths: list[str]) -> list[PublicKey]:
             key = serialization.load_pem_public_key(Path(path).read_bytes())
         except (OSError, ValueError) as e:
             raise UsageError(f"{path}: not a PEM public key ({e})") from None
-        keys.append(key)  # type: ignore[arg-type]
+        if not isinstance(key, Ed25519PublicKey | ec.EllipticCurvePublicKey) or (
+            _manifest_algorithm(key) is None
+        ):
+            raise UsageError(f"{path}: a {_key_kind(key)} cannot check a manifest; "
+                             f"{_KEYS_WANTED}")
+        keys.append(key)
     return keys
+
+
+#: the signature algorithms a manifest may use, each pinned to its key type and curve
+_MANIFEST_ALGORITHMS = (EDDSA, ES256, ES384, ES512)
+_KEYS_WANTED = "give an Ed25519 or an ECDSA P-256, P-384 or P-521 key"
+
+
+def _manifest_algorithm(key: PrivateKey | PublicKey) -> SignatureAlgorithm | None:
+    """The COSE algorithm a manifest signed with ``key`` uses, None if none fits it."""
+    return next((a for a in _MANIFEST_ALGORITHMS if a.accepts_key(key)), None)
+
+
+def _key_kind(key: object) -> str:
+    """How an error names a loaded key: its class, and its curve for an EC key."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return f"{type(key).__name__} on {key.curve.name}"
+    return type(key).__name__
+
+
+def _author_key(path: str) -> tuple[PrivateKey, SignatureAlgorithm]:
+    """The firmware author's private key from the PEM file ``path`` and the algorithm it
+    signs with; refuses any other kind of key by name rather than failing while signing."""
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), None)
+    except (OSError, ValueError, TypeError) as e:
+        raise UsageError(f"{path}: not a PEM private key ({e})") from None
+    if isinstance(key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+        alg = _manifest_algorithm(key)
+        if alg is not None:
+            return key, alg
+    raise UsageError(f"{path}: a {_key_kind(key)} cannot sign a manifest; {_KEYS_WANTED}")
 
 
 def _manifest(args: argparse.Namespace, data: bytes, limit: int, sender_id: bytes) -> Manifest:
@@ -158,20 +204,16 @@ def _manifest(args: argparse.Namespace, data: bytes, limit: int, sender_id: byte
     if (args.manifest is None) == (args.sign is None):
         raise UsageError("give either --manifest (with --author) or --sign")
     if args.sign is not None:
-        try:
-            key = serialization.load_pem_private_key(Path(args.sign).read_bytes(), None)
-        except (OSError, ValueError, TypeError) as e:
-            raise UsageError(f"{args.sign}: not a PEM private key ({e})") from None
-        alg = -8 if key.__class__.__name__.startswith("Ed25519") else -7
+        key, alg = _author_key(args.sign)
         sequence = args.sequence if args.sequence is not None else int(time.time())
         envelope = sign_envelope(
-            data, sequence=sequence, key=key, alg=alg,  # type: ignore[arg-type]
+            data, sequence=sequence, key=key, alg=alg.id,
             block_size=args.block_size or block_size_for(len(data), limit),
             distributors=[sender_id],
         )  # fmt: skip
         if args.save_manifest:
             Path(args.save_manifest).write_bytes(envelope)
-        return parse_envelope(envelope, [key.public_key()])  # type: ignore[list-item]
+        return parse_envelope(envelope, [key.public_key()])
     if not args.author:
         raise UsageError("--manifest needs --author to check it with")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cbor2
@@ -31,6 +32,20 @@ def trio(harness: Harness) -> Harness:
         harness.join(n, "g")
     return harness
 
+
+
+def _count_sid_lookups(gm: GroupManager) -> Callable[[], int]:
+    """Count the store's Sender ID lookups from now on (allocation must not rescan)."""
+    count = 0
+    original = gm.store.sid_allocated
+
+    def counting(*args: object) -> bool:
+        nonlocal count
+        count += 1
+        return original(*args)  # type: ignore[arg-type]
+
+    gm.store.sid_allocated = counting  # type: ignore[method-assign]
+    return lambda: count
 
 def test_leave_rekeys_and_reports_the_leaver_as_stale(trio: Harness) -> None:
     old = trio.gm.group("g")
@@ -485,22 +500,14 @@ def test_sender_id_allocation_does_not_rescan_taken_ids(tmp_path: Path) -> None:
         for n in ("a", "b", "c"):
             h.join(n, "g")
         gm.rekey("g")  # the kept IDs 0x00-0x02 now sit at the start of the new space
-        lookups = 0
-        original = gm.store.sid_allocated
-
-        def counting(*args: object) -> bool:
-            nonlocal lookups
-            lookups += 1
-            return original(*args)  # type: ignore[arg-type]
-
-        gm.store.sid_allocated = counting  # type: ignore[method-assign]
+        lookups = _count_sid_lookups(gm)
         gm.store.allocated_sids = None  # type: ignore[assignment,method-assign]  # no full scans
         renewals = 200
         for _ in range(renewals):
             assert _renew(h, "a").code == Code.CONTENT
         # Each allocation checks one candidate: the cursor of the new Gid starts past the
         # three kept IDs, so not even they are looked at again.
-        assert lookups == renewals
+        assert lookups() == renewals
     finally:
         gm.close()
 
@@ -560,21 +567,13 @@ def test_rekey_on_join_allocation_does_not_walk_over_the_members(tmp_path: Path)
         for i in range(12):
             h.join(f"n{i}", "g")
         h.request("n3", "DELETE", "ace-group/g/nodes/n3")  # a hole at 0x03
-        lookups = 0
-        original = gm.store.sid_allocated
-
-        def counting(*args: object) -> bool:
-            nonlocal lookups
-            lookups += 1
-            return original(*args)  # type: ignore[arg-type]
-
-        gm.store.sid_allocated = counting  # type: ignore[method-assign]
+        lookups = _count_sid_lookups(gm)
         late = h.join("late", "g")
         assert late.material is not None and late.material.sender_id == b"\x03"
-        assert lookups == 1
+        assert lookups() == 1
         after = h.join("later", "g")
         assert after.material is not None and after.material.sender_id == b"\x0c"
-        assert lookups == 2
+        assert lookups() == 2
         check_invariants(gm)
     finally:
         gm.close()

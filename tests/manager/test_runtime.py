@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from grouposcore.coap import Code
+from grouposcore.coap import Code, Message
 from grouposcore.errors import (
     ContextNotFound,
     FreshnessRequired,
@@ -444,6 +444,20 @@ def test_sender_id_renewal_keeps_replay_windows(tmp_path: Path) -> None:
     _net_test(tmp_path, body)
 
 
+
+async def _delivered_once_then_closed(net: Net) -> tuple[Message, bytes, Peer]:
+    """Members a and b; a delivers one request of b's and closes: the recorded request, a's
+    Gid and b, for the tests of what a re-joined a accepts."""
+    a, b = [await net.member(n) for n in ("a", "b")]
+    assert await a.member.learn_peer(_sid(b))
+    wire, _ = b.member.context.protect_request(get("light", b"on", Code.POST))
+    server = a.endpoint.server_security
+    assert server is not None
+    server.unprotect_request(wire)  # delivered once
+    gid = a.member.context.gid
+    await a.member.close()
+    return wire, gid, b
+
 def test_rejoin_with_other_roles_rekeys_so_old_requests_do_not_verify(tmp_path: Path) -> None:
     """A member restarting with other roles joins again (its state file is for the old
     roles). The GM cannot tell that from a member that lost its state, so it rekeys the
@@ -451,14 +465,7 @@ def test_rejoin_with_other_roles_rekeys_so_old_requests_do_not_verify(tmp_path: 
     keys, a request it delivered before does not verify, and the others follow."""
 
     async def body(net: Net) -> None:
-        a, b = [await net.member(n) for n in ("a", "b")]
-        assert await a.member.learn_peer(_sid(b))
-        wire, _ = b.member.context.protect_request(get("light", b"on", Code.POST))
-        server = a.endpoint.server_security
-        assert server is not None
-        server.unprotect_request(wire)  # delivered once
-        gid = a.member.context.gid
-        await a.member.close()
+        wire, gid, b = await _delivered_once_then_closed(net)
         net.gm.allow("a", "g", [Role.RESPONDER])
         a2 = await net.member("a", [Role.RESPONDER])
         assert a2.member.started == "joined" and a2.member.context.gid != gid
@@ -481,14 +488,7 @@ def test_rejoin_without_rekeying_after_restart_starts_with_invalid_windows(
     The member lost its replay state, so it must not accept requests sent before."""
 
     async def body(net: Net) -> None:
-        a, b = [await net.member(n) for n in ("a", "b")]
-        assert await a.member.learn_peer(_sid(b))
-        wire, _ = b.member.context.protect_request(get("light", b"on", Code.POST))
-        server = a.endpoint.server_security
-        assert server is not None
-        server.unprotect_request(wire)  # delivered once
-        gid = a.member.context.gid
-        await a.member.close()
+        wire, gid, _ = await _delivered_once_then_closed(net)
         # a GM without the rekeying on re-join (see test_core_join)
         monkeypatch.setattr(net.gm, "_rekey", lambda g, skip_node=None: (g, [], b""))
         net.gm.allow("a", "g", [Role.RESPONDER])

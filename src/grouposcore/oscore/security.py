@@ -152,9 +152,13 @@ class ServerSecurity:
         if not candidates:
             raise ContextNotFound("no security context for this request")
         error: OscoreError | None = None
+        decoded = (value, option)
         for ctx in candidates:
             try:
-                plain, binding = ctx.unprotect_request(request)
+                if isinstance(ctx, GroupContext):
+                    plain, binding = ctx.unprotect_request(request, option=decoded)
+                else:
+                    plain, binding = ctx.unprotect_request(request)
             except FreshnessRequired:
                 raise
             except OscoreError as exc:

@@ -122,7 +122,7 @@ class Endpoint:
         self._timer_when: float | None = None
         #: responses to multicast requests waiting out their leisure, and the one timer
         self._leisure = Leisure()
-        self._leisure_timer: asyncio.TimerHandle | None = None
+        self._leisure_timer: asyncio.Handle | None = None
         self._leisure_when = 0.0
         self._closed = False
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -264,6 +264,11 @@ class Endpoint:
                 dgram.data, dgram.remote, self._now(), multicast=dgram.multicast
             )
             self._process(outs)
+            if dgram.multicast:
+                # one group request per wake-up: a group socket rarely holds a second one,
+                # and the read that would find it empty is a failed syscall on every
+                # request; if more did queue, the (level-triggered) loop calls again
+                break
         self._arm_timer()
 
     def _unreachable(self, remote: Address, error: int) -> None:
@@ -491,8 +496,9 @@ class Endpoint:
             # set itself, and catches what the resource raises
             self._tasks.add(self._loop.create_task(self._render(action)))
         elif isinstance(action, Respond) and action.exchange.multicast:
-            self._leisure.add(action, self._now(), recover)
-            self._arm_leisure()
+            now = self._now()
+            self._leisure.add(action, now, recover)
+            self._arm_leisure(now)
         else:
             self._respond(action, recover)
             if arm:
@@ -529,8 +535,12 @@ class Endpoint:
                 # A request that verified gets its 5.00 protected, never in the clear.
                 self._execute(self._flow.failed(ex, action.request, action.binding), False)
 
-    def _arm_leisure(self) -> None:
-        """One loop timer for every response waiting out its leisure (see :class:`Leisure`)."""
+    def _arm_leisure(self, now: float) -> None:
+        """One loop timer for every response waiting out its leisure (see :class:`Leisure`).
+
+        A response already due (no leisure) waits for the next loop turn through
+        ``call_soon``: the same turn a timer due now would fire in, without the timer heap.
+        """
         when = self._leisure.next_due()
         if when is None or self._closed:
             return
@@ -539,7 +549,10 @@ class Endpoint:
                 return
             self._leisure_timer.cancel()
         self._leisure_when = when
-        self._leisure_timer = self._loop.call_at(when, self._on_leisure)
+        if when <= now:
+            self._leisure_timer = self._loop.call_soon(self._on_leisure)
+        else:
+            self._leisure_timer = self._loop.call_at(when, self._on_leisure)
 
     def _on_leisure(self) -> None:
         # asyncio fires a timer up to its clock resolution early: what it was set for is due
@@ -548,7 +561,7 @@ class Endpoint:
         for action, recover in self._leisure.pop_due(now):
             self._respond(action, recover)
         self._arm_timer()
-        self._arm_leisure()
+        self._arm_leisure(now)
 
     # --- server: Observe -----------------------------------------------------------------
 

@@ -189,7 +189,12 @@ class MessageLayer:
         """
         if message.mtype not in (_CON, _NON):
             raise ValueError("send() takes CON or NON messages; ACK/RST come from respond()")
-        msg = message.copy(mid=self.new_mid(), remote=remote)
+        msg = message.copy()
+        msg.mid, msg.remote = self.new_mid(), remote
+        return self._send_copy(msg, remote, now)
+
+    def _send_copy(self, msg: Message, remote: Address, now: float) -> list[Output]:
+        """:meth:`send` for a copy that is ours already, its message ID and remote set."""
         tx = self._transmit(msg, remote)
         key = (remote, msg.mid)
         if msg.mtype == _CON:
@@ -229,15 +234,18 @@ class MessageLayer:
             return []
         token = exchange.request.token
         if unicast_con and before is ExchangeState.PENDING:
-            msg = response.copy(mtype=_ACK, mid=exchange.request.mid, token=token)
+            msg = response.copy()
+            msg.mtype, msg.mid, msg.token = _ACK, exchange.request.mid, token
             tx = self._transmit(msg, exchange.remote)
             if seen is not None:
                 seen.reply = tx
             return [tx]
         # After an empty ACK the response is a CON of its own; NON and multicast requests get
         # NON responses (RFC 7252 §5.2.3, §8.1).
-        mtype = _CON if unicast_con else _NON
-        return self.send(response.copy(mtype=mtype, token=token), exchange.remote, now)
+        msg = response.copy()  # one copy, not a copy here and another in send()
+        msg.mtype = _CON if unicast_con else _NON
+        msg.token, msg.mid, msg.remote = token, self.new_mid(), exchange.remote
+        return self._send_copy(msg, exchange.remote, now)
 
     # --- receiving -----------------------------------------------------------------------
 

@@ -97,6 +97,8 @@ class Endpoint:
     ) -> None:
         self._sock = sock
         self._loop = asyncio.get_running_loop()
+        #: the loop's clock, bound once (read several times per request)
+        self._now: Callable[[], float] = self._loop.time
         self.params = params or TransmissionParams()
         self.blockwise = blockwise or BlockwiseLimits()
         self._rng = rng or random.Random()
@@ -237,9 +239,6 @@ class Endpoint:
         self._sock.leave(address, interface if interface is not None else self.multicast_interface)
 
     # --- plumbing --------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return self._loop.time()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = self._loop.create_task(coro)
@@ -490,17 +489,21 @@ class Endpoint:
         except Exception:
             log.exception("error while answering %r from %s", ex.request, ex.remote)
 
-    def _execute(self, action: Action, recover: bool = True, arm: bool = True) -> None:
+    def _execute(
+        self, action: Action, recover: bool = True, arm: bool = True, now: float | None = None
+    ) -> None:
+        """Carry out ``action``; ``now``: the loop time if the caller just read it."""
         if isinstance(action, Render):
             # no done callback (one loop callback less per request): the task leaves the
             # set itself, and catches what the resource raises
             self._tasks.add(self._loop.create_task(self._render(action)))
         elif isinstance(action, Respond) and action.exchange.multicast:
-            now = self._now()
+            if now is None:
+                now = self._now()
             self._leisure.add(action, now, recover)
             self._arm_leisure(now)
         else:
-            self._respond(action, recover)
+            self._respond(action, recover, now)
             if arm:
                 self._arm_timer()
 
@@ -509,18 +512,21 @@ class Endpoint:
         try:
             try:
                 response = await step.resource.render(step.request)
-                action = self._flow.rendered(step, response, self._now())
+                now = self._now()
+                action = self._flow.rendered(step, response, now)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("error while handling %r from %s", ex.request, ex.remote)
                 self._execute(self._flow.failed(ex, step.whole, step.binding), recover=False)
                 return
-            self._execute(action)
+            self._execute(action, now=now)
         finally:
             self._tasks.discard(asyncio.current_task())
 
-    def _respond(self, action: Respond | Drop, recover: bool = True) -> None:
+    def _respond(
+        self, action: Respond | Drop, recover: bool = True, now: float | None = None
+    ) -> None:
         """Protect and send a response (or only finish the exchange, for a Drop); the
         caller re-arms the message layer's timer."""
         if self._closed:
@@ -528,7 +534,9 @@ class Endpoint:
         ex = action.exchange
         try:
             message = self._flow.seal(action) if isinstance(action, Respond) else None
-            self._process(self._ml.respond(ex, message, self._now()))
+            if now is None:
+                now = self._now()
+            self._process(self._ml.respond(ex, message, now))
         except Exception:
             log.exception("error while answering %r from %s", ex.request, ex.remote)
             if recover and isinstance(action, Respond) and not ex.responded:
@@ -559,7 +567,7 @@ class Endpoint:
         now = max(self._now(), self._leisure_when)
         self._leisure_timer = None
         for action, recover in self._leisure.pop_due(now):
-            self._respond(action, recover)
+            self._respond(action, recover, now)
         self._arm_timer()
         self._arm_leisure(now)
 

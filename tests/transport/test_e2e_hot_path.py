@@ -5,6 +5,7 @@ to the full check, and responses due now sent in the next loop turn without a ti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from typing import Any
 
@@ -12,13 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grouposcore.coap import Code, Message, Options, Type
+from grouposcore.coap import BlockOption, Code, Message, Options, Type
 from grouposcore.errors import OscoreDecodeError
 from grouposcore.oscore import option as option_module
 from grouposcore.oscore.security import ServerSecurity
 from grouposcore.transport import Endpoint, Resource, Site
 from grouposcore.transport import server as server_module
+from grouposcore.transport.blockwise import BlockwiseLimits
 from grouposcore.transport.messagelayer import MessageLayer, ServerExchange, Transmit
+from grouposcore.transport.params import TransmissionParams
+from grouposcore.transport.serverflow import Render, ServerFlow
 from grouposcore.transport.sockets import Datagram
 from tests.oscore.helpers import Member, get
 
@@ -166,3 +170,40 @@ def test_a_wakeup_reads_one_multicast_datagram_and_every_unicast_one() -> None:
             await ep.close()
 
     asyncio.run(main())
+
+
+def _flow() -> ServerFlow:
+    site = Site()
+    site.add("hello", _Hello())
+    return ServerFlow(site=site, security=None, limits=BlockwiseLimits(szx=6), leisure=0.0,
+                      rng=random.Random(1), notify=lambda r, o: None)
+
+
+def test_plain_request_skips_the_blockwise_cache_and_a_block2_request_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    f = _flow()
+    looked: list[Message] = []
+    real = f._block2.cached
+    monkeypatch.setattr(f._block2, "cached", lambda m, o, n: looked.append(m) or real(m, o, n))
+    plain = Message(Code.GET, Type.CON, 1, b"\x01")
+    plain.options.uri_path = ["hello"]
+    step = f.receive(ServerExchange(plain, ("127.0.0.1", 9), False), 0.0)
+    assert isinstance(step, Render) and step.request is plain and step.observe is None
+    assert looked == []
+    later = Message(Code.GET, Type.CON, 2, b"\x02")
+    later.options.uri_path = ["hello"]
+    later.options.block2 = BlockOption(0, False, 2)
+    later.options.observe = 0
+    step = f.receive(ServerExchange(later, ("127.0.0.1", 9), False), 0.0)
+    assert looked == [later]
+    assert isinstance(step, Render) and step.observe == 0
+    assert step.request.options.block2 is None and step.whole.options.block2 is not None
+
+
+def test_message_lifetimes_follow_the_transmission_parameters() -> None:
+    base = TransmissionParams()
+    slow = dataclasses.replace(base, max_latency=base.max_latency + 10)
+    assert base.non_lifetime == base.max_transmit_span + base.max_latency
+    assert slow.non_lifetime == base.non_lifetime + 10
+    assert slow.exchange_lifetime == base.exchange_lifetime + 20

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import assert_never
 
-from grouposcore.coap import Code, Message, Type
+from grouposcore.coap import Code, Message, OptionNumber, Type
 from grouposcore.errors import CoapDecodeError
 from grouposcore.transport.events import (
     Address,
@@ -73,6 +73,8 @@ __all__ = [
 ]
 
 _CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
+#: the OSCORE option number, read from every NON request
+_OSCORE = int(OptionNumber.OSCORE)
 
 
 @dataclass
@@ -268,7 +270,7 @@ class MessageLayer:
                 return [self._transmit(Message(Code.EMPTY, _RST, msg.mid), remote)]
             return []
         key = (remote, msg.mid)
-        if msg.mtype == _NON and msg.is_request() and msg.options.oscore is not None:
+        if msg.mtype == _NON and msg.is_request() and msg.options.get(_OSCORE) is not None:
             # Address and Message ID are not protected: spoofed junk with the next IDs would
             # make real requests look like duplicates. OSCORE deduplicates these after
             # verification, by (kid, Partial IV) in its replay window.

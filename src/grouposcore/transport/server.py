@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from grouposcore.coap import Code, Message, unrecognized_critical, validate_options
-from grouposcore.coap.options import OptionFormat, is_critical, registered_options
+from grouposcore.coap.options import OptionFormat, OptionNumber, is_critical, registered_options
 
 __all__ = [
     "bad_option_response",
@@ -19,6 +19,7 @@ __all__ = [
 
 #: RFC 7967 §2.1: No-Response bit per response class it suppresses.
 _NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
+_NO_RESPONSE = int(OptionNumber.NO_RESPONSE)
 
 #: number -> (min length, max length, repeatable, text) of every registered option
 _LIMITS = {
@@ -80,9 +81,9 @@ def suppressed(request: Message, response: Message, multicast: bool) -> bool:
     must not flood the client with errors.
     """
     cls = response.code >> 5
-    mask = request.options.no_response
-    if mask is not None:
-        return bool(mask & _NO_RESPONSE_BITS.get(cls, 0))
+    value = request.options.get(_NO_RESPONSE)  # (no typed accessor: once per response)
+    if value is not None:
+        return bool(int.from_bytes(value, "big") & _NO_RESPONSE_BITS.get(cls, 0))
     return multicast and cls in (4, 5)
 
 

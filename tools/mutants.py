@@ -200,8 +200,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "group-skip-signature-check",
         "oscore/group_base.py",
-        (("            verify(rc.credential.public_key, sig, "
-          "countersign_structure(aad_array, ciphertext))\n",
+        (("            verify(rc.credential.public_key, sig,\n"
+          "                   _CSIG0_HEAD + external_aad + cbor_bstr(ciphertext))\n",
           "            pass\n"),),
         OSCORE,
         "group mode: the signature proves which member sent; it is checked before decryption",

@@ -51,7 +51,7 @@ from grouposcore.oscore.freshness import (
     check_freshness_policy,
 )
 from grouposcore.oscore.group_base import SHORT_BSTR_HEAD, GroupContextBase
-from grouposcore.oscore.option import encode_option, piv_from_int
+from grouposcore.oscore.option import OscoreOption, encode_option, piv_from_int
 from grouposcore.oscore.recipient import CredentialProvider, RecipientContext
 from grouposcore.oscore.sequence import SenderSequence
 
@@ -149,14 +149,22 @@ class GroupContext(GroupContextBase):
 
     # -- server side ----------------------------------------------------------------
 
-    def unprotect_request(self, message: Message) -> tuple[Message, ServerBinding]:
+    def unprotect_request(
+        self, message: Message, *, option: tuple[bytes, OscoreOption] | None = None
+    ) -> tuple[Message, ServerBinding]:
         """Verify and decrypt a request (group or pairwise mode, by the Group Flag).
 
         Raises FreshnessRequired when the request verified but the sender's replay window
         is not valid yet and the policy is "echo"; the exception holds the binding to
-        protect the 4.01 + Echo answer with.
+        protect the 4.01 + Echo answer with. ``option``: the message's OSCORE option value
+        and its decoded form, when the caller decoded it already (to pick this context).
         """
-        option_value, opt = parse_oscore_option(message)
+        if option is None:
+            option_value, opt = parse_oscore_option(message)
+        elif not message.payload:
+            raise OscoreDecodeError("OSCORE message without payload")
+        else:
+            option_value, opt = option
         piv, kid, kid_context, group = opt
         if piv is None or kid is None or kid_context is None:
             raise OscoreDecodeError("group request without Partial IV, kid or kid context")

@@ -59,6 +59,11 @@ from grouposcore.oscore.sequence import SenderSequence
 #: CBOR heads of byte strings shorter than 24 bytes (kids and Partial IVs), by length
 SHORT_BSTR_HEAD = tuple(bytes((0x40 | n,)) for n in range(24))
 
+#: what :func:`enc_structure` and :func:`countersign_structure` put before the
+#: external_aad: group mode encodes the external_aad's byte string once for both
+_ENC0_HEAD = enc_structure(b"")[:-1]
+_CSIG0_HEAD = countersign_structure(b"", b"")[:-2]
+
 
 def _no_mode(id_piv: bytes, piv: bytes) -> bytes:
     raise ModeNotSupported("this group has no such mode")
@@ -356,9 +361,10 @@ class GroupContextBase:
         """Encrypt, then sign and encrypt the signature (RFC 10021 §5.2, §5.3)."""
         cipher, sign = self._sender_group_cipher, self._sign
         assert cipher is not None and sign is not None  # the caller required group mode
-        aad = enc_structure(aad_array) if self._group_aead else b""
+        external_aad = cbor_bstr(aad_array)
+        aad = _ENC0_HEAD + external_aad if self._group_aead else b""
         ciphertext = cipher.encrypt(self._group_nonce(id_piv, piv), plaintext, aad)
-        sig = sign(countersign_structure(aad_array, ciphertext))
+        sig = sign(_CSIG0_HEAD + external_aad + cbor_bstr(ciphertext))
         ks = self._keystream(piv, id_piv, is_request)
         n = len(sig)
         enc_sig = (int.from_bytes(sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
@@ -376,11 +382,13 @@ class GroupContextBase:
         ciphertext, enc_sig = payload[:-n], payload[-n:]
         ks = self._keystream(piv, id_piv, is_request)
         sig = (int.from_bytes(enc_sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
+        external_aad = cbor_bstr(aad_array)
         try:
-            verify(rc.credential.public_key, sig, countersign_structure(aad_array, ciphertext))
+            verify(rc.credential.public_key, sig,
+                   _CSIG0_HEAD + external_aad + cbor_bstr(ciphertext))
         except SignatureError as exc:
             raise ProtectionError("signature verification failed") from exc
-        aad = enc_structure(aad_array) if self._group_aead else b""
+        aad = _ENC0_HEAD + external_aad if self._group_aead else b""
         try:
             return cipher.decrypt(self._group_nonce(id_piv, piv), ciphertext, aad)
         except DecryptionError as exc:

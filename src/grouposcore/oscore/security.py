@@ -35,10 +35,9 @@ class VerifiedMessage(Message):
 
 
 def _verified(message: Message, info: ResponseInfo) -> VerifiedMessage:
-    return VerifiedMessage(
-        code=message.code, mtype=message.mtype, mid=message.mid, token=message.token,
-        options=message.options, payload=message.payload, remote=message.remote, security=info,
-    )
+    # positional: one per verified response
+    return VerifiedMessage(message.code, message.mtype, message.mid, message.token,
+                           message.options, message.payload, message.remote, info)
 
 
 class ClientSecurity:
@@ -152,9 +151,13 @@ class ServerSecurity:
         if not candidates:
             raise ContextNotFound("no security context for this request")
         error: OscoreError | None = None
+        decoded = (value, option)
         for ctx in candidates:
             try:
-                plain, binding = ctx.unprotect_request(request)
+                if isinstance(ctx, GroupContext):
+                    plain, binding = ctx.unprotect_request(request, option=decoded)
+                else:
+                    plain, binding = ctx.unprotect_request(request)
             except FreshnessRequired:
                 raise
             except OscoreError as exc:

@@ -97,6 +97,8 @@ class Endpoint:
     ) -> None:
         self._sock = sock
         self._loop = asyncio.get_running_loop()
+        #: the loop's clock, bound once (read several times per request)
+        self._now: Callable[[], float] = self._loop.time
         self.params = params or TransmissionParams()
         self.blockwise = blockwise or BlockwiseLimits()
         self._rng = rng or random.Random()
@@ -122,7 +124,7 @@ class Endpoint:
         self._timer_when: float | None = None
         #: responses to multicast requests waiting out their leisure, and the one timer
         self._leisure = Leisure()
-        self._leisure_timer: asyncio.TimerHandle | None = None
+        self._leisure_timer: asyncio.Handle | None = None
         self._leisure_when = 0.0
         self._closed = False
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -238,9 +240,6 @@ class Endpoint:
 
     # --- plumbing --------------------------------------------------------------------------
 
-    def _now(self) -> float:
-        return self._loop.time()
-
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
@@ -264,6 +263,11 @@ class Endpoint:
                 dgram.data, dgram.remote, self._now(), multicast=dgram.multicast
             )
             self._process(outs)
+            if dgram.multicast:
+                # one group request per wake-up: a group socket rarely holds a second one,
+                # and the read that would find it empty is a failed syscall on every
+                # request; if more did queue, the (level-triggered) loop calls again
+                break
         self._arm_timer()
 
     def _unreachable(self, remote: Address, error: int) -> None:
@@ -485,16 +489,21 @@ class Endpoint:
         except Exception:
             log.exception("error while answering %r from %s", ex.request, ex.remote)
 
-    def _execute(self, action: Action, recover: bool = True, arm: bool = True) -> None:
+    def _execute(
+        self, action: Action, recover: bool = True, arm: bool = True, now: float | None = None
+    ) -> None:
+        """Carry out ``action``; ``now``: the loop time if the caller just read it."""
         if isinstance(action, Render):
             # no done callback (one loop callback less per request): the task leaves the
             # set itself, and catches what the resource raises
             self._tasks.add(self._loop.create_task(self._render(action)))
         elif isinstance(action, Respond) and action.exchange.multicast:
-            self._leisure.add(action, self._now(), recover)
-            self._arm_leisure()
+            if now is None:
+                now = self._now()
+            self._leisure.add(action, now, recover)
+            self._arm_leisure(now)
         else:
-            self._respond(action, recover)
+            self._respond(action, recover, now)
             if arm:
                 self._arm_timer()
 
@@ -503,18 +512,21 @@ class Endpoint:
         try:
             try:
                 response = await step.resource.render(step.request)
-                action = self._flow.rendered(step, response, self._now())
+                now = self._now()
+                action = self._flow.rendered(step, response, now)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("error while handling %r from %s", ex.request, ex.remote)
                 self._execute(self._flow.failed(ex, step.whole, step.binding), recover=False)
                 return
-            self._execute(action)
+            self._execute(action, now=now)
         finally:
             self._tasks.discard(asyncio.current_task())
 
-    def _respond(self, action: Respond | Drop, recover: bool = True) -> None:
+    def _respond(
+        self, action: Respond | Drop, recover: bool = True, now: float | None = None
+    ) -> None:
         """Protect and send a response (or only finish the exchange, for a Drop); the
         caller re-arms the message layer's timer."""
         if self._closed:
@@ -522,15 +534,21 @@ class Endpoint:
         ex = action.exchange
         try:
             message = self._flow.seal(action) if isinstance(action, Respond) else None
-            self._process(self._ml.respond(ex, message, self._now()))
+            if now is None:
+                now = self._now()
+            self._process(self._ml.respond(ex, message, now))
         except Exception:
             log.exception("error while answering %r from %s", ex.request, ex.remote)
             if recover and isinstance(action, Respond) and not ex.responded:
                 # A request that verified gets its 5.00 protected, never in the clear.
                 self._execute(self._flow.failed(ex, action.request, action.binding), False)
 
-    def _arm_leisure(self) -> None:
-        """One loop timer for every response waiting out its leisure (see :class:`Leisure`)."""
+    def _arm_leisure(self, now: float) -> None:
+        """One loop timer for every response waiting out its leisure (see :class:`Leisure`).
+
+        A response already due (no leisure) waits for the next loop turn through
+        ``call_soon``: the same turn a timer due now would fire in, without the timer heap.
+        """
         when = self._leisure.next_due()
         if when is None or self._closed:
             return
@@ -539,16 +557,19 @@ class Endpoint:
                 return
             self._leisure_timer.cancel()
         self._leisure_when = when
-        self._leisure_timer = self._loop.call_at(when, self._on_leisure)
+        if when <= now:
+            self._leisure_timer = self._loop.call_soon(self._on_leisure)
+        else:
+            self._leisure_timer = self._loop.call_at(when, self._on_leisure)
 
     def _on_leisure(self) -> None:
         # asyncio fires a timer up to its clock resolution early: what it was set for is due
         now = max(self._now(), self._leisure_when)
         self._leisure_timer = None
         for action, recover in self._leisure.pop_due(now):
-            self._respond(action, recover)
+            self._respond(action, recover, now)
         self._arm_timer()
-        self._arm_leisure()
+        self._arm_leisure(now)
 
     # --- server: Observe -----------------------------------------------------------------
 

@@ -96,7 +96,8 @@ async def group_request(
             if resp is None:
                 continue
             server = _server_of(resp)
-            if _is_echo_challenge(resp) and server in answered:
+            challenge = _is_echo_challenge(resp)
+            if challenge and server in answered:
                 # A server that already answered (or challenged) this request challenges
                 # it again: it lost its state and met a replay of the request, or this is
                 # a copy of its first challenge. Retrying would have it execute the request
@@ -104,7 +105,7 @@ async def group_request(
                 log.info("not answering a second Echo challenge from %s", resp.remote)
                 continue
             answered.add(server)
-            if _is_echo_challenge(resp) or Block2Collector.continues(resp):
+            if challenge or Block2Collector.continues(resp):
                 try:
                     resp = await _complete_group_response(ep, msg, resp, deadline, security)
                 except (GroupOscoreError, OSError) as e:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import assert_never
 
-from grouposcore.coap import Code, Message, Type
+from grouposcore.coap import Code, Message, OptionNumber, Type
 from grouposcore.errors import CoapDecodeError
 from grouposcore.transport.events import (
     Address,
@@ -73,6 +73,8 @@ __all__ = [
 ]
 
 _CON, _NON, _ACK, _RST = Type.CON, Type.NON, Type.ACK, Type.RST
+#: the OSCORE option number, read from every NON request
+_OSCORE = int(OptionNumber.OSCORE)
 
 
 @dataclass
@@ -189,7 +191,12 @@ class MessageLayer:
         """
         if message.mtype not in (_CON, _NON):
             raise ValueError("send() takes CON or NON messages; ACK/RST come from respond()")
-        msg = message.copy(mid=self.new_mid(), remote=remote)
+        msg = message.copy()
+        msg.mid, msg.remote = self.new_mid(), remote
+        return self._send_copy(msg, remote, now)
+
+    def _send_copy(self, msg: Message, remote: Address, now: float) -> list[Output]:
+        """:meth:`send` for a copy that is ours already, its message ID and remote set."""
         tx = self._transmit(msg, remote)
         key = (remote, msg.mid)
         if msg.mtype == _CON:
@@ -229,15 +236,18 @@ class MessageLayer:
             return []
         token = exchange.request.token
         if unicast_con and before is ExchangeState.PENDING:
-            msg = response.copy(mtype=_ACK, mid=exchange.request.mid, token=token)
+            msg = response.copy()
+            msg.mtype, msg.mid, msg.token = _ACK, exchange.request.mid, token
             tx = self._transmit(msg, exchange.remote)
             if seen is not None:
                 seen.reply = tx
             return [tx]
         # After an empty ACK the response is a CON of its own; NON and multicast requests get
         # NON responses (RFC 7252 §5.2.3, §8.1).
-        mtype = _CON if unicast_con else _NON
-        return self.send(response.copy(mtype=mtype, token=token), exchange.remote, now)
+        msg = response.copy()  # one copy, not a copy here and another in send()
+        msg.mtype = _CON if unicast_con else _NON
+        msg.token, msg.mid, msg.remote = token, self.new_mid(), exchange.remote
+        return self._send_copy(msg, exchange.remote, now)
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -260,7 +270,7 @@ class MessageLayer:
                 return [self._transmit(Message(Code.EMPTY, _RST, msg.mid), remote)]
             return []
         key = (remote, msg.mid)
-        if msg.mtype == _NON and msg.is_request() and msg.options.oscore is not None:
+        if msg.mtype == _NON and msg.is_request() and msg.options.get(_OSCORE) is not None:
             # Address and Message ID are not protected: spoofed junk with the next IDs would
             # make real requests look like duplicates. OSCORE deduplicates these after
             # verification, by (kid, Partial IV) in its replay window.

@@ -8,6 +8,7 @@ cache, retransmission schedule and NON lifetimes all follow.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from grouposcore.coap import constants as _c
 
@@ -52,12 +53,12 @@ class TransmissionParams:
         intervals: int = 2 ** (self.max_retransmit + 1) - 1
         return self.ack_timeout * intervals * self.ack_random_factor
 
-    @property
+    @cached_property  # read for every message; the fields are frozen
     def exchange_lifetime(self) -> float:
         """How long a CON message ID stays in the duplicate cache."""
         return self.max_transmit_span + 2 * self.max_latency + self.processing_delay
 
-    @property
+    @cached_property  # read for every message; the fields are frozen
     def non_lifetime(self) -> float:
         """How long a NON message ID stays in the duplicate cache."""
         return self.max_transmit_span + self.max_latency

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from grouposcore.coap import Code, Message, unrecognized_critical, validate_options
-from grouposcore.coap.options import is_critical
+from grouposcore.coap.options import OptionFormat, OptionNumber, is_critical, registered_options
 
 __all__ = [
     "bad_option_response",
@@ -19,6 +19,35 @@ __all__ = [
 
 #: RFC 7967 §2.1: No-Response bit per response class it suppresses.
 _NO_RESPONSE_BITS = {2: 0x02, 4: 0x08, 5: 0x10}
+_NO_RESPONSE = int(OptionNumber.NO_RESPONSE)
+
+#: number -> (min length, max length, repeatable, text) of every registered option
+_LIMITS = {
+    n: (d.min_len, d.max_len, d.repeatable, d.format is OptionFormat.STRING)
+    for n, d in registered_options().items()
+}
+
+
+def _well_formed(items: list[tuple[int, bytes]]) -> bool:
+    """Whether every option is registered and well-formed, so that there is nothing to
+    answer or drop: the usual request, decided in one pass (every request is checked,
+    a protected one twice: outer and inner options)."""
+    prev = -1
+    limits = _LIMITS
+    for number, value in items:
+        spec = limits.get(number)
+        if spec is None:
+            return False
+        lo, hi, repeatable, text = spec
+        if not lo <= len(value) <= hi or (number == prev and not repeatable):
+            return False
+        if text:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+        prev = number
+    return True
 
 
 def error_response(code: int, diagnostic: str = "") -> Message:
@@ -32,6 +61,8 @@ def bad_option_response(request: Message) -> Message | None:
     Malformed *elective* options are dropped from the request in place: they are to be
     treated like unrecognized ones, i.e. ignored.
     """
+    if _well_formed(request.options._items):
+        return None
     unknown = unrecognized_critical(request.options)
     bad = validate_options(request.options)
     if unknown or any(is_critical(n) for n in bad):
@@ -50,9 +81,9 @@ def suppressed(request: Message, response: Message, multicast: bool) -> bool:
     must not flood the client with errors.
     """
     cls = response.code >> 5
-    mask = request.options.no_response
-    if mask is not None:
-        return bool(mask & _NO_RESPONSE_BITS.get(cls, 0))
+    value = request.options.get(_NO_RESPONSE)  # (no typed accessor: once per response)
+    if value is not None:
+        return bool(int.from_bytes(value, "big") & _NO_RESPONSE_BITS.get(cls, 0))
     return multicast and cls in (4, 5)
 
 

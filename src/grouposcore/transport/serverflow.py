@@ -31,7 +31,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from grouposcore.coap import BlockOption, Code, Message, OptionNumber, Type
+from grouposcore.coap import BlockOption, Code, Message, OptionNumber, Options, Type
 from grouposcore.errors import (
     FreshnessRequired,
     GroupOscoreError,
@@ -64,6 +64,18 @@ log = logging.getLogger("grouposcore.transport.endpoint")
 
 _N = OptionNumber
 _SAFE_METHODS = (Code.GET, Code.FETCH)
+#: the options that make a request more than a plain one: block-wise or Observe
+_WATCHED = frozenset(map(int, (_N.OBSERVE, _N.BLOCK2, _N.BLOCK1, _N.SIZE2)))
+
+
+def _watched(options: Options) -> bool:
+    """Whether the request carries any of :data:`_WATCHED` (one pass instead of a lookup
+    per option; most requests carry none)."""
+    watched = _WATCHED
+    for item in options._items:
+        if item[0] in watched:
+            return True
+    return False
 
 
 def clone(msg: Message) -> Message:
@@ -287,12 +299,14 @@ class ServerFlow:
     ) -> Action:
         """Block-wise, lookup and authorisation of a verified (or plain) request."""
         origin = (ex.remote, security_identity(binding))
-        cached = self._block2.cached(plain, origin, now)
-        if cached is not None:
-            return self._answer(ex, plain, cached, binding)
+        watched = _watched(plain.options)
+        if watched:
+            cached = self._block2.cached(plain, origin, now)
+            if cached is not None:
+                return self._answer(ex, plain, cached, binding)
         block1 = None
         whole = plain
-        if _N.BLOCK1 in plain.options:
+        if watched and _N.BLOCK1 in plain.options:
             b1 = self._block1.feed(plain, origin, now)
             if b1.complete is None:
                 return self._answer(ex, plain, b1.response, binding)
@@ -314,17 +328,17 @@ class ServerFlow:
             self._reject(ex, ex.request, "not-authorized", "/".join(opts.uri_path), answered)
         else:
             safe = whole.code in _SAFE_METHODS
-            b2 = opts.block2
+            b2 = opts.block2 if watched else None
             if b2 is not None and b2.num > 0 and not safe:
                 # A later block of a response we no longer hold: re-running POST is not safe.
                 response = error_response(Code.REQUEST_ENTITY_INCOMPLETE, "representation expired")
             else:
                 req = whole
-                if b2 is not None or _N.SIZE2 in opts:
+                if watched and (b2 is not None or _N.SIZE2 in opts):
                     req = clone(whole)
                     req.options.remove(_N.BLOCK2)
                     req.options.remove(_N.SIZE2)
-                obs = opts.observe if safe else None
+                obs = opts.observe if safe and watched else None
                 if obs == 1 or (obs is not None and not resource.observable):
                     self.end_observation((ex.remote, whole.token), "deregistered")
                 return Render(ex, resource, req, whole, binding, origin, block1, outer_block1, obs)

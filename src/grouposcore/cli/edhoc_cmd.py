@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from grouposcore.cli.membership import EdhocFiles, write_link
-from grouposcore.cli.output import emit
+from grouposcore.cli.output import emit, report_joined
 from grouposcore.coap.uri import parse_uri
 from grouposcore.edhoc.credentials import edn, read_credential_file, write_credential_file
 from grouposcore.manager.core import GroupManager
@@ -111,20 +111,9 @@ async def join(args: argparse.Namespace) -> int:
     write_link(args.state, None, args.manager,
                edhoc=EdhocFiles(args.key, args.gm_cred, args.cred))
     try:
-        m = member.material
         client = member.client
         handshakes = client.handshakes if isinstance(client, EdhocGroupManagerClient) else 0
-        record = {
-            "group": args.group, "node": ident.node, "started": member.started,
-            "sender_id": None if m.sender_id is None else m.sender_id.hex(),
-            "gid": m.gid.hex(), "num": m.num, "roles": _roles(member.roles),
-            "peers": {sid.hex(): _roles(p.roles) for sid, p in sorted(m.peers.items())},
-            "state": str(args.state), "edhoc": handshakes,
-        }  # fmt: skip
-        sid = record["sender_id"] or "- (monitor)"
-        emit(args, record,
-             f"{member.started} {args.group} as {ident.node} (EDHOC): Sender ID {sid}, "
-             f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}")
+        report_joined(args, ident.node, member, how=" (EDHOC)", edhoc=handshakes)
     finally:
         await member.close()
     return 0

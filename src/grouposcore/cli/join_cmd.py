@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from grouposcore.cli import edhoc_cmd
 from grouposcore.cli.manager_cmd import parse_roles
 from grouposcore.cli.membership import write_link
-from grouposcore.cli.output import emit, fail, role_names
+from grouposcore.cli.output import fail, report_joined
 from grouposcore.coap.uri import parse_uri
 from grouposcore.errors import GroupManagerRequestError, GroupOscoreError
 from grouposcore.manager.params import Code, ErrorId, Role
@@ -96,18 +96,7 @@ async def _join(args: argparse.Namespace) -> int:
     try:
         # serve, receive and the request commands follow the GM through this link
         write_link(args.state, args.channel, uri)
-        m = member.material
-        record = {
-            "group": args.group, "node": channel.node, "started": member.started,
-            "sender_id": None if m.sender_id is None else m.sender_id.hex(),
-            "gid": m.gid.hex(), "num": m.num, "roles": role_names(member.roles),
-            "peers": {sid.hex(): role_names(p.roles) for sid, p in sorted(m.peers.items())},
-            "state": str(args.state),
-        }  # fmt: skip
-        sid = record["sender_id"] or "- (monitor)"
-        emit(args, record,
-             f"{member.started} {args.group} as {channel.node}: Sender ID {sid}, "
-             f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}")
+        report_joined(args, channel.node, member)
     finally:
         await member.close()
     return 0

@@ -12,13 +12,16 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from grouposcore.coap import Message, code_name, code_str
 from grouposcore.errors import GroupOscoreError
 from grouposcore.manager.params import roles_from_tperm
 from grouposcore.oscore.security import VerifiedMessage
 from grouposcore.transport import sockets
+
+if TYPE_CHECKING:
+    from grouposcore.manager.runtime import GroupMember
 
 
 def emit(args: argparse.Namespace, result: object, text: str) -> None:
@@ -43,6 +46,24 @@ def role_names(tperm: int) -> str:
         return ",".join(r.name.lower() for r in sorted(roles_from_tperm(tperm)))
     except GroupOscoreError:
         return str(tperm)
+
+
+def report_joined(
+    args: argparse.Namespace, node: str, member: GroupMember, *, how: str = "", **extra: Any
+) -> None:
+    """What ``join`` and ``edhoc join`` print: one JSON record or one line."""
+    m = member.material
+    record = {
+        "group": args.group, "node": node, "started": member.started,
+        "sender_id": None if m.sender_id is None else m.sender_id.hex(),
+        "gid": m.gid.hex(), "num": m.num, "roles": role_names(member.roles),
+        "peers": {sid.hex(): role_names(p.roles) for sid, p in sorted(m.peers.items())},
+        "state": str(args.state), **extra,
+    }  # fmt: skip
+    sid = record["sender_id"] or "- (monitor)"
+    emit(args, record,
+         f"{member.started} {args.group} as {node}{how}: Sender ID {sid}, "
+         f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}")
 
 
 def format_address(remote: Any) -> str:

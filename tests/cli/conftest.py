@@ -48,11 +48,11 @@ def start_serve(*args: str) -> tuple[subprocess.Popen[str], int]:
     return proc, int(line.rsplit(":", 1)[1])
 
 
-def start_manager_serve(db: Path) -> tuple[subprocess.Popen[str], int]:
+def start_manager_serve(db: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
     """``grouposcore manager serve`` on a free loopback port; (process, port)."""
     proc = subprocess.Popen(
         grouposcore_cmd("manager", "serve", "--db", str(db), "--bind", "127.0.0.1",
-                        "--port", "0", "--sync", "0.2"),
+                        "--port", "0", "--sync", "0.2", *extra),
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None

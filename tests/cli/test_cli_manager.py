@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -357,3 +358,38 @@ def test_serve_says_when_its_group_manager_does_not_answer(
                  "--security", str(tmp_path / "lamp.state")]) in (1, 3)
     err = capsys.readouterr().err
     assert f"the Group Manager at coap://127.0.0.1:{port} did not answer" in err
+
+
+def test_serve_bounds_rejoins_and_join_says_when_to_try_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A member that lost its state file joins again: the GM rekeys (new Gid). Beyond
+    ``--rejoin-burst`` such re-joins are refused with 5.03, and ``join`` says when to retry."""
+    db = str(tmp_path / "gm.db")
+    assert main(["manager", "group", "create", "g", "--db", db, "-q",
+                 "--no-backward-security"]) == 0
+    channel = tmp_path / "a.channel.json"
+    assert main(["manager", "allow", "g", "a", "--roles", "requester,responder", "--db", db,
+                 "--channel-out", str(channel), "--manager", "coap://127.0.0.1:5683",
+                 "-q"]) == 0
+    proc, port = start_manager_serve(Path(db), "--rejoin-burst", "1",
+                                     "--rejoin-interval", "600")
+    state = tmp_path / "a.state"
+    join = ["join", "g", "--manager", f"coap://127.0.0.1:{port}", "--channel", str(channel),
+            "--state", str(state), "--json"]
+    try:
+        assert main(join) == 0
+        first = _json(capsys.readouterr().out)[0]
+        state.unlink()  # the node lost its state: it joins again while still a member
+        assert main(join) == 0
+        again = _json(capsys.readouterr().out)[0]
+        assert again["started"] == "joined" and again["gid"] != first["gid"]
+        assert again["num"] == first["num"] + 1
+        state.unlink()
+        assert main(join) != 0
+        err = capsys.readouterr().err
+        assert "5.03" in err and "joined again" in err
+        wait = re.search(r"try again in (\d+) s", err)
+        assert wait is not None and 590 <= int(wait.group(1)) <= 600
+    finally:
+        stop(proc)

@@ -62,6 +62,10 @@ def join_refusal(error: GroupManagerRequestError, node: str, group: str,
     if error.code == Code.UNAUTHORIZED:
         return (f"{said}: the Group Manager does not know {node}'s channel (an outdated "
                 "channel file, recommissioned, or another Group Manager)")
+    if error.code == Code.SERVICE_UNAVAILABLE and error.retry_after is not None:
+        return (f"{said}: {node} is still a member of {group} and joined again more often than "
+                "the Group Manager allows (each such re-join rekeys the group); run the same "
+                "command again then")
     return said
 
 

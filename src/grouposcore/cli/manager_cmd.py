@@ -107,6 +107,12 @@ def add_manager_arguments(
                    help="UDP port (default 5683; 0 picks a free one)")
     p.add_argument("--sync", metavar="S", type=float, default=1.0,
                    help="how often to pick up changes made by offline commands (seconds)")
+    p.add_argument("--rejoin-burst", metavar="N", type=int, default=3,
+                   help="re-joins a current member may make at once; each rekeys the group "
+                        "(default 3)")
+    p.add_argument("--rejoin-interval", metavar="S", type=float, default=60.0,
+                   help="then one re-join per S seconds; more get 5.03 with Max-Age "
+                        "(default 60)")
     db(p)
 
     grp = sub.add_parser("group", help="create groups")
@@ -490,7 +496,8 @@ class _SyncedService(GroupManagerService):
 
 async def _serve(args: argparse.Namespace) -> int:
     try:
-        gm = GroupManager(args.db)
+        gm = GroupManager(args.db, rejoin_burst=args.rejoin_burst,
+                          rejoin_interval=args.rejoin_interval)
     except GroupOscoreError as e:
         return fail("manager serve", str(e))
     svc = _SyncedService(gm)

@@ -24,6 +24,7 @@ from grouposcore.errors import (
 )
 from grouposcore.manager import member as mb
 from grouposcore.manager import member_state as ms
+from grouposcore.manager.client import GroupManagerClient
 from grouposcore.manager.core import GroupManager
 from grouposcore.manager.fetchlimit import FetchLimiter
 from grouposcore.manager.params import Role, tperm
@@ -163,6 +164,39 @@ def test_offline_member_catches_up_after_two_rekeyings(tmp_path: Path) -> None:
         assert net.gm.store.member("g", "d").joined_at == joined_at  # type: ignore[union-attr]
         assert await _ask(a, d2) == b"d"
         assert await _ask(d2, a) == b"a"
+
+    _net_test(tmp_path, body)
+
+
+def test_catch_up_fetches_only_the_credentials_it_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running member that missed rekeyings (e.g. coalesced by the GM) keeps the peers that
+    are not stale and asks the GM only for the others (get_creds with inclusion flag false):
+    joiners of the missed versions become known, an evicted member is gone, and the
+    credentials it already holds are not downloaded again."""
+    asked: list[dict[bytes, object]] = []
+    creds = GroupManagerClient.creds
+
+    async def recording(self: GroupManagerClient, *args: Any, **kw: Any) -> Any:
+        got = await creds(self, *args, **kw)
+        asked.append(got)
+        return got
+
+    async def body(net: Net) -> None:
+        a, b, d = [await net.member(n) for n in ("a", "b", "d")]
+        assert set(d.member.material.peers) == {_sid(a), _sid(b)}
+        num = d.member.material.num
+        await d.member._stop_watch()  # d hears none of the next rekeyings
+        c = await net.member("c")  # a join rekeys (backward security)
+        net.svc.evict("g", "b")
+        await a.member.wait_for(num + 2)
+        monkeypatch.setattr(GroupManagerClient, "creds", recording)
+        assert await d.member.refresh()
+        assert d.member.material.num == num + 2
+        assert set(d.member.material.peers) == {_sid(a), _sid(c)}
+        assert [set(got) for got in asked] == [{_sid(c)}]
+        assert await _ask(d, c) == b"c" and await _ask(c, d) == b"d"
 
     _net_test(tmp_path, body)
 

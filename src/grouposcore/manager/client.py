@@ -142,14 +142,17 @@ class GroupManagerClient:
         sender_ids: Iterable[bytes] = (),
         roles: Iterable[int] = (),
         sign_alg: int | None = None,
+        exclude: bool = False,
     ) -> dict[bytes, mb.PeerInfo]:
-        """Credentials of the members with these Sender IDs / roles (all when both empty)."""
+        """Credentials of the members with these Sender IDs / roles (all when both empty);
+        ``exclude``: of every member except those Sender IDs (RFC 9594 §4.4.1, inclusion
+        flag false), what a member that missed rekeyings still lacks."""
         ids, perms = list(sender_ids), list(roles)
         path = ("ace-group", group, "creds")
         if not ids and not perms:
             r = await self.request(CoapCode.GET, path)
         else:
-            body = mb.build_creds_fetch(True, perms, ids)
+            body = mb.build_creds_fetch(not exclude, perms, ids)
             r = await self.request(CoapCode.FETCH, path, body, CF_ACE_GROUPCOMM)
         return mb.parse_creds(r.payload, sign_alg)
 

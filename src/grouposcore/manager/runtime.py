@@ -382,11 +382,20 @@ class GroupMember:
         return self._current is not before
 
     async def _with_all_creds(self, material: mb.GroupKeyingMaterial) -> mb.GroupKeyingMaterial:
-        """After missed rekeyings: the GM's current list of members replaces the peers, so
-        joiners announced only in the missed messages are known too (digest §8.2 step 5)."""
-        peers = await self.client.creds(self.group, sign_alg=material.sign_alg)
-        if material.sender_id is not None:
-            peers.pop(material.sender_id, None)
+        """After missed rekeyings: joiners announced only in the missed messages become known
+        too (digest §8.2 step 5). The peers still known (stale ones are already dropped) are
+        kept; only the credentials of the others are fetched, so a member that missed a
+        burst of coalesced rekeyings does not download the whole group again."""
+        known = list(material.peers)
+        own = [] if material.sender_id is None else [material.sender_id]
+        if known:
+            new = await self.client.creds(self.group, sender_ids=known + own, exclude=True,
+                                          sign_alg=material.sign_alg)  # fmt: skip
+            peers = {**material.peers, **new}
+        else:
+            peers = await self.client.creds(self.group, sign_alg=material.sign_alg)
+        for sid in own:
+            peers.pop(sid, None)
         return replace(material, peers=peers)
 
     async def renew_sender_id(self) -> bytes | None:

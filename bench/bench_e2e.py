@@ -96,12 +96,30 @@ SALT = bytes.fromhex("9e7ca92223786340")
 GID = bytes.fromhex("b3e2e0")
 CLIENT_SID = b"\xc1\x1e"
 MEMBER_PROCESSES = 2
-COLUMNS = ("loop", "N", "mode", "leisure", "expected", "received", "lost", "drops",
-           "cpu_us_min", "cpu_us_med", "crypto_us_min", "crypto_us_med", "ratio_min",
-           "ratio_med", "member_us", "member_crypto_us", "client_us", "client_crypto_us")
+COLUMNS = (
+    "loop",
+    "N",
+    "mode",
+    "leisure",
+    "expected",
+    "received",
+    "lost",
+    "drops",
+    "cpu_us_min",
+    "cpu_us_med",
+    "crypto_us_min",
+    "crypto_us_med",
+    "ratio_min",
+    "ratio_med",
+    "member_us",
+    "member_crypto_us",
+    "client_us",
+    "client_crypto_us",
+)
 
 
 # --- the group, from a seed --------------------------------------------------------------
+
 
 def member_sid(index: int) -> bytes:
     return index.to_bytes(2, "big")
@@ -115,8 +133,9 @@ def identity(sid: bytes) -> tuple[Ed25519PrivateKey, Credential]:
 
 def context(sid: bytes, peers: dict[bytes, bytes]) -> GroupContext:
     key, cred = identity(sid)
-    return GroupContext(SECRET, GID, master_salt=SALT, sender_id=sid, private_key=key,
-                        credential=cred, peers=peers)
+    return GroupContext(
+        SECRET, GID, master_salt=SALT, sender_id=sid, private_key=key, credential=cred, peers=peers
+    )
 
 
 class SlottedRandom(random.Random):
@@ -140,6 +159,7 @@ class PairwiseResponses(ServerSecurity):
 
 
 # --- the crypto floor --------------------------------------------------------------------
+
 
 class Floor:
     """The bare primitives on message-sized inputs, per call, in ns of thread CPU."""
@@ -172,8 +192,12 @@ class Floor:
         for _ in range(aeads):
             ccm.decrypt(nonce, ct, aad)
         t4 = t()
-        return {"sign": (t1 - t0) / signatures, "verify": (t2 - t1) / signatures,
-                "encrypt": (t3 - t2) / aeads, "decrypt": (t4 - t3) / aeads}
+        return {
+            "sign": (t1 - t0) / signatures,
+            "verify": (t2 - t1) / signatures,
+            "encrypt": (t3 - t2) / aeads,
+            "decrypt": (t4 - t3) / aeads,
+        }
 
 
 def member_floor(f: dict[str, float], mode: str) -> float:
@@ -185,6 +209,7 @@ def client_floor(f: dict[str, float], mode: str) -> float:
 
 
 # --- profiling ---------------------------------------------------------------------------
+
 
 def _where(code: Any) -> str:
     name = code.co_filename
@@ -244,9 +269,18 @@ class Sampler:
             return {k: round(v * per, 1) for k, v in counter.most_common(60)}
 
         with open(path, "w") as f:
-            json.dump({"units": units, "samples": self.samples,
-                       "us_per_unit": round(self.samples * per, 1), "own": top(self.own),
-                       "own_lines": top(self.own_lines), "cum": top(self.cum)}, f, indent=1)
+            json.dump(
+                {
+                    "units": units,
+                    "samples": self.samples,
+                    "us_per_unit": round(self.samples * per, 1),
+                    "own": top(self.own),
+                    "own_lines": top(self.own_lines),
+                    "cum": top(self.cum),
+                },
+                f,
+                indent=1,
+            )
 
 
 class CProfiler:
@@ -270,6 +304,7 @@ def profiler(kind: str) -> Sampler | CProfiler:
 
 
 # --- member process ----------------------------------------------------------------------
+
 
 class Answer(Resource):
     protection = Protection(group=True)
@@ -295,8 +330,7 @@ class MemberHost:
         self.profile: Sampler | CProfiler | None = None
         self.units = 0
 
-    async def setup(self, first: int, count: int, mode: str, leisure: float,
-                    slot: float) -> None:
+    async def setup(self, first: int, count: int, mode: str, leisure: float, slot: float) -> None:
         await self.close()
         _, client_cred = identity(CLIENT_SID)
         peers = {CLIENT_SID: client_cred.raw}
@@ -308,7 +342,9 @@ class MemberHost:
             unicast = UdpSocket(("127.0.0.1", 0))
             self.unicast.append(unicast)
             ep = Endpoint(
-                GroupPortSocket(("0.0.0.0", GROUP[1]), unicast), site=site, leisure=leisure,
+                GroupPortSocket(("0.0.0.0", GROUP[1]), unicast),
+                site=site,
+                leisure=leisure,
                 rng=SlottedRandom(slot) if slot > 0 else None,
                 server_security=security_class([context(sid, peers)]),
                 multicast_interface=INTERFACE,
@@ -326,8 +362,9 @@ class MemberHost:
     async def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         what = cmd["cmd"]
         if what == "setup":
-            await self.setup(cmd["first"], cmd["count"], cmd["mode"], cmd["leisure"],
-                             cmd.get("slot", 0.0))
+            await self.setup(
+                cmd["first"], cmd["count"], cmd["mode"], cmd["leisure"], cmd.get("slot", 0.0)
+            )
             return {}
         if what == "start":
             self.served = 0
@@ -392,7 +429,8 @@ class Member:
     def __init__(self, loop_kind: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--role", "member", "--loop", loop_kind],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
 
     def call(self, **cmd: Any) -> dict[str, Any]:
@@ -414,6 +452,7 @@ class Member:
 
 
 # --- client / driver ---------------------------------------------------------------------
+
 
 def kernel_drops() -> int:
     """Datagrams this namespace dropped for a full socket buffer (receive or send)."""
@@ -459,14 +498,20 @@ class Config:
         r = self.rounds
         med = statistics.median
         return {
-            "loop": self.loop, "N": self.n, "mode": self.mode, "leisure": self.leisure,
-            "expected": self.n * len(r), "received": sum(x.received for x in r),
-            "lost": self.n * len(r) - sum(x.received for x in r), "drops": self.drops,
+            "loop": self.loop,
+            "N": self.n,
+            "mode": self.mode,
+            "leisure": self.leisure,
+            "expected": self.n * len(r),
+            "received": sum(x.received for x in r),
+            "lost": self.n * len(r) - sum(x.received for x in r),
+            "drops": self.drops,
             "cpu_us_min": min(x.per_response for x in r) / 1e3,
             "cpu_us_med": med(x.per_response for x in r) / 1e3,
             "crypto_us_min": min(x.floor for x in r) / 1e3,
             "crypto_us_med": med(x.floor for x in r) / 1e3,
-            "ratio_min": min(x.ratio for x in r), "ratio_med": med(x.ratio for x in r),
+            "ratio_min": min(x.ratio for x in r),
+            "ratio_med": med(x.ratio for x in r),
             "member_us": med(x.member_ns / max(x.served, 1) for x in r) / 1e3,
             "member_crypto_us": med(x.member_floor_ns for x in r) / 1e3,
             "client_us": med(x.client_ns / max(x.received, 1) for x in r) / 1e3,
@@ -479,8 +524,9 @@ async def one_round(ep: Endpoint, security: ClientSecurity, n: int, timeout: flo
     request = Message(Code.GET)
     request.options.uri_path = ["temp"]
     senders: set[bytes] = set()
-    responses = ep.group_request(request, GROUP, timeout=timeout, security=security,
-                                 interface=INTERFACE)
+    responses = ep.group_request(
+        request, GROUP, timeout=timeout, security=security, interface=INTERFACE
+    )
     async with contextlib.aclosing(responses):
         async for response in responses:
             info = getattr(response, "security", None)
@@ -491,14 +537,20 @@ async def one_round(ep: Endpoint, security: ClientSecurity, n: int, timeout: flo
     return len(senders)
 
 
-async def run_config(cfg: Config, members: list[Member], rounds: int, warmup: int,
-                     profile: Path | None, profiler_kind: str, slot: float) -> Config:
+async def run_config(
+    cfg: Config,
+    members: list[Member],
+    rounds: int,
+    warmup: int,
+    profile: Path | None,
+    profiler_kind: str,
+    slot: float,
+) -> Config:
     per = -(-cfg.n // len(members))
     first = 1
     for m in members:
         count = min(per, cfg.n - first + 1)
-        m.call(cmd="setup", first=first, count=count, mode=cfg.mode, leisure=cfg.leisure,
-               slot=slot)
+        m.call(cmd="setup", first=first, count=count, mode=cfg.mode, leisure=cfg.leisure, slot=slot)
         first += count
     peers = {member_sid(i): identity(member_sid(i))[1].raw for i in range(1, cfg.n + 1)}
     security = ClientSecurity(context(CLIENT_SID, peers))
@@ -526,12 +578,17 @@ async def run_config(cfg: Config, members: list[Member], rounds: int, warmup: in
             mine = floor.measure()
             served = sum(s["served"] for s in stops)
             member_ns = sum(s["cpu_ns"] for s in stops)
-            cfg.rounds.append(Round(
-                received=received, served=served, cpu_ns=member_ns + client_ns,
-                member_ns=member_ns, client_ns=client_ns,
-                member_floor_ns=statistics.fmean(member_floor(f, cfg.mode) for f in floors),
-                client_floor_ns=client_floor(mine, cfg.mode),
-            ))
+            cfg.rounds.append(
+                Round(
+                    received=received,
+                    served=served,
+                    cpu_ns=member_ns + client_ns,
+                    member_ns=member_ns,
+                    client_ns=client_ns,
+                    member_floor_ns=statistics.fmean(member_floor(f, cfg.mode) for f in floors),
+                    client_floor_ns=client_floor(mine, cfg.mode),
+                )
+            )
         cfg.drops = kernel_drops() - drops
     finally:
         await ep.close()
@@ -547,6 +604,7 @@ async def run_config(cfg: Config, members: list[Member], rounds: int, warmup: in
 def run_loop(kind: str, coro: Coroutine[Any, Any, Any]) -> Any:
     if kind == "uvloop":
         import uvloop
+
         return uvloop.run(coro)
     return asyncio.run(coro)
 
@@ -559,8 +617,18 @@ def driver(args: argparse.Namespace, loop_kind: str) -> list[dict[str, Any]]:
             for mode in args.modes:
                 for leisure in args.leisure:
                     cfg = Config(loop_kind, n, mode, leisure)
-                    run_loop(loop_kind, run_config(cfg, members, args.rounds, args.warmup,
-                                                   args.profile, args.profiler, args.slot))
+                    run_loop(
+                        loop_kind,
+                        run_config(
+                            cfg,
+                            members,
+                            args.rounds,
+                            args.warmup,
+                            args.profile,
+                            args.profiler,
+                            args.slot,
+                        ),
+                    )
                     row = cfg.row()
                     rows.append(row)
                     print(format_row(row), flush=True)
@@ -571,17 +639,21 @@ def driver(args: argparse.Namespace, loop_kind: str) -> list[dict[str, Any]]:
 
 
 def header() -> str:
-    return ("loop     N    mode     leisure expected received lost drops | cpu_us_min cpu_us_med"
-            " | crypto_us_min crypto_us_med | ratio_min ratio_med | member_us (member_crypto_us)"
-            " client_us (client_crypto_us)")
+    return (
+        "loop     N    mode     leisure expected received lost drops | cpu_us_min cpu_us_med"
+        " | crypto_us_min crypto_us_med | ratio_min ratio_med | member_us (member_crypto_us)"
+        " client_us (client_crypto_us)"
+    )
 
 
 def format_row(r: dict[str, Any]) -> str:
-    return (f"{r['loop']:<8} {r['N']:<4} {r['mode']:<8} {r['leisure']:<7g} {r['expected']:<8} "
-            f"{r['received']:<8} {r['lost']:<4} {r['drops']:<5} | {r['cpu_us_min']:10.0f} "
-            f"{r['cpu_us_med']:10.0f} | {r['crypto_us_min']:13.0f} {r['crypto_us_med']:13.0f} | "
-            f"{r['ratio_min']:9.2f} {r['ratio_med']:9.2f} | {r['member_us']:9.0f} "
-            f"({r['member_crypto_us']:.0f}) {r['client_us']:9.0f} ({r['client_crypto_us']:.0f})")
+    return (
+        f"{r['loop']:<8} {r['N']:<4} {r['mode']:<8} {r['leisure']:<7g} {r['expected']:<8} "
+        f"{r['received']:<8} {r['lost']:<4} {r['drops']:<5} | {r['cpu_us_min']:10.0f} "
+        f"{r['cpu_us_med']:10.0f} | {r['crypto_us_min']:13.0f} {r['crypto_us_med']:13.0f} | "
+        f"{r['ratio_min']:9.2f} {r['ratio_med']:9.2f} | {r['member_us']:9.0f} "
+        f"({r['member_crypto_us']:.0f}) {r['client_us']:9.0f} ({r['client_crypto_us']:.0f})"
+    )
 
 
 def key_ratios(rows: list[dict[str, Any]], target: float) -> str:
@@ -589,14 +661,21 @@ def key_ratios(rows: list[dict[str, Any]], target: float) -> str:
     for kind in dict.fromkeys(r["loop"] for r in rows):
         mine = [r for r in rows if r["loop"] == kind]
         held = sum(r["ratio_med"] <= target for r in mine)
-        parts.append(f"{kind}: median ratio {min(r['ratio_med'] for r in mine):.2f}-"
-                     f"{max(r['ratio_med'] for r in mine):.2f}x, {held}/{len(mine)} rows "
-                     f"<= {target}x")
+        parts.append(
+            f"{kind}: median ratio {min(r['ratio_med'] for r in mine):.2f}-"
+            f"{max(r['ratio_med'] for r in mine):.2f}x, {held}/{len(mine)} rows "
+            f"<= {target}x"
+        )
     loops = list(dict.fromkeys(r["loop"] for r in rows))
     if len(loops) == 2:
         base = {(r["N"], r["mode"], r["leisure"]): r for r in rows if r["loop"] == loops[0]}
-        speed = [base[k]["cpu_us_med"] / r["cpu_us_med"] for r in rows if r["loop"] == loops[1]
-                 for k in [(r["N"], r["mode"], r["leisure"])] if k in base]
+        speed = [
+            base[k]["cpu_us_med"] / r["cpu_us_med"]
+            for r in rows
+            if r["loop"] == loops[1]
+            for k in [(r["N"], r["mode"], r["leisure"])]
+            if k in base
+        ]
         parts.append(f"{loops[0]}/{loops[1]} CPU per response {statistics.median(speed):.2f}x")
     lost = sum(r["lost"] for r in rows)
     expected = sum(r["expected"] for r in rows)
@@ -607,13 +686,14 @@ def key_ratios(rows: list[dict[str, Any]], target: float) -> str:
 def in_namespace(argv: list[str]) -> int:
     """Re-run this script in a new network namespace (as root), with lo set up there."""
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
-        print("bench_e2e needs root, unshare and ip (it runs in a private network namespace)",
-              file=sys.stderr)
+        print(
+            "bench_e2e needs root, unshare and ip (it runs in a private network namespace)",
+            file=sys.stderr,
+        )
         return 2
     setup = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
     env = dict(os.environ, **{NETNS_ENV: "1"})
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
     cmd = ["unshare", "-n", "sh", "-c", setup, sys.executable, __file__, *argv]
     return subprocess.run(cmd, env=env, check=False).returncode
 
@@ -626,20 +706,37 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=csv(int), default=[10, 100, 500])
     ap.add_argument("--modes", type=csv(str), default=["group", "pairwise"])
-    ap.add_argument("--leisure", type=csv(float), default=[0.0, 0.5],
-                    help="seconds of leisure delay to run with (0: answer at once)")
+    ap.add_argument(
+        "--leisure",
+        type=csv(float),
+        default=[0.0, 0.5],
+        help="seconds of leisure delay to run with (0: answer at once)",
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both",
-                    help="both: asyncio, and uvloop when it is installed")
+    ap.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop", "both"),
+        default="both",
+        help="both: asyncio, and uvloop when it is installed",
+    )
     ap.add_argument("--target", type=float, default=1.5)
-    ap.add_argument("--slot", type=float, default=0.0,
-                    help="put leisure delays on a grid of this many seconds (0: none)")
-    ap.add_argument("--profile", type=Path, default=None,
-                    help="write a profile of every process to this directory")
+    ap.add_argument(
+        "--slot",
+        type=float,
+        default=0.0,
+        help="put leisure delays on a grid of this many seconds (0: none)",
+    )
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write a profile of every process to this directory",
+    )
     ap.add_argument("--profiler", choices=("sample", "cprofile"), default="sample")
-    ap.add_argument("--role", choices=("driver", "member"), default="driver",
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--role", choices=("driver", "member"), default="driver", help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     if args.role == "member":
         run_loop(args.loop, member_main())
@@ -657,8 +754,10 @@ def main() -> int:
             print("uvloop is not installed (pip install 'grouposcore[fast]'): asyncio only")
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    print(f"{args.rounds} rounds after {args.warmup} warm-up, CPU per verified response "
-          f"against crypto (member: verify + sign|AEAD, client: verify|AEAD)")
+    print(
+        f"{args.rounds} rounds after {args.warmup} warm-up, CPU per verified response "
+        f"against crypto (member: verify + sign|AEAD, client: verify|AEAD)"
+    )
     print(header(), flush=True)
     rows = []
     for kind in loops:

@@ -100,11 +100,19 @@ def _fill(gm: GroupManager, start: int, count: int) -> None:
             j = _Joiner(node)
             gm.store.set_access(node, GROUP, sum(1 << r for r in RS))
             sid = allocate_sid(gm.store, g, node, policy)
-            gm.store.upsert_member(MemberRecord(
-                group=GROUP, node=node, roles=sum(1 << r for r in RS), credential=j.cred,
-                sender_id=sid, birth_gid=g.gid, scope=b"", client_nonce=b"0" * 8,
-                joined_at=time.time(),
-            ))
+            gm.store.upsert_member(
+                MemberRecord(
+                    group=GROUP,
+                    node=node,
+                    roles=sum(1 << r for r in RS),
+                    credential=j.cred,
+                    sender_id=sid,
+                    birth_gid=g.gid,
+                    scope=b"",
+                    client_nonce=b"0" * 8,
+                    joined_at=time.time(),
+                )
+            )
 
 
 def _timed_join(gm: GroupManager, j: _Joiner, get_creds: bool) -> int:
@@ -116,8 +124,9 @@ def _timed_join(gm: GroupManager, j: _Joiner, get_creds: bool) -> int:
     r = gm.handle(j.name, "POST", path, first.payload, CF_ACE_GROUPCOMM)
     t1 = time.thread_time_ns()
     challenge = mb.parse_challenge(r.payload).kdcchallenge
-    p = mb.build_join_request(GROUP, RS, credential=j.cred, private_key=j.key,
-                              challenge=challenge, get_creds=get_creds)
+    p = mb.build_join_request(
+        GROUP, RS, credential=j.cred, private_key=j.key, challenge=challenge, get_creds=get_creds
+    )
     t2 = time.thread_time_ns()
     r = gm.handle(j.name, "POST", path, p.payload, CF_ACE_GROUPCOMM)
     t3 = time.thread_time_ns()
@@ -148,10 +157,15 @@ def bench_joins(sizes: list[int], batch: int, workdir: Path) -> list[dict[str, A
                     size += 1
             finally:
                 gc.enable()
-            rows.append({
-                "part": "join", "size": target, "get_creds": "all" if get_creds else "none",
-                "min_us": min(samples) / 1e3, "median_us": statistics.median(samples) / 1e3,
-            })
+            rows.append(
+                {
+                    "part": "join",
+                    "size": target,
+                    "get_creds": "all" if get_creds else "none",
+                    "min_us": min(samples) / 1e3,
+                    "median_us": statistics.median(samples) / 1e3,
+                }
+            )
     gm.close()
     return rows
 
@@ -226,8 +240,16 @@ def receiver_main(spec_path: str) -> None:
             s.bind(("127.0.0.1", 0))
             s.setblocking(False)
             socks.append(s)
-        material = ChannelMaterial(m[0], bytes.fromhex(m[1]), bytes.fromhex(m[2]),
-                                   bytes.fromhex(m[3]), bytes.fromhex(m[4]), None, m[5], m[6])
+        material = ChannelMaterial(
+            m[0],
+            bytes.fromhex(m[1]),
+            bytes.fromhex(m[2]),
+            bytes.fromhex(m[3]),
+            bytes.fromhex(m[4]),
+            None,
+            m[5],
+            m[6],
+        )
         token = i.to_bytes(4, "big")
         by_token[token] = [material.context(as_gm=False), None, socks[-1], -1, 0.0]
     poller = select.epoll()
@@ -323,8 +345,12 @@ def receiver_main(spec_path: str) -> None:
             pump(0.02)
             datagrams += process()
         reached = [s[4] for s in by_token.values() if s[3] >= target]
-        print(json.dumps({"reached": len(reached), "last": max(reached, default=0.0),
-                          "datagrams": datagrams}), flush=True)
+        print(
+            json.dumps(
+                {"reached": len(reached), "last": max(reached, default=0.0), "datagrams": datagrams}
+            ),
+            flush=True,
+        )
 
 
 # --- the network: the GM side ---------------------------------------------------------------
@@ -348,8 +374,9 @@ class _Receivers:
         reports follow, see :meth:`reports`)."""
         for p in self.procs:
             assert p.stdin is not None
-            p.stdin.write((json.dumps({"cmd": "expect", "num": num, "settle": settle})
-                           + "\n").encode())
+            p.stdin.write(
+                (json.dumps({"cmd": "expect", "num": num, "settle": settle}) + "\n").encode()
+            )
             await p.stdin.drain()
         return [await self.line(p) for p in self.procs]
 
@@ -365,23 +392,47 @@ class _Receivers:
             await p.wait()
 
 
-async def _start_receivers(service: GroupManagerService, materials: list[ChannelMaterial],
-                           procs: int, per_socket: int, workdir: Path) -> _Receivers:
+async def _start_receivers(
+    service: GroupManagerService,
+    materials: list[ChannelMaterial],
+    procs: int,
+    per_socket: int,
+    workdir: Path,
+) -> _Receivers:
     assert service.endpoint is not None
     port = service.endpoint.address[1]
     started = []
     for k in range(procs):
         mine = materials[k::procs]
-        spec = {"gm": ["127.0.0.1", port], "group": GROUP, "per_socket": per_socket,
-                "members": [[c.node, c.master_secret.hex(), c.master_salt.hex(),
-                             c.gm_sender_id.hex(), c.node_sender_id.hex(), c.aead_alg,
-                             c.hkdf_alg] for c in mine]}
+        spec = {
+            "gm": ["127.0.0.1", port],
+            "group": GROUP,
+            "per_socket": per_socket,
+            "members": [
+                [
+                    c.node,
+                    c.master_secret.hex(),
+                    c.master_salt.hex(),
+                    c.gm_sender_id.hex(),
+                    c.node_sender_id.hex(),
+                    c.aead_alg,
+                    c.hkdf_alg,
+                ]
+                for c in mine
+            ],
+        }
         path = workdir / f"receivers{k}.json"
         path.write_text(json.dumps(spec))
-        started.append(await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--receiver", str(path),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        ))
+        started.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--receiver",
+                str(path),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        )
     receivers = _Receivers(started)
     for p in started:
         ready = await receivers.line(p)
@@ -390,8 +441,15 @@ async def _start_receivers(service: GroupManagerService, materials: list[Channel
     return receivers
 
 
-async def bench_network(members: int, joins: int, procs: int, per_socket: int,
-                        spacing: float, rounds: int, workdir: Path) -> list[dict[str, Any]]:
+async def bench_network(
+    members: int,
+    joins: int,
+    procs: int,
+    per_socket: int,
+    spacing: float,
+    rounds: int,
+    workdir: Path,
+) -> list[dict[str, Any]]:
     gm = GroupManager(open_store(workdir / "net.db"))
     service = GroupManagerService(gm)
     await service.start(("127.0.0.1", 0))
@@ -405,8 +463,7 @@ async def bench_network(members: int, joins: int, procs: int, per_socket: int,
             rows.append(await _rekey_delivery(service, receivers, members, rounds))
             rows.append(await _rekey_on_join(service, receivers, members, joins, 0.0, "r"))
             if spacing:
-                rows.append(await _rekey_on_join(service, receivers, members, joins, spacing,
-                                                 "s"))
+                rows.append(await _rekey_on_join(service, receivers, members, joins, spacing, "s"))
         finally:
             # the GM first: no retransmission may go to a receiver that has gone
             await service.close()
@@ -424,8 +481,9 @@ def _merge(reports: list[dict[str, Any]], t0: float) -> tuple[int, float, int]:
     return reached, last, datagrams
 
 
-async def _rekey_delivery(service: GroupManagerService, receivers: _Receivers,
-                          members: int, rounds: int) -> dict[str, Any]:
+async def _rekey_delivery(
+    service: GroupManagerService, receivers: _Receivers, members: int, rounds: int
+) -> dict[str, Any]:
     seconds, cpus, reached_all, datagrams_all = [], [], [], []
     for _ in range(rounds):
         g = service.gm.group(GROUP)
@@ -440,14 +498,27 @@ async def _rekey_delivery(service: GroupManagerService, receivers: _Receivers,
         seconds.append(last)
         reached_all.append(reached)
         datagrams_all.append(datagrams)
-    return {"part": "rekey", "members": members, "rounds": rounds, "reached": min(reached_all),
-            "seconds": statistics.median(seconds), "seconds_min": min(seconds),
-            "gm_cpu_ms": statistics.median(cpus), "gm_cpu_ms_min": min(cpus),
-            "datagrams": max(datagrams_all)}
+    return {
+        "part": "rekey",
+        "members": members,
+        "rounds": rounds,
+        "reached": min(reached_all),
+        "seconds": statistics.median(seconds),
+        "seconds_min": min(seconds),
+        "gm_cpu_ms": statistics.median(cpus),
+        "gm_cpu_ms_min": min(cpus),
+        "datagrams": max(datagrams_all),
+    }
 
 
-async def _rekey_on_join(service: GroupManagerService, receivers: _Receivers, members: int,
-                         joins: int, spacing: float, tag: str) -> dict[str, Any]:
+async def _rekey_on_join(
+    service: GroupManagerService,
+    receivers: _Receivers,
+    members: int,
+    joins: int,
+    spacing: float,
+    tag: str,
+) -> dict[str, Any]:
     gm = service.gm
     gm.set_backward_security(GROUP, True)
     joiners = []
@@ -455,8 +526,9 @@ async def _rekey_on_join(service: GroupManagerService, receivers: _Receivers, me
         j = _Joiner(f"{tag}{i}")
         gm.allow(j.name, GROUP, RS)
         challenge = gm._challenges.issue(j.name)
-        p = mb.build_join_request(GROUP, RS, credential=j.cred, private_key=j.key,
-                                  challenge=challenge, get_creds=False)
+        p = mb.build_join_request(
+            GROUP, RS, credential=j.cred, private_key=j.key, challenge=challenge, get_creds=False
+        )
         joiners.append((j, p))
     g = gm.group(GROUP)
     assert g is not None
@@ -480,9 +552,16 @@ async def _rekey_on_join(service: GroupManagerService, receivers: _Receivers, me
     reports = await receivers.reports()
     cpu = time.thread_time_ns() - c0
     reached, last, datagrams = _merge(reports, t0)
-    return {"part": "rekey_on_join", "members": members, "joins": joins, "spacing": spacing,
-            "reached": reached, "seconds": last, "gm_cpu_ms_per_join": cpu / 1e6 / joins,
-            "messages_per_join": datagrams / joins}
+    return {
+        "part": "rekey_on_join",
+        "members": members,
+        "joins": joins,
+        "spacing": spacing,
+        "reached": reached,
+        "seconds": last,
+        "gm_cpu_ms_per_join": cpu / 1e6 / joins,
+        "messages_per_join": datagrams / joins,
+    }
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -492,54 +571,71 @@ def _table(rows: list[dict[str, Any]]) -> str:
     out = []
     joins = [r for r in rows if r["part"] == "join"]
     if joins:
-        out.append(f"{'join (sans-I/O, sqlite)':<26}{'size':>6}{'get_creds':>11}"
-                   f"{'min us':>10}{'median us':>11}{'joins/s':>9}")
+        out.append(
+            f"{'join (sans-I/O, sqlite)':<26}{'size':>6}{'get_creds':>11}"
+            f"{'min us':>10}{'median us':>11}{'joins/s':>9}"
+        )
         for r in joins:
-            out.append(f"{'':<26}{r['size']:>6}{r['get_creds']:>11}{r['min_us']:>10.0f}"
-                       f"{r['median_us']:>11.0f}{1e6 / r['median_us']:>9.0f}")
+            out.append(
+                f"{'':<26}{r['size']:>6}{r['get_creds']:>11}{r['min_us']:>10.0f}"
+                f"{r['median_us']:>11.0f}{1e6 / r['median_us']:>9.0f}"
+            )
     for r in rows:
         if r["part"] == "rekey":
-            out.append(f"rekey to {r['members']} members over UDP ({r['rounds']} rounds, "
-                       f"min/median): all {r['reached']} reached in {r['seconds_min']:.3f}/"
-                       f"{r['seconds']:.3f} s, GM CPU {r['gm_cpu_ms_min']:.0f}/"
-                       f"{r['gm_cpu_ms']:.0f} ms, {r['datagrams']} notifications")
+            out.append(
+                f"rekey to {r['members']} members over UDP ({r['rounds']} rounds, "
+                f"min/median): all {r['reached']} reached in {r['seconds_min']:.3f}/"
+                f"{r['seconds']:.3f} s, GM CPU {r['gm_cpu_ms_min']:.0f}/"
+                f"{r['gm_cpu_ms']:.0f} ms, {r['datagrams']} notifications"
+            )
         if r["part"] == "rekey_on_join":
-            how = (f"{r['spacing'] * 1e3:.0f} ms apart" if r["spacing"]
-                   else "back to back")
-            out.append(f"rekey-on-join at {r['members']} members, {r['joins']} joins {how}: "
-                       f"GM CPU {r['gm_cpu_ms_per_join']:.1f} ms/join, "
-                       f"{r['messages_per_join']:.0f} messages/join, all {r['reached']} "
-                       f"members on the final keys after {r['seconds']:.3f} s")
+            how = f"{r['spacing'] * 1e3:.0f} ms apart" if r["spacing"] else "back to back"
+            out.append(
+                f"rekey-on-join at {r['members']} members, {r['joins']} joins {how}: "
+                f"GM CPU {r['gm_cpu_ms_per_join']:.1f} ms/join, "
+                f"{r['messages_per_join']:.0f} messages/join, all {r['reached']} "
+                f"members on the final keys after {r['seconds']:.3f} s"
+            )
         if r["part"] == "serve":
-            out.append(f"manager serve request at {r['members']} members ({r['rounds']} "
-                       f"requests, min/median): CPU per request before "
-                       f"{r['before_min_us']:.0f}/{r['before_median_us']:.0f} us, after "
-                       f"{r['after_min_us']:.0f}/{r['after_median_us']:.0f} us")
+            out.append(
+                f"manager serve request at {r['members']} members ({r['rounds']} "
+                f"requests, min/median): CPU per request before "
+                f"{r['before_min_us']:.0f}/{r['before_median_us']:.0f} us, after "
+                f"{r['after_min_us']:.0f}/{r['after_median_us']:.0f} us"
+            )
     return "\n".join(out)
 
 
 def _ratios(rows: list[dict[str, Any]], sizes: list[int]) -> str:
     parts = []
-    none = {r["size"]: r["median_us"] for r in rows
-            if r["part"] == "join" and r["get_creds"] == "none"}
+    none = {
+        r["size"]: r["median_us"] for r in rows if r["part"] == "join" and r["get_creds"] == "none"
+    }
     if none:
         big, small = max(none), min(none)
         rate = 1e6 / none[big]
-        parts.append(f"joins/s@{big}={rate:.0f} (target {_TARGET_JOINS:.0f}: "
-                     f"{rate / _TARGET_JOINS:.2f}x)")
+        parts.append(
+            f"joins/s@{big}={rate:.0f} (target {_TARGET_JOINS:.0f}: {rate / _TARGET_JOINS:.2f}x)"
+        )
         parts.append(f"join cost {big}/{small} members={none[big] / none[small]:.2f}x")
     for r in rows:
         if r["part"] == "rekey":
-            parts.append(f"rekey {r['members']} delivery={r['seconds']:.2f}s "
-                         f"({r['seconds'] / _TARGET_REKEY_S:.2f}x of the 2 s target)")
+            parts.append(
+                f"rekey {r['members']} delivery={r['seconds']:.2f}s "
+                f"({r['seconds'] / _TARGET_REKEY_S:.2f}x of the 2 s target)"
+            )
         if r["part"] == "rekey_on_join":
             how = f"{r['spacing'] * 1e3:.0f}ms-apart" if r["spacing"] else "burst"
-            parts.append(f"rekey-on-join ({how}) messages/join={r['messages_per_join']:.0f} "
-                         f"(N-1={r['members']}), {r['gm_cpu_ms_per_join']:.1f} ms CPU/join")
+            parts.append(
+                f"rekey-on-join ({how}) messages/join={r['messages_per_join']:.0f} "
+                f"(N-1={r['members']}), {r['gm_cpu_ms_per_join']:.1f} ms CPU/join"
+            )
         if r["part"] == "serve":
-            parts.append(f"serve request@{r['members']} before/after="
-                         f"{r['before_median_us']:.0f}/{r['after_median_us']:.0f} us "
-                         f"({r['before_median_us'] / r['after_median_us']:.1f}x)")
+            parts.append(
+                f"serve request@{r['members']} before/after="
+                f"{r['before_median_us']:.0f}/{r['after_median_us']:.0f} us "
+                f"({r['before_median_us'] / r['after_median_us']:.1f}x)"
+            )
     return "ratios: " + "; ".join(parts)
 
 
@@ -552,12 +648,24 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2, help="receiver processes")
     ap.add_argument("--per-socket", type=int, default=25, help="members per receiver socket")
     ap.add_argument("--rounds", type=int, default=3, help="rekeyings timed (min, median)")
-    ap.add_argument("--spacing", type=float, default=0.02,
-                    help="seconds between joins in the spaced rekey-on-join run (0: none)")
-    ap.add_argument("--serve-members", type=int, default=1000,
-                    help="members (with channels) for the manager serve request part")
-    ap.add_argument("--serve-rounds", type=int, default=50,
-                    help="requests timed each way in the manager serve part")
+    ap.add_argument(
+        "--spacing",
+        type=float,
+        default=0.02,
+        help="seconds between joins in the spaced rekey-on-join run (0: none)",
+    )
+    ap.add_argument(
+        "--serve-members",
+        type=int,
+        default=1000,
+        help="members (with channels) for the manager serve request part",
+    )
+    ap.add_argument(
+        "--serve-rounds",
+        type=int,
+        default=50,
+        help="requests timed each way in the manager serve part",
+    )
     ap.add_argument("--no-net", action="store_true", help="skip the network parts")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--receiver", help=argparse.SUPPRESS)
@@ -571,9 +679,17 @@ def main() -> None:
         rows = bench_joins(sizes, args.batch, workdir)
         rows.append(bench_serve(args.serve_members, args.serve_rounds, workdir))
         if not args.no_net:
-            rows += asyncio.run(bench_network(args.members, args.joins, args.procs,
-                                              args.per_socket, args.spacing, args.rounds,
-                                              workdir))
+            rows += asyncio.run(
+                bench_network(
+                    args.members,
+                    args.joins,
+                    args.procs,
+                    args.per_socket,
+                    args.spacing,
+                    args.rounds,
+                    workdir,
+                )
+            )
     if args.json:
         print(json.dumps({"rows": rows, "ratios": _ratios(rows, sizes)}))
         return

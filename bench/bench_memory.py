@@ -58,8 +58,16 @@ def _sid(i: int) -> bytes:
 
 
 def _member(i: int, key: Ed25519PrivateKey, cred: bytes, **kwargs: Any) -> GroupContext:
-    return GroupContext(SECRET, GID, master_salt=SALT, sender_id=_sid(i), private_key=key,
-                        credential=cred, max_recipients=100_000, **kwargs)
+    return GroupContext(
+        SECRET,
+        GID,
+        master_salt=SALT,
+        sender_id=_sid(i),
+        private_key=key,
+        credential=cred,
+        max_recipients=100_000,
+        **kwargs,
+    )
 
 
 def _traced(fn: Any) -> int:
@@ -86,8 +94,11 @@ def heap_per_recipient(n: int) -> dict[str, float]:
         del sender
     # warm-up outside tracing: lazy imports and one-time set-up inside cryptography (the
     # first X25519 exchange, the first verification) are not per Recipient Context
-    spare = _member(n + 1, Ed25519PrivateKey.generate(),
-                    Credential.build_ccs(Ed25519PrivateKey.generate().public_key(), -8).raw)
+    spare = _member(
+        n + 1,
+        Ed25519PrivateKey.generate(),
+        Credential.build_ccs(Ed25519PrivateKey.generate().public_key(), -8).raw,
+    )
     spare.add_recipient(_sid(0), creds[0])
     spare._pairwise_ciphers(spare.recipient(_sid(0)))
     spare.unprotect_request(requests[0])
@@ -175,8 +186,13 @@ PEAK = textwrap.dedent("""
 
 
 def _peak_mb(code: str, *args: str) -> float:
-    out = subprocess.run([sys.executable, "-c", PEAK + code, *args], capture_output=True,
-                         text=True, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK + code, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     return int(out.split()[-1]) / 1024
 
 
@@ -185,18 +201,23 @@ def rss(members: int) -> dict[str, float]:
     return {
         "bare interpreter": _peak_mb(report),
         "imported grouposcore": _peak_mb(
-            "\nimport grouposcore.transport.endpoint, grouposcore.oscore" + report),
-        f"member of {members}, endpoint, one exchange": _peak_mb(MEMBER_SCRIPT,
-                                                                   str(members)),
+            "\nimport grouposcore.transport.endpoint, grouposcore.oscore" + report
+        ),
+        f"member of {members}, endpoint, one exchange": _peak_mb(MEMBER_SCRIPT, str(members)),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipients", type=int, default=1000,
-                    help="Recipient Contexts for the heap figure (default 1000)")
-    ap.add_argument("--members", type=int, default=100,
-                    help="group size of the member process (default 100)")
+    ap.add_argument(
+        "--recipients",
+        type=int,
+        default=1000,
+        help="Recipient Contexts for the heap figure (default 1000)",
+    )
+    ap.add_argument(
+        "--members", type=int, default=100, help="group size of the member process (default 100)"
+    )
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target fails")
     args = ap.parse_args(argv)
@@ -212,31 +233,42 @@ def main(argv: list[str] | None = None) -> int:
     rss_ok = member_rss <= RSS_LIMIT_MB
     ok = heap_ok and rss_ok
     if args.json:
-        print(json.dumps({"recipients": args.recipients, "members": args.members,
-                          "heap_bytes_per_recipient": {k: round(v, 1) for k, v in heap.items()},
-                          "maxrss_mb": {k: round(v, 1) for k, v in rss_mb.items()},
-                          "targets": {"heap_per_recipient_le_1KiB": heap_ok,
-                                      "member_rss_le_60MB": rss_ok}}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "recipients": args.recipients,
+                    "members": args.members,
+                    "heap_bytes_per_recipient": {k: round(v, 1) for k, v in heap.items()},
+                    "maxrss_mb": {k: round(v, 1) for k, v in rss_mb.items()},
+                    "targets": {
+                        "heap_per_recipient_le_1KiB": heap_ok,
+                        "member_rss_le_60MB": rss_ok,
+                    },
+                },
+                indent=1,
+            )
+        )
     else:
         title = f"Python heap per Recipient Context ({args.recipients})"
         head = f"{title:<52} {'bytes':>8}"
-        lines = [f"grouposcore memory; Python {sys.version.split()[0]}", "", head,
-                 "-" * len(head)]
+        lines = [f"grouposcore memory; Python {sys.version.split()[0]}", "", head, "-" * len(head)]
         for k, v in heap.items():
             lines.append(f"  {k.replace('_', ' '):<50} {v:8.0f}")
         head = f"{'process peak RSS (VmHWM)':<52} {'MB':>8}"
         lines += ["", head, "-" * len(head)]
         for k, v in rss_mb.items():
             lines.append(f"  {k:<50} {v:8.1f}")
-        lines += ["",
-                  f"  {'PASS' if heap_ok else 'FAIL'}  heap per Recipient Context (created) <= "
-                  f"{HEAP_LIMIT} B",
-                  f"  {'PASS' if rss_ok else 'FAIL'}  member process of {args.members} <= "
-                  f"{RSS_LIMIT_MB:g} MB",
-                  f"key figures: {heap['created']:.0f} B per Recipient Context "
-                  f"({heap['with_one_request_each']:.0f} B with pairwise ciphers and one "
-                  f"request each); member of {args.members}: {member_rss:.1f} MB RSS; "
-                  f"{int(heap_ok) + int(rss_ok)}/2 targets hold"]
+        lines += [
+            "",
+            f"  {'PASS' if heap_ok else 'FAIL'}  heap per Recipient Context (created) <= "
+            f"{HEAP_LIMIT} B",
+            f"  {'PASS' if rss_ok else 'FAIL'}  member process of {args.members} <= "
+            f"{RSS_LIMIT_MB:g} MB",
+            f"key figures: {heap['created']:.0f} B per Recipient Context "
+            f"({heap['with_one_request_each']:.0f} B with pairwise ciphers and one "
+            f"request each); member of {args.members}: {member_rss:.1f} MB RSS; "
+            f"{int(heap_ok) + int(rss_ok)}/2 targets hold",
+        ]
         print("\n".join(lines))
     return 1 if args.check and not ok else 0
 

@@ -124,8 +124,9 @@ def run(size: int, members: int) -> dict[str, Any]:
     author = Ed25519PrivateKey.generate()
     data = random.Random(11).randbytes(size)
     block_size = block_size_for(size)
-    envelope = sign_envelope(data, sequence=1, block_size=block_size, key=author,
-                             distributors=[sender_ctx.sender_id])
+    envelope = sign_envelope(
+        data, sequence=1, block_size=block_size, key=author, distributors=[sender_ctx.sender_id]
+    )
     manifest = parse_envelope(envelope, [author.public_key()])
     sender = PushSender(data, manifest)
     nblocks = sender.nblocks
@@ -190,11 +191,15 @@ def run(size: int, members: int) -> dict[str, Any]:
     per_member = sum(member_cpu) / len(member_cpu) / nblocks * 1e6
     mib = size / (1 << 20)
     return {
-        "size": size, "members": members, "blocks": nblocks, "block_size": block_size,
+        "size": size,
+        "members": members,
+        "blocks": nblocks,
+        "block_size": block_size,
         "sender_us_per_block": round(per_sender, 1),
         "member_us_per_block": round(per_member, 1),
         "signed_bytes": sizes["signed"],
-        "floor_sender_us": round(fl["sender"], 1), "floor_member_us": round(fl["member"], 1),
+        "floor_sender_us": round(fl["sender"], 1),
+        "floor_member_us": round(fl["member"], 1),
         "sender_ratio": round(per_sender / fl["sender"], 2),
         "member_ratio": round(per_member / fl["member"], 2),
         "sender_mib_s": round(mib / sender_cpu, 2),
@@ -203,21 +208,31 @@ def run(size: int, members: int) -> dict[str, Any]:
 
 
 def net(size: int, members: int) -> dict[str, Any]:
-    setup = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
-    env = dict(os.environ, PUSH_MEMBERS=str(members), PUSH_SIZE=str(size),
-               PYTHONPATH=str(REPO / "src"))
+    setup = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
+    env = dict(
+        os.environ, PUSH_MEMBERS=str(members), PUSH_SIZE=str(size), PYTHONPATH=str(REPO / "src")
+    )
     proc = subprocess.run(
         ["unshare", "-n", "sh", "-c", setup, sys.executable, "-m", "tests.push.net", "direct"],
-        cwd=REPO, capture_output=True, text=True, timeout=1800, check=False, env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+        env=env,
     )
     if proc.returncode:
         return {"error": proc.stderr[-500:]}
     found = json.loads(proc.stdout.strip().splitlines()[-1])["direct"]
     if "error" in found:
         return {"error": found["error"]}
-    return {"ok": found["ok"], "seconds": found["seconds"],
-            "mib_s": round(size / (1 << 20) / found["seconds"], 2),
-            "rounds": found["result"]["rounds"], "repairs": found["result"]["repairs_sent"]}
+    return {
+        "ok": found["ok"],
+        "seconds": found["seconds"],
+        "mib_s": round(size / (1 << 20) / found["seconds"], 2),
+        "rounds": found["result"]["rounds"],
+        "repairs": found["result"]["repairs_sent"],
+    }
 
 
 def main() -> int:
@@ -234,11 +249,13 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     r = result
-    print(f"push {r['size'] / (1 << 20):.1f} MiB to {r['members']} members, {r['blocks']} "
-          f"blocks of {r['block_size']} B: sender {r['sender_us_per_block']} µs/block "
-          f"({r['sender_ratio']}x floor {r['floor_sender_us']} µs, {r['sender_mib_s']} MiB/s "
-          f"CPU-bound), member {r['member_us_per_block']} µs/block ({r['member_ratio']}x floor "
-          f"{r['floor_member_us']} µs, {r['member_mib_s']} MiB/s CPU-bound)")
+    print(
+        f"push {r['size'] / (1 << 20):.1f} MiB to {r['members']} members, {r['blocks']} "
+        f"blocks of {r['block_size']} B: sender {r['sender_us_per_block']} µs/block "
+        f"({r['sender_ratio']}x floor {r['floor_sender_us']} µs, {r['sender_mib_s']} MiB/s "
+        f"CPU-bound), member {r['member_us_per_block']} µs/block ({r['member_ratio']}x floor "
+        f"{r['floor_member_us']} µs, {r['member_mib_s']} MiB/s CPU-bound)"
+    )
     if "net" in r:
         print(f"over multicast (all members in one process): {r['net']}")
     return 0

@@ -38,8 +38,11 @@ def test_every_oscore_error_declares_the_binding_it_is_answered_with() -> None:
 def test_every_exception_code_is_a_code_or_none() -> None:
     import inspect
 
-    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
-               if issubclass(c, BaseException) and c.__module__ == errors.__name__]
+    classes = [
+        c
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(c, BaseException) and c.__module__ == errors.__name__
+    ]
     with_code = [c for c in classes if hasattr(c, "coap_code")]
     assert errors.OscoreError in with_code and len(with_code) >= 10
     for cls in with_code:

@@ -40,11 +40,20 @@ OSCORE = ("tests/security/test_*.py", "tests/oscore/test_*.py")
 OSCORE_BEHAVIOUR = (*OSCORE, "!tests/oscore/test_*vectors*.py")
 # The sans-I/O Group Manager tests first, then every other manager test but the networked ones
 # (so that a new test file there counts without a table change).
-GM = ("tests/security/test_*.py", "tests/manager/test_core_join.py",
-      "tests/manager/test_core_rekey.py", "tests/manager/test_core_*.py",
-      "tests/manager/test_service.py", "tests/manager/test_*.py", "!tests/manager/test_runtime*.py")
-MEMBER = ("tests/security/test_*.py", "tests/manager/test_member.py",
-          "tests/manager/test_core_*.py")
+GM = (
+    "tests/security/test_*.py",
+    "tests/manager/test_core_join.py",
+    "tests/manager/test_core_rekey.py",
+    "tests/manager/test_core_*.py",
+    "tests/manager/test_service.py",
+    "tests/manager/test_*.py",
+    "!tests/manager/test_runtime*.py",
+)
+MEMBER = (
+    "tests/security/test_*.py",
+    "tests/manager/test_member.py",
+    "tests/manager/test_core_*.py",
+)
 
 
 @dataclass(frozen=True)
@@ -70,24 +79,36 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "gm-requester-role",
         "manager/membership.py",
-        (("if perm & ~self.store.allowed_roles(node, g.name):",
-          "if perm & ~self.store.allowed_roles(node, g.name) & ~(1 << Role.REQUESTER):"),),
+        (
+            (
+                "if perm & ~self.store.allowed_roles(node, g.name):",
+                "if perm & ~self.store.allowed_roles(node, g.name) & ~(1 << Role.REQUESTER):",
+            ),
+        ),
         GM,
         "a node allowed only as Responder must not grant itself the Requester role",
     ),
     Mutant(
         "gm-responder-role",
         "manager/membership.py",
-        (("if perm & ~self.store.allowed_roles(node, g.name):",
-          "if perm & ~self.store.allowed_roles(node, g.name) & ~(1 << Role.RESPONDER):"),),
+        (
+            (
+                "if perm & ~self.store.allowed_roles(node, g.name):",
+                "if perm & ~self.store.allowed_roles(node, g.name) & ~(1 << Role.RESPONDER):",
+            ),
+        ),
         GM,
         "a node allowed only as Requester must not grant itself the Responder role",
     ),
     Mutant(
         "gm-creds-needs-member-or-verifier",
         "manager/core.py",
-        (("verifier = member is None and bool(allowed & _VERIFIER)",
-          "verifier = member is None and bool(allowed)"),),
+        (
+            (
+                "verifier = member is None and bool(allowed & _VERIFIER)",
+                "verifier = member is None and bool(allowed)",
+            ),
+        ),
         GM,
         "/creds is for members and Verifiers only, not for anyone on the access list",
     ),
@@ -101,8 +122,12 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "gm-pop-signature-check",
         "manager/pop.py",
-        (("            signature_by_id(sign_alg).verify(cred.public_key, pop, data)\n",
-          "            pass\n"),),
+        (
+            (
+                "            signature_by_id(sign_alg).verify(cred.public_key, pop, data)\n",
+                "            pass\n",
+            ),
+        ),
         GM,
         "a joiner proves possession of its private key by signing the GM's challenge",
     ),
@@ -116,16 +141,24 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "oscore-echo-value",
         "oscore/context.py",
-        (("if self.echo_challenge is not None and result.options.echo == self.echo_challenge:",
-          "if True:"),),
+        (
+            (
+                "if self.echo_challenge is not None and result.options.echo == self.echo_challenge:",
+                "if True:",
+            ),
+        ),
         OSCORE,
         "an invalid replay window may only be recovered by a retry carrying our Echo value",
     ),
     Mutant(
         "group-echo-value",
         "oscore/group.py",
-        (("elif rc.echo_challenge is not None and result.options.echo == rc.echo_challenge:",
-          "elif True:"),),
+        (
+            (
+                "elif rc.echo_challenge is not None and result.options.echo == rc.echo_challenge:",
+                "elif True:",
+            ),
+        ),
         OSCORE,
         "an invalid group replay window is recovered only by a request carrying our Echo value",
     ),
@@ -139,30 +172,48 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "oscore-response-aad-request-piv",
         "oscore/context.py",
-        (("aad = self._aad(binding.request_kid, binding.request_piv)",
-          "aad = self._aad(binding.request_kid, b'')"),
-         ("nonce, plaintext, self._aad(binding.request_kid, binding.request_piv)",
-          "nonce, plaintext, self._aad(binding.request_kid, b'')")),
+        (
+            (
+                "aad = self._aad(binding.request_kid, binding.request_piv)",
+                "aad = self._aad(binding.request_kid, b'')",
+            ),
+            (
+                "nonce, plaintext, self._aad(binding.request_kid, binding.request_piv)",
+                "nonce, plaintext, self._aad(binding.request_kid, b'')",
+            ),
+        ),
         OSCORE_BEHAVIOUR,
         "the request's Partial IV in the response AAD binds a response to one request",
     ),
     Mutant(
         "group-response-aad-request-piv",
         "oscore/group_base.py",
-        (("        if binding.context is self and binding.aad_prefix:\n"
-          "            return binding.aad_prefix\n"
-          "        return self._aad_prefix(binding.request_kid, binding.request_piv,\n",
-          "        return self._aad_prefix(binding.request_kid, b'',\n"),),
+        (
+            (
+                "        if binding.context is self and binding.aad_prefix:\n"
+                "            return binding.aad_prefix\n"
+                "        return self._aad_prefix(\n"
+                "            binding.request_kid, binding.request_piv, binding.request_kid_context\n",
+                "        return self._aad_prefix(\n"
+                "            binding.request_kid, b'', binding.request_kid_context\n",
+            ),
+        ),
         OSCORE_BEHAVIOUR,
         "the request's Partial IV in the response AAD binds a response to one request",
     ),
     Mutant(
         "group-response-aad-request-kid",
         "oscore/group_base.py",
-        (("        if binding.context is self and binding.aad_prefix:\n"
-          "            return binding.aad_prefix\n"
-          "        return self._aad_prefix(binding.request_kid, binding.request_piv,\n",
-          "        return self._aad_prefix(b'', binding.request_piv,\n"),),
+        (
+            (
+                "        if binding.context is self and binding.aad_prefix:\n"
+                "            return binding.aad_prefix\n"
+                "        return self._aad_prefix(\n"
+                "            binding.request_kid, binding.request_piv, binding.request_kid_context\n",
+                "        return self._aad_prefix(\n"
+                "            b'', binding.request_piv, binding.request_kid_context\n",
+            ),
+        ),
         OSCORE_BEHAVIOUR,
         "the requester's kid in the response AAD binds a response to one requester's request",
     ),
@@ -184,59 +235,88 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "group-window-update-before-verify",
         "oscore/group.py",
-        (("            window.check(seq)\n",
-          "            window.check(seq)\n            window.update(seq)\n"),),
+        (
+            (
+                "            window.check(seq)\n",
+                "            window.check(seq)\n            window.update(seq)\n",
+            ),
+        ),
         OSCORE,
         "a forged request must not move the replay window (update only after verification)",
     ),
     Mutant(
         "oscore-window-update-before-verify",
         "oscore/context.py",
-        (("            window.check(seq)\n",
-          "            window.check(seq)\n            window.update(seq)\n"),),
+        (
+            (
+                "            window.check(seq)\n",
+                "            window.check(seq)\n            window.update(seq)\n",
+            ),
+        ),
         OSCORE,
         "a forged request must not move the replay window (update only after verification)",
     ),
     Mutant(
         "group-skip-signature-check",
         "oscore/group_base.py",
-        (("            verify(rc.credential.public_key, sig,\n"
-          "                   _CSIG0_HEAD + external_aad + cbor_bstr(ciphertext))\n",
-          "            pass\n"),),
+        (
+            (
+                "            verify(\n"
+                "                rc.credential.public_key, sig, _CSIG0_HEAD + external_aad + cbor_bstr(ciphertext)\n"
+                "            )\n",
+                "            pass\n",
+            ),
+        ),
         OSCORE,
         "group mode: the signature proves which member sent; it is checked before decryption",
     ),
     Mutant(
         "group-new-recipient-valid-after-delete",
         "oscore/group_base.py",
-        (("valid=self.replay_windows_valid and not self.recipient_deleted,",
-          "valid=self.replay_windows_valid,"),),
+        (
+            (
+                "valid=self.replay_windows_valid and not self.recipient_deleted,",
+                "valid=self.replay_windows_valid,",
+            ),
+        ),
         OSCORE,
         "once a Recipient Context was deleted, new ones start with invalid windows (§2.6.1.2)",
     ),
     Mutant(
         "group-remove-recipient-not-a-deletion",
         "oscore/group_base.py",
-        (("        if self._recipients.pop(rid, None) is not None:\n"
-          "            self.recipient_deleted = True\n",
-          "        self._recipients.pop(rid, None)\n"),),
+        (
+            (
+                "        if self._recipients.pop(rid, None) is not None:\n"
+                "            self.recipient_deleted = True\n",
+                "        self._recipients.pop(rid, None)\n",
+            ),
+        ),
         OSCORE,
         "removing a Recipient Context loses its replay state: later ones start invalid",
     ),
     Mutant(
         "group-lru-eviction-not-a-deletion",
         "oscore/group_base.py",
-        (("            self._recipients.popitem(last=False)\n"
-          "            self.recipient_deleted = True\n",
-          "            self._recipients.popitem(last=False)\n"),),
+        (
+            (
+                "            self._recipients.popitem(last=False)\n"
+                "            self.recipient_deleted = True\n",
+                "            self._recipients.popitem(last=False)\n",
+            ),
+        ),
         OSCORE,
         "evicting a Recipient Context (table full) loses its replay state like a deletion",
     ),
     Mutant(
         "sequence-used-before-reserved",
         "oscore/sequence.py",
-        (("if self.store is not None and seq >= self._limit:",
-          "if self.store is not None and seq > self._limit:"),),
+        (
+            (
+                "if self.store is not None and seq >= self._limit:",
+                "if self.store is not None and seq > self._limit:",
+            ),
+        ),
         OSCORE,
         "a sequence number is durably reserved before it is used (no nonce reuse after a crash)",
     ),
@@ -285,7 +365,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "response-tracker-piv-window",
         "oscore/common.py",
-        (("            self.window.check(int.from_bytes(piv, \"big\"))\n", "            pass\n"),),
+        (('            self.window.check(int.from_bytes(piv, "big"))\n', "            pass\n"),),
         OSCORE,
         "a response or notification Partial IV is accepted at most once per request and server",
     ),
@@ -299,26 +379,38 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "plain-oscore-refuses-group-flag",
         "oscore/context.py",
-        (("        if opt.group:\n"
-          "            raise OscoreDecodeError(\"Group Flag set on a request for an OSCORE "
-          "context\")\n",
-          ""),),
+        (
+            (
+                "        if opt.group:\n"
+                '            raise OscoreDecodeError("Group Flag set on a request for an OSCORE '
+                'context")\n',
+                "",
+            ),
+        ),
         OSCORE,
         "a Group OSCORE request is not processed by a plain OSCORE context",
     ),
     Mutant(
         "group-key-derivation-without-gid",
         "oscore/group_base.py",
-        (("derive(self.hkdf, self.master_secret, self.master_salt, id_, self.gid, alg.id,",
-          "derive(self.hkdf, self.master_secret, self.master_salt, id_, None, alg.id,"),),
+        (
+            (
+                '            id_,\n            self.gid,\n            alg.id,\n            "Key",\n',
+                '            id_,\n            None,\n            alg.id,\n            "Key",\n',
+            ),
+        ),
         OSCORE,
         "the Gid (ID Context) enters every key derivation: each Gid has its own keys",
     ),
     Mutant(
         "group-pairwise-response-from-another-member",
         "oscore/group.py",
-        (("if binding.intended_recipient is not None and kid != binding.intended_recipient:",
-          "if False:"),),
+        (
+            (
+                "if binding.intended_recipient is not None and kid != binding.intended_recipient:",
+                "if False:",
+            ),
+        ),
         OSCORE,
         "a pairwise request is answered only by the member it was meant for",
     ),
@@ -333,15 +425,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "runtime-terminated-member-keeps-serving",
         "manager/member_contexts.py",
         (("                    sec.remove(inst.context)\n", "                    pass\n"),),
-        ("tests/security/test_*.py",
-         "tests/manager/test_runtime.py::test_forward_security_after_eviction"),
+        (
+            "tests/security/test_*.py",
+            "tests/manager/test_runtime.py::test_forward_security_after_eviction",
+        ),
         "an evicted member's server stops accepting requests under the old group context",
     ),
     Mutant(
         "gm-rejoin-rekeys",
         "manager/membership.py",
-        (("                current is not None\n                or (g.backward_security",
-          "                (g.backward_security"),),
+        (
+            (
+                "                current is not None\n                or (g.backward_security",
+                "                (g.backward_security",
+            ),
+        ),
         ("tests/model/test_group_model_known.py", "tests/manager/test_core_join.py"),
         "a current member's re-join (it lost its state) gets new keys, never its old ones",
     ),
@@ -417,8 +515,14 @@ def run_pytest(scratch: Path, targets: list[str]) -> tuple[int, str, float]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *targets]
     start = time.monotonic()
     try:
-        proc = subprocess.run(cmd, cwd=scratch, env=pytest_env(scratch), capture_output=True,
-                              text=True, timeout=PER_MUTANT_TIMEOUT)
+        proc = subprocess.run(
+            cmd,
+            cwd=scratch,
+            env=pytest_env(scratch),
+            capture_output=True,
+            text=True,
+            timeout=PER_MUTANT_TIMEOUT,
+        )
     except subprocess.TimeoutExpired:
         return -1, "", time.monotonic() - start
     return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
@@ -440,7 +544,11 @@ def make_scratch() -> Path:
     shutil.copy2(REPO / "pyproject.toml", scratch / "pyproject.toml")
     probe = subprocess.run(
         [sys.executable, "-c", "import grouposcore; print(grouposcore.__file__)"],
-        cwd=scratch, env=pytest_env(scratch), capture_output=True, text=True, check=True,
+        cwd=scratch,
+        env=pytest_env(scratch),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     if not Path(probe.stdout.strip()).resolve().is_relative_to(scratch.resolve()):
         raise RuntimeError(f"the scratch copy is not the one imported: {probe.stdout.strip()}")
@@ -451,8 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ids", nargs="*", help="run only these mutants")
     parser.add_argument("--list", action="store_true", help="print the table and exit")
-    parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the run of the unmutated targets")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the run of the unmutated targets"
+    )
     args = parser.parse_args(argv)
 
     ids = [m.id for m in MUTANTS]
@@ -475,8 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     for m in chosen:
         try:
             original = (REPO / "src" / "grouposcore" / m.file).read_text(encoding="utf-8")
-            plans.append((m, original, mutated_source(original, m),
-                          resolve_targets(REPO, m.targets)))
+            plans.append(
+                (m, original, mutated_source(original, m), resolve_targets(REPO, m.targets))
+            )
         except (TableError, OSError) as exc:
             problems.append(str(exc))
     if problems:
@@ -492,8 +602,11 @@ def main(argv: list[str] | None = None) -> int:
             rc, out, secs = run_pytest(scratch, union)
             if rc != 0:
                 print(out[-3000:])
-                print(f"baseline: the unmutated targets do not pass ({secs:.1f}s): "
-                      f"{first_failure(out)}", file=sys.stderr)
+                print(
+                    f"baseline: the unmutated targets do not pass ({secs:.1f}s): "
+                    f"{first_failure(out)}",
+                    file=sys.stderr,
+                )
                 return 1
             print(f"baseline: {len(union)} target files pass unmutated ({secs:.1f}s)")
 
@@ -527,11 +640,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(rows) - len(bad)} of {len(rows)} mutants killed in {total:.0f}s")
     if bad:
         why = {m.id: m.why for m in MUTANTS}
-        print("not killed (the rule can be removed with every test green: add a test that "
-              "fails without it):", file=sys.stderr)
+        print(
+            "not killed (the rule can be removed with every test green: add a test that "
+            "fails without it):",
+            file=sys.stderr,
+        )
         for mid, result, _, detail in bad:
-            print(f"  {mid} [{result}{': ' + detail if detail != '-' else ''}]: {why[mid]}",
-                  file=sys.stderr)
+            print(
+                f"  {mid} [{result}{': ' + detail if detail != '-' else ''}]: {why[mid]}",
+                file=sys.stderr,
+            )
         return 1
     return 0
 

@@ -12,10 +12,33 @@ from tests.conftest import REPO
 
 def test_gm_benchmark_runs_every_part() -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_gm.py"), "--sizes", "3,6", "--batch", "2",
-         "--members", "12", "--joins", "3", "--rounds", "2", "--procs", "2", "--per-socket", "4",
-         "--serve-members", "5", "--serve-rounds", "3", "--json"],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            sys.executable,
+            str(REPO / "bench" / "bench_gm.py"),
+            "--sizes",
+            "3,6",
+            "--batch",
+            "2",
+            "--members",
+            "12",
+            "--joins",
+            "3",
+            "--rounds",
+            "2",
+            "--procs",
+            "2",
+            "--per-socket",
+            "4",
+            "--serve-members",
+            "5",
+            "--serve-rounds",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     report = json.loads(result.stdout)
     parts = {row["part"] for row in report["rows"]}

@@ -12,9 +12,19 @@ from tests.conftest import REPO
 
 def _run(*extra: str) -> str:
     return subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_memory.py"), "--recipients", "20",
-         "--members", "5", *extra],
-        capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            str(REPO / "bench" / "bench_memory.py"),
+            "--recipients",
+            "20",
+            "--members",
+            "5",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     ).stdout
 
 
@@ -23,8 +33,11 @@ def test_memory_benchmark_reports_heap_per_recipient_and_member_rss() -> None:
     heap = report["heap_bytes_per_recipient"]
     assert 0 < heap["created"] <= heap["with_pairwise_ciphers"] <= heap["with_one_request_each"]
     rss = report["maxrss_mb"]
-    assert set(rss) == {"bare interpreter", "imported grouposcore",
-                        "member of 5, endpoint, one exchange"}
+    assert set(rss) == {
+        "bare interpreter",
+        "imported grouposcore",
+        "member of 5, endpoint, one exchange",
+    }
     assert all(v > 0 for v in rss.values())
     assert set(report["targets"]) == {"heap_per_recipient_le_1KiB", "member_rss_le_60MB"}
 

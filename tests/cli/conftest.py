@@ -37,7 +37,10 @@ class Served:
 def start_serve(*args: str) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
         grouposcore_cmd("serve", "--bind", "127.0.0.1", "--port", "0", *args),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -77,8 +80,10 @@ def stop(proc: subprocess.Popen[str]) -> str:
 @pytest.fixture(scope="module")
 def group_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("group")
-    assert main(["group", "provision", "client", "light1", "--out", str(out),
-                 "--name", "demo", "-q"]) == 0
+    assert (
+        main(["group", "provision", "client", "light1", "--out", str(out), "--name", "demo", "-q"])
+        == 0
+    )
     return out
 
 

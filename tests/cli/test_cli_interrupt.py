@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grouposcore.cli.main import main
 from tests.conftest import REPO
 
-SETUP = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
+SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 
 
 @pytest.mark.skipif(
@@ -28,9 +28,13 @@ def test_ctrl_c_during_push_stops_without_a_traceback(tmp_path: Path) -> None:
     blob = tmp_path / "firmware.bin"
     blob.write_bytes(os.urandom(200_000))
     author = tmp_path / "author.key"
-    author.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    author.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     # nobody receives: the push keeps asking for reports until it is interrupted
     proc = subprocess.Popen(
         ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "grouposcore.cli.main",

@@ -31,25 +31,58 @@ def caught_c_sid(shown: dict) -> str:
     return next(m["sender_id"] for m in shown["members"] if m["node"] == "c")
 
 
-
-
 def test_offline_administration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "gm.db")
-    assert main(["manager", "group", "create", "g", "--db", db, "--algs=-7,10,10,-27",
-                 "--json"]) == 0
+    assert (
+        main(["manager", "group", "create", "g", "--db", db, "--algs=-7,10,10,-27", "--json"]) == 0
+    )
     created = _json(capsys.readouterr().out)[0]
     assert created["group"] == "g" and created["num"] == 0
     assert _mode(Path(db)) == 0o600
     chan = tmp_path / "a.channel.json"
-    assert main(["manager", "allow", "g", "a", "--roles", "requester,responder", "--db", db,
-                 "--channel-out", str(chan), "--manager", "coap://127.0.0.1:5683", "-q"]) == 0
+    assert (
+        main(
+            [
+                "manager",
+                "allow",
+                "g",
+                "a",
+                "--roles",
+                "requester,responder",
+                "--db",
+                db,
+                "--channel-out",
+                str(chan),
+                "--manager",
+                "coap://127.0.0.1:5683",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert _mode(chan) == 0o600
     channel, uri, pinned = read_channel_file(chan)
     assert channel.node == "a" and uri == "coap://127.0.0.1:5683" and set(pinned) == {"g"}
     # Allowing the node into a second group keeps its channel (same keys) and pins both GMs.
     assert main(["manager", "group", "create", "h", "--db", db, "-q"]) == 0
-    assert main(["manager", "allow", "h", "a", "--roles", "monitor", "--db", db,
-                 "--channel-out", str(chan), "-q"]) == 0
+    assert (
+        main(
+            [
+                "manager",
+                "allow",
+                "h",
+                "a",
+                "--roles",
+                "monitor",
+                "--db",
+                db,
+                "--channel-out",
+                str(chan),
+                "-q",
+            ]
+        )
+        == 0
+    )
     again, uri2, pinned2 = read_channel_file(chan)
     assert again == channel and uri2 == uri and set(pinned2) == {"g", "h"}
     assert main(["manager", "show", "--db", db, "--json"]) == 0
@@ -73,24 +106,69 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
     channels = {}
     for node in ("a", "b"):
         channels[node] = tmp_path / f"{node}.channel.json"
-        assert main(["manager", "allow", "g", node, "--roles", "requester,responder",
-                     "--db", db, "--channel-out", str(channels[node]), "--manager", "coap://127.0.0.1:5683",
-                     "-q"]) == 0
+        assert (
+            main(
+                [
+                    "manager",
+                    "allow",
+                    "g",
+                    node,
+                    "--roles",
+                    "requester,responder",
+                    "--db",
+                    db,
+                    "--channel-out",
+                    str(channels[node]),
+                    "--manager",
+                    "coap://127.0.0.1:5683",
+                    "-q",
+                ]
+            )
+            == 0
+        )
     proc, port = start_manager_serve(Path(db))
     uri = f"coap://127.0.0.1:{port}"
     try:
         states = {n: tmp_path / f"{n}.state" for n in ("a", "b", "c")}
         for node in ("a", "b"):
-            assert main(["join", "g", "--manager", uri, "--channel", str(channels[node]),
-                         "--state", str(states[node]), "--json"]) == 0
+            assert (
+                main(
+                    [
+                        "join",
+                        "g",
+                        "--manager",
+                        uri,
+                        "--channel",
+                        str(channels[node]),
+                        "--state",
+                        str(states[node]),
+                        "--json",
+                    ]
+                )
+                == 0
+            )
         joined = {r["node"]: r for r in _json(capsys.readouterr().out)}
         assert joined["a"]["started"] == joined["b"]["started"] == "joined"
         assert joined["a"]["sender_id"] != joined["b"]["sender_id"]
         assert joined["b"]["num"] == 2  # backward security: every join rekeyed
         assert _mode(states["a"]) == 0o600
         # A second run resumes from the state file: no new join, same Sender ID.
-        assert main(["join", "g", "--manager", uri, "--channel", str(channels["a"]),
-                     "--state", str(states["a"]), "--json"]) == 0
+        assert (
+            main(
+                [
+                    "join",
+                    "g",
+                    "--manager",
+                    uri,
+                    "--channel",
+                    str(channels["a"]),
+                    "--state",
+                    str(states["a"]),
+                    "--json",
+                ]
+            )
+            == 0
+        )
         resumed = _json(capsys.readouterr().out)[0]
         assert resumed["started"] == "resumed"
         assert resumed["sender_id"] == joined["a"]["sender_id"] and resumed["num"] == 2
@@ -99,9 +177,26 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
         async def live() -> None:
             # c is allowed while the server runs: the server installs its new channel.
             channels["c"] = tmp_path / "c.channel.json"
-            assert main(["manager", "allow", "g", "c", "--roles", "requester,responder",
-                         "--db", db, "--channel-out", str(channels["c"]), "--manager", "coap://127.0.0.1:5683",
-                         "-q"]) == 0
+            assert (
+                main(
+                    [
+                        "manager",
+                        "allow",
+                        "g",
+                        "c",
+                        "--roles",
+                        "requester,responder",
+                        "--db",
+                        db,
+                        "--channel-out",
+                        str(channels["c"]),
+                        "--manager",
+                        "coap://127.0.0.1:5683",
+                        "-q",
+                    ]
+                )
+                == 0
+            )
             channel, _, pinned = read_channel_file(channels["c"])
             member = None
             for _ in range(40):  # until the server's sync picked the channel up
@@ -134,23 +229,86 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert sorted(m["node"] for m in shown["members"]) == ["a", "c"]
         assert "b" not in [a["node"] for a in shown["allowed"]]
         # b was evicted: resuming fails over to a new join, which the GM refuses (4.03).
-        assert main(["join", "g", "--manager", uri, "--channel", str(channels["b"]),
-                     "--state", str(states["b"]), "--timeout", "5"]) == 1
+        assert (
+            main(
+                [
+                    "join",
+                    "g",
+                    "--manager",
+                    uri,
+                    "--channel",
+                    str(channels["b"]),
+                    "--state",
+                    str(states["b"]),
+                    "--timeout",
+                    "5",
+                ]
+            )
+            == 1
+        )
         assert "4.03" in capsys.readouterr().err
         assert not states["b"].exists()  # the ended membership's state is gone
         # a was offline during both rekeyings: it catches up from its state file.
-        assert main(["join", "g", "--channel", str(channels["a"]), "--manager", uri,
-                     "--state", str(states["a"]), "--json"]) == 0
+        assert (
+            main(
+                [
+                    "join",
+                    "g",
+                    "--channel",
+                    str(channels["a"]),
+                    "--manager",
+                    uri,
+                    "--state",
+                    str(states["a"]),
+                    "--json",
+                ]
+            )
+            == 0
+        )
         caught = _json(capsys.readouterr().out)[0]
         assert caught["started"] == "resumed" and caught["num"] == shown["num"]
         assert joined["b"]["sender_id"] not in caught["peers"]
         # A Monitor joins without a key and gets no Sender ID.
         chan_m = tmp_path / "m.channel.json"
-        assert main(["manager", "allow", "g", "m", "--roles", "monitor", "--db", db,
-                     "--channel-out", str(chan_m), "--manager", uri, "-q"]) == 0
+        assert (
+            main(
+                [
+                    "manager",
+                    "allow",
+                    "g",
+                    "m",
+                    "--roles",
+                    "monitor",
+                    "--db",
+                    db,
+                    "--channel-out",
+                    str(chan_m),
+                    "--manager",
+                    uri,
+                    "-q",
+                ]
+            )
+            == 0
+        )
         for _ in range(40):  # the server installs m's channel within --sync
-            if main(["join", "g", "--channel", str(chan_m), "--roles", "monitor",
-                     "--state", str(tmp_path / "m.state"), "--json", "--timeout", "5"]) == 0:
+            if (
+                main(
+                    [
+                        "join",
+                        "g",
+                        "--channel",
+                        str(chan_m),
+                        "--roles",
+                        "monitor",
+                        "--state",
+                        str(tmp_path / "m.state"),
+                        "--json",
+                        "--timeout",
+                        "5",
+                    ]
+                )
+                == 0
+            ):
                 break
             time.sleep(0.2)
         monitor = _json(capsys.readouterr().out)[0]
@@ -169,8 +327,7 @@ def test_serve_rekeys_expired_material_and_installs_new_channels(tmp_path: Path)
     from grouposcore.manager.core import GroupManager
 
     db = tmp_path / "gm.db"
-    assert main(["manager", "group", "create", "g", "--db", str(db), "--lifetime", "60",
-                 "-q"]) == 0
+    assert main(["manager", "group", "create", "g", "--db", str(db), "--lifetime", "60", "-q"]) == 0
     gm = GroupManager(db)
     try:
         svc = _SyncedService(gm)
@@ -182,9 +339,26 @@ def test_serve_rekeys_expired_material_and_installs_new_channels(tmp_path: Path)
         after = gm.group("g")
         assert after is not None and after.num == 1 and after.gid != g.gid
         # A channel commissioned by another process is installed at the next sync.
-        assert main(["manager", "allow", "g", "n", "--roles", "requester", "--db", str(db),
-                     "--channel-out", str(tmp_path / "n.json"), "--manager", "coap://127.0.0.1:5683",
-                     "-q"]) == 0
+        assert (
+            main(
+                [
+                    "manager",
+                    "allow",
+                    "g",
+                    "n",
+                    "--roles",
+                    "requester",
+                    "--db",
+                    str(db),
+                    "--channel-out",
+                    str(tmp_path / "n.json"),
+                    "--manager",
+                    "coap://127.0.0.1:5683",
+                    "-q",
+                ]
+            )
+            == 0
+        )
         assert "n" not in svc._contexts
         svc.sync()
         assert "n" in svc._contexts
@@ -192,26 +366,58 @@ def test_serve_rekeys_expired_material_and_installs_new_channels(tmp_path: Path)
         gm.close()
 
 
-def test_member_state_files_drive_serve_and_requests(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_member_state_files_drive_serve_and_requests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Members that joined through the GM use their state files with serve, get/put."""
     from tests.cli.conftest import start_serve
 
     db = str(tmp_path / "gm.db")
     assert main(["manager", "group", "create", "lights", "--db", db, "-q"]) == 0
     for node, roles in (("switch", "requester"), ("lamp", "responder")):
-        assert main(["manager", "allow", "lights", node, "--roles", roles, "--db", db,
-                     "--channel-out", str(tmp_path / f"{node}.chan"), "--manager", "coap://127.0.0.1:5683",
-                     "-q"]) == 0
+        assert (
+            main(
+                [
+                    "manager",
+                    "allow",
+                    "lights",
+                    node,
+                    "--roles",
+                    roles,
+                    "--db",
+                    db,
+                    "--channel-out",
+                    str(tmp_path / f"{node}.chan"),
+                    "--manager",
+                    "coap://127.0.0.1:5683",
+                    "-q",
+                ]
+            )
+            == 0
+        )
     gm, port = start_manager_serve(Path(db))
     try:
         # the switch's join rekeys the group (backward security); the lamp's second run
         # of join resumes and brings its state file up to the current keying material
-        for node, roles in (("lamp", "responder"), ("switch", "requester"),
-                            ("lamp", "responder")):
-            assert main(["join", "lights", "--manager", f"coap://127.0.0.1:{port}",
-                         "--roles", roles, "--channel", str(tmp_path / f"{node}.chan"),
-                         "--state", str(tmp_path / f"{node}.state"), "-q"]) == 0
+        for node, roles in (("lamp", "responder"), ("switch", "requester"), ("lamp", "responder")):
+            assert (
+                main(
+                    [
+                        "join",
+                        "lights",
+                        "--manager",
+                        f"coap://127.0.0.1:{port}",
+                        "--roles",
+                        roles,
+                        "--channel",
+                        str(tmp_path / f"{node}.chan"),
+                        "--state",
+                        str(tmp_path / f"{node}.state"),
+                        "-q",
+                    ]
+                )
+                == 0
+            )
         lamp, lamp_port = start_serve("--security", str(tmp_path / "lamp.state"))
         try:
             uri = f"coap://127.0.0.1:{lamp_port}/light"
@@ -238,17 +444,48 @@ def test_serve_follows_its_group_manager_and_requests_catch_up(
 
     db = str(tmp_path / "gm.db")
     assert main(["manager", "group", "create", "lights", "--db", db, "-q"]) == 0
-    for node, roles in (("switch", "requester"), ("lamp", "responder"),
-                        ("late", "requester")):
-        assert main(["manager", "allow", "lights", node, "--roles", roles, "--db", db,
-                     "--channel-out", str(tmp_path / f"{node}.chan"), "--manager", "coap://127.0.0.1:5683",
-                     "-q"]) == 0
+    for node, roles in (("switch", "requester"), ("lamp", "responder"), ("late", "requester")):
+        assert (
+            main(
+                [
+                    "manager",
+                    "allow",
+                    "lights",
+                    node,
+                    "--roles",
+                    roles,
+                    "--db",
+                    db,
+                    "--channel-out",
+                    str(tmp_path / f"{node}.chan"),
+                    "--manager",
+                    "coap://127.0.0.1:5683",
+                    "-q",
+                ]
+            )
+            == 0
+        )
     gm, port = start_manager_serve(Path(db))
 
     def join(node: str, roles: str) -> None:
-        assert main(["join", "lights", "--manager", f"coap://127.0.0.1:{port}",
-                     "--roles", roles, "--channel", str(tmp_path / f"{node}.chan"),
-                     "--state", str(tmp_path / f"{node}.state"), "-q"]) == 0
+        assert (
+            main(
+                [
+                    "join",
+                    "lights",
+                    "--manager",
+                    f"coap://127.0.0.1:{port}",
+                    "--roles",
+                    roles,
+                    "--channel",
+                    str(tmp_path / f"{node}.chan"),
+                    "--state",
+                    str(tmp_path / f"{node}.state"),
+                    "-q",
+                ]
+            )
+            == 0
+        )
 
     try:
         join("lamp", "responder")
@@ -286,14 +523,54 @@ def test_allow_takes_group_then_node_like_evict_and_the_old_order_warns(
     db = str(tmp_path / "gm.db")
     assert main(["manager", "group", "create", "g", "--db", db, "-q"]) == 0
     chan = str(tmp_path / "n.chan")
-    assert main(["manager", "allow", "g", "n", "--roles", "requester", "--db", db,
-                 "--channel-out", chan, "--manager", "coap://127.0.0.1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "manager",
+                "allow",
+                "g",
+                "n",
+                "--roles",
+                "requester",
+                "--db",
+                db,
+                "--channel-out",
+                chan,
+                "--manager",
+                "coap://127.0.0.1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert _json(capsys.readouterr().out)[0]["node"] == "n"
-    assert main(["manager", "allow", "m", "g", "--roles", "requester", "--db", db,
-                 "--channel-out", chan, "--manager", "coap://127.0.0.1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "manager",
+                "allow",
+                "m",
+                "g",
+                "--roles",
+                "requester",
+                "--db",
+                db,
+                "--channel-out",
+                chan,
+                "--manager",
+                "coap://127.0.0.1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
-    assert _json(captured.out)[0] == {"node": "m", "group": "g", "roles": "requester",
-                                      "channel": chan}
+    assert _json(captured.out)[0] == {
+        "node": "m",
+        "group": "g",
+        "roles": "requester",
+        "channel": chan,
+    }
     assert "deprecated" in captured.err
 
 
@@ -304,14 +581,37 @@ def test_allow_asks_for_the_manager_uri_up_front(
     db = str(tmp_path / "gm.db")
     assert main(["manager", "group", "create", "g", "--db", db, "-q"]) == 0
     chan = tmp_path / "n.chan"
-    assert main(["manager", "allow", "g", "n", "--roles", "requester", "--db", db,
-                 "--channel-out", str(chan)]) == 1
+    assert (
+        main(
+            [
+                "manager",
+                "allow",
+                "g",
+                "n",
+                "--roles",
+                "requester",
+                "--db",
+                db,
+                "--channel-out",
+                str(chan),
+            ]
+        )
+        == 1
+    )
     assert "give --manager URI" in capsys.readouterr().err
     assert not chan.exists()
 
 
-@pytest.mark.parametrize("command", [["show"], ["evict", "g", "n"], ["rekey", "g"],
-                                     ["allow", "g", "n", "--roles", "requester"], ["serve"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["show"],
+        ["evict", "g", "n"],
+        ["rekey", "g"],
+        ["allow", "g", "n", "--roles", "requester"],
+        ["serve"],
+    ],
+)
 def test_a_mistyped_database_is_an_error_not_a_new_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
@@ -330,8 +630,9 @@ def test_join_refusals_say_what_the_group_manager_means() -> None:
         error = GroupManagerRequestError("Group Manager answered", code=code, error_id=error_id)
         return join_refusal(error, "lamp", "lights", [Role.RESPONDER])
 
-    assert "lamp may not join lights as responder (not on the group's access list" in \
-        said(Code.FORBIDDEN)
+    assert "lamp may not join lights as responder (not on the group's access list" in said(
+        Code.FORBIDDEN
+    )
     assert "has no group 'lights'" in said(Code.NOT_FOUND)
     assert "does not know lamp's channel" in said(Code.UNAUTHORIZED)
     assert "[membership terminated]" in said(Code.FORBIDDEN, ErrorId.MEMBERSHIP_TERMINATED)
@@ -342,20 +643,63 @@ def test_serve_says_when_its_group_manager_does_not_answer(
 ) -> None:
     db = str(tmp_path / "gm.db")
     assert main(["manager", "group", "create", "lights", "--db", db, "-q"]) == 0
-    assert main(["manager", "allow", "lights", "lamp", "--roles", "responder", "--db", db,
-                 "--channel-out", str(tmp_path / "lamp.chan"),
-                 "--manager", "coap://127.0.0.1:5683", "-q"]) == 0
+    assert (
+        main(
+            [
+                "manager",
+                "allow",
+                "lights",
+                "lamp",
+                "--roles",
+                "responder",
+                "--db",
+                db,
+                "--channel-out",
+                str(tmp_path / "lamp.chan"),
+                "--manager",
+                "coap://127.0.0.1:5683",
+                "-q",
+            ]
+        )
+        == 0
+    )
     gm, port = start_manager_serve(Path(db))
     try:
-        assert main(["join", "lights", "--manager", f"coap://127.0.0.1:{port}",
-                     "--roles", "responder", "--channel", str(tmp_path / "lamp.chan"),
-                     "--state", str(tmp_path / "lamp.state"), "-q"]) == 0
+        assert (
+            main(
+                [
+                    "join",
+                    "lights",
+                    "--manager",
+                    f"coap://127.0.0.1:{port}",
+                    "--roles",
+                    "responder",
+                    "--channel",
+                    str(tmp_path / "lamp.chan"),
+                    "--state",
+                    str(tmp_path / "lamp.state"),
+                    "-q",
+                ]
+            )
+            == 0
+        )
     finally:
         stop(gm)
     # the GM's port is closed: the ICMP error says so at once (a network error, exit 1);
     # a GM host that stays silent is a timeout (exit 3)
-    assert main(["serve", "--bind", "127.0.0.1", "--port", "0", "--gm-timeout", "1",
-                 "--security", str(tmp_path / "lamp.state")]) in (1, 3)
+    assert main(
+        [
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--gm-timeout",
+            "1",
+            "--security",
+            str(tmp_path / "lamp.state"),
+        ]
+    ) in (1, 3)
     err = capsys.readouterr().err
     assert f"the Group Manager at coap://127.0.0.1:{port} did not answer" in err
 
@@ -366,17 +710,43 @@ def test_serve_bounds_rejoins_and_join_says_when_to_try_again(
     """A member that lost its state file joins again: the GM rekeys (new Gid). Beyond
     ``--rejoin-burst`` such re-joins are refused with 5.03, and ``join`` says when to retry."""
     db = str(tmp_path / "gm.db")
-    assert main(["manager", "group", "create", "g", "--db", db, "-q",
-                 "--no-backward-security"]) == 0
+    assert (
+        main(["manager", "group", "create", "g", "--db", db, "-q", "--no-backward-security"]) == 0
+    )
     channel = tmp_path / "a.channel.json"
-    assert main(["manager", "allow", "g", "a", "--roles", "requester,responder", "--db", db,
-                 "--channel-out", str(channel), "--manager", "coap://127.0.0.1:5683",
-                 "-q"]) == 0
-    proc, port = start_manager_serve(Path(db), "--rejoin-burst", "1",
-                                     "--rejoin-interval", "600")
+    assert (
+        main(
+            [
+                "manager",
+                "allow",
+                "g",
+                "a",
+                "--roles",
+                "requester,responder",
+                "--db",
+                db,
+                "--channel-out",
+                str(channel),
+                "--manager",
+                "coap://127.0.0.1:5683",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    proc, port = start_manager_serve(Path(db), "--rejoin-burst", "1", "--rejoin-interval", "600")
     state = tmp_path / "a.state"
-    join = ["join", "g", "--manager", f"coap://127.0.0.1:{port}", "--channel", str(channel),
-            "--state", str(state), "--json"]
+    join = [
+        "join",
+        "g",
+        "--manager",
+        f"coap://127.0.0.1:{port}",
+        "--channel",
+        str(channel),
+        "--state",
+        str(state),
+        "--json",
+    ]
     try:
         assert main(join) == 0
         first = _json(capsys.readouterr().out)[0]

@@ -21,18 +21,32 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, unshare and ip to create a network namespace",
 )
 
-SETUP = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
+SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory = tmp_path_factory.mktemp("mcast-cli")
-    assert main(["group", "provision", "client", "s1", "s2", "s3", "--out", str(directory),
-                 "-q"]) == 0
+    assert (
+        main(["group", "provision", "client", "s1", "s2", "s3", "--out", str(directory), "-q"]) == 0
+    )
     proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "tests.cli.netns_cli",
-         str(directory)],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            SETUP,
+            sys.executable,
+            "-m",
+            "tests.cli.netns_cli",
+            str(directory),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -48,8 +62,7 @@ def test_members_on_one_host_answer_from_their_own_ports_and_echo_retries_reach_
     assert run["rc"] == 0, run["err"]
     rows = [line.split("\t") for line in run["out"].splitlines()]
     assert sorted(row[1] for row in rows) == ["02", "03", "04"]  # the three Sender IDs
-    assert sorted(row[0] for row in rows) == [
-        "127.0.0.1:5701", "127.0.0.1:5702", "127.0.0.1:5703"]
+    assert sorted(row[0] for row in rows) == ["127.0.0.1:5701", "127.0.0.1:5702", "127.0.0.1:5703"]
     for _address, _sid, code, mode, payload in rows:
         # the first request after a server start is retried after an Echo challenge, by
         # unicast in pairwise mode
@@ -64,7 +77,8 @@ def test_group_request_with_json_output(runs: dict[str, Any]) -> None:
     records = [json.loads(line) for line in run["out"].splitlines()]
     assert sorted(r["sender_id"] for r in records) == ["02", "03", "04"]
     assert {(r["code"], r["payload"], r["verified"], r["mode"]) for r in records} == {
-        ("2.04", "dim 5", True, "group")}
+        ("2.04", "dim 5", True, "group")
+    }
 
 
 def test_unsecured_group_request_gets_no_answer_from_secured_resources(
@@ -82,5 +96,3 @@ def test_unsecured_discovery_over_multicast(runs: dict[str, Any]) -> None:
     rows = [line.split("\t") for line in run["out"].splitlines()]
     assert len(rows) == 3
     assert all(row[1] == "-" and row[3] == "plain" and "</light>" in row[4] for row in rows)
-
-

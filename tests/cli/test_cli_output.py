@@ -20,8 +20,12 @@ class Tty(io.StringIO):
 
 
 def verified(payload: bytes, *, group_mode: bool = True) -> VerifiedMessage:
-    return VerifiedMessage(code=Code.CONTENT, payload=payload, remote=("10.0.0.7", 5683),
-                           security=ResponseInfo(b"\x2a", group_mode, b"\x01"))
+    return VerifiedMessage(
+        code=Code.CONTENT,
+        payload=payload,
+        remote=("10.0.0.7", 5683),
+        security=ResponseInfo(b"\x2a", group_mode, b"\x01"),
+    )
 
 
 def test_group_lines_stay_one_line_per_response() -> None:
@@ -46,8 +50,14 @@ def test_json_records() -> None:
     msg.options.content_format = 60
     printer.group_response(msg)
     assert json.loads(out.getvalue()) == {
-        "remote": "10.0.0.7:5683", "code": "2.05", "status": "Content", "verified": True,
-        "sender_id": "2a", "mode": "group", "observe": 3, "content_format": 60,
+        "remote": "10.0.0.7:5683",
+        "code": "2.05",
+        "status": "Content",
+        "verified": True,
+        "sender_id": "2a",
+        "mode": "group",
+        "observe": 3,
+        "content_format": 60,
         "payload_hex": "ff",
     }
     assert record(verified(b"x"), oscore=True)["mode"] == "oscore"
@@ -63,8 +73,9 @@ def test_unicast_payload_on_stdout_and_status_on_stderr() -> None:
     out, err = io.StringIO(), io.StringIO()
     Printer(out=out, err=err).response(verified(b"dim 3\n", group_mode=False))
     assert out.getvalue() == "dim 3\n"
-    assert err.getvalue() == ("2.05 Content from 10.0.0.7:5683 (verified: Sender ID 2a, "
-                              "pairwise mode)\n")
+    assert err.getvalue() == (
+        "2.05 Content from 10.0.0.7:5683 (verified: Sender ID 2a, pairwise mode)\n"
+    )
     quiet_err = io.StringIO()
     Printer(quiet=True, out=io.StringIO(), err=quiet_err).response(verified(b"x"))
     assert quiet_err.getvalue() == ""

@@ -17,11 +17,28 @@ def test_provision_writes_one_private_file_per_member(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "g"
-    assert main(["group", "provision", "a", "b", "c", "--out", str(out), "--name", "kitchen",
-                 "--gid", "0a0b"]) == 0
+    assert (
+        main(
+            [
+                "group",
+                "provision",
+                "a",
+                "b",
+                "c",
+                "--out",
+                str(out),
+                "--name",
+                "kitchen",
+                "--gid",
+                "0a0b",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
-    assert lines == [f"{out / n}.json\t{n}\t{sid}" for n, sid in
-                     (("a", "01"), ("b", "02"), ("c", "03"))]
+    assert lines == [
+        f"{out / n}.json\t{n}\t{sid}" for n, sid in (("a", "01"), ("b", "02"), ("c", "03"))
+    ]
     contexts = {}
     for name in "abc":
         path = out / f"{name}.json"
@@ -39,8 +56,12 @@ def test_provision_writes_one_private_file_per_member(
 
 
 def test_provision_json_and_ecdsa(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["group", "provision", "x", "y", "--out", str(tmp_path), "--signature", "-7",
-                 "--json"]) == 0
+    assert (
+        main(
+            ["group", "provision", "x", "y", "--out", str(tmp_path), "--signature", "-7", "--json"]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert [m["name"] for m in report["members"]] == ["x", "y"]
     assert report["group"] == "group" and len(bytes.fromhex(report["gid"])) == 4
@@ -71,8 +92,9 @@ def test_provision_rejects_bad_gid(tmp_path: Path) -> None:
 
 def test_signature_choices_are_enforced(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args(["group", "provision", "a", "--out", str(tmp_path),
-                                   "--signature", "-35"])
+        build_parser().parse_args(
+            ["group", "provision", "a", "--out", str(tmp_path), "--signature", "-35"]
+        )
     assert exc.value.code == 2
 
 

@@ -25,29 +25,66 @@ def test_get_through_the_group_file_prints_the_verified_response(
 ) -> None:
     # twice: the first request to a server may be its Echo challenge's pairwise repeat
     for _ in range(2):
-        assert main(["get", served.uri("light"), "--group", str(served.member("client")),
-                     "--timeout", "5"]) == 0
+        assert (
+            main(
+                [
+                    "get",
+                    served.uri("light"),
+                    "--group",
+                    str(served.member("client")),
+                    "--timeout",
+                    "5",
+                ]
+            )
+            == 0
+        )
     out, err = capsys.readouterr()
     state = out.splitlines()[-1]
     assert state in ("on", "off") or state.startswith("dim ")
     last = err.splitlines()[-1]
-    assert last == f"2.05 Content from 127.0.0.1:{served.port} (verified: Sender ID 02, " \
-        "group mode)"
+    assert last == f"2.05 Content from 127.0.0.1:{served.port} (verified: Sender ID 02, group mode)"
 
 
 def test_json_output_names_sender_and_mode(
     served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     group = str(served.member("client"))
-    assert main(["put", served.uri("light"), "--group", group, "--pairwise", "02",
-                 "--payload", "dim 40", "--json", "--timeout", "5"]) == 0
+    assert (
+        main(
+            [
+                "put",
+                served.uri("light"),
+                "--group",
+                group,
+                "--pairwise",
+                "02",
+                "--payload",
+                "dim 40",
+                "--json",
+                "--timeout",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert main(["get", served.uri("light"), "--group", group, "--json", "--timeout", "5"]) == 0
     put, get = json_lines(capsys.readouterr().out)
-    assert put == {"remote": f"127.0.0.1:{served.port}", "code": "2.04", "status": "Changed",
-                   "verified": True, "sender_id": "02", "mode": "pairwise",
-                   "content_format": 0, "payload": "dim 40"}
+    assert put == {
+        "remote": f"127.0.0.1:{served.port}",
+        "code": "2.04",
+        "status": "Changed",
+        "verified": True,
+        "sender_id": "02",
+        "mode": "pairwise",
+        "content_format": 0,
+        "payload": "dim 40",
+    }
     assert (get["code"], get["payload"], get["mode"], get["sender_id"]) == (
-        "2.05", "dim 40", "group", "02")
+        "2.05",
+        "dim 40",
+        "group",
+        "02",
+    )
 
 
 def test_post_toggles_and_bad_states_are_refused(
@@ -59,12 +96,17 @@ def test_post_toggles_and_bad_states_are_refused(
     assert main(["post", served.uri("light"), *common]) == 0
     assert main(["post", served.uri("light"), "--payload", "toggle", *common]) == 0
     assert main(["put", served.uri("light"), "--payload", "dim 101", *common]) == 1
-    assert main(["put", served.uri("light"), "--payload", "on", "--content-format", "50",
-                 *common]) == 1
+    assert (
+        main(["put", served.uri("light"), "--payload", "on", "--content-format", "50", *common])
+        == 1
+    )
     assert main(["delete", served.uri("light"), *common]) == 1
     records = json_lines(capsys.readouterr().out)
     assert [(r["code"], r.get("payload")) for r in records[:3]] == [
-        ("2.04", "off"), ("2.04", "on"), ("2.04", "off")]
+        ("2.04", "off"),
+        ("2.04", "on"),
+        ("2.04", "off"),
+    ]
     assert [r["code"] for r in records[3:]] == ["4.00", "4.15", "4.05"]
     assert all(r["verified"] and r["sender_id"] == "02" for r in records)
 
@@ -72,8 +114,22 @@ def test_post_toggles_and_bad_states_are_refused(
 def test_payload_file(served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     body = tmp_path / "state.txt"
     body.write_text("dim 7\n")
-    assert main(["put", served.uri("light"), "--payload-file", str(body), "--group",
-                 str(served.member("client")), "-q", "--timeout", "5"]) == 0
+    assert (
+        main(
+            [
+                "put",
+                served.uri("light"),
+                "--payload-file",
+                str(body),
+                "--group",
+                str(served.member("client")),
+                "-q",
+                "--timeout",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == "dim 7\n"
 
 
@@ -98,8 +154,22 @@ def test_discovery_is_open_and_lists_secured_resources(
 def test_observe_time_prints_verified_notifications(
     served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["observe", served.uri("time"), "--group", str(served.member("client")),
-                 "--count", "2", "--json", "--timeout", "5"]) == 0
+    assert (
+        main(
+            [
+                "observe",
+                served.uri("time"),
+                "--group",
+                str(served.member("client")),
+                "--count",
+                "2",
+                "--json",
+                "--timeout",
+                "5",
+            ]
+        )
+        == 0
+    )
     first, second = json_lines(capsys.readouterr().out)
     for r in (first, second):
         assert r["verified"] and r["sender_id"] == "02" and r["code"] == "2.05"
@@ -111,8 +181,19 @@ def test_a_foreign_group_file_is_refused_by_the_server(
     served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["group", "provision", "mallory", "x", "--out", str(tmp_path), "-q"]) == 0
-    assert main(["get", served.uri("light"), "--group", str(tmp_path / "mallory.json"),
-                 "--timeout", "2"]) == 3
+    assert (
+        main(
+            [
+                "get",
+                served.uri("light"),
+                "--group",
+                str(tmp_path / "mallory.json"),
+                "--timeout",
+                "2",
+            ]
+        )
+        == 3
+    )
     # a group-mode request is refused in silence (RFC 10021 §7: it may be a group request)
     assert "no response" in capsys.readouterr().err
 
@@ -162,9 +243,19 @@ def test_sequence_numbers_persist_between_runs(served: Served) -> None:
     continues the sequence numbers the previous one reserved."""
     for _ in range(3):
         proc = subprocess.run(
-            grouposcore_cmd("get", served.uri("light"), "--group",
-                            str(served.member("client")), "--timeout", "5"),
-            cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
+            grouposcore_cmd(
+                "get",
+                served.uri("light"),
+                "--group",
+                str(served.member("client")),
+                "--timeout",
+                "5",
+            ),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         assert proc.returncode == 0, proc.stderr
         assert "verified: Sender ID 02" in proc.stderr
@@ -179,23 +270,51 @@ def test_restarted_server_challenges_then_answers(
     proc, port = start_serve("--security", str(group_dir / "light1.json"), "-v")
     try:
         for _ in range(2):
-            assert main(["get", f"coap://127.0.0.1:{port}/light", "--group",
-                         str(group_dir / "client.json"), "--json", "--timeout", "5"]) == 0
+            assert (
+                main(
+                    [
+                        "get",
+                        f"coap://127.0.0.1:{port}/light",
+                        "--group",
+                        str(group_dir / "client.json"),
+                        "--json",
+                        "--timeout",
+                        "5",
+                    ]
+                )
+                == 0
+            )
     finally:
         err = stop(proc)
     records = json_lines(capsys.readouterr().out)
     assert [(r["code"], r["sender_id"], r["mode"]) for r in records] == [
-        ("2.05", "02", "pairwise"), ("2.05", "02", "group")]
+        ("2.05", "02", "pairwise"),
+        ("2.05", "02", "group"),
+    ]
     assert "light is" not in err  # reads only: no state change
 
 
 def test_unsecured_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     proc, port = start_serve()
     try:
-        assert main(["put", f"coap://127.0.0.1:{port}/light", "--payload", "on",
-                     "--timeout", "5", "--json"]) == 0
-        assert main(["get", f"coap://127.0.0.1:{port}/light", "--timeout", "5", "--json",
-                     "--non"]) == 0
+        assert (
+            main(
+                [
+                    "put",
+                    f"coap://127.0.0.1:{port}/light",
+                    "--payload",
+                    "on",
+                    "--timeout",
+                    "5",
+                    "--json",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(["get", f"coap://127.0.0.1:{port}/light", "--timeout", "5", "--json", "--non"])
+            == 0
+        )
     finally:
         stop(proc)
     put, get = json_lines(capsys.readouterr().out)
@@ -205,26 +324,61 @@ def test_unsecured_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_oscore_security_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """RFC 8613 OSCORE (one peer, no group) through ``--security`` on both sides."""
-    common = {"type": "oscore", "master_secret": "0102030405060708090a0b0c0d0e0f10",
-              "master_salt": "9e7ca92223786340"}
-    write_secret_file(tmp_path / "server.json", dict(
-        common, sender_id="01", recipient_id="", sequence_file="server.seq"))
-    client = write_secret_file(tmp_path / "client.json", dict(
-        common, sender_id="", recipient_id="01", sequence_file="client.seq"))
+    common = {
+        "type": "oscore",
+        "master_secret": "0102030405060708090a0b0c0d0e0f10",
+        "master_salt": "9e7ca92223786340",
+    }
+    write_secret_file(
+        tmp_path / "server.json",
+        dict(common, sender_id="01", recipient_id="", sequence_file="server.seq"),
+    )
+    client = write_secret_file(
+        tmp_path / "client.json",
+        dict(common, sender_id="", recipient_id="01", sequence_file="client.seq"),
+    )
     proc, port = start_serve("--security", str(tmp_path / "server.json"))
     try:
-        assert main(["post", f"coap://127.0.0.1:{port}/light", "--security", str(client),
-                     "--json", "--timeout", "5"]) == 0
-        assert main(["get", f"coap://127.0.0.1:{port}/.well-known/core", "-q",
-                     "--timeout", "5"]) == 0
-        assert main(["get", f"coap://127.0.0.1:{port}/light", "--security", str(client),
-                     "--pairwise", "01"]) == 2
+        assert (
+            main(
+                [
+                    "post",
+                    f"coap://127.0.0.1:{port}/light",
+                    "--security",
+                    str(client),
+                    "--json",
+                    "--timeout",
+                    "5",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(["get", f"coap://127.0.0.1:{port}/.well-known/core", "-q", "--timeout", "5"]) == 0
+        )
+        assert (
+            main(
+                [
+                    "get",
+                    f"coap://127.0.0.1:{port}/light",
+                    "--security",
+                    str(client),
+                    "--pairwise",
+                    "01",
+                ]
+            )
+            == 2
+        )
     finally:
         stop(proc)
     out = capsys.readouterr().out.splitlines()
     changed = json.loads(out[0])
     assert (changed["code"], changed["payload"], changed["mode"], changed["sender_id"]) == (
-        "2.04", "on", "oscore", "01")
+        "2.04",
+        "on",
+        "oscore",
+        "01",
+    )
     assert ";osc" in out[1] and "gosc" not in out[1]
 
 
@@ -232,8 +386,20 @@ def test_a_second_server_on_a_taken_port_names_the_port_and_the_fix(
     served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Two members on one host must not silently share a unicast port."""
-    assert main(["serve", "--bind", "127.0.0.1", "--port", str(served.port),
-                 "--security", str(served.member("light1"))]) == 1
+    assert (
+        main(
+            [
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(served.port),
+                "--security",
+                str(served.member("light1")),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert f"127.0.0.1:{served.port} is in use" in err and "its own --port" in err
 
@@ -245,8 +411,20 @@ def test_first_observe_after_a_server_start_answers_the_echo_challenge(
     registration with the Echo value, as get and put do, instead of failing with 4.01."""
     proc, port = start_serve("--security", str(group_dir / "light1.json"))
     try:
-        assert main(["observe", f"coap://127.0.0.1:{port}/light", "--security",
-                     str(group_dir / "client.json"), "--count", "1", "--json"]) == 0
+        assert (
+            main(
+                [
+                    "observe",
+                    f"coap://127.0.0.1:{port}/light",
+                    "--security",
+                    str(group_dir / "client.json"),
+                    "--count",
+                    "1",
+                    "--json",
+                ]
+            )
+            == 0
+        )
         record = json.loads(capsys.readouterr().out.splitlines()[0])
         assert record["code"] == "2.05" and record["verified"]
         assert record.get("observe") is not None
@@ -308,9 +486,12 @@ def test_unknown_host_is_named_and_not_a_timeout(
     assert "cannot resolve host 'no-such-host.invalid'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('["not", "an", "object"]', "a security file is a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('["not", "an", "object"]', "a security file is a JSON object"),
+    ],
+)
 def test_a_wrong_security_file_is_named_and_described(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
 ) -> None:
@@ -334,8 +515,7 @@ def test_bad_hex_in_a_security_file_names_the_file(
     assert str(path) in err and "master_secret" in err
 
 
-def test_provision_quiet_prints_nothing(tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_provision_quiet_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["group", "provision", "a", "b", "--out", str(tmp_path), "-q"]) == 0
     assert capsys.readouterr().out == ""
 
@@ -365,8 +545,23 @@ def test_output_file_gets_the_payload_byte_for_byte(
     served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "light.txt"
-    assert main(["put", served.uri("light"), "--security", str(served.member("client")),
-                 "--payload", "dim 7", "--timeout", "5", "-o", str(target)]) == 0
+    assert (
+        main(
+            [
+                "put",
+                served.uri("light"),
+                "--security",
+                str(served.member("client")),
+                "--payload",
+                "dim 7",
+                "--timeout",
+                "5",
+                "-o",
+                str(target),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert target.read_bytes() == b"dim 7" and captured.out == ""
     assert "verified: Sender ID 02" in captured.err
@@ -376,8 +571,20 @@ def test_observe_duration_ends_a_silent_observation(
     served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """/light notifies only on change: without --duration this would wait forever."""
-    assert main(["observe", served.uri("light"), "--security", str(served.member("client")),
-                 "--json", "--duration", "1.5"]) == 0
+    assert (
+        main(
+            [
+                "observe",
+                served.uri("light"),
+                "--security",
+                str(served.member("client")),
+                "--json",
+                "--duration",
+                "1.5",
+            ]
+        )
+        == 0
+    )
     records = json_lines(capsys.readouterr().out)
     assert len(records) == 1 and records[0]["code"] == "2.05"
 
@@ -399,13 +606,30 @@ def test_block_size_option_moves_a_large_payload_in_small_blocks(
         return real(self, request)
 
     monkeypatch.setattr(ClientSecurity, "protect_request", spy)
-    assert main(["put", served.uri("light"), "--payload", "x" * 300, "--block-size", "64",
-                 "--security", str(served.member("client")), "--json", "--timeout", "5"]) == 1
+    assert (
+        main(
+            [
+                "put",
+                served.uri("light"),
+                "--payload",
+                "x" * 300,
+                "--block-size",
+                "64",
+                "--security",
+                str(served.member("client")),
+                "--json",
+                "--timeout",
+                "5",
+            ]
+        )
+        == 1
+    )
     assert json_lines(capsys.readouterr().out)[0]["code"] == "4.00"
     assert sizes and set(sizes) == {64}
     import argparse
 
     from grouposcore.cli.client import block_size
+
     with pytest.raises(argparse.ArgumentTypeError):
         block_size("100")
 
@@ -415,8 +639,18 @@ def test_arbitrary_options_are_added_to_the_request() -> None:
     from grouposcore.cli.main import build_parser
     from grouposcore.coap import parse_uri
 
-    args = build_parser().parse_args(["get", "coap://h/light", "--option", "2053=0x0a0b",
-                                      "--option", "15=a=b", "--option", "60=300"])
+    args = build_parser().parse_args(
+        [
+            "get",
+            "coap://h/light",
+            "--option",
+            "2053=0x0a0b",
+            "--option",
+            "15=a=b",
+            "--option",
+            "60=300",
+        ]
+    )
     msg = client.build_request(args, parse_uri(args.uri))
     assert msg.options.get(2053) == b"\x0a\x0b"
     assert msg.options.get(60) == (300).to_bytes(2, "big")
@@ -469,8 +703,9 @@ def test_token_option_sets_the_requests_token(capsys: pytest.CaptureFixture[str]
     thread.start()
     try:
         port = server.getsockname()[1]
-        assert main(["get", f"coap://127.0.0.1:{port}/x", "--token", "c0ffee",
-                     "--timeout", "5"]) == 0
+        assert (
+            main(["get", f"coap://127.0.0.1:{port}/x", "--token", "c0ffee", "--timeout", "5"]) == 0
+        )
     finally:
         thread.join(10)
         server.close()

@@ -14,8 +14,20 @@ def test_serve_verbose_logs_each_rejected_request_and_the_totals(
     assert main(["group", "provision", "mallory", "x", "--out", str(tmp_path), "-q"]) == 0
     proc, port = start_serve("--security", str(group_dir / "light1.json"), "-v")
     try:
-        assert main(["get", f"coap://127.0.0.1:{port}/light",
-                     "--group", str(tmp_path / "mallory.json"), "--timeout", "1", "-q"]) == 3
+        assert (
+            main(
+                [
+                    "get",
+                    f"coap://127.0.0.1:{port}/light",
+                    "--group",
+                    str(tmp_path / "mallory.json"),
+                    "--timeout",
+                    "1",
+                    "-q",
+                ]
+            )
+            == 3
+        )
     finally:
         err = stop(proc)
     line = next(ln for ln in err.splitlines() if "grouposcore.security" in ln)

@@ -11,8 +11,12 @@ from grouposcore.cli.server import load_server_context
 from grouposcore.oscore import GroupContext, SecurityContext
 from grouposcore.oscore.config import ConfigError, provision_static_group, write_secret_file
 
-OSCORE = {"type": "oscore", "master_secret": "0102030405060708090a0b0c0d0e0f10",
-          "sender_id": "01", "recipient_id": ""}
+OSCORE = {
+    "type": "oscore",
+    "master_secret": "0102030405060708090a0b0c0d0e0f10",
+    "sender_id": "01",
+    "recipient_id": "",
+}
 
 
 def test_server_file_without_sequence_file_is_refused(tmp_path: Path) -> None:
@@ -46,7 +50,8 @@ def test_serve_refuses_retired_freshness_values(
         main(["serve", "--port", "0", "--freshness", old])
     assert info.value.code == 2
     assert "insecure-accept-replays-after-restart" in capsys.readouterr().err
-    path = write_secret_file(tmp_path / "g.json",
-                             provision_static_group(["a", "b"])["a"] | {"freshness": old})
+    path = write_secret_file(
+        tmp_path / "g.json", provision_static_group(["a", "b"])["a"] | {"freshness": old}
+    )
     with pytest.raises(ConfigError, match="no longer supported"):
         load_server_context(str(path))

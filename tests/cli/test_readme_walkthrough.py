@@ -22,16 +22,29 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, unshare and ip to create a network namespace",
 )
 
-SETUP = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
+SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 
 
 @pytest.fixture(scope="module")
 def steps(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     directory = tmp_path_factory.mktemp("walkthrough")
     proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m",
-         "tests.cli.walkthrough_netns", str(directory)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            SETUP,
+            sys.executable,
+            "-m",
+            "tests.cli.walkthrough_netns",
+            str(directory),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     found: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])["steps"]
@@ -72,7 +85,9 @@ def test_static_group_get_and_put_reach_both_lights_with_default_options(
     assert {row[2] for row in _rows(get)} == {"2.05"}
     put = _step(steps, "grouposcore put coap://224.0.1.187/light --security keys/")
     assert sorted((row[0], row[2], row[4]) for row in _rows(put)) == [
-        ("127.0.0.1:5701", "2.04", "on"), ("127.0.0.1:5702", "2.04", "on")]
+        ("127.0.0.1:5701", "2.04", "on"),
+        ("127.0.0.1:5702", "2.04", "on"),
+    ]
     pairwise = _step(steps, "grouposcore get coap://127.0.0.1:5701/light")
     assert pairwise["out"] == "on\n" and "pairwise mode" in pairwise["err"]
 
@@ -83,10 +98,15 @@ def test_members_that_joined_follow_the_manager_and_the_evicted_one_is_out(
     # lamp1 and lamp2 were serving while the later members joined (each join rekeyed)
     get = _step(steps, "grouposcore get coap://224.0.1.187/light --security switch.state")
     assert sorted(row[0] for row in _rows(get)) == [
-        "127.0.0.1:5711", "127.0.0.1:5712", "127.0.0.1:5713"]
+        "127.0.0.1:5711",
+        "127.0.0.1:5712",
+        "127.0.0.1:5713",
+    ]
     put = _step(steps, "grouposcore put coap://224.0.1.187/light --security switch.state")
     assert sorted((row[0], row[2]) for row in _rows(put)) == [
-        ("127.0.0.1:5711", "2.04"), ("127.0.0.1:5712", "2.04")]
+        ("127.0.0.1:5711", "2.04"),
+        ("127.0.0.1:5712", "2.04"),
+    ]
     lamp3 = _step(steps, "grouposcore serve --port 5713")
     assert lamp3["rc"] == 1 and "no longer a member of lights" in lamp3["err"]
     for port in ("5711", "5712"):  # still serving, never restarted

@@ -63,7 +63,8 @@ def run(directory: Path) -> dict[str, Any]:
     env = dict(os.environ)
     env["PATH"] = f"{_tool_dir(directory)}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO / "src"), str(REPO), env.get("PYTHONPATH")) if p)
+        p for p in (str(REPO / "src"), str(REPO), env.get("PYTHONPATH")) if p
+    )
     work = directory / "work"
     work.mkdir()
     steps: list[dict[str, Any]] = []
@@ -74,16 +75,27 @@ def run(directory: Path) -> dict[str, Any]:
             steps.append(step)
             start = time.monotonic()
             if _background(command):
-                proc = subprocess.Popen(["bash", "-c", command.rsplit("&", 1)[0]], cwd=work,
-                                        env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+                proc = subprocess.Popen(
+                    ["bash", "-c", command.rsplit("&", 1)[0]],
+                    cwd=work,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
                 assert proc.stdout is not None
                 step["first_line"] = proc.stdout.readline()
                 servers.append((step, proc))
             else:
-                done = subprocess.run(["bash", "-c", command], cwd=work, env=env,
-                                      capture_output=True, text=True, timeout=120,
-                                      check=False)
+                done = subprocess.run(
+                    ["bash", "-c", command],
+                    cwd=work,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
                 step.update(rc=done.returncode, out=done.stdout, err=done.stderr)
             step["seconds"] = round(time.monotonic() - start, 2)
     finally:

@@ -101,7 +101,7 @@ def _options_well_formed(data: bytes) -> bool:
         number += fields[0]
         if number > 0xFFFF or len(rest) < fields[1]:
             return False
-        rest = rest[fields[1]:]
+        rest = rest[fields[1] :]
     return True
 
 
@@ -114,7 +114,7 @@ def _well_formed(data: bytes) -> bool:
         return False
     if data[1] == 0:
         return len(data) == 4
-    return _options_well_formed(data[4 + tkl:])
+    return _options_well_formed(data[4 + tkl :])
 
 
 datagrams = st.one_of(

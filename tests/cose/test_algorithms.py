@@ -225,15 +225,11 @@ def test_hkdf_all_rfc8613_derivations(rfc8613_vectors: dict[str, Any]) -> None:
             continue
         i, inter, out = v["inputs"], v["intermediate"], v["outputs"]
         ms, salt = h(i["master_secret"]), h(i["master_salt"])
-        assert HKDF_SHA256.derive(salt, ms, h(inter["info_sender_key"]), 16) == h(
-            out["sender_key"]
-        )
+        assert HKDF_SHA256.derive(salt, ms, h(inter["info_sender_key"]), 16) == h(out["sender_key"])
         assert HKDF_SHA256.derive(salt, ms, h(inter["info_recipient_key"]), 16) == h(
             out["recipient_key"]
         )
-        assert HKDF_SHA256.derive(salt, ms, h(inter["info_common_iv"]), 13) == h(
-            out["common_iv"]
-        )
+        assert HKDF_SHA256.derive(salt, ms, h(inter["info_common_iv"]), 13) == h(out["common_iv"])
         n += 1
     assert n == 6
 

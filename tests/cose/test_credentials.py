@@ -192,9 +192,7 @@ def _check_parse(data: bytes) -> Credential | None:
     key = claims[8][1]
     assert (c.kty, c.crv, c.alg, c.subject) == (key[1], key[-1], key.get(3), claims.get(2))
     assert public_key_bytes(c.public_key)[: len(key[-2])] == key[-2]
-    assert public_key_bytes(Credential.from_ccs(c.raw).public_key) == public_key_bytes(
-        c.public_key
-    )
+    assert public_key_bytes(Credential.from_ccs(c.raw).public_key) == public_key_bytes(c.public_key)
     return c
 
 
@@ -214,8 +212,12 @@ _CBOR_VALUES = st.recursive(
 
 
 @settings(max_examples=200, deadline=None)
-@given(_CBOR_VALUES, st.integers(1, 3), st.sampled_from([-1, 0, 1, 2, 3, 4, 5, 6, 7]),
-       _CBOR_VALUES | st.binary(min_size=32, max_size=32))
+@given(
+    _CBOR_VALUES,
+    st.integers(1, 3),
+    st.sampled_from([-1, 0, 1, 2, 3, 4, 5, 6, 7]),
+    _CBOR_VALUES | st.binary(min_size=32, max_size=32),
+)
 def test_structured_garbage_only_raises_credential_error(
     claims: Any, kty: int, crv: int, x: Any
 ) -> None:

@@ -28,8 +28,9 @@ def demo(*args: str, netns: bool = True, timeout: float = 120) -> tuple[int, str
     if netns:
         cmd = ["unshare", "-n", *cmd]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
     return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start
 
 
@@ -46,21 +47,38 @@ def test_demo_with_eight_lights_verifies_every_step() -> None:
     print(f"grouposcore demo --lights 8: {seconds:.2f} s wall")
     assert code == 0, out + err
     assert rounds(out) == [
-        ("on", 8, 8), ("dim 40", 8, 8), ("off", 8, 8),
+        ("on", 8, 8),
+        ("dim 40", 8, 8),
+        ("off", 8, 8),
         ("on", 9, 9),  # light9 joined
         ("dim 40", 8, 8),  # light4 evicted
     ]
     results = re.findall(r"^result (\S+) (ok|FAILED)", out, re.M)
     assert [name for name, _ in results] == [
-        "join", "on", "dim", "off", "join-rekey", "after-join", "evict", "after-evict", "replay",
+        "join",
+        "on",
+        "dim",
+        "off",
+        "join-rekey",
+        "after-join",
+        "evict",
+        "after-evict",
+        "replay",
     ]
     assert {verdict for _, verdict in results} == {"ok"}
     # the evicted light neither answered nor acted; it rejected the command
-    assert re.search(r"^light light4 .*verified=- rtt_ms=- note=evicted:_rejected_it_\("
-                     r"ContextNotFound\)", out, re.M)
+    assert re.search(
+        r"^light light4 .*verified=- rtt_ms=- note=evicted:_rejected_it_\("
+        r"ContextNotFound\)",
+        out,
+        re.M,
+    )
     assert "cannot read the command sent before it joined (ContextNotFound)" in out
-    assert re.search(r"replayed the latest command: rejected by 9 of 9 lights "
-                     r"\(ContextNotFound, ReplayError\), no answers", out)
+    assert re.search(
+        r"replayed the latest command: rejected by 9 of 9 lights "
+        r"\(ContextNotFound, ReplayError\), no answers",
+        out,
+    )
     assert re.search(r"^summary ok: 9 of 9 steps verified", out, re.M)
 
 
@@ -89,8 +107,13 @@ def test_demo_over_ipv6_multicast() -> None:
 def test_demo_unicast_fallback_without_namespace() -> None:
     code, out, err, _ = demo("--lights", "3", "--unicast", netns=False)
     assert code == 0, out + err
-    assert rounds(out) == [("on", 3, 3), ("dim 40", 3, 3), ("off", 3, 3), ("on", 4, 4),
-                           ("dim 40", 3, 3)]
+    assert rounds(out) == [
+        ("on", 3, 3),
+        ("dim 40", 3, 3),
+        ("off", 3, 3),
+        ("on", 4, 4),
+        ("dim 40", 3, 3),
+    ]
     assert "(unicast)" in out
 
 
@@ -119,8 +142,7 @@ def test_parse_size_rejects(text: str) -> None:
 
 @needs_netns
 def test_demo_with_lights_in_two_worker_processes() -> None:
-    code, out, err, _ = demo("--lights", "6", "--processes", "2", "--firmware", "32K",
-                             "--json")
+    code, out, err, _ = demo("--lights", "6", "--processes", "2", "--firmware", "32K", "--json")
     assert code == 0, out + err
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["verified"] for e in events if e["event"] == "round"] == [6, 6, 6, 7, 6]
@@ -134,6 +156,11 @@ def test_demo_with_a_hundred_lights() -> None:
     code, out, err, seconds = demo("--lights", "100", timeout=170)
     print(f"grouposcore demo --lights 100: {seconds:.2f} s wall")
     assert code == 0, out[-3000:] + err[-3000:]
-    assert rounds(out) == [("on", 100, 100), ("dim 40", 100, 100), ("off", 100, 100),
-                           ("on", 101, 101), ("dim 40", 100, 100)]
+    assert rounds(out) == [
+        ("on", 100, 100),
+        ("dim 40", 100, 100),
+        ("off", 100, 100),
+        ("on", 101, 101),
+        ("dim 40", 100, 100),
+    ]
     assert re.search(r"^summary ok: 9 of 9 steps verified", out, re.M)

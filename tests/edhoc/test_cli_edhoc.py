@@ -24,8 +24,6 @@ def _json(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-
-
 def test_keygen_writes_a_private_key_and_its_credential(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -59,8 +57,24 @@ def test_join_with_key_and_gm_credential_only(
     db = tmp_path / "gm.db"
     assert main(["manager", "group", "create", "g", "--db", str(db), "-q"]) == 0
     assert main(["keygen", str(tmp_path / "lamp.key"), "--subject", "lamp", "-q"]) == 0
-    assert main(["manager", "allow", "lamp", "g", "--roles", "requester,responder",
-                 "--cred", str(tmp_path / "lamp.cred"), "--db", str(db), "--json"]) == 0
+    assert (
+        main(
+            [
+                "manager",
+                "allow",
+                "lamp",
+                "g",
+                "--roles",
+                "requester,responder",
+                "--cred",
+                str(tmp_path / "lamp.cred"),
+                "--db",
+                str(db),
+                "--json",
+            ]
+        )
+        == 0
+    )
     allowed = _json(capsys.readouterr().out)[0]
     assert allowed["node"] == "lamp" and allowed["edhoc_kid"]
     assert not list(tmp_path.glob("*.channel.json"))  # no channel file on the EDHOC path

@@ -202,9 +202,7 @@ def test_on_established_refusal_is_an_edhoc_error(tmp_path: Path) -> None:
             svc.edhoc.channel = taken  # type: ignore[method-assign]
             assert svc.endpoint is not None
             with pytest.raises(EdhocPeerError, match="taken meanwhile"):
-                await initiate(
-                    ep, svc.endpoint.address, Initiator(key, cred, svc.edhoc.credential)
-                )
+                await initiate(ep, svc.endpoint.address, Initiator(key, cred, svc.edhoc.credential))
             svc.edhoc.channel = original  # type: ignore[method-assign]
             assert svc.gm.store.channel("n") is None
 
@@ -293,7 +291,9 @@ def test_edhoc_join_round_trips(tmp_path: Path, combined: bool) -> None:
             sent = _counting(ep)
             assert svc.endpoint is not None
             client = EdhocGroupManagerClient(
-                ep, svc.endpoint.address, EdhocIdentity(key, cred, svc.edhoc.credential),
+                ep,
+                svc.endpoint.address,
+                EdhocIdentity(key, cred, svc.edhoc.credential),
                 combined=combined,
             )
             skey, scred = _signing("n")
@@ -339,9 +339,7 @@ def test_a_new_edhoc_run_drops_the_old_channels_sequence_reservation(tmp_path: P
             assert svc.endpoint is not None
             keys = []
             for _ in range(3):
-                await initiate(
-                    ep, svc.endpoint.address, Initiator(key, cred, svc.edhoc.credential)
-                )
+                await initiate(ep, svc.endpoint.address, Initiator(key, cred, svc.edhoc.credential))
                 channel = svc.gm.store.channel("n")
                 assert channel is not None
                 keys.append(channel_sequence_key(channel))

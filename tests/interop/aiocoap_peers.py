@@ -46,8 +46,13 @@ class MemoryOscoreContext(oscore.CanProtect, oscore.CanUnprotect, oscore.Securit
     """
 
     def __init__(
-        self, sender_id: bytes, recipient_id: bytes, *, seq: int = 0,
-        master_secret: bytes = MASTER_SECRET, master_salt: bytes = MASTER_SALT,
+        self,
+        sender_id: bytes,
+        recipient_id: bytes,
+        *,
+        seq: int = 0,
+        master_secret: bytes = MASTER_SECRET,
+        master_salt: bytes = MASTER_SALT,
         id_context: bytes | None = None,
     ) -> None:
         self.alg_aead = oscore.algorithms["AES-CCM-16-64-128"]
@@ -84,8 +89,14 @@ def aio_oscore(key_vector: str, seq: int = 0) -> MemoryOscoreContext:
 
 def gos_oscore(key_vector: str, seq: int = 0, **extra: Any) -> SecurityContext:
     ctx = vector_context(key_vector)
-    return SecurityContext(ctx.pop("master_secret"), ctx.pop("sender_id"),
-                           ctx.pop("recipient_id"), sequence=SenderSequence(seq), **ctx, **extra)
+    return SecurityContext(
+        ctx.pop("master_secret"),
+        ctx.pop("sender_id"),
+        ctx.pop("recipient_id"),
+        sequence=SenderSequence(seq),
+        **ctx,
+        **extra,
+    )
 
 
 def aio_oscore_client(seq: int = 0) -> MemoryOscoreContext:
@@ -108,6 +119,7 @@ def gos_oscore_server(seq: int = 0) -> SecurityContext:
 
 # -- Group OSCORE -------------------------------------------------------------------
 
+
 def ccs(name: str) -> bytes:
     return H(COMMON["creds"][name]["ccs"])
 
@@ -125,9 +137,16 @@ def _roles(name: str, ids: tuple[bytes, bytes] | None) -> tuple[bytes, bytes, st
 
 
 def aio_group(
-    name: str, *, seq: int = 0, group_enc: int = 10, aead: int = 10,
-    own_cred: bytes | None = None, own_seed: bytes | None = None,
-    peer_cred: bytes | None = None, ids: tuple[bytes, bytes] | None = None, gid: bytes = GID,
+    name: str,
+    *,
+    seq: int = 0,
+    group_enc: int = 10,
+    aead: int = 10,
+    own_cred: bytes | None = None,
+    own_seed: bytes | None = None,
+    peer_cred: bytes | None = None,
+    ids: tuple[bytes, bytes] | None = None,
+    gid: bytes = GID,
 ) -> oscore.SimpleGroupContext:
     """aiocoap's static group context for the vectors' client (0x25) or server (0x52)."""
     own_id, peer_id, peer = _roles(name, ids)
@@ -151,9 +170,16 @@ def aio_group(
 
 
 def gos_group(
-    name: str, *, seq: int = 0, group_enc: int = 10, aead: int = 10,
-    own_cred: bytes | None = None, own_seed: bytes | None = None,
-    peer_cred: bytes | None = None, ids: tuple[bytes, bytes] | None = None, gid: bytes = GID,
+    name: str,
+    *,
+    seq: int = 0,
+    group_enc: int = 10,
+    aead: int = 10,
+    own_cred: bytes | None = None,
+    own_seed: bytes | None = None,
+    peer_cred: bytes | None = None,
+    ids: tuple[bytes, bytes] | None = None,
+    gid: bytes = GID,
 ) -> GroupContext:
     """grouposcore's group context for the same member."""
     own_id, peer_id, peer = _roles(name, ids)
@@ -175,6 +201,7 @@ def gos_group(
 
 
 # -- message conversion -------------------------------------------------------------
+
 
 def aio_outgoing(message: Message) -> aiocoap.Message:
     """The same message as an aiocoap message ready to be protected."""
@@ -199,9 +226,7 @@ def aio_wire(protected: aiocoap.Message, like: Message) -> bytes:
     return protected.encode()
 
 
-def aio_protect(
-    ctx: Any, message: Message, request_id: Any = None
-) -> tuple[bytes, Any]:
+def aio_protect(ctx: Any, message: Message, request_id: Any = None) -> tuple[bytes, Any]:
     """Protect ``message`` with an aiocoap context; returns the datagram and request id."""
     protected, rid = ctx.protect(aio_outgoing(message), request_id)
     return aio_wire(protected, message), rid

@@ -73,8 +73,10 @@ def _aiocoap_credentials(tmp: Path, entries: dict[str, dict[str, Any]]) -> Crede
 class _Hello(aio_resource.Resource):
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         claims = ",".join(request.remote.authenticated_claims)
-        return aiocoap.Message(code=aiocoap.CHANGED, payload=b"aiocoap got " + request.payload
-                               + b" from " + claims.encode())
+        return aiocoap.Message(
+            code=aiocoap.CHANGED,
+            payload=b"aiocoap got " + request.payload + b" from " + claims.encode(),
+        )
 
 
 def test_grouposcore_initiator_with_aiocoap_responder(tmp_path: Path) -> None:

@@ -46,8 +46,14 @@ URI_HOST = 3
 
 # -- aiocoap roles ---------------------------------------------------------------------
 
-def aio_request(client: oscore.SimpleGroupContext, request: Message, *,
-                pairwise: bool = False, server_id: bytes = SERVER_ID) -> tuple[bytes, Any, Any]:
+
+def aio_request(
+    client: oscore.SimpleGroupContext,
+    request: Message,
+    *,
+    pairwise: bool = False,
+    server_id: bytes = SERVER_ID,
+) -> tuple[bytes, Any, Any]:
     """aiocoap client: the protected datagram, its request id and the sending context."""
     sender = client.pairwise_for(server_id) if pairwise else client
     wire, request_id = aio_protect(sender, request)
@@ -73,6 +79,7 @@ def aio_serve(server: oscore.SimpleGroupContext, wire: bytes) -> tuple[Any, aioc
 
 # -- message shapes ----------------------------------------------------------------------
 
+
 def _get() -> Message:
     return Message.decode(H(GV["G3"]["inputs"]["unprotected_coap"]))
 
@@ -97,6 +104,7 @@ REQUESTS = {"get": _get, "post": _post}
 
 
 # -- vectors: both libraries produce the same bytes ------------------------------------
+
 
 @pytest.mark.parametrize("vector_id", ["G3", "G6"])
 def test_vector_request_identical_bytes(vector_id: str) -> None:
@@ -136,12 +144,12 @@ def test_vector_response_identical_bytes(request_id_: str, response_id: str) -> 
 
 # -- aiocoap client, grouposcore server ---------------------------------------------------
 
+
 @pytest.mark.parametrize("fresh", [False, True], ids=["nonce-reuse", "fresh-piv"])
 @pytest.mark.parametrize("answer", ["group", "pairwise"])
 @pytest.mark.parametrize("ask", ["group", "pairwise"])
 @pytest.mark.parametrize("shape", list(REQUESTS))
-def test_aiocoap_client_grouposcore_server(shape: str, ask: str, answer: str,
-                                           fresh: bool) -> None:
+def test_aiocoap_client_grouposcore_server(shape: str, ask: str, answer: str, fresh: bool) -> None:
     """B1 group/group, B2 group/pairwise, B3 pairwise/group, B4 pairwise/pairwise."""
     request = REQUESTS[shape]()
     client = aio_group("client", seq=0x123)
@@ -154,8 +162,9 @@ def test_aiocoap_client_grouposcore_server(shape: str, ask: str, answer: str,
     assert (binding.request_kid, binding.request_piv) == (CLIENT_ID, b"\x01\x23")
 
     response = _content(request)
-    protected = server.protect_response(response, binding, pairwise=answer == "pairwise",
-                                        fresh_piv=fresh)
+    protected = server.protect_response(
+        response, binding, pairwise=answer == "pairwise", fresh_piv=fresh
+    )
     expected_option = bytes((0x08 | (0x20 if answer == "group" else 0) | (2 if fresh else 0),))
     expected_option += (b"\x45\x67" if fresh else b"") + SERVER_ID
     assert protected.options.oscore == expected_option
@@ -181,6 +190,7 @@ def test_aiocoap_client_grouposcore_server_several_responses() -> None:
 
 
 # -- grouposcore client, aiocoap server ---------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", list(REQUESTS))
 def test_grouposcore_group_request_aiocoap_default_pairwise_response(shape: str) -> None:
@@ -281,7 +291,8 @@ IDS = [
 
 
 @pytest.mark.parametrize(
-    "client_id,server_id,gid", IDS,
+    "client_id,server_id,gid",
+    IDS,
     ids=["empty-client-id", "empty-gid-and-server-id", "7-byte-ids", "ids-differ-in-length"],
 )
 def test_identifier_edge_cases(client_id: bytes, server_id: bytes, gid: bytes) -> None:
@@ -292,8 +303,9 @@ def test_identifier_edge_cases(client_id: bytes, server_id: bytes, gid: bytes) -
     for ask_pairwise in (False, True):
         aio_client = aio_group("client", seq=3, **member)
         gos_client = gos_group("client", seq=3, **member)
-        wire, request_id, sender = aio_request(aio_client, request, pairwise=ask_pairwise,
-                                               server_id=server_id)
+        wire, request_id, sender = aio_request(
+            aio_client, request, pairwise=ask_pairwise, server_id=server_id
+        )
         gos_bytes = gos_client.protect_request(
             request, pairwise_with=server_id if ask_pairwise else None
         )[0].encode()
@@ -340,8 +352,9 @@ def test_algorithm_combinations_both_directions(group_enc: int, aead: int) -> No
 
     # identical bytes for group and pairwise requests
     for pairwise in (False, True):
-        aio_bytes, _, _ = aio_request(aio_group("client", seq=7, **algs), request,
-                                      pairwise=pairwise)
+        aio_bytes, _, _ = aio_request(
+            aio_group("client", seq=7, **algs), request, pairwise=pairwise
+        )
         gos_msg, _ = gos_group("client", seq=7, **algs).protect_request(
             request, pairwise_with=SERVER_ID if pairwise else None
         )
@@ -379,8 +392,9 @@ def test_g8_mixed_algorithm_vector_from_aiocoap() -> None:
     group_msg, pairwise_msg = Message.decode(group_wire), Message.decode(pairwise_wire)
     assert group_msg.options.oscore.hex() == vec["intermediate"]["group_request_oscore_option"]
     assert group_msg.payload.hex() == vec["outputs"]["group_request_payload"]
-    assert pairwise_msg.options.oscore.hex() == \
-        vec["intermediate"]["pairwise_request_oscore_option"]
+    assert (
+        pairwise_msg.options.oscore.hex() == vec["intermediate"]["pairwise_request_oscore_option"]
+    )
     assert pairwise_msg.payload.hex() == vec["outputs"]["pairwise_request_payload"]
     server = gos_group("server", group_enc=24, aead=10)
     assert server.unprotect_request(group_msg)[0] == plain
@@ -388,6 +402,7 @@ def test_g8_mixed_algorithm_vector_from_aiocoap() -> None:
 
 
 # -- credentials -----------------------------------------------------------------------
+
 
 def test_grouposcore_built_ccs_match_vectors_and_aiocoap_parses_them() -> None:
     for name in ("client", "server", "gm"):
@@ -424,6 +439,7 @@ def test_fresh_member_with_grouposcore_built_ccs() -> None:
 
 
 # -- negative interop ------------------------------------------------------------------
+
 
 def _with_option(message: Message, value: bytes) -> Message:
     bad = message.copy()
@@ -521,6 +537,7 @@ def test_common_inputs_are_the_ones_aiocoap_was_built_with() -> None:
     assert gos.sender_key == aio._sender_key
     assert gos.recipient_key(SERVER_ID) == aio.recipient_keys[SERVER_ID]
     assert gos.pairwise_keys(SERVER_ID) == (
-        aio.pairwise_for(SERVER_ID).sender_key, aio.pairwise_for(SERVER_ID).recipient_key
+        aio.pairwise_for(SERVER_ID).sender_key,
+        aio.pairwise_for(SERVER_ID).recipient_key,
     )
     assert COMMON["signature_alg"] == aio.alg_signature.value

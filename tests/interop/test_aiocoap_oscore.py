@@ -34,6 +34,7 @@ OBSERVE = 6
 
 # -- message shapes -----------------------------------------------------------------
 
+
 def _c4_request() -> Message:
     return Message.decode(H(RFC["C.4"]["inputs"]["unprotected_coap"]))
 
@@ -113,6 +114,7 @@ EXCHANGES: dict[str, Exchange] = {
 
 # -- vectors: both libraries produce the RFC's bytes ------------------------------------
 
+
 @pytest.mark.parametrize("vector_id", ["C.4", "C.5", "C.6"])
 def test_vector_request_identical_bytes(vector_id: str) -> None:
     """C.4 (with salt), C.5 (no salt, Sender ID 00), C.6 (ID Context sent as kid context)."""
@@ -123,8 +125,11 @@ def test_vector_request_identical_bytes(vector_id: str) -> None:
     plain = Message.decode(H(vec["inputs"]["unprotected_coap"]))
     send_kid_context = vec["inputs"]["id_context"] is not None
     aio_bytes, _ = aio_protect(aio_oscore(client_vector, seq), plain)
-    gos_bytes = gos_oscore(client_vector, seq, send_kid_context=send_kid_context) \
-        .protect_request(plain)[0].encode()
+    gos_bytes = (
+        gos_oscore(client_vector, seq, send_kid_context=send_kid_context)
+        .protect_request(plain)[0]
+        .encode()
+    )
     assert aio_bytes.hex() == gos_bytes.hex() == vec["outputs"]["protected_coap"]
     # and each library's server reads the other's request
     assert gos_oscore(server_vector).unprotect_request(Message.decode(aio_bytes))[0] == plain
@@ -154,6 +159,7 @@ def test_vector_response_identical_bytes(vector_id: str) -> None:
 
 # -- aiocoap client, grouposcore server --------------------------------------------------
 
+
 @pytest.mark.parametrize("fresh", [False, True], ids=["nonce-reuse", "fresh-piv"])
 @pytest.mark.parametrize("shape", list(EXCHANGES))
 def test_aiocoap_client_grouposcore_server(shape: str, fresh: bool) -> None:
@@ -169,8 +175,7 @@ def test_aiocoap_client_grouposcore_server(shape: str, fresh: bool) -> None:
 
     response = make_response(request)
     protected = server.protect_response(response, binding, fresh_piv=fresh)
-    assert (protected.options.oscore == b"\x01\x03") if fresh else \
-        (protected.options.oscore == b"")
+    assert (protected.options.oscore == b"\x01\x03") if fresh else (protected.options.oscore == b"")
     received = aio_incoming(protected.encode())
     unprotected, _ = client.unprotect(received, request_id)
     assert same_content(unprotected, response, skip=(OBSERVE,))  # aiocoap rewrites Observe
@@ -195,6 +200,7 @@ def test_aiocoap_client_accepts_several_grouposcore_responses() -> None:
 
 
 # -- grouposcore client, aiocoap server --------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", list(EXCHANGES))
 def test_grouposcore_client_aiocoap_server(shape: str) -> None:
@@ -270,9 +276,7 @@ def test_outer_code_of_response_to_observe_request() -> None:
     assert gos_client.unprotect_response(Message.decode(aio_resp), gbinding)[0] == final
 
 
-@pytest.mark.parametrize(
-    "seq", [0, 1, 255, 256, 65535, 1 << 24, (1 << 32) + 5, (1 << 40) - 2]
-)
+@pytest.mark.parametrize("seq", [0, 1, 255, 256, 65535, 1 << 24, (1 << 32) + 5, (1 << 40) - 2])
 def test_partial_iv_encodings_agree(seq: int) -> None:
     """Partial IVs of 1 to 5 bytes are encoded and accepted the same way by both."""
     request = _c4_request()
@@ -285,6 +289,7 @@ def test_partial_iv_encodings_agree(seq: int) -> None:
 
 
 # -- negative interop --------------------------------------------------------------------
+
 
 def test_tampered_aiocoap_request_rejected_then_replay_detected() -> None:
     request = _post_request()

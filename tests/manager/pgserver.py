@@ -132,8 +132,10 @@ def start_cluster() -> Cluster:
              "-E", "UTF8"],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
-        options = (f"-c listen_addresses='' -k {directory} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = (
+            f"-c listen_addresses='' -k {directory} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
         subprocess.run(
             [*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(directory / "log"),
              "-w", "-t", "60", "start"],

@@ -88,9 +88,12 @@ def test_admin_creates_reads_overwrites_and_deletes_a_group(h: Harness) -> None:
 def test_node_without_admin_rights_is_refused(h: Harness) -> None:
     h.gm.create_group("g")
     h.join("member", "g")
-    for method, path, body in (("GET", "manage", None),
-                               ("POST", "manage", {AdminParam.GROUP_NAME: "x"}),
-                               ("GET", "manage/g", None), ("DELETE", "manage/g", None)):
+    for method, path, body in (
+        ("GET", "manage", None),
+        ("POST", "manage", {AdminParam.GROUP_NAME: "x"}),
+        ("GET", "manage/g", None),
+        ("DELETE", "manage/g", None),
+    ):
         assert call(h, "member", method, path, body).code == Code.FORBIDDEN
     assert h.gm.group("x") is None and h.gm.group("g") is not None
 

@@ -20,8 +20,12 @@ CHANNEL = ChannelMaterial("n1", b"\x01" * 16, b"\x02" * 8, b"", b"\x05", None, 1
 
 
 def test_round_trip_and_mode(tmp_path: Path) -> None:
-    path = write_channel_file(tmp_path / "sub" / "n1.json", CHANNEL,
-                              manager="coap://[::1]:5683", gm_credentials={"g": b"\xa0"})
+    path = write_channel_file(
+        tmp_path / "sub" / "n1.json",
+        CHANNEL,
+        manager="coap://[::1]:5683",
+        gm_credentials={"g": b"\xa0"},
+    )
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert read_channel_file(path) == (CHANNEL, "coap://[::1]:5683", {"g": b"\xa0"})
     with_ctx = ChannelMaterial("n1", b"\x01", b"", b"\x07", b"\x05", b"\xaa", 10, 5)
@@ -52,20 +56,42 @@ def test_missing_file(tmp_path: Path) -> None:
         read_channel_file(tmp_path / "nope.json")
 
 
-_KEYS = ["version", "node", "master_secret", "master_salt", "gm_sender_id", "node_sender_id",
-         "id_context", "aead_alg", "hkdf_alg", "manager", "gm_credentials"]
+_KEYS = [
+    "version",
+    "node",
+    "master_secret",
+    "master_salt",
+    "gm_sender_id",
+    "node_sender_id",
+    "id_context",
+    "aead_alg",
+    "hkdf_alg",
+    "manager",
+    "gm_credentials",
+]
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
-                                                               max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
     max_leaves=12,
 )
-_VALID = {"version": 1, "node": "n", "master_secret": "01", "master_salt": "", "gm_sender_id": "",
-          "node_sender_id": "05", "id_context": None, "aead_alg": 10, "hkdf_alg": 5}
+_VALID = {
+    "version": 1,
+    "node": "n",
+    "master_secret": "01",
+    "master_salt": "",
+    "gm_sender_id": "",
+    "node_sender_id": "05",
+    "id_context": None,
+    "aead_alg": 10,
+    "hkdf_alg": 5,
+}
 
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.one_of(
     st.binary(max_size=300),
     _JSON.map(lambda v: json.dumps(v).encode()),

@@ -538,8 +538,10 @@ def test_join_without_get_creds_reads_no_member_list(harness: Harness) -> None:
     ch = harness.challenge("carol", "g")
     p = mb.build_join_request("g", RS, credential=n.credential, private_key=n.private_key,
                               challenge=ch, get_creds=False)  # fmt: skip
-    assert harness.request("carol", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM).code \
+    assert (
+        harness.request("carol", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM).code
         == Code.CREATED
+    )
     assert calls == []
 
 
@@ -568,5 +570,6 @@ def test_key_of_a_member_that_changed_its_credential_is_free_again(eve: Harness)
     ch = eve.challenge("eve", "g")
     p = mb.build_join_request("g", RS, credential=alice.credential,
                               private_key=alice.private_key, challenge=ch)  # fmt: skip
-    assert eve.request("eve", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM).code \
-        == Code.CREATED
+    assert (
+        eve.request("eve", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM).code == Code.CREATED
+    )

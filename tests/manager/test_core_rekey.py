@@ -33,7 +33,6 @@ def trio(harness: Harness) -> Harness:
     return harness
 
 
-
 def _count_sid_lookups(gm: GroupManager) -> Callable[[], int]:
     """Count the store's Sender ID lookups from now on (allocation must not rescan)."""
     count = 0
@@ -46,6 +45,7 @@ def _count_sid_lookups(gm: GroupManager) -> Callable[[], int]:
 
     gm.store.sid_allocated = counting  # type: ignore[method-assign]
     return lambda: count
+
 
 def test_leave_rekeys_and_reports_the_leaver_as_stale(trio: Harness) -> None:
     old = trio.gm.group("g")
@@ -448,7 +448,8 @@ def test_crowded_sender_id_space_rekeys_instead_of_allocating(tmp_path: Path) ->
         for _ in range(3):
             r = _renew(h, "a")
             h.nodes["a"].material = mb.parse_key_renewal(
-                r.payload, h.nodes["a"].material  # type: ignore[arg-type]
+                r.payload,
+                h.nodes["a"].material,  # type: ignore[arg-type]
             )
         g = gm.group("g")
         a = h.nodes["a"].material

@@ -78,8 +78,12 @@ def test_kdc_cred_fetch_proves_the_gm_key_over_the_verifiers_nonce(group: Harnes
 
 
 def test_verifier_reaches_only_its_resources(group: Harness) -> None:
-    for method, path in (("GET", "ace-group/g"), ("GET", "ace-group/g/num"),
-                         ("GET", "ace-group/g/policies"), ("GET", "ace-group/g/active")):
+    for method, path in (
+        ("GET", "ace-group/g"),
+        ("GET", "ace-group/g/num"),
+        ("GET", "ace-group/g/policies"),
+        ("GET", "ace-group/g/active"),
+    ):
         assert group.request("v", method, path).code == Code.FORBIDDEN  # fmt: skip
     r = group.request("v", "FETCH", "ace-group/g/stale-sids", mb.build_stale_sids_request(0))
     assert r.code == Code.FORBIDDEN

@@ -48,8 +48,15 @@ def test_in_flight_bound_and_one_fetch_per_sender_id() -> None:
 
 def test_negative_cache_expires_and_is_bounded() -> None:
     clock = Clock()
-    lim = FetchLimiter(rate=1000.0, burst=1000, max_in_flight=1000, negative_ttl=60.0,
-                       failure_ttl=5.0, negative_size=4, clock=clock)
+    lim = FetchLimiter(
+        rate=1000.0,
+        burst=1000,
+        max_in_flight=1000,
+        negative_ttl=60.0,
+        failure_ttl=5.0,
+        negative_size=4,
+        clock=clock,
+    )
     assert lim.admit(b"\x01") is Admission.FETCH
     lim.finished(b"\x01", False)  # the GM does not know it
     assert lim.admit(b"\x01") is Admission.NEGATIVE

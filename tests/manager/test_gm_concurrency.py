@@ -41,7 +41,11 @@ def race(url: str, plan: list[tuple[str, int, str]]) -> tuple[list[list[str]], f
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.manager.gm_race", url, prefix, str(count), mode],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO, env=env, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+            env=env,
+            text=True,
         )
         for prefix, count, mode in plan
     ]

@@ -177,6 +177,7 @@ class GroupManagerMachine(RuleBasedStateMachine):
         )
 
 
-GroupManagerMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=30,
-                                                 deadline=None)
+GroupManagerMachine.TestCase.settings = settings(
+    max_examples=50, stateful_step_count=30, deadline=None
+)
 TestGroupManagerStateful = GroupManagerMachine.TestCase

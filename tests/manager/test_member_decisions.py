@@ -44,9 +44,14 @@ def credential(name: str) -> bytes:
     return Credential.build_ccs(alg.generate_private_key().public_key(), alg.id, name).raw
 
 
-def material(gid: bytes = b"\x11", *, num: int = 0, sid: bytes | None = None,
-             peers: dict[bytes, PeerInfo] | None = None,
-             secret: bytes = b"\x01" * 16) -> GroupKeyingMaterial:
+def material(
+    gid: bytes = b"\x11",
+    *,
+    num: int = 0,
+    sid: bytes | None = None,
+    peers: dict[bytes, PeerInfo] | None = None,
+    secret: bytes = b"\x01" * 16,
+) -> GroupKeyingMaterial:
     """Monitor-style material (no own key needed to build its context)."""
     return GroupKeyingMaterial(
         group="g", master_secret=secret, master_salt=b"\x02" * 8, gid=gid, hkdf_alg=5,
@@ -182,13 +187,17 @@ def test_a_rekeying_keeps_the_old_context_for_responses_during_the_grace_time() 
     server = ServerSecurity()
     ctxs.attach(server)
     first = material(b"\x01", peers={b"\x07": PeerInfo(credential("p7"), RESPONDER)})
-    assert ctxs.install(first, 0.0, fresh=lambda: group_context(first),
-                        renewed=never) is InstallKind.NEW_CONTEXT
+    assert (
+        ctxs.install(first, 0.0, fresh=lambda: group_context(first), renewed=never)
+        is InstallKind.NEW_CONTEXT
+    )
     old = ctxs.current
     assert old is not None
     second = material(b"\x02", num=1)  # peer 7 went stale with the rekeying
-    assert ctxs.install(second, 1.0, fresh=lambda: group_context(second),
-                        renewed=never) is InstallKind.NEW_CONTEXT
+    assert (
+        ctxs.install(second, 1.0, fresh=lambda: group_context(second), renewed=never)
+        is InstallKind.NEW_CONTEXT
+    )
     assert held(server) == [b"\x02"]  # requests only under the current context
     assert b"\x07" not in old.context.recipients and not old.material.peers
     assert ctxs.for_response(old.context, None, 10.9)[0] == [old, ctxs.current]
@@ -209,8 +218,7 @@ def test_a_new_sender_id_under_the_same_keys_keeps_the_recipient_contexts() -> N
     old = ctxs.current
     assert old is not None
     second = dataclasses.replace(first, roles=8, num=0, sender_id=b"\x09", peers={})
-    kind = ctxs.install(second, 1.0, fresh=never,
-                        renewed=renewed)
+    kind = ctxs.install(second, 1.0, fresh=never, renewed=renewed)
     assert kind is InstallKind.NEW_SENDER_ID and renewed_with == [old.context]
     assert ctxs.current is not None and b"\x07" not in ctxs.current.context.recipients
 

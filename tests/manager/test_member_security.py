@@ -22,8 +22,8 @@ def test_a_response_never_goes_to_a_new_holder_of_the_requesters_sender_id() -> 
     current = server.context([newcomer])  # after the rekeying: Sender ID 00 is d's
     with pytest.raises(ContextNotFound, match="no longer the same member"):
         MemberServerSecurity._same_requester(
-            binding, current, {b"\x00": PeerInfo(newcomer.cred.raw, 0)})
+            binding, current, {b"\x00": PeerInfo(newcomer.cred.raw, 0)}
+        )
     same = server.context([])
-    MemberServerSecurity._same_requester(
-        binding, same, {b"\x00": PeerInfo(requester.cred.raw, 0)})
+    MemberServerSecurity._same_requester(binding, same, {b"\x00": PeerInfo(requester.cred.raw, 0)})
     assert same.recipients[b"\x00"].credential.raw == requester.cred.raw

@@ -478,7 +478,6 @@ def test_sender_id_renewal_keeps_replay_windows(tmp_path: Path) -> None:
     _net_test(tmp_path, body)
 
 
-
 async def _delivered_once_then_closed(net: Net) -> tuple[Message, bytes, Peer]:
     """Members a and b; a delivers one request of b's and closes: the recorded request, a's
     Gid and b, for the tests of what a re-joined a accepts."""
@@ -491,6 +490,7 @@ async def _delivered_once_then_closed(net: Net) -> tuple[Message, bytes, Peer]:
     gid = a.member.context.gid
     await a.member.close()
     return wire, gid, b
+
 
 def test_rejoin_with_other_roles_rekeys_so_old_requests_do_not_verify(tmp_path: Path) -> None:
     """A member restarting with other roles joins again (its state file is for the old
@@ -558,8 +558,9 @@ def test_response_under_new_context_without_kid_context_verifies(tmp_path: Path)
         assert decode_option(first.options.oscore or b"").kid_context == new.gid
         assert a_sec.unprotect_response(first, binding).code == Code.CONTENT
         # A later response: fresh PIV, no kid context, same request binding.
-        later = dataclasses.replace(served, context=new, recipient=None,
-                                    request_kid_context=new.gid, responses_sent=1)
+        later = dataclasses.replace(
+            served, context=new, recipient=None, request_kid_context=new.gid, responses_sent=1
+        )
         second = new.protect_response(get("x").copy(code=Code.VALID), later)
         assert decode_option(second.options.oscore or b"").kid_context is None
         assert a_sec.unprotect_response(second, binding).code == Code.VALID
@@ -583,13 +584,15 @@ def test_unicast_request_to_a_known_member_defaults_to_pairwise(tmp_path: Path) 
         assert isinstance(second, VerifiedMessage) and second.security is not None
         assert not second.security.group_mode and second.security.sender_id == _sid(b)
         # A request b verified from a teaches b a's address the same way.
-        back = await b.endpoint.request(get("light"), a.address, timeout=5,
-                                        security=b.member.client_security())
+        back = await b.endpoint.request(
+            get("light"), a.address, timeout=5, security=b.member.client_security()
+        )
         assert isinstance(back, VerifiedMessage) and back.security is not None
         assert not back.security.group_mode
         # Explicitly group mode, or a group address: group mode.
-        grp = await a.endpoint.request(get("light"), b.address, timeout=5,
-                                       security=a.member.client_security(pairwise=False))
+        grp = await a.endpoint.request(
+            get("light"), b.address, timeout=5, security=a.member.client_security(pairwise=False)
+        )
         assert isinstance(grp, VerifiedMessage) and grp.security is not None
         assert grp.security.group_mode
         _, binding = sec.protect_request(get("light").copy(remote=("224.0.1.187", 5683)))
@@ -607,8 +610,9 @@ def test_unicast_request_to_a_known_member_defaults_to_pairwise(tmp_path: Path) 
 def _forged_request(net: Net, gid: bytes, kid: bytes) -> Any:
     """A group request under ``gid`` from an unknown Sender ID, by someone without the keys."""
     node = Harness(net.gm).node(f"x{kid.hex()}")
-    ctx = GroupContext(b"\x42" * 16, gid, sender_id=kid, private_key=node.private_key,
-                       credential=node.credential)
+    ctx = GroupContext(
+        b"\x42" * 16, gid, sender_id=kid, private_key=node.private_key, credential=node.credential
+    )
     wire, _ = ctx.protect_request(get("light"))
     return wire
 
@@ -739,8 +743,7 @@ def test_unicast_default_follows_a_peer_that_renewed_its_sender_id(tmp_path: Pat
 
         async def mode(src: Peer, dst: Peer) -> bool:
             sec = src.member.client_security()
-            resp = await src.endpoint.request(get("light"), dst.address, timeout=2,
-                                              security=sec)
+            resp = await src.endpoint.request(get("light"), dst.address, timeout=2, security=sec)
             assert isinstance(resp, VerifiedMessage) and resp.security is not None
             assert resp.security.sender_id == _sid(dst)
             return resp.security.group_mode
@@ -779,8 +782,9 @@ def test_own_credential_under_an_old_sender_id_is_never_a_peer(tmp_path: Path) -
         server = a.endpoint.server_security
         assert server is not None
         own = mb.PeerInfo(a.member.context.credential.raw, tperm(RS))  # type: ignore[union-attr]
-        a.member._install(dataclasses.replace(
-            a.member.material, peers={**a.member.material.peers, old_sid: own}))
+        a.member._install(
+            dataclasses.replace(a.member.material, peers={**a.member.material.peers, old_sid: own})
+        )
         with pytest.raises(OscoreError):
             server.unprotect_request(wire)
         assert old_sid not in a.member.context.recipients

@@ -35,8 +35,13 @@ def test_remote_administration_over_oscore(db_url: str, tmp_path: Path) -> None:
             admin = AdminClient(GroupManagerClient(ep, address, svc.commission("admin")))
             outsider = AdminClient(GroupManagerClient(ep, address, svc.commission("lamp")))
 
-            created = await admin.create({AdminParam.GROUP_NAME: "hall", AdminParam.ACTIVE: True,
-                                          AdminParam.GROUP_DESCRIPTION: "the hall"})
+            created = await admin.create(
+                {
+                    AdminParam.GROUP_NAME: "hall",
+                    AdminParam.ACTIVE: True,
+                    AdminParam.GROUP_DESCRIPTION: "the hall",
+                }
+            )
             assert created[AdminParam.GROUP_NAME] == "hall"
             assert created[AdminParam.JOINING_URI] == f"{gm.base_uri}/ace-group/hall/"
             assert await admin.list_groups() == ["hall"]
@@ -50,8 +55,15 @@ def test_remote_administration_over_oscore(db_url: str, tmp_path: Path) -> None:
             assert e.value.code == Code.FORBIDDEN
 
             gm.allow("lamp", "hall", RS)
-            member = await GroupMember.open(None, address, svc.commission("lamp"), "hall", RS,
-                                            tmp_path / "lamp.state", follow=True)
+            member = await GroupMember.open(
+                None,
+                address,
+                svc.commission("lamp"),
+                "hall",
+                RS,
+                tmp_path / "lamp.state",
+                follow=True,
+            )
             await admin.update("hall", max_stale_sets=5)
             conf = await admin.read("hall")
             assert conf[AdminParam.MAX_STALE_SETS] == 5

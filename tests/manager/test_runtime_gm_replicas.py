@@ -97,7 +97,7 @@ def test_rekeyings_reach_observers_of_every_gm_process(pg_url: str, tmp_path: Pa
             # Joins spread over the three processes, concurrently within each round; every
             # join rekeys, so each process keeps pushing the others' rekeyings meanwhile.
             for round_ in range(0, MEMBERS, 6):
-                batch = nodes[round_:round_ + 6]
+                batch = nodes[round_ : round_ + 6]
                 opened = await asyncio.gather(*(
                     open_member(tmp_path, channels[n], addresses[i % 3])
                     for i, n in enumerate(batch)
@@ -127,9 +127,11 @@ def test_rekeyings_reach_observers_of_every_gm_process(pg_url: str, tmp_path: Pa
             return {"joined": joined, "converged": converged}
 
         figures = asyncio.run(asyncio.wait_for(scenario(), 120))
-        print(f"\n{MEMBERS} joins over 3 GM processes in {figures['joined']:.2f} s; two "
-              f"evictions, a leave and a rekey reached all {MEMBERS - 3} observers in "
-              f"{figures['converged']:.2f} s")
+        print(
+            f"\n{MEMBERS} joins over 3 GM processes in {figures['joined']:.2f} s; two "
+            f"evictions, a leave and a rekey reached all {MEMBERS - 3} observers in "
+            f"{figures['converged']:.2f} s"
+        )
     finally:
         stop(procs)
 
@@ -185,4 +187,3 @@ def test_gm_killed_mid_joins_leaves_consistent_state(pg_url: str, tmp_path: Path
         gm.close()
     finally:
         stop(procs)
-

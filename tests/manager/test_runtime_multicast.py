@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, unshare and ip to create a network namespace",
 )
 
-SETUP = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
+SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,7 @@ def test_every_responder_answers_the_group_request(found: dict[str, Any]) -> Non
 def test_after_eviction_the_evicted_member_is_out(found: dict[str, Any]) -> None:
     sids = found["sids"]
     assert found["after"] == [
-        {"code": 69, "payload": n, "sender_id": sids[n], "group_mode": True}
-        for n in ("r1", "r2")
+        {"code": 69, "payload": n, "sender_id": sids[n], "group_mode": True} for n in ("r1", "r2")
     ]
     # r3 could no longer verify the second request; the Monitor read both.
     assert found["runs"] == {"r1": 2, "r2": 2, "r3": 1, "m": 2}

@@ -194,8 +194,10 @@ class GroupModel(RuleBasedStateMachine):
             # one line per example: steps, datagrams by origin, deliveries, acceptances
             kinds = Counter(f"{d.kind}-{d.origin}" for d in self.datagrams)
             with open(trace, "a", encoding="utf-8") as f:
-                f.write(f"{self.steps} {len(self.datagrams)} {sum(self.delivered.values())} "
-                        f"{sum(self.accepted.values())} {dict(sorted(kinds.items()))}\n")
+                f.write(
+                    f"{self.steps} {len(self.datagrams)} {sum(self.delivered.values())} "
+                    f"{sum(self.accepted.values())} {dict(sorted(kinds.items()))}\n"
+                )
         for node in self.nodes.values():
             if node.member is not None:
                 for task in list(node.member._tasks):
@@ -336,8 +338,15 @@ class GroupModel(RuleBasedStateMachine):
             self.violation(f"(key, nonce) reused: {what} {key}")
         self.nonces.add(key)
 
-    def _record_request(self, sender: Node, msg: Message, app: str, to: str | None,
-                        exchange: tuple[str, int] | None, origin: str = "honest") -> Datagram:
+    def _record_request(
+        self,
+        sender: Node,
+        msg: Message,
+        app: str,
+        to: str | None,
+        exchange: tuple[str, int] | None,
+        origin: str = "honest",
+    ) -> Datagram:
         data = msg.encode()
         piv, kid, gid, group = option_of(data)
         assert piv is not None and kid is not None and gid is not None
@@ -348,8 +357,15 @@ class GroupModel(RuleBasedStateMachine):
             exchange=exchange, group_mode=group, members_then=self._members(),
         ))  # fmt: skip
 
-    def _record_response(self, server: Node, msg: Message, app: str, binding: Any,
-                         exchange: tuple[str, int] | None, echo: bool = False) -> Datagram:
+    def _record_response(
+        self,
+        server: Node,
+        msg: Message,
+        app: str,
+        binding: Any,
+        exchange: tuple[str, int] | None,
+        echo: bool = False,
+    ) -> Datagram:
         data = msg.encode()
         piv, kid, kid_context, group = option_of(data)
         assert kid is not None
@@ -357,8 +373,10 @@ class GroupModel(RuleBasedStateMachine):
         if piv is not None:
             self._nonce((gid, kid, int.from_bytes(piv, "big")), f"response by {server.name}")
         else:
-            self._nonce(("no-piv", gid, kid, binding.request_kid, binding.request_piv),
-                        f"response without Partial IV by {server.name}")
+            self._nonce(
+                ("no-piv", gid, kid, binding.request_kid, binding.request_piv),
+                f"response without Partial IV by {server.name}",
+            )
         return self._record(Datagram(
             len(self.datagrams), "resp", data, "honest", server.name, gid, kid, piv, app,
             exchange=exchange, group_mode=group, echo_challenge=echo,
@@ -367,7 +385,7 @@ class GroupModel(RuleBasedStateMachine):
     # --- the server side ------------------------------------------------------------------
 
     def _expect_request(self, node: Node, d: Datagram) -> str | None:
-        """"deliver" if ``node`` is synchronised for ``d`` (it must be delivered now),
+        """ "deliver" if ``node`` is synchronised for ``d`` (it must be delivered now),
         "echo" if it must challenge and deliver the retry, None if nothing is owed."""
         if d.origin != "honest" or not node.alive or node.name == d.sender:
             return None
@@ -415,8 +433,9 @@ class GroupModel(RuleBasedStateMachine):
                 protected = node.server.protect_response(challenge, e.binding)
             except GroupOscoreError:
                 return "rejected"
-            r = self._record_response(node, protected, self.fresh("echo"), e.binding,
-                                      d.exchange, echo=True)
+            r = self._record_response(
+                node, protected, self.fresh("echo"), e.binding, d.exchange, echo=True
+            )
             if route:
                 await self._to_client(r, route=True)
             return "challenged"
@@ -506,8 +525,9 @@ class GroupModel(RuleBasedStateMachine):
         w = self.responses.get(key)
         return w is None or w.fresh(int.from_bytes(d.piv, "big"))
 
-    async def _to_client(self, d: Datagram, *, route: bool, xid: int | None = None,
-                         client: str | None = None) -> str:
+    async def _to_client(
+        self, d: Datagram, *, route: bool, xid: int | None = None, client: str | None = None
+    ) -> str:
         """A response datagram reaches a client's exchange (by default, its own)."""
         if client is None or xid is None:
             if d.exchange is None:
@@ -522,8 +542,10 @@ class GroupModel(RuleBasedStateMachine):
             verified = ex.security.unprotect_response(Message.decode(d.data), ex.binding)
         except GroupOscoreError as e:
             if expected:
-                self.violation(f"liveness: {client} rejected honest response {d.index} "
-                               f"from {d.sender} to its exchange {xid}: {e!r}")
+                self.violation(
+                    f"liveness: {client} rejected honest response {d.index} "
+                    f"from {d.sender} to its exchange {xid}: {e!r}"
+                )
             return "rejected"
         self._accepted(node, d, ex)
         challenged = verified.code == Code.UNAUTHORIZED and verified.options.echo is not None
@@ -535,8 +557,16 @@ class GroupModel(RuleBasedStateMachine):
             answer = ex.security.echo_retry(verified, ex.request)
             if answer is not None:
                 retry, security = answer
-                await self._send(node, retry, security, ex.app, to=d.sender, route=True,
-                                 observe=ex.observe, retried=not answered_before)
+                await self._send(
+                    node,
+                    retry,
+                    security,
+                    ex.app,
+                    to=d.sender,
+                    route=True,
+                    observe=ex.observe,
+                    retried=not answered_before,
+                )
         return "accepted"
 
     def _accepted(self, node: Node, d: Datagram, ex: Exchange) -> None:
@@ -554,13 +584,23 @@ class GroupModel(RuleBasedStateMachine):
             self.no_piv.add(key)
         else:
             self.responses.setdefault(key, ModelWindow(valid=True)).accept(
-                int.from_bytes(d.piv, "big"))
+                int.from_bytes(d.piv, "big")
+            )
 
     # --- sending --------------------------------------------------------------------------
 
-    async def _send(self, node: Node, request: Message, security: Any, app: str, *,
-                    to: str | None, route: bool, observe: bool = False,
-                    retried: bool = False) -> Datagram | None:
+    async def _send(
+        self,
+        node: Node,
+        request: Message,
+        security: Any,
+        app: str,
+        *,
+        to: str | None,
+        route: bool,
+        observe: bool = False,
+        retried: bool = False,
+    ) -> Datagram | None:
         try:
             protected, binding = security.protect_request(request)
         except GroupOscoreError:
@@ -584,11 +624,15 @@ class GroupModel(RuleBasedStateMachine):
                     expect = None
                 outcome = await self._serve(target, d, route=True)
                 if expect == "deliver" and outcome != "delivered":
-                    self.violation(f"liveness: {target.name} did not deliver honest request "
-                                   f"{d.index} ({app}) from {node.name}: {outcome}")
+                    self.violation(
+                        f"liveness: {target.name} did not deliver honest request "
+                        f"{d.index} ({app}) from {node.name}: {outcome}"
+                    )
                 if expect == "echo" and self.delivered[(target.name, app)] < 1:
-                    self.violation(f"liveness: {target.name} did not deliver {app} from "
-                                   f"{node.name} after the Echo exchange ({outcome})")
+                    self.violation(
+                        f"liveness: {target.name} did not deliver {app} from "
+                        f"{node.name} after the Echo exchange ({outcome})"
+                    )
         return d
 
     def _request(self, node: Node, observe: bool) -> tuple[Message, str]:
@@ -630,8 +674,7 @@ class GroupModel(RuleBasedStateMachine):
         """A group request the network holds back (delivered later, or never)."""
         self.group_request(i, False, False)
 
-    @rule(i=st.integers(0, 99), j=st.integers(0, 99), route=st.booleans(),
-          observe=st.booleans())
+    @rule(i=st.integers(0, 99), j=st.integers(0, 99), route=st.booleans(), observe=st.booleans())
     def pairwise_request(self, i: int, j: int, route: bool, observe: bool) -> None:
         node = self._pick(self._alive(Role.REQUESTER), i)
         target = self._pick([n for n in self._alive(Role.RESPONDER) if n is not node], j)
@@ -692,8 +735,10 @@ class GroupModel(RuleBasedStateMachine):
             expect = self._expect_request(target, d)
             outcome = self.run(self._serve(target, d, route=True))
             if expect == "deliver" and outcome != "delivered":
-                self.violation(f"liveness: {target.name} did not deliver late honest request "
-                               f"{d.index} ({d.app}) from {d.sender}: {outcome}")
+                self.violation(
+                    f"liveness: {target.name} did not deliver late honest request "
+                    f"{d.index} ({d.app}) from {d.sender}: {outcome}"
+                )
 
     @precondition(lambda self: bool(self.datagrams))
     @rule(k=st.integers(0, 10**6), i=st.integers(0, 99), j=st.integers(0, 99))
@@ -710,8 +755,12 @@ class GroupModel(RuleBasedStateMachine):
             self.run(self._to_client(d, route=False, xid=xid, client=node.name))
 
     @precondition(lambda self: bool(self.datagrams))
-    @rule(k=st.integers(0, 10**6), pos=st.integers(0, 10**6), bit=st.integers(0, 7),
-          in_option=st.booleans())
+    @rule(
+        k=st.integers(0, 10**6),
+        pos=st.integers(0, 10**6),
+        bit=st.integers(0, 7),
+        in_option=st.booleans(),
+    )
     def tamper(self, k: int, pos: int, bit: int, in_option: bool) -> None:
         """Flip one bit of the protected part (OSCORE option or payload) and deliver it."""
         d = self._datagram(k)
@@ -843,7 +892,7 @@ class GroupModel(RuleBasedStateMachine):
             return  # a re-join the GM refused for now (see _start)
         if self.backward:
             ctx = node.member.context
-            for d in self.datagrams[max(0, before - 30):before]:
+            for d in self.datagrams[max(0, before - 30) : before]:
                 if d.kind != "req" or d.origin != "honest":
                     continue
                 try:
@@ -879,8 +928,9 @@ class GroupModel(RuleBasedStateMachine):
                 challenge = Message(Code.UNAUTHORIZED, Type.NON, token=msg.token)
                 challenge.options.echo = e.echo
                 protected = sec.protect_response(challenge, e.binding)
-                self._record_response(node, protected, self.fresh("echo"), e.binding,
-                                      d.exchange, echo=True)
+                self._record_response(
+                    node, protected, self.fresh("echo"), e.binding, d.exchange, echo=True
+                )
             out = None
         except GroupOscoreError:
             out = None
@@ -919,8 +969,9 @@ class GroupModel(RuleBasedStateMachine):
     @rule(i=st.integers(0, 99))
     def renew_sender_id(self, i: int) -> None:
         members = self._members()  # a node the GM removed (it missed that) is refused 4.03
-        node = self._pick([n for n in self._alive()
-                           if n.member.sender_id is not None and n.name in members], i)
+        node = self._pick(
+            [n for n in self._alive() if n.member.sender_id is not None and n.name in members], i
+        )
         if node is None:
             return
         before = node.member.material

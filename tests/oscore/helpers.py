@@ -27,9 +27,15 @@ class Member:
 
     def context(self, peers: list[Member] | None = None, **kwargs: Any) -> GroupContext:
         return GroupContext(
-            SECRET, GID, master_salt=SALT, sender_id=self.sid, private_key=self.key,
-            credential=self.cred, gm_cred=GM_CRED,
-            peers={p.sid: p.cred.raw for p in peers or []}, **kwargs,
+            SECRET,
+            GID,
+            master_salt=SALT,
+            sender_id=self.sid,
+            private_key=self.key,
+            credential=self.cred,
+            gm_cred=GM_CRED,
+            peers={p.sid: p.cred.raw for p in peers or []},
+            **kwargs,
         )
 
 
@@ -46,8 +52,13 @@ def content(payload: bytes, *, mid: int = 1, token: bytes = b"\x01\x02") -> Mess
 def echo_challenge(exc: Any, request: Message) -> Message:
     """The protected 4.01 + Echo a server sends for a FreshnessRequired, built the way the
     transport builds it: the context picks the server's own Partial IV by itself."""
-    reply = Message(code=Code.UNAUTHORIZED, mtype=request.mtype, mid=request.mid,
-                    token=request.token, remote=request.remote)
+    reply = Message(
+        code=Code.UNAUTHORIZED,
+        mtype=request.mtype,
+        mid=request.mid,
+        token=request.token,
+        remote=request.remote,
+    )
     reply.options.echo = exc.echo
     return exc.binding.context.protect_response(reply, exc.binding)
 
@@ -57,5 +68,9 @@ def fresh_context(document: dict[str, Any], **kwargs: Any) -> GroupContext:
     its true replay state is "nothing received" (valid windows at 0), and its sequence
     numbers live in memory because the test process never restarts."""
     return group_context_from_document(
-        document, sequence=SenderSequence(), replay_windows_valid=True,
-        replay_state_persisted=True, **kwargs)
+        document,
+        sequence=SenderSequence(),
+        replay_windows_valid=True,
+        replay_state_persisted=True,
+        **kwargs,
+    )

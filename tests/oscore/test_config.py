@@ -43,7 +43,8 @@ def test_provisioned_group_members_talk(tmp_path: Path) -> None:
         plain, sbinding = light.unprotect_request(request)
         assert plain.options.uri_path == ["light"]
         reply, info = switch.unprotect_response(
-            light.protect_response(content(b"ok"), sbinding), binding)
+            light.protect_response(content(b"ok"), sbinding), binding
+        )
         assert reply.payload == b"ok" and info.sender_id == light.sender_id
 
 
@@ -65,10 +66,14 @@ def test_sequence_file_survives_restart(tmp_path: Path) -> None:
 
 
 def test_oscore_file(tmp_path: Path) -> None:
-    common = {"type": "oscore", "master_secret": "0102030405060708090a0b0c0d0e0f10",
-              "master_salt": "9e7ca92223786340"}
-    client = write_secret_file(tmp_path / "c.json",
-                               common | {"sender_id": "", "recipient_id": "01"})
+    common = {
+        "type": "oscore",
+        "master_secret": "0102030405060708090a0b0c0d0e0f10",
+        "master_salt": "9e7ca92223786340",
+    }
+    client = write_secret_file(
+        tmp_path / "c.json", common | {"sender_id": "", "recipient_id": "01"}
+    )
     ctx = load_security(client)
     assert isinstance(ctx, SecurityContext)
     assert ctx.sender_key.hex() == "f0910ed7295e6ad4b54fc793154302ff"
@@ -76,8 +81,16 @@ def test_oscore_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"gid": "zz"}, {"master_secret": None}, {"members": "x"}, {"members": [{"sender_id": "01"}]},
-     {"credential": "a0"}, {"signature": 99}, {"type": "other"}, {"freshness": "never"}],
+    [
+        {"gid": "zz"},
+        {"master_secret": None},
+        {"members": "x"},
+        {"members": [{"sender_id": "01"}]},
+        {"credential": "a0"},
+        {"signature": 99},
+        {"type": "other"},
+        {"freshness": "never"},
+    ],
 )
 def test_malformed_group_files_are_clear_errors(tmp_path: Path, change: dict) -> None:
     doc = provision_static_group(["a", "b"])["a"]
@@ -96,8 +109,7 @@ def test_not_json(tmp_path: Path) -> None:
 
 
 def _recorded_requests(docs: dict, sender: str, count: int) -> list:
-    client = group_context_from_document(docs[sender], base=Path("/nonexistent"),
-                                         sequence=None)
+    client = group_context_from_document(docs[sender], base=Path("/nonexistent"), sequence=None)
     return [client.protect_request(get())[0] for _ in range(count)]
 
 
@@ -120,12 +132,12 @@ def test_replay_windows_valid_needs_persisted_replay_state(tmp_path: Path) -> No
     docs = provision_static_group(["switch", "light"])
     with pytest.raises(ConfigError, match="replay_state_persisted"):
         group_context_from_document(docs["light"], base=tmp_path, replay_windows_valid=True)
-    light = group_context_from_document(docs["light"], base=tmp_path,
-                                        replay_windows_valid=True, replay_state_persisted=True)
+    light = group_context_from_document(
+        docs["light"], base=tmp_path, replay_windows_valid=True, replay_state_persisted=True
+    )
     light.unprotect_request(_recorded_requests(docs, "switch", 1)[0])
     with pytest.raises(ConfigError, match="not honoured"):
-        group_context_from_document(docs["light"] | {"replay_windows_valid": True},
-                                    base=tmp_path)
+        group_context_from_document(docs["light"] | {"replay_windows_valid": True}, base=tmp_path)
 
 
 def test_oscore_context_from_document_starts_with_invalid_window(tmp_path: Path) -> None:
@@ -138,15 +150,19 @@ def test_oscore_context_from_document_starts_with_invalid_window(tmp_path: Path)
         server.unprotect_request(recorded)
     with pytest.raises(ConfigError, match="replay_state_persisted"):
         oscore_context_from_document(server_doc, base=tmp_path, replay_window_valid=True)
-    restored = oscore_context_from_document(server_doc, base=tmp_path,
-                                            replay_window_valid=True,
-                                            replay_state_persisted=True)
+    restored = oscore_context_from_document(
+        server_doc, base=tmp_path, replay_window_valid=True, replay_state_persisted=True
+    )
     restored.unprotect_request(recorded)
 
 
 def test_oscore_server_file_without_sequence_file_is_refused(tmp_path: Path) -> None:
-    doc = {"type": "oscore", "master_secret": "0102030405060708090a0b0c0d0e0f10",
-           "sender_id": "01", "recipient_id": ""}
+    doc = {
+        "type": "oscore",
+        "master_secret": "0102030405060708090a0b0c0d0e0f10",
+        "sender_id": "01",
+        "recipient_id": "",
+    }
     path = write_secret_file(tmp_path / "server.json", doc)
     with pytest.raises(ConfigError, match="needs 'sequence_file'"):
         load_security(path, role="server")
@@ -188,8 +204,9 @@ def test_retired_freshness_in_a_file_says_what_to_use(tmp_path: Path, old: str) 
     with pytest.raises(ConfigError, match=r"no longer supported.*use 'echo'"):
         group_context_from_document(doc, base=tmp_path)
     with pytest.raises(ConfigError, match="no longer supported"):
-        group_context_from_document(provision_static_group(["a", "b"])["a"], base=tmp_path,
-                                    freshness=old)
+        group_context_from_document(
+            provision_static_group(["a", "b"])["a"], base=tmp_path, freshness=old
+        )
 
 
 def test_gm_cred_null_means_cbor_null_in_the_external_aad(tmp_path: Path) -> None:
@@ -249,8 +266,8 @@ def test_raw_ed25519_seed_is_accepted_where_a_cose_key_is_expected() -> None:
     docs = provision_static_group(["a", "b"])
     original = fresh_context(docs["a"])
     seed = original.private_key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-        serialization.NoEncryption())
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
     docs["a"]["private_key"] = seed.hex()
     again = fresh_context(docs["a"])
     msg, _ = again.protect_request(get())

@@ -15,13 +15,23 @@ from tests.oscore.helpers import GID, GM_CRED, SALT, SECRET, content, get
 def pair(signature: int = -8, **algs: Any) -> tuple[GroupContext, GroupContext]:
     sig = signature_by_id(signature)
     keys = [sig.generate_private_key() for _ in range(2)]
-    creds = [Credential.build_ccs(k.public_key(), signature, n) for k, n in zip(keys, "cs",
-                                                                                 strict=True)]
+    creds = [
+        Credential.build_ccs(k.public_key(), signature, n) for k, n in zip(keys, "cs", strict=True)
+    ]
     sids = [b"\x01", b"\x02"]
     return tuple(  # type: ignore[return-value]
-        GroupContext(SECRET, GID, master_salt=SALT, sender_id=sids[i], private_key=keys[i],
-                     credential=creds[i], gm_cred=GM_CRED, signature=signature,
-                     peers={sids[1 - i]: creds[1 - i].raw}, **algs)
+        GroupContext(
+            SECRET,
+            GID,
+            master_salt=SALT,
+            sender_id=sids[i],
+            private_key=keys[i],
+            credential=creds[i],
+            gm_cred=GM_CRED,
+            signature=signature,
+            peers={sids[1 - i]: creds[1 - i].raw},
+            **algs,
+        )
         for i in range(2)
     )
 

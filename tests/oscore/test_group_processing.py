@@ -20,15 +20,20 @@ from grouposcore.errors import (
 from grouposcore.oscore import GroupContext, SecurityContext, decode_option
 from tests.oscore.helpers import Member, content, echo_challenge, get
 
-A, B, C, D = (Member(bytes([i]), n) for i, n in ((0x0A, "a"), (0x0B, "b"), (0x0C, "c"),
-                                                   (0x0D, "d")))
+A, B, C, D = (
+    Member(bytes([i]), n) for i, n in ((0x0A, "a"), (0x0B, "b"), (0x0C, "c"), (0x0D, "d"))
+)
 
 
 def snapshot(ctx: GroupContext) -> dict:
     """Everything an unprotect may change: recipients and their replay windows."""
     return {
-        rid: (rc.replay_window.valid, rc.replay_window.highest, rc.replay_window._bitmap,
-              rc.echo_challenge)
+        rid: (
+            rc.replay_window.valid,
+            rc.replay_window.highest,
+            rc.replay_window._bitmap,
+            rc.echo_challenge,
+        )
         for rid, rc in ctx.recipients.items()
     } | {"_deleted": ctx.recipient_deleted, "_seq": ctx.sequence.peek()}
 
@@ -107,8 +112,10 @@ def test_response_bound_to_another_request_is_rejected(mode: str, fresh_piv: boo
     else:
         client, server = A.context([B]), B.context([A])
         target = B.sid if mode == "pairwise" else None
+
         def protect(msg: Message) -> tuple[Message, object]:
             return client.protect_request(msg, pairwise_with=target)  # type: ignore[union-attr]
+
     first, binding1 = protect(get(mid=1))
     second, binding2 = protect(get(mid=2))
     _, sbinding1 = server.unprotect_request(first)
@@ -117,7 +124,8 @@ def test_response_bound_to_another_request_is_rejected(mode: str, fresh_piv: boo
     with pytest.raises(ProtectionError):
         client.unprotect_response(response, binding2)
     assert not binding2.trackers or not any(
-        t.no_piv_seen or t.window.highest >= 0 for t in binding2.trackers.values())
+        t.no_piv_seen or t.window.highest >= 0 for t in binding2.trackers.values()
+    )
     assert client.unprotect_response(response, binding1)[0].payload == b"on"
 
 
@@ -209,8 +217,12 @@ def test_pairwise_response_from_another_member_is_rejected() -> None:
 
 def test_silent_server_receives_but_never_sends() -> None:
     monitor = GroupContext(
-        A.context().master_secret, A.context().gid, master_salt=A.context().master_salt,
-        sender_id=None, gm_cred=A.context().gm_cred, peers={A.sid: A.cred.raw},
+        A.context().master_secret,
+        A.context().gid,
+        master_salt=A.context().master_salt,
+        sender_id=None,
+        gm_cred=A.context().gm_cred,
+        peers={A.sid: A.cred.raw},
     )
     client = A.context([B])
     request, _ = client.protect_request(get())
@@ -262,9 +274,11 @@ def test_sequence_numbers_are_shared_by_both_modes() -> None:
 
 
 def test_eviction_makes_new_windows_invalid_and_echo_recovers() -> None:
-    server = B.context([A], max_recipients=1,
-                       credential_provider=lambda kid, gid: {C.sid: C.cred.raw,
-                                                             A.sid: A.cred.raw}.get(kid))
+    server = B.context(
+        [A],
+        max_recipients=1,
+        credential_provider=lambda kid, gid: {C.sid: C.cred.raw, A.sid: A.cred.raw}.get(kid),
+    )
     c = C.context([B])
     r1, _ = c.protect_request(get())
     server.unprotect_request(r1)  # C's context evicts A's: a deletion
@@ -296,8 +310,7 @@ def test_echo_challenge_is_readable_by_the_client() -> None:
     request, binding = a.protect_request(get())
     with pytest.raises(FreshnessRequired) as info:
         server.unprotect_request(request)
-    reply, _ = a.unprotect_response(echo_challenge(info.value, request),
-                                        binding)
+    reply, _ = a.unprotect_response(echo_challenge(info.value, request), binding)
     assert reply.code == 0x81 and reply.options.echo == info.value.echo
     retry = get()
     retry.options.echo = reply.options.echo
@@ -369,8 +382,12 @@ def test_stale_member_removed_cannot_be_verified() -> None:
 def _rekeyed(member: Member, peers: list[Member]) -> GroupContext:
     """``member``'s context after a rekey: new Gid and Master Secret, same Sender IDs."""
     return GroupContext(
-        bytes(range(40, 56)), b"\x99\x01", sender_id=member.sid, private_key=member.key,
-        credential=member.cred, peers={p.sid: p.cred.raw for p in peers},
+        bytes(range(40, 56)),
+        b"\x99\x01",
+        sender_id=member.sid,
+        private_key=member.key,
+        credential=member.cred,
+        peers={p.sid: p.cred.raw for p in peers},
     )
 
 
@@ -425,8 +442,10 @@ def test_response_to_one_requester_does_not_verify_for_another_requester() -> No
     client_a, client_c, server = A.context([B]), C.context([B]), B.context([A, C])
     req_a, _ = client_a.protect_request(get(mid=1))
     req_c, binding_c = client_c.protect_request(get(mid=2))
-    assert decode_option(req_a.options.oscore or b"").piv == decode_option(
-        req_c.options.oscore or b"").piv
+    assert (
+        decode_option(req_a.options.oscore or b"").piv
+        == decode_option(req_c.options.oscore or b"").piv
+    )
     _, sbinding_a = server.unprotect_request(req_a)
     server.unprotect_request(req_c)
     c_new, server_new = _rekeyed(C, [B]), _rekeyed(B, [A, C])

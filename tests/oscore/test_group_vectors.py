@@ -101,8 +101,9 @@ def test_g3_group_request() -> None:
 
 
 def _respond(request_id: str, response_id: str, **kwargs: Any) -> None:
-    client, binding, protected_request = _request(request_id, pairwise=V[request_id]["mode"] ==
-                                                  "pairwise")
+    client, binding, protected_request = _request(
+        request_id, pairwise=V[request_id]["mode"] == "pairwise"
+    )
     vec = V[response_id]
     seq = vec["inputs"]["sender_sequence_number"]
     server = member("server", seq=seq or 0)

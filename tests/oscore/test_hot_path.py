@@ -18,8 +18,11 @@ A, B = Member(b"\x0a", "a"), Member(b"\x0b", "b")
 
 def _contexts(mode: str) -> tuple[object, object, dict]:
     if mode == "oscore":
-        return (SecurityContext(b"s" * 16, b"\x01", b"\x02"),
-                SecurityContext(b"s" * 16, b"\x02", b"\x01"), {})
+        return (
+            SecurityContext(b"s" * 16, b"\x01", b"\x02"),
+            SecurityContext(b"s" * 16, b"\x02", b"\x01"),
+            {},
+        )
     kwargs = {"pairwise_with": B.sid} if mode == "pairwise" else {}
     return A.context([B]), B.context([A]), kwargs
 
@@ -30,8 +33,14 @@ def test_rejected_response_leaves_no_response_tracker(mode: str) -> None:
     request, binding = client.protect_request(get(), **kwargs)  # type: ignore[attr-defined]
     _, sbinding = server.unprotect_request(request)  # type: ignore[attr-defined]
     response = server.protect_response(content(b"x"), sbinding)  # type: ignore[attr-defined]
-    forged = Message(response.code, response.mtype, response.mid, response.token,
-                     response.options, response.payload[:-1] + bytes([response.payload[-1] ^ 1]))
+    forged = Message(
+        response.code,
+        response.mtype,
+        response.mid,
+        response.token,
+        response.options,
+        response.payload[:-1] + bytes([response.payload[-1] ^ 1]),
+    )
     with pytest.raises(ProtectionError):
         client.unprotect_response(forged, binding)  # type: ignore[attr-defined]
     assert binding.trackers is None
@@ -57,11 +66,19 @@ def _observe_request(value: bytes | None) -> Message:
     return msg
 
 
-@pytest.mark.parametrize(("observe", "registration"), [
-    (None, False), (b"", True), (b"\x00", True), (b"\x01", False), (b"\x00\x01", False),
-])
+@pytest.mark.parametrize(
+    ("observe", "registration"),
+    [
+        (None, False),
+        (b"", True),
+        (b"\x00", True),
+        (b"\x01", False),
+        (b"\x00\x01", False),
+    ],
+)
 def test_server_binding_observe_is_the_inner_observe_registration(
-        observe: bytes | None, registration: bool) -> None:
+    observe: bytes | None, registration: bool
+) -> None:
     client, server = A.context([B]), B.context([A])
     request, binding = client.protect_request(_observe_request(observe))
     plain, sbinding = server.unprotect_request(request)
@@ -91,8 +108,15 @@ def test_group_module_keeps_its_public_names_after_the_split() -> None:
     from grouposcore.oscore import group, group_base
     from grouposcore.oscore.freshness import check_freshness_policy
 
-    for name in ("GroupContext", "RecipientContext", "CredentialProvider", "FreshnessPolicy",
-                 "FRESHNESS_POLICIES", "INSECURE_ACCEPT_REPLAYS", "check_freshness_policy"):
+    for name in (
+        "GroupContext",
+        "RecipientContext",
+        "CredentialProvider",
+        "FreshnessPolicy",
+        "FRESHNESS_POLICIES",
+        "INSECURE_ACCEPT_REPLAYS",
+        "check_freshness_policy",
+    ):
         assert hasattr(group, name)
     assert issubclass(group.GroupContext, group_base.GroupContextBase)
     assert check_freshness_policy("drop") == "drop"
@@ -108,8 +132,10 @@ def test_recipient_context_keeps_under_1kib_of_python_heap() -> None:
     from grouposcore.cose import EDDSA, Credential
 
     n = 200
-    creds = [Credential.build_ccs(EDDSA.generate_private_key().public_key(), -8, f"m{i}").raw
-             for i in range(n)]
+    creds = [
+        Credential.build_ccs(EDDSA.generate_private_key().public_key(), -8, f"m{i}").raw
+        for i in range(n)
+    ]
     ctx = A.context([], max_recipients=n + 1)
     ctx.add_recipient(b"\xff", creds[0])  # one-time set-up outside the measurement
     gc.collect()

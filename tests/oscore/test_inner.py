@@ -36,8 +36,13 @@ def messages(draw: st.DrawFn) -> Message:
     if draw(st.booleans()):
         options.add(OptionNumber.ECHO, draw(st.binary(min_size=1, max_size=40)))
     payload = draw(st.binary(max_size=32))
-    return Message(code=code, mid=draw(st.integers(0, 65535)), token=draw(st.binary(max_size=8)),
-                   options=options, payload=payload)
+    return Message(
+        code=code,
+        mid=draw(st.integers(0, 65535)),
+        token=draw(st.binary(max_size=8)),
+        options=options,
+        payload=payload,
+    )
 
 
 @settings(deadline=None, max_examples=300)
@@ -48,12 +53,20 @@ def test_split_then_merge_gives_back_the_message(message: Message) -> None:
     outer, plaintext, outer_code = inner.split(message)
     protected = inner.assemble(message, outer, outer_code, b"", b"\x00")
     assert protected.payload == b"\x00" and protected.code in (
-        Code.POST, Code.FETCH, Code.CHANGED, Code.CONTENT)
+        Code.POST,
+        Code.FETCH,
+        Code.CHANGED,
+        Code.CONTENT,
+    )
     visible = {number for number, _ in protected.options}
     assert visible <= {OptionNumber.URI_HOST, OptionNumber.OBSERVE, OptionNumber.OSCORE}
     merged = inner.merge(protected, plaintext)
     assert (merged.code, merged.payload, merged.token, merged.mid) == (
-        message.code, message.payload, message.token, message.mid)
+        message.code,
+        message.payload,
+        message.token,
+        message.mid,
+    )
     assert list(merged.options) == list(message.options)
 
 

@@ -94,8 +94,12 @@ def _option_is_well_formed(data: bytes) -> bool:
 
 
 @settings(deadline=None)
-@given(st.binary(max_size=64) | st.builds(
-    lambda flags, rest: bytes([flags]) + rest, st.integers(0, 255), st.binary(max_size=12)))
+@given(
+    st.binary(max_size=64)
+    | st.builds(
+        lambda flags, rest: bytes([flags]) + rest, st.integers(0, 255), st.binary(max_size=12)
+    )
+)
 def test_random_option_bytes_decode_exactly_or_are_rejected(data: bytes) -> None:
     """Every well-formed value decodes and re-encodes to the same bytes; every malformed
     one raises OscoreDecodeError (and nothing else)."""

@@ -84,8 +84,7 @@ class ReplayMachine(RuleBasedStateMachine):
                 assert self.window.is_fresh(seq) == self.model.fresh(seq), seq
 
 
-ReplayMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
-                                           deadline=None)
+ReplayMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestReplayWindowStateful = ReplayMachine.TestCase
 
 

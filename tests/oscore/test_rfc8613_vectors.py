@@ -44,10 +44,14 @@ def test_key_derivation(vector: dict[str, Any]) -> None:
     ctx = context_for(vector["id"])
     id_context = _hex_or_none(inputs["id_context"])
     alg = inputs["aead_alg"]
-    assert derive_info(H(inputs["sender_id"]), id_context, alg, "Key", 16).hex() == mid[
-        "info_sender_key"]
-    assert derive_info(H(inputs["recipient_id"]), id_context, alg, "Key", 16).hex() == mid[
-        "info_recipient_key"]
+    assert (
+        derive_info(H(inputs["sender_id"]), id_context, alg, "Key", 16).hex()
+        == mid["info_sender_key"]
+    )
+    assert (
+        derive_info(H(inputs["recipient_id"]), id_context, alg, "Key", 16).hex()
+        == mid["info_recipient_key"]
+    )
     assert derive_info(b"", id_context, alg, "IV", 13).hex() == mid["info_common_iv"]
     assert ctx.sender_key.hex() == out["sender_key"]
     assert ctx.recipient_key.hex() == out["recipient_key"]
@@ -103,8 +107,9 @@ def test_response_protect_and_unprotect(vector: dict[str, Any]) -> None:
     assert protected.payload.hex() == out["ciphertext"]
     assert protected.encode().hex() == out["protected_coap"]
 
-    plain, info = client.unprotect_response(Message.decode(H(out["protected_coap"])),
-                                            client_binding)
+    plain, info = client.unprotect_response(
+        Message.decode(H(out["protected_coap"])), client_binding
+    )
     assert plain == response
     assert info.piv == _hex_or_none(mid["partial_iv"])
 

@@ -45,11 +45,22 @@ def test_colliding_gids_are_each_tried() -> None:
     """Two groups (from different Group Managers) with the same Gid and Sender ID 0x0a."""
     other = Member(b"\x0a", "other-a")
     ours = B.context([A])
-    theirs = GroupContext(b"another secret!!", ours.gid, sender_id=B.sid, private_key=B.key,
-                          credential=B.cred, peers={other.sid: other.cred.raw})
-    their_client = GroupContext(b"another secret!!", ours.gid, sender_id=other.sid,
-                                private_key=other.key, credential=other.cred,
-                                peers={B.sid: B.cred.raw})
+    theirs = GroupContext(
+        b"another secret!!",
+        ours.gid,
+        sender_id=B.sid,
+        private_key=B.key,
+        credential=B.cred,
+        peers={other.sid: other.cred.raw},
+    )
+    their_client = GroupContext(
+        b"another secret!!",
+        ours.gid,
+        sender_id=other.sid,
+        private_key=other.key,
+        credential=other.cred,
+        peers={B.sid: B.cred.raw},
+    )
     server = ServerSecurity([ours, theirs])
     _, binding = server.unprotect_request(A.context([B]).protect_request(get())[0])
     assert binding.context is ours
@@ -58,7 +69,8 @@ def test_colliding_gids_are_each_tried() -> None:
     stranger = Member(b"\x0a", "stranger")
     with pytest.raises(ProtectionError):
         server.unprotect_request(
-            stranger.context([B], sequence=SenderSequence(5)).protect_request(get())[0])
+            stranger.context([B], sequence=SenderSequence(5)).protect_request(get())[0]
+        )
 
 
 def test_errors_carry_their_answer() -> None:
@@ -99,8 +111,9 @@ def test_echo_challenge_then_pairwise_retry() -> None:
     req2, binding2 = retry_security.protect_request(retry_msg)
     plain, sbinding = server.unprotect_request(req2)
     assert plain.options.uri_path == ["light"] and not sbinding.group_mode
-    reply = retry_security.unprotect_response(server.protect_response(content(b"ok"), sbinding),
-                                              binding2)
+    reply = retry_security.unprotect_response(
+        server.protect_response(content(b"ok"), sbinding), binding2
+    )
     assert reply.payload == b"ok"
     assert retry_security.echo_retry(reply, retry_msg) is None
 
@@ -181,12 +194,15 @@ def test_echo_challenge_through_plain_protect_response_uses_own_piv() -> None:
     assert protected.options.oscore[0] & 0x07  # a Partial IV is present
 
 
-@pytest.mark.parametrize(("uri", "outer"), [
-    ("coap://[2001:db8::1]/a/b?x=1", "coap://[2001:db8::1]"),
-    ("coap://example.org:5690/a/b?x=1", "coap://example.org:5690"),
-    ("coaps://example.org/a", "coaps://example.org"),
-    ("coap://example.org/?q=%20", "coap://example.org"),
-])
+@pytest.mark.parametrize(
+    ("uri", "outer"),
+    [
+        ("coap://[2001:db8::1]/a/b?x=1", "coap://[2001:db8::1]"),
+        ("coap://example.org:5690/a/b?x=1", "coap://example.org:5690"),
+        ("coaps://example.org/a", "coaps://example.org"),
+        ("coap://example.org/?q=%20", "coap://example.org"),
+    ],
+)
 def test_outer_proxy_uri_is_only_scheme_host_and_port(uri: str, outer: str) -> None:
     """RFC 8613 §4.1.3.3: the outer Proxy-Uri is the composition of scheme, host and port;
     path and query are encrypted. The server sees the Proxy-Uri the client wrote."""
@@ -287,16 +303,20 @@ def test_echo_retry_through_the_same_client_security_goes_pairwise() -> None:
 def test_plain_oscore_response_numbers_are_per_id_context() -> None:
     """After a new context (RFC 8613 B.2: new ID Context) the server's Partial IVs start at
     0 again; the client's replay state for the old context does not reject them."""
+
     def pair(id_context: bytes) -> tuple[SecurityContext, SecurityContext]:
-        return (SecurityContext(b"s" * 16, b"\x01", b"\x02", id_context=id_context),
-                SecurityContext(b"s" * 16, b"\x02", b"\x01", id_context=id_context))
+        return (
+            SecurityContext(b"s" * 16, b"\x01", b"\x02", id_context=id_context),
+            SecurityContext(b"s" * 16, b"\x02", b"\x01", id_context=id_context),
+        )
 
     client, server = pair(b"\x01")
     request, binding = client.protect_request(get())
     _, sbinding = server.unprotect_request(request)
     for _ in range(3):
-        client.unprotect_response(server.protect_response(content(b"o"), sbinding,
-                                                          fresh_piv=True), binding)
+        client.unprotect_response(
+            server.protect_response(content(b"o"), sbinding, fresh_piv=True), binding
+        )
     client_new, server_new = pair(b"\x02")
     note = server_new.protect_response(content(b"n"), sbinding, fresh_piv=True)
     plain, info = client_new.unprotect_response(note, binding)

@@ -33,29 +33,68 @@ def main(directory: Path, size: int, rate: str = "1000", foreign: str = "") -> d
     firmware.write_bytes(data)
     author = Ed25519PrivateKey.generate()
     signer = Ed25519PrivateKey.generate() if foreign else author
-    (directory / "author.key").write_bytes(signer.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    (directory / "author.pem").write_bytes(author.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (directory / "author.key").write_bytes(
+        signer.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (directory / "author.pem").write_bytes(
+        author.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     receivers = []
     for n in names[1:]:
         out = directory / f"{n}.out"
         proc = subprocess.Popen(
-            [*CLI, "receive", "--security", str(files[n]), "--interface", "lo", "--out",
-             str(out), "--once", "--json", "--author", str(directory / "author.pem"),
-             "--store", str(directory / f"{n}.store")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                *CLI,
+                "receive",
+                "--security",
+                str(files[n]),
+                "--interface",
+                "lo",
+                "--out",
+                str(out),
+                "--once",
+                "--json",
+                "--author",
+                str(directory / "author.pem"),
+                "--store",
+                str(directory / f"{n}.store"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         receivers.append((n, out, proc, json.loads(proc.stdout.readline())))
     start = time.perf_counter()
     push = subprocess.run(
-        [*CLI, "push", str(firmware), "coap://224.0.1.187/fw", "--group", str(files["sender"]),
-         "--interface", "lo", "--json", "--rate", rate, "--sign",
-         str(directory / "author.key"), "--sequence", "7",
-         *(["--patience", "2"] if foreign else [])],
-        capture_output=True, text=True, timeout=90, check=False,
+        [
+            *CLI,
+            "push",
+            str(firmware),
+            "coap://224.0.1.187/fw",
+            "--group",
+            str(files["sender"]),
+            "--interface",
+            "lo",
+            "--json",
+            "--rate",
+            rate,
+            "--sign",
+            str(directory / "author.key"),
+            "--sequence",
+            "7",
+            *(["--patience", "2"] if foreign else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
     seconds = time.perf_counter() - start
     if foreign:
@@ -65,13 +104,15 @@ def main(directory: Path, size: int, rate: str = "1000", foreign: str = "") -> d
     for n, out, proc, listening in receivers:
         stdout, stderr = proc.communicate(timeout=30)
         results[n] = {
-            "code": proc.returncode, "listening": listening,
+            "code": proc.returncode,
+            "listening": listening,
             "lines": [json.loads(line) for line in stdout.splitlines() if line.strip()],
             "stderr": stderr,
             "sha256": hashlib.sha256(out.read_bytes()).hexdigest() if out.exists() else None,
         }
     return {
-        "sha256": hashlib.sha256(data).hexdigest(), "seconds": round(seconds, 2),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "seconds": round(seconds, 2),
         "push": {"code": push.returncode, "stdout": push.stdout, "stderr": push.stderr},
         "receivers": results,
     }

@@ -76,8 +76,9 @@ async def start_member(ctx: GroupContext, port: int, *, unicast: bool) -> Member
     site = Site()
     site.add("fw", resource)
     hook = SenderTagging(security)
-    group_ep = await Endpoint.create(("0.0.0.0", port), site=site, server_security=hook,
-                                     leisure=LEISURE, reuse_address=unicast)
+    group_ep = await Endpoint.create(
+        ("0.0.0.0", port), site=site, server_security=hook, leisure=LEISURE, reuse_address=unicast
+    )
     group_ep.join_group(ALL_COAP_NODES_V4, "lo")
     endpoints = [group_ep]
     if unicast:
@@ -107,14 +108,17 @@ async def scenario(kind: str, n: int, size: int, seed: int = 7) -> dict[str, Any
                 ports.append(m.endpoints[0].address[1])
             mangle = None
             if kind == "tamper":
+
                 def mangle(member: int, number: int, datagram: bytes) -> bytes:
                     if member == 0 and number == 3:
                         flipped = bytearray(datagram)
                         flipped[-20] ^= 0x40
                         return bytes(flipped)
                     return datagram
+
             loss = float(os.environ.get("PUSH_LOSS", "0.05")) if kind == "lossy" else 0.0
             if kind == "junk":
+
                 def mangle(member: int, number: int, datagram: bytes) -> bytes | list[bytes]:
                     if member != 0 or number != 20:
                         return datagram
@@ -125,12 +129,18 @@ async def scenario(kind: str, n: int, size: int, seed: int = 7) -> dict[str, Any
                         fake.payload = b"not what the sender signed"
                         junk.append(fake.encode())
                     return [*junk, datagram]
+
             relay = await LossyFanout.start(
                 (ALL_COAP_NODES_V4, GROUP_PORT), ports, loss=loss, seed=seed, mangle=mangle,
                 burst=(40, 200) if kind == "burst" else None,
             )  # fmt: skip
-        envelope = sign_envelope(data, sequence=1, block_size=block_size_for(size),
-                                 key=AUTHOR, distributors=[ctxs["sender"].sender_id])
+        envelope = sign_envelope(
+            data,
+            sequence=1,
+            block_size=block_size_for(size),
+            key=AUTHOR,
+            distributors=[ctxs["sender"].sender_id],
+        )
         start = time.perf_counter()
         result = await push_file(
             sender_ep, ctxs["sender"], data, (ALL_COAP_NODES_V4, GROUP_PORT),
@@ -146,15 +156,19 @@ async def scenario(kind: str, n: int, size: int, seed: int = 7) -> dict[str, Any
             "result": result.as_dict(),
             "member_hashes": [
                 hashlib.sha256(m.files[result.sender.tid]).hexdigest()
-                if result.sender.tid in m.files else None
+                if result.sender.tid in m.files
+                else None
                 for m in members
             ],
             "stored": [m.resource.receiver.stored_blocks for m in members],
             "bad_blocks": [m.resource.receiver.bad_blocks for m in members],
             "rejected_by_resource": [m.resource.rejected for m in members],
             "oscore_failures": [m.security.failures for m in members],
-            "relay": None if relay is None else {
-                "forwarded": relay.forwarded, "dropped": relay.dropped,
+            "relay": None
+            if relay is None
+            else {
+                "forwarded": relay.forwarded,
+                "dropped": relay.dropped,
             },
         }
     finally:

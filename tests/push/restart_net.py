@@ -42,11 +42,18 @@ def main(directory: Path) -> dict:
     data = os.urandom(SIZE)
     (directory / "firmware.bin").write_bytes(data)
     author = Ed25519PrivateKey.generate()
-    (directory / "author.key").write_bytes(author.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    (directory / "author.pem").write_bytes(author.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (directory / "author.key").write_bytes(
+        author.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (directory / "author.pem").write_bytes(
+        author.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     procs = {n: receiver(directory, files, n) for n in names[1:]}
     for p in procs.values():
         assert p.stdout is not None
@@ -76,12 +83,18 @@ def main(directory: Path) -> dict:
         _, stderr = p.communicate(timeout=30)
         path = directory / f"{name}.out"
         result[name] = {
-            "code": p.returncode, "stderr": stderr[-2000:],
+            "code": p.returncode,
+            "stderr": stderr[-2000:],
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None,
         }
-    return {"sha256": hashlib.sha256(data).hexdigest(), "restarted": restarted,
-            "push_code": push.returncode, "push": json.loads(out.strip().splitlines()[-1])
-            if out.strip() else None, "push_stderr": err[-2000:], "receivers": result}
+    return {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "restarted": restarted,
+        "push_code": push.returncode,
+        "push": json.loads(out.strip().splitlines()[-1]) if out.strip() else None,
+        "push_stderr": err[-2000:],
+        "receivers": result,
+    }
 
 
 if __name__ == "__main__":

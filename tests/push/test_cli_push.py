@@ -15,7 +15,7 @@ import pytest
 from grouposcore.oscore.config import provision_static_group, write_secret_file
 from tests.conftest import REPO
 
-SETUP = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
+SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 CLI = [sys.executable, "-m", "grouposcore.cli.main"]
 
 
@@ -34,9 +34,24 @@ CLI = [sys.executable, "-m", "grouposcore.cli.main"]
 )
 def test_push_to_three_receivers(tmp_path: Path, size: int, rate: str) -> None:
     proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "tests.push.cli_net",
-         str(tmp_path), str(size), rate],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            SETUP,
+            sys.executable,
+            "-m",
+            "tests.push.cli_net",
+            str(tmp_path),
+            str(size),
+            rate,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -49,8 +64,10 @@ def test_push_to_three_receivers(tmp_path: Path, size: int, rate: str) -> None:
     assert events[1]["event"] == "push-manifest" and events[1]["tid"] == result["tid"]
     assert events[1]["file"].endswith("firmware.bin") and events[1]["sequence"] == 7
     assert any(e["event"] == "progress" and "eta" in e for e in events)
-    print(f"push of {size} bytes at rate {rate} to 3 receiver processes: "
-          f"{result['seconds']} s, {result['repairs_sent']} repairs, {result['rounds']} rounds")
+    print(
+        f"push of {size} bytes at rate {rate} to 3 receiver processes: "
+        f"{result['seconds']} s, {result['repairs_sent']} repairs, {result['rounds']} rounds"
+    )
     assert [m["state"] for m in result["members"]] == ["complete"] * 3
     for name, r in found["receivers"].items():
         assert r["code"] == 0, (name, r["stderr"])
@@ -71,9 +88,25 @@ def test_push_signed_by_a_member_instead_of_the_author_is_refused_by_every_recei
     """Finding 2 end to end: the group key lets a member send, not author firmware. Every
     receiver refuses the manifest, writes nothing, and the push says so per member."""
     proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "tests.push.cli_net",
-         str(tmp_path), "20000", "1000", "foreign"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            SETUP,
+            sys.executable,
+            "-m",
+            "tests.push.cli_net",
+            str(tmp_path),
+            "20000",
+            "1000",
+            "foreign",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -91,8 +124,9 @@ def test_push_signed_by_a_member_instead_of_the_author_is_refused_by_every_recei
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=30,
-                          check=False)
+    return subprocess.run(
+        [*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 def test_push_needs_a_multicast_uri_and_a_group_file(tmp_path: Path) -> None:
@@ -102,13 +136,13 @@ def test_push_needs_a_multicast_uri_and_a_group_file(tmp_path: Path) -> None:
     blob.write_bytes(b"x" * 100)
     r = run_cli("push", str(blob), "coap://127.0.0.1/fw", "--group", str(group))
     assert r.returncode == 2 and "multicast URI" in r.stderr
-    r = run_cli("push", str(tmp_path / "missing"), "coap://224.0.1.187/fw", "--group",
-                str(group))
+    r = run_cli("push", str(tmp_path / "missing"), "coap://224.0.1.187/fw", "--group", str(group))
     assert r.returncode == 2 and "missing" in r.stderr
     r = run_cli("push", str(blob), "coap://224.0.1.187/fw", "--group", str(tmp_path / "no"))
     assert r.returncode == 2
-    r = run_cli("push", str(blob), "coap://224.0.1.187/fw", "--group", str(group),
-                "--members", "zz")
+    r = run_cli(
+        "push", str(blob), "coap://224.0.1.187/fw", "--group", str(group), "--members", "zz"
+    )
     assert r.returncode == 2 and "hex Sender IDs" in r.stderr
 
 
@@ -117,9 +151,13 @@ def author_key(tmp_path: Path) -> Path:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     path = tmp_path / "author.key"
-    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return path
 
 
@@ -128,8 +166,17 @@ def test_push_refuses_blocks_larger_than_one_coap_block(tmp_path: Path) -> None:
     group = write_secret_file(tmp_path / "a.json", docs["a"])
     blob = tmp_path / "f.bin"
     blob.write_bytes(b"x" * 3000)
-    r = run_cli("push", str(blob), "coap://224.0.1.187/fw", "--security", str(group),
-                "--block-size", "1000", "--sign", str(author_key(tmp_path)))
+    r = run_cli(
+        "push",
+        str(blob),
+        "coap://224.0.1.187/fw",
+        "--security",
+        str(group),
+        "--block-size",
+        "1000",
+        "--sign",
+        str(author_key(tmp_path)),
+    )
     assert r.returncode == 1 and "do not fit one CoAP block" in r.stderr
 
 
@@ -145,23 +192,48 @@ def test_push_and_receive_refuse_an_author_key_of_the_wrong_type_by_name(
     group = write_secret_file(tmp_path / "a.json", docs["a"])
     blob = tmp_path / "f.bin"
     blob.write_bytes(b"x" * 100)
-    for name, key in [("rsa", rsa.generate_private_key(65537, 2048)),
-                      ("p224", ec.generate_private_key(ec.SECP224R1()))]:
+    for name, key in [
+        ("rsa", rsa.generate_private_key(65537, 2048)),
+        ("p224", ec.generate_private_key(ec.SECP224R1())),
+    ]:
         private = tmp_path / f"{name}.key"
-        private.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         public = tmp_path / f"{name}.pub"
-        public.write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        r = run_cli("push", str(blob), "coap://224.0.1.187/fw", "--security", str(group),
-                    "--sign", str(private))
+        public.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        r = run_cli(
+            "push",
+            str(blob),
+            "coap://224.0.1.187/fw",
+            "--security",
+            str(group),
+            "--sign",
+            str(private),
+        )
         assert r.returncode == 2, r.stderr
         assert f"{private}: a " in r.stderr and "cannot sign a manifest" in r.stderr
         assert "Ed25519 or an ECDSA P-256, P-384 or P-521 key" in r.stderr
         assert "Traceback" not in r.stderr
-        r = run_cli("receive", "--security", str(group), "--author", str(public),
-                    "--listen", "127.0.0.1", "--port", "0")
+        r = run_cli(
+            "receive",
+            "--security",
+            str(group),
+            "--author",
+            str(public),
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            "0",
+        )
         assert r.returncode == 2, r.stderr
         assert f"{public}: a " in r.stderr and "cannot check a manifest" in r.stderr
         assert "Traceback" not in r.stderr
@@ -186,9 +258,22 @@ def test_receiver_killed_during_a_push_resumes_from_its_store(tmp_path: Path) ->
     """Finding 6: kill -9 in the middle, start again with the same --store: the member
     resumes with the blocks it had (its report asks only for the rest) and completes."""
     proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "tests.push.restart_net",
-         str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=150, check=False,
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            SETUP,
+            sys.executable,
+            "-m",
+            "tests.push.restart_net",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -45,16 +45,26 @@ def blob(n: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-def manifest(data: bytes, block_size: int = 64, sequence: int = 1,
-             key: Ed25519PrivateKey = AUTHOR,
-             distributors: list[bytes] | None = None) -> Manifest:
-    raw = sign_envelope(data, sequence=sequence, block_size=block_size, key=key,
-                        distributors=[DIST] if distributors is None else distributors)
+def manifest(
+    data: bytes,
+    block_size: int = 64,
+    sequence: int = 1,
+    key: Ed25519PrivateKey = AUTHOR,
+    distributors: list[bytes] | None = None,
+) -> Manifest:
+    raw = sign_envelope(
+        data,
+        sequence=sequence,
+        block_size=block_size,
+        key=key,
+        distributors=[DIST] if distributors is None else distributors,
+    )
     return parse_envelope(raw, [key.public_key()])
 
 
-def sender_for(data: bytes, block_size: int = 64, sequence: int = 1,
-               members: list[bytes] = (), **kw: object) -> PushSender:  # type: ignore[assignment]
+def sender_for(
+    data: bytes, block_size: int = 64, sequence: int = 1, members: list[bytes] = (), **kw: object
+) -> PushSender:  # type: ignore[assignment]
     return PushSender(data, manifest(data, block_size, sequence, **kw), members=members)
 
 
@@ -274,8 +284,11 @@ def test_rejected_messages_change_nothing() -> None:
     before = (r.stored_blocks, r.progress(s.tid), r.report(s.tid))
     good = decode(s.block(1))
     assert isinstance(good, Data)
-    for bad in (Data(s.tid, 9, good.chunk, good.proof), Data(s.tid, 1, good.chunk[:-1],
-                good.proof), Data(s.tid, 1, bytes(len(good.chunk)), good.proof[:-1])):
+    for bad in (
+        Data(s.tid, 9, good.chunk, good.proof),
+        Data(s.tid, 1, good.chunk[:-1], good.proof),
+        Data(s.tid, 1, bytes(len(good.chunk)), good.proof[:-1]),
+    ):
         with pytest.raises(PushError):
             r.on_data(bad, DIST)
     other = sender_for(blob(100, 9), block_size=32)
@@ -396,8 +409,9 @@ def test_pacer_follows_what_got_through_between_floor_and_ceiling() -> None:
     assert p.rate == 1000.0
 
 
-def test_summary_names_members_and_progress_has_an_eta(tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_names_members_and_progress_has_an_eta(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Finding 8: the end summary names every member (from the security file), says what
     each is missing; JSON progress carries the transfer id and an estimate of time left."""
     import json

@@ -25,21 +25,27 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, unshare and ip to create a network namespace",
 )
 
-SETUP = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
+SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 
 
 def run_scenario(kind: str, members: int, size: int, loss: float = 0.05) -> dict[str, Any]:
-    env = dict(os.environ, PUSH_MEMBERS=str(members), PUSH_SIZE=str(size),
-               PUSH_LOSS=str(loss))
+    env = dict(os.environ, PUSH_MEMBERS=str(members), PUSH_SIZE=str(size), PUSH_LOSS=str(loss))
     proc = subprocess.run(
         ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "tests.push.net", kind],
-        cwd=REPO, capture_output=True, text=True, timeout=170, check=False, env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout.strip().splitlines()[-1])[kind]
     assert "error" not in found, found["error"]
-    print(f"{kind}: {size} bytes to {members} members in {found['seconds']} s, "
-          f"{found['result']['repairs_sent']} repairs, {found['result']['rounds']} rounds")
+    print(
+        f"{kind}: {size} bytes to {members} members in {found['seconds']} s, "
+        f"{found['result']['repairs_sent']} repairs, {found['result']['rounds']} rounds"
+    )
     return found
 
 

@@ -58,9 +58,7 @@ TRANSFER = {
 
 
 @pytest.mark.parametrize(("state", "event"), list(itertools.product(ReportState, TransferInput)))
-def test_transfer_transition_table_is_exhaustive(
-    state: ReportState, event: TransferInput
-) -> None:
+def test_transfer_transition_table_is_exhaustive(state: ReportState, event: TransferInput) -> None:
     if (state, event) in TRANSFER:
         assert transfer_transition(state, event) is TRANSFER[state, event]
     else:

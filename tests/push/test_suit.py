@@ -40,7 +40,8 @@ def test_draft_examples_verify_with_the_drafts_key(i: int) -> None:
         return
     assert m.image_size == 34768
     assert m.image_digest == bytes.fromhex(
-        "00112233445566778899aabbccddeeff0123456789abcdeffedcba9876543210")
+        "00112233445566778899aabbccddeeff0123456789abcdeffedcba9876543210"
+    )
 
 
 @pytest.mark.parametrize(("i", "reason"), [
@@ -89,8 +90,10 @@ def test_push_manifest_round_trips_and_names_its_distributors() -> None:
     m = parse_envelope(raw, [key.public_key()]).for_push()
     assert (m.sequence, m.image_size, m.block_size, m.nblocks) == (7, 2560, 100, 26)
     assert m.distributors == (b"\x01",)
-    assert m.tree_root == tree_levels([leaf_hash(image[i:i + 100])
-                                       for i in range(0, 2560, 100)])[-1][0]
+    assert (
+        m.tree_root
+        == tree_levels([leaf_hash(image[i : i + 100]) for i in range(0, 2560, 100)])[-1][0]
+    )
     with pytest.raises(SuitError, match="no trusted author"):
         parse_envelope(raw, [Ed25519PrivateKey.generate().public_key()])
 
@@ -104,8 +107,9 @@ def test_a_group_member_key_cannot_stand_in_for_the_author() -> None:
 
 @settings(deadline=None, max_examples=60)
 @given(st.integers(1, 300), st.data())
-def test_every_block_has_a_proof_and_no_other_block_passes_it(count: int,
-                                                               data: st.DataObject) -> None:
+def test_every_block_has_a_proof_and_no_other_block_passes_it(
+    count: int, data: st.DataObject
+) -> None:
     leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(count)]
     levels = tree_levels(leaves)
     root = levels[-1][0]
@@ -116,7 +120,8 @@ def test_every_block_has_a_proof_and_no_other_block_passes_it(count: int,
     if other != index:
         assert not verify_proof(leaves[other], index, count, proof, root)
         assert not verify_proof(leaves[index], other, count, proof, root) or (
-            tree_proof(levels, other) == proof and leaves[other] == leaves[index])
+            tree_proof(levels, other) == proof and leaves[other] == leaves[index]
+        )
     assert not verify_proof(leaf_hash(b"forged"), index, count, proof, root)
 
 
@@ -141,15 +146,17 @@ def test_proven_nodes_shortcut_gives_the_same_answers(count: int, data: st.DataO
         if proof:
             bad = [bytes(32), *proof[1:]]
             assert not verify_proof(forged, index, count, bad, root, known)
-        assert not verify_proof(leaves[index], (index + 1) % count, count, proof, root,
-                                known) or leaves[index] == leaves[(index + 1) % count]
+        assert (
+            not verify_proof(leaves[index], (index + 1) % count, count, proof, root, known)
+            or leaves[index] == leaves[(index + 1) % count]
+        )
 
 
 @settings(deadline=None, max_examples=300)
 @given(st.binary(max_size=300), st.integers(0, 236), st.integers(0, 255))
 def test_damaged_envelopes_only_raise_suit_error(junk: bytes, at: int, value: int) -> None:
     """Random bytes and one-byte damage of a real envelope: SuitError, nothing else."""
-    for raw in (junk, vector(0)[:at] + bytes([value]) + vector(0)[at + 1:]):
+    for raw in (junk, vector(0)[:at] + bytes([value]) + vector(0)[at + 1 :]):
         try:
             parse_envelope(raw, [DRAFT_KEY])  # type: ignore[list-item]
         except SuitError:

@@ -74,9 +74,7 @@ class Pump:
     ) -> None:
         self.params = params or TransmissionParams()
         self.client = Side("client", CLIENT, MessageLayer(self.params, rng=random.Random(seed)))
-        self.server = Side(
-            "server", SERVER, MessageLayer(self.params, rng=random.Random(seed + 1))
-        )
+        self.server = Side("server", SERVER, MessageLayer(self.params, rng=random.Random(seed + 1)))
         self.now = 0.0
         self.latency = latency
         self.rng = random.Random(seed)
@@ -120,8 +118,11 @@ class Pump:
     # --- internals --------------------------------------------------------------------
 
     def _next(self) -> float | None:
-        times = [t for t in (self.client.layer.next_deadline(),
-                             self.server.layer.next_deadline()) if t is not None]
+        times = [
+            t
+            for t in (self.client.layer.next_deadline(), self.server.layer.next_deadline())
+            if t is not None
+        ]
         if self._agenda:
             times.append(self._agenda[0][0])
         return min(times, default=None)

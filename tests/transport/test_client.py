@@ -51,7 +51,9 @@ def test_plan_sends_the_body_in_blocks_then_fetches_the_response_blocks() -> Non
         sent.append(nxt)
     assert plan.next(block2(1, False, b"b")) is None
     assert [m.options.block1 for m in sent[:3]] == [
-        BlockOption(0, True, 0), BlockOption(1, True, 0), BlockOption(2, False, 0)
+        BlockOption(0, True, 0),
+        BlockOption(1, True, 0),
+        BlockOption(2, False, 0),
     ]
     follow = sent[3]
     assert follow.options.block2 == BlockOption(1, False, 0) and follow.payload == b""
@@ -100,12 +102,14 @@ def test_response_deadline_follows_rfc7252_limits() -> None:
     p = TransmissionParams()
     assert response_deadline(p, confirmable=True, acked=False, deadline=9.0, start=1.0) == 9.0
     assert response_deadline(p, confirmable=True, acked=False, deadline=None, start=1.0) is None
-    assert response_deadline(
-        p, confirmable=True, acked=True, deadline=None, start=1.0
-    ) == 1.0 + p.exchange_lifetime
-    assert response_deadline(
-        p, confirmable=False, acked=False, deadline=None, start=1.0
-    ) == 1.0 + p.max_transmit_wait
+    assert (
+        response_deadline(p, confirmable=True, acked=True, deadline=None, start=1.0)
+        == 1.0 + p.exchange_lifetime
+    )
+    assert (
+        response_deadline(p, confirmable=False, acked=False, deadline=None, start=1.0)
+        == 1.0 + p.max_transmit_wait
+    )
 
 
 def test_body_tags_only_tag_a_body_sent_beside_another_to_the_same_resource() -> None:

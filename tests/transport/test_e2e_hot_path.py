@@ -81,8 +81,36 @@ def test_non_response_is_copied_once_and_the_original_is_untouched(
     assert tx.message.mid == sent.mid and tx.message.remote == ("127.0.0.1", 5683)
 
 
-_NUMBERS = st.sampled_from([1, 3, 4, 5, 6, 7, 8, 9, 11, 12, 14, 15, 17, 20, 23, 27, 28, 35,
-                            39, 60, 65, 252, 258, 292, 2049, 2053])
+_NUMBERS = st.sampled_from(
+    [
+        1,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        11,
+        12,
+        14,
+        15,
+        17,
+        20,
+        23,
+        27,
+        28,
+        35,
+        39,
+        60,
+        65,
+        252,
+        258,
+        292,
+        2049,
+        2053,
+    ]
+)
 _VALUES = st.one_of(st.binary(max_size=6), st.sampled_from([b"\xff", b"\xc3\x28", b"a" * 260]))
 
 
@@ -175,8 +203,14 @@ def test_a_wakeup_reads_one_multicast_datagram_and_every_unicast_one() -> None:
 def _flow() -> ServerFlow:
     site = Site()
     site.add("hello", _Hello())
-    return ServerFlow(site=site, security=None, limits=BlockwiseLimits(szx=6), leisure=0.0,
-                      rng=random.Random(1), notify=lambda r, o: None)
+    return ServerFlow(
+        site=site,
+        security=None,
+        limits=BlockwiseLimits(szx=6),
+        leisure=0.0,
+        rng=random.Random(1),
+        notify=lambda r, o: None,
+    )
 
 
 def test_plain_request_skips_the_blockwise_cache_and_a_block2_request_does_not(

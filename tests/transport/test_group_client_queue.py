@@ -36,8 +36,13 @@ class _Burst:
     def _now(self) -> float:
         return self.loop.time()
 
-    def _listen(self, token: bytes, remote: Any, on_response: Callable[[Message], None],
-                on_error: Callable[[BaseException], None]) -> None:
+    def _listen(
+        self,
+        token: bytes,
+        remote: Any,
+        on_response: Callable[[Message], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
         self.deliver = on_response
 
     def _unlisten(self, token: bytes) -> None:
@@ -46,8 +51,14 @@ class _Burst:
     def _send(self, wire: Message, target: tuple[str, int]) -> None:
         assert self.deliver is not None
         for i in range(5):
-            self.deliver(Message(Code.CONTENT, token=wire.token, payload=bytes([i]),
-                                 remote=("127.0.0.1", 6000 + i)))
+            self.deliver(
+                Message(
+                    Code.CONTENT,
+                    token=wire.token,
+                    payload=bytes([i]),
+                    remote=("127.0.0.1", 6000 + i),
+                )
+            )
 
 
 def test_group_request_takes_queued_responses_without_waiting(
@@ -80,8 +91,9 @@ def test_group_request_takes_queued_responses_without_waiting(
         ep: Any = _Burst()
         request = Message(Code.GET)
         request.options.uri_path = ["temp"]
-        return [r.payload async for r in group_request(ep, request, ("224.0.1.187", 5683),
-                                                       timeout=0.05)]
+        return [
+            r.payload async for r in group_request(ep, request, ("224.0.1.187", 5683), timeout=0.05)
+        ]
 
     assert asyncio.run(main()) == [bytes([i]) for i in range(5)]
     assert wait_fors == 0

@@ -124,8 +124,9 @@ def test_deterministic_losses(path: str, drops: dict[str, tuple[int, ...]]) -> N
             r = await client.request(post(path), relay_addr)
             assert r.code == Code.CHANGED and r.payload == b"1"
             for _ in range(400):  # until every retransmission of the response was ACKed
-                if (server.message_layer.pending_confirmables() == 0
-                        and relay.dropped == sum(len(v) for v in drops.values())):
+                if server.message_layer.pending_confirmables() == 0 and relay.dropped == sum(
+                    len(v) for v in drops.values()
+                ):
                     break
                 await asyncio.sleep(0.025)
             assert (fast.runs, slow.runs) == ((1, 0) if path == "fast" else (0, 1))

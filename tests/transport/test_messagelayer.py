@@ -127,7 +127,9 @@ def test_another_piggybacked_response_for_an_answered_con_is_still_delivered() -
     forged = Message(Code.CONTENT, Type.ACK, tx.message.mid, token, payload=b"forged")
     real = Message(Code.CONTENT, Type.ACK, tx.message.mid, token, payload=b"real")
     assert [type(o) for o in ml.receive(forged.encode(), A, now=0.1)] == [
-        DeliveryConfirmed, ResponseReceived]
+        DeliveryConfirmed,
+        ResponseReceived,
+    ]
     assert ml.receive(forged.encode(), A, now=0.2) == []
     [got] = ml.receive(real.encode(), A, now=0.3)
     assert isinstance(got, ResponseReceived) and got.message.payload == b"real"

@@ -76,8 +76,11 @@ def test_slow_answer_lost_separate_response_is_retransmitted_and_delivered_once(
     params = TransmissionParams()
     slow = 3 * params.empty_ack_delay
     # to_client: 0 is the empty ACK, 1 the separate CON response (dropped once)
-    p = Pump(params=params, drop={"to_client": (1,)},
-             answer=lambda ex: (Message(Code.CONTENT, payload=b"late"), slow))
+    p = Pump(
+        params=params,
+        drop={"to_client": (1,)},
+        answer=lambda ex: (Message(Code.CONTENT, payload=b"late"), slow),
+    )
     p.request(get())
     p.run(120.0)
     server_sent = [s.message.mtype for s in p.server.sent]

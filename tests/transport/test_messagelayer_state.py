@@ -31,9 +31,7 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize(
-    ("state", "event"), list(itertools.product(ExchangeState, ExchangeInput))
-)
+@pytest.mark.parametrize(("state", "event"), list(itertools.product(ExchangeState, ExchangeInput)))
 def test_exchange_transition_table_is_exhaustive(
     state: ExchangeState, event: ExchangeInput
 ) -> None:
@@ -107,8 +105,16 @@ def test_con_reusing_the_mid_of_a_non_or_multicast_request_gets_no_ack(multicast
 def test_message_layer_events_are_exported_and_say_when_they_are_emitted() -> None:
     import grouposcore.transport as transport
 
-    names = ["Transmit", "RequestReceived", "ResponseReceived", "DeliveryConfirmed",
-             "Rejected", "TransmissionFailed", "ServerExchange", "MessageLayer"]
+    names = [
+        "Transmit",
+        "RequestReceived",
+        "ResponseReceived",
+        "DeliveryConfirmed",
+        "Rejected",
+        "TransmissionFailed",
+        "ServerExchange",
+        "MessageLayer",
+    ]
     assert set(names) <= set(transport.__all__)
     for name in names[:6]:
         doc = getattr(transport, name).__doc__

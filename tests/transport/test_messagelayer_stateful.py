@@ -100,10 +100,16 @@ class MessageLayerMachine(RuleBasedStateMachine):
 
     # --- rules ------------------------------------------------------------------------
 
-    @rule(peer=st.sampled_from(PEERS), mid=PEER_MIDS, con=st.booleans(),
-          multicast=st.booleans(), token=st.binary(max_size=2))
-    def peer_request(self, peer: tuple[str, int], mid: int, con: bool, multicast: bool,
-                     token: bytes) -> None:
+    @rule(
+        peer=st.sampled_from(PEERS),
+        mid=PEER_MIDS,
+        con=st.booleans(),
+        multicast=st.booleans(),
+        token=st.binary(max_size=2),
+    )
+    def peer_request(
+        self, peer: tuple[str, int], mid: int, con: bool, multicast: bool, token: bytes
+    ) -> None:
         mtype = Type.CON if con else Type.NON
         self._peer_sends(Message(Code.GET, mtype, mid, token, _options()), peer, multicast)
 
@@ -126,10 +132,11 @@ class MessageLayerMachine(RuleBasedStateMachine):
         self._take(self.ml.send(Message(Code.GET, mtype, 0, token, _options()), peer, self.now))
 
     @precondition(lambda self: self.ours)
-    @rule(pick=st.integers(0, 1000),
-          how=st.sampled_from(["empty_ack", "piggybacked", "rst", "separate_con",
-                               "separate_non"]),
-          mid=PEER_MIDS)
+    @rule(
+        pick=st.integers(0, 1000),
+        how=st.sampled_from(["empty_ack", "piggybacked", "rst", "separate_con", "separate_non"]),
+        mid=PEER_MIDS,
+    )
     def peer_answers(self, pick: int, how: str, mid: int) -> None:
         peer, our_mid, token, _ = self.ours[pick % len(self.ours)]
         if how == "empty_ack":
@@ -184,10 +191,15 @@ class MessageLayerMachine(RuleBasedStateMachine):
         for key, s in ml._seen.items():
             expected[TimerKind.SEEN, key, s.expires] += 1
             ex = s.exchange
-            if ex is not None and ex.state is ExchangeState.PENDING and ex.confirmable \
-                    and not ex.multicast:
-                expected[TimerKind.EMPTY_ACK, key,
-                         self.arrived[key] + self.params.empty_ack_delay] += 1
+            if (
+                ex is not None
+                and ex.state is ExchangeState.PENDING
+                and ex.confirmable
+                and not ex.multicast
+            ):
+                expected[
+                    TimerKind.EMPTY_ACK, key, self.arrived[key] + self.params.empty_ack_delay
+                ] += 1
         for key, (_, expires) in ml._sent_non.items():
             expected[TimerKind.SENT_NON, key, expires] += 1
         live = Counter((t.kind, t.key, t.when) for t in ml._timers if ml._timer_live(t))

@@ -44,7 +44,8 @@ def test_udp_socket_buffer_zero_keeps_the_system_default() -> None:
     try:
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             assert rx.sock.getsockopt(socket.SOL_SOCKET, option) == plain.getsockopt(
-                socket.SOL_SOCKET, option)
+                socket.SOL_SOCKET, option
+            )
     finally:
         plain.close()
         rx.close()

@@ -27,7 +27,10 @@ MEMBERS = ("client", *SERVERS)
 
 
 def provision(
-    directory: Path, names: tuple[str, ...] = MEMBERS, *, late: tuple[str, ...] = (),
+    directory: Path,
+    names: tuple[str, ...] = MEMBERS,
+    *,
+    late: tuple[str, ...] = (),
     **kwargs: Any,
 ) -> dict[str, Path]:
     """One 0600 group file per member; the members in ``late`` start with invalid replay
@@ -46,8 +49,9 @@ def load_group(path: Path) -> GroupContext:
     test and never ran, so valid windows at 0 are their true replay state."""
     document = read_secret_file(path)
     fresh = document.get("replay_windows_valid", True)
-    return group_context_from_document(document, base=path.parent, replay_windows_valid=fresh,
-                                       replay_state_persisted=fresh)
+    return group_context_from_document(
+        document, base=path.parent, replay_windows_valid=fresh, replay_state_persisted=fresh
+    )
 
 
 class Named(Resource):
@@ -120,8 +124,12 @@ class Server:
 
 
 async def start_server(
-    name: str, path: Path, *, bind: tuple[str, int] = ("127.0.0.1", 0),
-    pairwise_answers: bool = False, **endpoint_kwargs: Any,
+    name: str,
+    path: Path,
+    *,
+    bind: tuple[str, int] = ("127.0.0.1", 0),
+    pairwise_answers: bool = False,
+    **endpoint_kwargs: Any,
 ) -> Server:
     ctx = load_group(path)
     security: ServerSecurity = (PairwiseAnswers if pairwise_answers else Recording)([ctx])

@@ -46,8 +46,12 @@ async def gos_servers(paths: dict[str, Path], *, pairwise_answers: bool = False)
     servers = []
     for name in SERVERS:
         server = await start_server(
-            name, paths[name], bind=("0.0.0.0", COAP_PORT), reuse_address=True,
-            leisure=LEISURE, pairwise_answers=pairwise_answers,
+            name,
+            paths[name],
+            bind=("0.0.0.0", COAP_PORT),
+            reuse_address=True,
+            leisure=LEISURE,
+            pairwise_answers=pairwise_answers,
         )
         server.endpoint.join_group(ALL_COAP_NODES_V4, "lo")
         servers.append(server)
@@ -79,13 +83,17 @@ async def close_all(servers: list[Server]) -> None:
 
 # -- grouposcore client, grouposcore servers --------------------------------------------
 
+
 async def gos_to_gos(directory: Path, pairwise_answers: bool) -> dict[str, Any]:
     paths = provision(directory, name="mcast")
     servers = await gos_servers(paths, pairwise_answers=pairwise_answers)
     try:
         responses = await gos_group_request(paths["client"], get("light"))
-        return {"servers": server_ids(servers), "responses": responses,
-                "runs": [s.light.runs for s in servers]}
+        return {
+            "servers": server_ids(servers),
+            "responses": responses,
+            "runs": [s.light.runs for s in servers],
+        }
     finally:
         await close_all(servers)
 
@@ -110,9 +118,12 @@ async def late_joiner(directory: Path) -> dict[str, Any]:
     servers = await gos_servers(paths)
     try:
         responses = await gos_group_request(paths["client"], get("light"))
-        return {"servers": server_ids(servers), "responses": responses,
-                "runs": [s.light.runs for s in servers],
-                "failures": [getattr(s.security, "failures", []) for s in servers]}
+        return {
+            "servers": server_ids(servers),
+            "responses": responses,
+            "runs": [s.light.runs for s in servers],
+            "failures": [getattr(s.security, "failures", []) for s in servers],
+        }
     finally:
         await close_all(servers)
 
@@ -167,15 +178,19 @@ async def replay(directory: Path) -> dict[str, Any]:
         for raw, _addr in answers:
             plain = sec.unprotect_response(Message.decode(raw), binding)
             verified.append(describe(plain))
-        return {"servers": server_ids(servers), "responses": verified,
-                "replayed": [Message.decode(raw).code for raw, _ in replayed],
-                "runs": [s.light.runs for s in servers],
-                "failures": [getattr(s.security, "failures", []) for s in servers]}
+        return {
+            "servers": server_ids(servers),
+            "responses": verified,
+            "replayed": [Message.decode(raw).code for raw, _ in replayed],
+            "runs": [s.light.runs for s in servers],
+            "failures": [getattr(s.security, "failures", []) for s in servers],
+        }
     finally:
         await close_all(servers)
 
 
 # -- interop with aiocoap 0.4.17 -------------------------------------------------------
+
 
 def aio_group_context(path: Path) -> Any:
     """aiocoap's SimpleGroupContext for the member described by a grouposcore group file."""
@@ -231,11 +246,15 @@ async def aiocoap_servers(directory: Path) -> dict[str, Any]:
             creds[":" + name] = group
             site = aiocoap.resource.Site()
             site.add_resource(["light"], Light(name))
-            contexts.append(await aiocoap.Context.create_server_context(
-                OscoreSiteWrapper(site, creds), bind=("::", COAP_PORT),
-                multicast=[(ALL_COAP_NODES_V4, "lo")], server_credentials=creds,
-                transports=["udp6"],
-            ))
+            contexts.append(
+                await aiocoap.Context.create_server_context(
+                    OscoreSiteWrapper(site, creds),
+                    bind=("::", COAP_PORT),
+                    multicast=[(ALL_COAP_NODES_V4, "lo")],
+                    server_credentials=creds,
+                    transports=["udp6"],
+                )
+            )
         responses = await gos_group_request(paths["client"], get("light"))
         return {"servers": ids, "responses": responses, "runs": list(runs.values())}
     finally:
@@ -268,13 +287,20 @@ async def aiocoap_client(directory: Path, pairwise_answers: bool) -> dict[str, A
             bag = oscore.verify_start(msg)
             responder = ctx.context_from_response(bag)
             plain, _ = responder.unprotect(msg, request_id)
-            verified.append({
-                "code": int(plain.code), "payload": plain.payload.decode(),
-                "remote": list(addr), "sender_id": responder.recipient_id.hex(),
-                "group_mode": oscore.COSE_COUNTERSIGNATURE0 in bag,
-            })
-        return {"servers": server_ids(servers), "responses": verified,
-                "runs": [s.light.runs for s in servers]}
+            verified.append(
+                {
+                    "code": int(plain.code),
+                    "payload": plain.payload.decode(),
+                    "remote": list(addr),
+                    "sender_id": responder.recipient_id.hex(),
+                    "group_mode": oscore.COSE_COUNTERSIGNATURE0 in bag,
+                }
+            )
+        return {
+            "servers": server_ids(servers),
+            "responses": verified,
+            "runs": [s.light.runs for s in servers],
+        }
     finally:
         await close_all(servers)
 
@@ -289,9 +315,16 @@ async def aiocoap_client_pairwise_responses(directory: Path) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[Path], Awaitable[dict[str, Any]]]] = {
     f.__name__: f
-    for f in (group_mode, pairwise_responses, late_joiner, unprotected, replay,
-              aiocoap_servers, aiocoap_client_group_responses,
-              aiocoap_client_pairwise_responses)
+    for f in (
+        group_mode,
+        pairwise_responses,
+        late_joiner,
+        unprotected,
+        replay,
+        aiocoap_servers,
+        aiocoap_client_group_responses,
+        aiocoap_client_pairwise_responses,
+    )
 }
 
 

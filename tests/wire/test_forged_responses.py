@@ -116,15 +116,17 @@ def test_recorded_response_sent_first_does_not_kill_the_exchange(pairwise: bool)
     answer that follows is returned."""
 
     async def body(client: Endpoint, server: RawServer, sec: ClientSecurity, _: bytes) -> None:
-        first = asyncio.ensure_future(client.request(_get(), server.address, security=sec,
-                                                     timeout=5))
+        first = asyncio.ensure_future(
+            client.request(_get(), server.address, security=sec, timeout=5)
+        )
         req, remote = await server.receive()
         recorded, _b = server.answer(req, b"old")
         await server.send(recorded, remote)
         assert (await first).payload == b"old"
 
-        second = asyncio.ensure_future(client.request(_get(), server.address, security=sec,
-                                                      timeout=5))
+        second = asyncio.ensure_future(
+            client.request(_get(), server.address, security=sec, timeout=5)
+        )
         req, remote = await server.receive()
         forged = recorded.copy(mid=req.mid, token=req.token)
         await server.send(forged, remote)
@@ -142,8 +144,9 @@ def test_forged_separate_response_is_acknowledged_and_discarded() -> None:
     receipt, before any verification); only the verified one is returned."""
 
     async def body(client: Endpoint, server: RawServer, sec: ClientSecurity, _: bytes) -> None:
-        task = asyncio.ensure_future(client.request(_get(), server.address, security=sec,
-                                                    timeout=5))
+        task = asyncio.ensure_future(
+            client.request(_get(), server.address, security=sec, timeout=5)
+        )
         req, remote = await server.receive()
         await server.send(Message(Code.EMPTY, Type.ACK, req.mid), remote)
         real, _b = server.answer(req, b"real")
@@ -163,8 +166,9 @@ def test_timeout_reports_responses_that_failed_verification() -> None:
     """Nothing valid arrives: the timeout says how many responses were discarded and why."""
 
     async def body(client: Endpoint, server: RawServer, sec: ClientSecurity, _: bytes) -> None:
-        task = asyncio.ensure_future(client.request(_get(), server.address, security=sec,
-                                                    timeout=1))
+        task = asyncio.ensure_future(
+            client.request(_get(), server.address, security=sec, timeout=1)
+        )
         req, remote = await server.receive()
         real, _b = server.answer(req, b"real")
         for mid in (1, 2):
@@ -172,9 +176,7 @@ def test_timeout_reports_responses_that_failed_verification() -> None:
             await server.send(bad, remote)
         with pytest.raises(RequestTimeout) as info:
             await task
-        assert "2 responses failed verification: pairwise decryption failed (2)" in str(
-            info.value
-        )
+        assert "2 responses failed verification: pairwise decryption failed (2)" in str(info.value)
 
     run(_with(body))
 
@@ -190,6 +192,7 @@ def test_group_request_tallies_responses_that_failed_verification() -> None:
         client = await Endpoint.create(("127.0.0.1", 0), params=FAST)
         failures = VerificationFailures()
         got: list[Message] = []
+
         def send_and_forge(msg: Message, remote: Any) -> int:
             # nothing leaves the host: the group request stays here (network rule), and
             # an answer that does not verify arrives "from" a member right away
@@ -237,7 +240,10 @@ async def _registered(
     reg.options.observe = 0
     await server.send(
         server.ctx.protect_response(reg, binding).copy(
-            mtype=Type.ACK, mid=req.mid, token=req.token), remote)
+            mtype=Type.ACK, mid=req.mid, token=req.token
+        ),
+        remote,
+    )
     assert (await first).payload == b"reg"
     return obs, req, remote, binding
 
@@ -293,18 +299,18 @@ def test_a_security_layer_may_end_the_exchange_on_an_answer_it_chose_to_act_on()
 
     async def body(client: Endpoint, server: RawServer, sec: ClientSecurity, _: bytes) -> None:
         acting = ActsOnUnprotected401(sec.context)
-        task = asyncio.ensure_future(client.request(_get(), server.address, security=acting,
-                                                    timeout=30))
+        task = asyncio.ensure_future(
+            client.request(_get(), server.address, security=acting, timeout=30)
+        )
         req, remote = await server.receive()
-        await server.send(Message(Code.UNAUTHORIZED, Type.ACK, req.mid, token=req.token),
-                          remote)
+        await server.send(Message(Code.UNAUTHORIZED, Type.ACK, req.mid, token=req.token), remote)
         with pytest.raises(ResponseEndsExchange):
             await asyncio.wait_for(task, 5)  # not the 30 s timeout
-        plain = asyncio.ensure_future(client.request(_get(), server.address, security=sec,
-                                                     timeout=0.5))
+        plain = asyncio.ensure_future(
+            client.request(_get(), server.address, security=sec, timeout=0.5)
+        )
         req, remote = await server.receive()
-        await server.send(Message(Code.UNAUTHORIZED, Type.ACK, req.mid, token=req.token),
-                          remote)
+        await server.send(Message(Code.UNAUTHORIZED, Type.ACK, req.mid, token=req.token), remote)
         with pytest.raises(RequestTimeout, match="failed verification"):
             await plain  # an ordinary security layer discards it and keeps waiting
 
@@ -332,7 +338,8 @@ def test_group_request_answers_no_second_echo_challenge_from_a_server_that_answe
             if len(sent) == 1:  # the group request: an answer, then a challenge of it
                 _, binding = server_ctx.unprotect_request(msg)
                 answer = server_ctx.protect_response(
-                    Message(Code.CONTENT, Type.NON, 7, msg.token, payload=b"done"), binding)
+                    Message(Code.CONTENT, Type.NON, 7, msg.token, payload=b"done"), binding
+                )
                 inject(answer)
                 challenge = Message(Code.UNAUTHORIZED, Type.NON, 8, msg.token)
                 challenge.options.echo = b"\x01" * 8

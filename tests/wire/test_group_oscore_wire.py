@@ -203,7 +203,9 @@ def test_echo_late_joiner_over_the_wire(tmp_path: Path) -> None:
         assert not s2.ctx.replay_windows_valid
         for pairwise in (None, s2.sender_id):
             resp = await net.client.request(
-                get("light"), s2.endpoint.address, timeout=5,
+                get("light"),
+                s2.endpoint.address,
+                timeout=5,
                 security=net.security(pairwise_with=pairwise),
             )
             assert resp.code == Code.CONTENT

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, unshare and ip to create a network namespace",
 )
 
-SETUP = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\""
+SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 SERVER_NAMES = ["s1", "s2", "s3"]
 
 
@@ -31,9 +31,22 @@ SERVER_NAMES = ["s1", "s2", "s3"]
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory = tmp_path_factory.mktemp("mcast")
     proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m",
-         "tests.wire.mcast_scenarios", str(directory)],
-        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+        [
+            "unshare",
+            "-n",
+            "sh",
+            "-c",
+            SETUP,
+            sys.executable,
+            "-m",
+            "tests.wire.mcast_scenarios",
+            str(directory),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -51,8 +64,9 @@ def by_sender(responses: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def check_three(found: dict[str, Any], *, group_mode: bool, echo_retried: int | None = None
-                ) -> None:
+def check_three(
+    found: dict[str, Any], *, group_mode: bool, echo_retried: int | None = None
+) -> None:
     """Exactly one verified 2.05 from each server, with the payload of that server; the
     server at index ``echo_retried`` answered a pairwise repeat after its Echo challenge."""
     responses = by_sender(found["responses"])
@@ -108,4 +122,3 @@ def test_aiocoap_client_and_three_grouposcore_servers(results: dict[str, Any]) -
 
 def test_aiocoap_client_and_pairwise_answers(results: dict[str, Any]) -> None:
     check_three(scenario(results, "aiocoap_client_pairwise_responses"), group_mode=False)
-

@@ -97,7 +97,8 @@ def _check(out: dict[str, Any], sender_id: bytes) -> None:
     pivs = [n.security.piv for n in out["notes"][1:]]
     assert all(p is not None for p in pivs)
     assert [int.from_bytes(p, "big") for p in pivs] == sorted(
-        int.from_bytes(p, "big") for p in pivs)
+        int.from_bytes(p, "big") for p in pivs
+    )
 
 
 def test_group_oscore_blockwise_and_observe() -> None:
@@ -105,8 +106,9 @@ def test_group_oscore_blockwise_and_observe() -> None:
     client = fresh_context(docs["client"])
     server = fresh_context(docs["server"])
     for pairwise in (None, server.sender_id):
-        out = asyncio.run(_scenario(ClientSecurity(client, pairwise_with=pairwise),
-                                    ServerSecurity([server])))
+        out = asyncio.run(
+            _scenario(ClientSecurity(client, pairwise_with=pairwise), ServerSecurity([server]))
+        )
         _check(out, server.sender_id)
 
 
@@ -125,13 +127,15 @@ def test_unverifiable_answer_to_a_registration_is_discarded_until_the_timeout() 
     async def main() -> None:
         site = Site()
         site.add("blob", Blob())
-        server = await Endpoint.create(("127.0.0.1", 0), site=site,
-                                       server_security=ServerSecurity([]))
+        server = await Endpoint.create(
+            ("127.0.0.1", 0), site=site, server_security=ServerSecurity([])
+        )
         client = await Endpoint.create(("127.0.0.1", 0))
         ctx = SecurityContext(b"k" * 16, b"\x01", b"\x02")
         try:
-            obs = client.observe(_get(observe=0), server.address,
-                                 security=ClientSecurity(ctx), timeout=1)
+            obs = client.observe(
+                _get(observe=0), server.address, security=ClientSecurity(ctx), timeout=1
+            )
             try:
                 await asyncio.wait_for(obs.__anext__(), 5)
             except RequestTimeout as exc:
@@ -160,8 +164,9 @@ def test_outer_block1_fragments_of_a_protected_request_are_reassembled() -> None
         blob = Blob()
         site = Site()
         site.add("blob", blob)
-        server = await Endpoint.create(("127.0.0.1", 0), site=site,
-                                       server_security=ServerSecurity([server_ctx]))
+        server = await Endpoint.create(
+            ("127.0.0.1", 0), site=site, server_security=ServerSecurity([server_ctx])
+        )
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)
@@ -174,11 +179,12 @@ def test_outer_block1_fragments_of_a_protected_request_are_reassembled() -> None
             size = 1024
             answers = []
             for num, start in enumerate(range(0, len(body), size)):
-                frag = protected.copy(mid=100 + num, payload=body[start:start + size])
+                frag = protected.copy(mid=100 + num, payload=body[start : start + size])
                 frag.options.block1 = BlockOption.from_size(num, start + size < len(body), size)
                 await loop.sock_sendall(sock, frag.encode())
-                answers.append(Message.decode(await asyncio.wait_for(
-                    loop.sock_recv(sock, 2048), 5)))
+                answers.append(
+                    Message.decode(await asyncio.wait_for(loop.sock_recv(sock, 2048), 5))
+                )
             assert [a.code for a in answers[:-1]] == [Code.CONTINUE] * (len(answers) - 1)
             final = answers[-1]
             assert final.options.block1 is not None and not final.options.block1.more
@@ -195,8 +201,9 @@ def _unknown_sender(pairwise: bool) -> tuple[Message | None, dict[str, int]]:
     """A request from a member the server has no credential for, sent as is (read raw)."""
     docs = provision_static_group(["client", "server"])
     client = fresh_context(docs["client"])
-    server = fresh_context(docs["server"] | {"members": []},
-                                         credential_provider=lambda kid, gid: None)
+    server = fresh_context(
+        docs["server"] | {"members": []}, credential_provider=lambda kid, gid: None
+    )
     server_id = next(iter(client.recipients))
 
     async def main() -> tuple[Message | None, dict[str, int]]:
@@ -204,12 +211,14 @@ def _unknown_sender(pairwise: bool) -> tuple[Message | None, dict[str, int]]:
 
         site = Site()
         site.add("blob", Blob())
-        ep = await Endpoint.create(("127.0.0.1", 0), site=site,
-                                   server_security=ServerSecurity([server]))
+        ep = await Endpoint.create(
+            ("127.0.0.1", 0), site=site, server_security=ServerSecurity([server])
+        )
         cl = await Endpoint.create(("127.0.0.1", 0))
         try:
             protected, _ = client.protect_request(
-                _get(), pairwise_with=server_id if pairwise else None)
+                _get(), pairwise_with=server_id if pairwise else None
+            )
             try:
                 answer: Message | None = await cl.request(protected, ep.address, timeout=1)
             except RequestTimeout:

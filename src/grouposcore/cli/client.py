@@ -40,8 +40,13 @@ from grouposcore.transport.sockets import is_multicast
 
 log = logging.getLogger("grouposcore.cli")
 
-METHODS = {"get": Code.GET, "put": Code.PUT, "post": Code.POST, "delete": Code.DELETE,
-           "observe": Code.GET}
+METHODS = {
+    "get": Code.GET,
+    "put": Code.PUT,
+    "post": Code.POST,
+    "delete": Code.DELETE,
+    "observe": Code.GET,
+}
 
 #: exit status: an error response (4.xx/5.xx) or no response to a group request
 EXIT_ERROR_RESPONSE = 1
@@ -66,68 +71,134 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
     parser.add_argument("uri", metavar="URI", help="coap://host[:port]/path[?query]")
     body = parser.add_mutually_exclusive_group()
     body.add_argument("--payload", metavar="TEXT", help="request payload (UTF-8 text)")
-    body.add_argument("--payload-file", metavar="FILE",
-                      help="request payload from a file ('-' for standard input)")
-    parser.add_argument("--content-format", metavar="N|NAME", type=content_format,
-                        help="Content-Format of the payload: a number or a name (text, "
-                             "link-format, octet-stream, json, cbor, senml+json, ...)")
-    parser.add_argument("--token", metavar="HEX", type=_token,
-                        help="the request's token, 0-8 bytes in hex (default: a random one); "
-                             "unicast requests")
-    parser.add_argument("--accept", metavar="N|NAME", type=content_format,
-                        help="Accept option: the Content-Format wanted in the response")
-    parser.add_argument("--option", metavar="NUMBER=VALUE", action="append", default=[],
-                        type=coap_option,
-                        help="an extra CoAP option (repeatable): VALUE is a number, 0x-hex, "
-                             "or text, e.g. --option 2053=0x01 or --option 15=a=b")
-    parser.add_argument("-o", "--output", metavar="FILE",
-                        help="write the response payload to FILE, byte for byte (unicast)")
-    parser.add_argument("--security", metavar="FILE",
-                        help="the member's security file: an OSCORE or static group file, or "
-                             "a member state from 'grouposcore join' (which first catches up "
-                             "with its Group Manager); needed for a secured multicast request")
+    body.add_argument(
+        "--payload-file",
+        metavar="FILE",
+        help="request payload from a file ('-' for standard input)",
+    )
+    parser.add_argument(
+        "--content-format",
+        metavar="N|NAME",
+        type=content_format,
+        help="Content-Format of the payload: a number or a name (text, "
+        "link-format, octet-stream, json, cbor, senml+json, ...)",
+    )
+    parser.add_argument(
+        "--token",
+        metavar="HEX",
+        type=_token,
+        help="the request's token, 0-8 bytes in hex (default: a random one); unicast requests",
+    )
+    parser.add_argument(
+        "--accept",
+        metavar="N|NAME",
+        type=content_format,
+        help="Accept option: the Content-Format wanted in the response",
+    )
+    parser.add_argument(
+        "--option",
+        metavar="NUMBER=VALUE",
+        action="append",
+        default=[],
+        type=coap_option,
+        help="an extra CoAP option (repeatable): VALUE is a number, 0x-hex, "
+        "or text, e.g. --option 2053=0x01 or --option 15=a=b",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the response payload to FILE, byte for byte (unicast)",
+    )
+    parser.add_argument(
+        "--security",
+        metavar="FILE",
+        help="the member's security file: an OSCORE or static group file, or "
+        "a member state from 'grouposcore join' (which first catches up "
+        "with its Group Manager); needed for a secured multicast request",
+    )
     # the old name of --security, kept so existing scripts keep working
     parser.add_argument("--group", dest="security", metavar="FILE", help=argparse.SUPPRESS)
-    parser.add_argument("--pairwise", metavar="SENDER_ID_HEX",
-                        help="Group OSCORE pairwise mode with this member (unicast only)")
-    parser.add_argument("--timeout", metavar="S", type=float,
-                        help="give up after S seconds (group requests: collect responses for "
-                             "S seconds; default: until every known member answered, at most "
-                             "the servers' leisure plus ACK_TIMEOUT, "
-                             f"{DEFAULT_GROUP_TIMEOUT:g} s)")
+    parser.add_argument(
+        "--pairwise",
+        metavar="SENDER_ID_HEX",
+        help="Group OSCORE pairwise mode with this member (unicast only)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="S",
+        type=float,
+        help="give up after S seconds (group requests: collect responses for "
+        "S seconds; default: until every known member answered, at most "
+        "the servers' leisure plus ACK_TIMEOUT, "
+        f"{DEFAULT_GROUP_TIMEOUT:g} s)",
+    )
     parser.add_argument("--non", action="store_true", help="send a NON request (unicast)")
-    parser.add_argument("--block-size", metavar="N", type=block_size,
-                        help="block-wise transfer in blocks of N bytes (16, 32, ..., 1024; "
-                             "default 1024)")
-    parser.add_argument("--interface", metavar="IF",
-                        help="interface (name, index or IPv4 address) for multicast requests")
-    parser.add_argument("--gm-timeout", metavar="S", type=float, default=10.0,
-                        help="with a member state: per-request timeout towards its Group "
-                             "Manager when catching up (default 10 s)")
+    parser.add_argument(
+        "--block-size",
+        metavar="N",
+        type=block_size,
+        help="block-wise transfer in blocks of N bytes (16, 32, ..., 1024; default 1024)",
+    )
+    parser.add_argument(
+        "--interface",
+        metavar="IF",
+        help="interface (name, index or IPv4 address) for multicast requests",
+    )
+    parser.add_argument(
+        "--gm-timeout",
+        metavar="S",
+        type=float,
+        default=10.0,
+        help="with a member state: per-request timeout towards its Group "
+        "Manager when catching up (default 10 s)",
+    )
     if observe:
-        parser.add_argument("--count", metavar="N", type=int,
-                            help="stop after N notifications (default: until interrupted)")
-        parser.add_argument("--duration", metavar="S", type=float,
-                            help="stop after S seconds, also when the server stays silent "
-                                 "(default: until interrupted; --timeout bounds only the "
-                                 "registration)")
+        parser.add_argument(
+            "--count",
+            metavar="N",
+            type=int,
+            help="stop after N notifications (default: until interrupted)",
+        )
+        parser.add_argument(
+            "--duration",
+            metavar="S",
+            type=float,
+            help="stop after S seconds, also when the server stays silent "
+            "(default: until interrupted; --timeout bounds only the "
+            "registration)",
+        )
 
 
 #: Content-Format names (RFC 7252 §12.3 and the IANA registry) as aiocoap-client and
 #: coap-client accept them: the media type, or its short form
 CONTENT_FORMATS = {
-    "text/plain": 0, "text": 0, "text/plain;charset=utf-8": 0,
-    "application/link-format": 40, "link-format": 40, "link": 40,
-    "application/xml": 41, "xml": 41,
-    "application/octet-stream": 42, "octet-stream": 42, "binary": 42,
-    "application/exi": 47, "exi": 47,
-    "application/json": 50, "json": 50,
-    "application/json-patch+json": 51, "application/merge-patch+json": 52,
-    "application/cbor": 60, "cbor": 60,
-    "application/cwt": 61, "cwt": 61,
+    "text/plain": 0,
+    "text": 0,
+    "text/plain;charset=utf-8": 0,
+    "application/link-format": 40,
+    "link-format": 40,
+    "link": 40,
+    "application/xml": 41,
+    "xml": 41,
+    "application/octet-stream": 42,
+    "octet-stream": 42,
+    "binary": 42,
+    "application/exi": 47,
+    "exi": 47,
+    "application/json": 50,
+    "json": 50,
+    "application/json-patch+json": 51,
+    "application/merge-patch+json": 52,
+    "application/cbor": 60,
+    "cbor": 60,
+    "application/cwt": 61,
+    "cwt": 61,
     "application/oscore": 10001,
-    "application/senml+json": 110, "senml+json": 110,
-    "application/senml+cbor": 112, "senml+cbor": 112,
+    "application/senml+json": 110,
+    "senml+json": 110,
+    "application/senml+cbor": 112,
+    "senml+cbor": 112,
 }
 
 
@@ -141,7 +212,8 @@ def content_format(text: str) -> int:
     found = CONTENT_FORMATS.get(text.strip().lower())
     if found is None:
         raise argparse.ArgumentTypeError(
-            f"unknown Content-Format {text!r} (a number, or e.g. text, json, cbor)")
+            f"unknown Content-Format {text!r} (a number, or e.g. text, json, cbor)"
+        )
     return found
 
 
@@ -194,7 +266,7 @@ def require_durable_sequence(path: str) -> None:
     if document.get("sender_id") is not None and not document.get("sequence_file"):
         raise UsageError(
             f"{path} has no 'sequence_file': sequence numbers would restart at 0 on every "
-            "run and reuse nonces; add e.g. \"sequence_file\": \"member.seq\""
+            'run and reuse nonces; add e.g. "sequence_file": "member.seq"'
         )
 
 
@@ -204,8 +276,7 @@ def _pairwise_peer(args: argparse.Namespace, context: object, multicast: bool) -
     if not isinstance(context, GroupContext):
         raise UsageError("--pairwise needs a group security file")
     if multicast:
-        raise UsageError("--pairwise is for unicast requests; a group request goes in "
-                         "group mode")
+        raise UsageError("--pairwise is for unicast requests; a group request goes in group mode")
     try:
         pairwise = bytes.fromhex(args.pairwise)
     except ValueError as exc:
@@ -216,7 +287,9 @@ def _pairwise_peer(args: argparse.Namespace, context: object, multicast: bool) -
 
 
 async def _security(
-    args: argparse.Namespace, multicast: bool, stack: contextlib.AsyncExitStack,
+    args: argparse.Namespace,
+    multicast: bool,
+    stack: contextlib.AsyncExitStack,
     printer: Printer,
 ) -> ClientSecurity | None:
     """The request's protection. A member state linked to its Group Manager is caught up
@@ -232,12 +305,10 @@ async def _security(
         except MembershipTerminated as exc:
             raise NotAMember(f"{path}: no longer a member of the group ({exc})") from None
         except GroupManagerRequestError as exc:
-            raise NotAMember(f"{path}: the Group Manager refused this member ({exc})") \
-                from None
+            raise NotAMember(f"{path}: the Group Manager refused this member ({exc})") from None
         except (RequestTimeout, OSError) as exc:
             # The GM is down: the stored material still works unless the group was rekeyed.
-            printer.note(f"warning: {exc}; using the stored keying material, which may be "
-                         "stale")
+            printer.note(f"warning: {exc}; using the stored keying material, which may be stale")
         else:
             stack.push_async_callback(opened.member.close)
             if opened.note:
@@ -261,8 +332,7 @@ def _write_output(path: str, payload: bytes) -> None:
 
 
 def build_request(args: argparse.Namespace, uri: CoapUri) -> Message:
-    msg = Message(METHODS[args.command], payload=_payload(args),
-                  options=uri_to_options(uri))
+    msg = Message(METHODS[args.command], payload=_payload(args), options=uri_to_options(uri))
     if args.content_format is not None:
         msg.options.content_format = args.content_format
     if args.accept is not None:
@@ -310,11 +380,16 @@ async def _run(args: argparse.Namespace, printer: Printer) -> int:
     async with contextlib.AsyncExitStack() as stack:
         security = await _security(args, multicast, stack, printer)
         printer.oscore = security is not None and isinstance(security.context, SecurityContext)
-        limits = BlockwiseLimits() if args.block_size is None else \
-            BlockwiseLimits(szx=size_to_szx(args.block_size))
-        endpoint = await stack.enter_async_context(await Endpoint.create(
-            _bind_for(uri.host), multicast_interface=args.interface, blockwise=limits
-        ))
+        limits = (
+            BlockwiseLimits()
+            if args.block_size is None
+            else BlockwiseLimits(szx=size_to_szx(args.block_size))
+        )
+        endpoint = await stack.enter_async_context(
+            await Endpoint.create(
+                _bind_for(uri.host), multicast_interface=args.interface, blockwise=limits
+            )
+        )
         if multicast:
             return await _group(endpoint, request, uri, args, security, printer)
         if args.command == "observe":
@@ -327,8 +402,12 @@ async def _run(args: argparse.Namespace, printer: Printer) -> int:
                     raise
                 return 0  # the time asked for is over; what came has been printed
         response = await endpoint.request(
-            request, (uri.host, uri.port), timeout=args.timeout,
-            confirmable=not args.non, security=security, token=args.token,
+            request,
+            (uri.host, uri.port),
+            timeout=args.timeout,
+            confirmable=not args.non,
+            security=security,
+            token=args.token,
         )
         if args.output is not None:
             _write_output(args.output, response.payload)
@@ -371,15 +450,22 @@ def expected_responders(security: ClientSecurity | None) -> set[bytes]:
         return set()
     member = getattr(security, "_member", None)
     if member is not None:
-        return {sid for sid, peer in member.material.peers.items()
-                if not peer.roles or peer.roles & (1 << Role.RESPONDER)}
+        return {
+            sid
+            for sid, peer in member.material.peers.items()
+            if not peer.roles or peer.roles & (1 << Role.RESPONDER)
+        }
     context = security.context
     return set(context.recipients) if isinstance(context, GroupContext) else set()
 
 
 async def _group(
-    endpoint: Endpoint, request: Message, uri: CoapUri, args: argparse.Namespace,
-    security: ClientSecurity | None, printer: Printer,
+    endpoint: Endpoint,
+    request: Message,
+    uri: CoapUri,
+    args: argparse.Namespace,
+    security: ClientSecurity | None,
+    printer: Printer,
 ) -> int:
     """Collect verified answers: for ``--timeout`` seconds if given, else until every
     known member answered or the servers' longest leisure plus ACK_TIMEOUT passed."""
@@ -390,7 +476,9 @@ async def _group(
     answered: set[bytes] = set()
     started = time.monotonic()
     responses = endpoint.group_request(
-        request, (uri.host, uri.port), timeout=timeout,
+        request,
+        (uri.host, uri.port),
+        timeout=timeout,
         security=counting,
         interface=args.interface,
     )
@@ -415,12 +503,13 @@ async def _group(
             printer.note(
                 f"{retried} server{'s' if retried != 1 else ''} first answered with an Echo "
                 "challenge (its first request from this member since it started, RFC 9175); "
-                "the request was repeated to it by unicast, in pairwise mode")
+                "the request was repeated to it by unicast, in pairwise mode"
+            )
         return 0
     why = f"no response in {waited:.1f} s"
     if counting is not None and counting.failures:
         n = len(counting.failures)
-        why += (f"; {n} answer{'s' if n != 1 else ''} failed verification (reasons with -v)")
+        why += f"; {n} answer{'s' if n != 1 else ''} failed verification (reasons with -v)"
         for remote, reason in counting.failures:
             log.info("answer from %s failed verification: %s", format_address(remote), reason)
     elif security is None:
@@ -430,8 +519,12 @@ async def _group(
 
 
 async def _observe(
-    endpoint: Endpoint, request: Message, uri: CoapUri, args: argparse.Namespace,
-    security: ClientSecurity | None, printer: Printer,
+    endpoint: Endpoint,
+    request: Message,
+    uri: CoapUri,
+    args: argparse.Namespace,
+    security: ClientSecurity | None,
+    printer: Printer,
 ) -> int:
     # A registration answered by an error that cannot be verified (e.g. an unprotected
     # 4.01) is dropped by the endpoint, so the registration needs a deadline of its own.
@@ -486,15 +579,19 @@ def run(args: argparse.Namespace) -> int:
     except RequestTimeout as exc:
         where = args.uri.split("//", 1)[-1].split("/", 1)[0]
         # the endpoint names addresses as tuples; an operator reads host:port
-        text = re.sub(r"\('([^']*)', (\d+)\)",
-                      lambda m: format_address((m.group(1), m.group(2))), str(exc))
-        print(f"grouposcore {args.command}: timeout: no answer from {where}: {text}",
-              file=sys.stderr)
+        text = re.sub(
+            r"\('([^']*)', (\d+)\)", lambda m: format_address((m.group(1), m.group(2))), str(exc)
+        )
+        print(
+            f"grouposcore {args.command}: timeout: no answer from {where}: {text}", file=sys.stderr
+        )
         return EXIT_FAILURE
     except socket.gaierror as exc:
         host = args.uri.split("//", 1)[-1].split("/", 1)[0]
-        print(f"grouposcore {args.command}: cannot resolve host {host!r}: {exc.strerror}",
-              file=sys.stderr)
+        print(
+            f"grouposcore {args.command}: cannot resolve host {host!r}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except PeerUnreachable as exc:
         # the network said so at once (ICMP): a network error, not a timeout

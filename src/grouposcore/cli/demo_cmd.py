@@ -43,32 +43,61 @@ def _lights(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lights", type=_lights, default=8, metavar="N",
-                        help="number of lights (default 8)")
-    parser.add_argument("--db", metavar="FILE",
-                        help="Group Manager SQLite database (default: a temporary directory)")
-    parser.add_argument("--interface", metavar="IF",
-                        help="interface for multicast (default lo; with --ipv6 a veth the "
-                             "demo creates in its namespace)")
-    parser.add_argument("--ipv6", action="store_true",
-                        help="IPv6 multicast to ff02::fd instead of IPv4 224.0.1.187")
+    parser.add_argument(
+        "--lights", type=_lights, default=8, metavar="N", help="number of lights (default 8)"
+    )
+    parser.add_argument(
+        "--db",
+        metavar="FILE",
+        help="Group Manager SQLite database (default: a temporary directory)",
+    )
+    parser.add_argument(
+        "--interface",
+        metavar="IF",
+        help="interface for multicast (default lo; with --ipv6 a veth the "
+        "demo creates in its namespace)",
+    )
+    parser.add_argument(
+        "--ipv6", action="store_true", help="IPv6 multicast to ff02::fd instead of IPv4 224.0.1.187"
+    )
     parser.add_argument("--port", type=int, default=5683, help="group port (default 5683)")
-    parser.add_argument("--host-network", action="store_true",
-                        help="run in the current network namespace instead of a private one "
-                             "(multicast then goes out on --interface of this host)")
-    parser.add_argument("--unicast", action="store_true",
-                        help="no multicast: send each command to every light by unicast")
-    parser.add_argument("--firmware", type=parse_size, metavar="SIZE",
-                        help="also push a random file of SIZE (e.g. 64K, 1M) to the lights")
-    parser.add_argument("--timeout", type=float, default=3.0,
-                        help="longest wait for the answers to one command (default 3 s)")
+    parser.add_argument(
+        "--host-network",
+        action="store_true",
+        help="run in the current network namespace instead of a private one "
+        "(multicast then goes out on --interface of this host)",
+    )
+    parser.add_argument(
+        "--unicast",
+        action="store_true",
+        help="no multicast: send each command to every light by unicast",
+    )
+    parser.add_argument(
+        "--firmware",
+        type=parse_size,
+        metavar="SIZE",
+        help="also push a random file of SIZE (e.g. 64K, 1M) to the lights",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        help="longest wait for the answers to one command (default 3 s)",
+    )
     parser.add_argument("--seed", type=int, help="seed for the demo's random choices")
-    parser.add_argument("--channels", action="store_true",
-                        help="nodes join over channels the GM commissions (what channel files "
-                             "hold) instead of EDHOC with their own key pairs")
-    parser.add_argument("--processes", type=int, default=1, metavar="N",
-                        help="run the lights in N worker processes (default 1: all in this "
-                             "one)")
+    parser.add_argument(
+        "--channels",
+        action="store_true",
+        help="nodes join over channels the GM commissions (what channel files "
+        "hold) instead of EDHOC with their own key pairs",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the lights in N worker processes (default 1: all in this one)",
+    )
 
 
 def _prepare(args: argparse.Namespace, argv: list[str]) -> int | None:
@@ -81,8 +110,11 @@ def _prepare(args: argparse.Namespace, argv: list[str]) -> int | None:
             problems += netns.prepare_ipv6()
             args.interface = netns.V6_INTERFACE
         if problems:
-            print("grouposcore demo: cannot set up this network namespace:\n  "
-                  + "\n  ".join(problems), file=sys.stderr)
+            print(
+                "grouposcore demo: cannot set up this network namespace:\n  "
+                + "\n  ".join(problems),
+                file=sys.stderr,
+            )
             return 2
     elif not args.host_network:
         # Multicast stays inside a namespace of the demo's own: nothing it sends can reach
@@ -91,14 +123,19 @@ def _prepare(args: argparse.Namespace, argv: list[str]) -> int | None:
         if status is not None:
             return status
         if not netns.multicast_works(_group(args), args.interface or "lo"):
-            print("grouposcore demo: no network namespace could be created and multicast on "
-                  "the host's loopback does not work.\n  Run it in one: sudo unshare -n "
-                  "grouposcore demo\n  or without multicast:      grouposcore demo --unicast",
-                  file=sys.stderr)
+            print(
+                "grouposcore demo: no network namespace could be created and multicast on "
+                "the host's loopback does not work.\n  Run it in one: sudo unshare -n "
+                "grouposcore demo\n  or without multicast:      grouposcore demo --unicast",
+                file=sys.stderr,
+            )
             return 2
     if not netns.multicast_works(_group(args), args.interface or "lo"):
-        print(f"grouposcore demo: multicast to {_group(args)} on "
-              f"{args.interface or 'lo'} does not work; try --unicast", file=sys.stderr)
+        print(
+            f"grouposcore demo: multicast to {_group(args)} on "
+            f"{args.interface or 'lo'} does not work; try --unicast",
+            file=sys.stderr,
+        )
         return 2
     return None
 

@@ -40,33 +40,44 @@ def _roles(tperm: int) -> str:
 
 def add_allow_arguments(parser: argparse.ArgumentParser) -> None:
     """``--cred`` on ``manager allow``."""
-    parser.add_argument("--cred", metavar="FILE",
-                        help="admit the node by its EDHOC credential ({14: CCS}, CBOR or "
-                             "diagnostic notation, e.g. from 'grouposcore keygen'); no "
-                             "channel file is written unless --channel-out is given")
+    parser.add_argument(
+        "--cred",
+        metavar="FILE",
+        help="admit the node by its EDHOC credential ({14: CCS}, CBOR or "
+        "diagnostic notation, e.g. from 'grouposcore keygen'); no "
+        "channel file is written unless --channel-out is given",
+    )
 
 
-def add_manager_commands(
-    sub: Any, db: Callable[[argparse.ArgumentParser], None]
-) -> None:
+def add_manager_commands(sub: Any, db: Callable[[argparse.ArgumentParser], None]) -> None:
     """``manager credential``."""
-    p = sub.add_parser("credential", help="the GM's EDHOC credential (what nodes pin)",
-                       description="Print the Group Manager's EDHOC credential ({14: CCS}, "
-                                   "diagnostic notation), made on first use; --out writes it "
-                                   "to a file for 'grouposcore join --gm-cred'.")
+    p = sub.add_parser(
+        "credential",
+        help="the GM's EDHOC credential (what nodes pin)",
+        description="Print the Group Manager's EDHOC credential ({14: CCS}, "
+        "diagnostic notation), made on first use; --out writes it "
+        "to a file for 'grouposcore join --gm-cred'.",
+    )
     p.add_argument("--out", metavar="FILE", help="write the credential to FILE")
     db(p)
 
 
 def add_join_arguments(parser: argparse.ArgumentParser) -> None:
     """``--key``, ``--gm-cred`` and ``--cred`` on ``join`` (instead of ``--channel``)."""
-    parser.add_argument("--key", metavar="FILE",
-                        help="the node's EDHOC private key (0600, from 'grouposcore keygen'): "
-                             "establish the channel with EDHOC instead of a channel file")
-    parser.add_argument("--gm-cred", metavar="FILE",
-                        help="the GM's EDHOC credential ('grouposcore manager credential')")
-    parser.add_argument("--cred", metavar="FILE",
-                        help="the node's own credential (default: KEY as .cred)")
+    parser.add_argument(
+        "--key",
+        metavar="FILE",
+        help="the node's EDHOC private key (0600, from 'grouposcore keygen'): "
+        "establish the channel with EDHOC instead of a channel file",
+    )
+    parser.add_argument(
+        "--gm-cred",
+        metavar="FILE",
+        help="the GM's EDHOC credential ('grouposcore manager credential')",
+    )
+    parser.add_argument(
+        "--cred", metavar="FILE", help="the node's own credential (default: KEY as .cred)"
+    )
 
 
 def allow(gm: GroupManager, args: argparse.Namespace) -> int:
@@ -75,10 +86,17 @@ def allow(gm: GroupManager, args: argparse.Namespace) -> int:
     gm.allow(args.node, args.group, args.roles)
     GmEdhoc(gm).register(args.node, credential)
     roles = _roles(sum(1 << r for r in args.roles))
-    emit(args, {"node": args.node, "group": args.group, "roles": roles,
-                "edhoc_kid": None if credential.kid is None else credential.kid.hex()},
-         f"{args.node} may join {args.group} as {roles}; admitted by EDHOC credential "
-         f"{credential.describe()}")
+    emit(
+        args,
+        {
+            "node": args.node,
+            "group": args.group,
+            "roles": roles,
+            "edhoc_kid": None if credential.kid is None else credential.kid.hex(),
+        },
+        f"{args.node} may join {args.group} as {roles}; admitted by EDHOC credential "
+        f"{credential.describe()}",
+    )
     return 0
 
 
@@ -96,8 +114,9 @@ def credential(gm: GroupManager, args: argparse.Namespace) -> int:
 async def join(args: argparse.Namespace) -> int:
     """``join --key``: EDHOC with the GM, then the join over that channel."""
     if not args.gm_cred:
-        print("grouposcore join: --key needs --gm-cred (the GM's EDHOC credential)",
-              file=sys.stderr)
+        print(
+            "grouposcore join: --key needs --gm-cred (the GM's EDHOC credential)", file=sys.stderr
+        )
         return 1
     if not args.manager:
         print("grouposcore join: --key needs --manager URI", file=sys.stderr)
@@ -108,8 +127,7 @@ async def join(args: argparse.Namespace) -> int:
         None, (parsed.host, parsed.port), ident, args.group, args.roles, args.state,
         timeout=args.timeout, follow=False, sign_alg=args.sign_alg,
     )  # fmt: skip
-    write_link(args.state, None, args.manager,
-               edhoc=EdhocFiles(args.key, args.gm_cred, args.cred))
+    write_link(args.state, None, args.manager, edhoc=EdhocFiles(args.key, args.gm_cred, args.cred))
     try:
         client = member.client
         handshakes = client.handshakes if isinstance(client, EdhocGroupManagerClient) else 0

@@ -38,8 +38,12 @@ AEAD_NAMES = {
     "A256GCM": 3, "ChaCha20/Poly1305": 24,
 }  # fmt: skip
 #: libcoap's HKDF identifiers (COSE algorithm numbers) by name and number
-_LIBCOAP_HKDF = {"COSE_HKDF_ALG_HKDF_SHA_256": "HKDF-SHA-256", "-10": "HKDF-SHA-256",
-                 "COSE_HKDF_ALG_HKDF_SHA_512": "HKDF-SHA-512", "-11": "HKDF-SHA-512"}
+_LIBCOAP_HKDF = {
+    "COSE_HKDF_ALG_HKDF_SHA_256": "HKDF-SHA-256",
+    "-10": "HKDF-SHA-256",
+    "COSE_HKDF_ALG_HKDF_SHA_512": "HKDF-SHA-512",
+    "-11": "HKDF-SHA-512",
+}
 _LIBCOAP_LINE = re.compile(r"^\s*(\w+)\s*,\s*(ascii|hex|integer|text|bool)\s*,\s*(.*?)\s*$")
 
 
@@ -58,9 +62,12 @@ def is_aiocoap_context(path: Path) -> bool:
 
 def is_aiocoap_credentials(document: object) -> bool:
     """A credentials map: URI patterns (or ``:name`` keys) mapped to objects."""
-    return (isinstance(document, dict) and "type" not in document and bool(document)
-            and all(isinstance(k, str) and (k.startswith(":") or "://" in k)
-                    for k in document))
+    return (
+        isinstance(document, dict)
+        and "type" not in document
+        and bool(document)
+        and all(isinstance(k, str) and (k.startswith(":") or "://" in k) for k in document)
+    )
 
 
 class AiocoapSequenceStore:
@@ -120,8 +127,7 @@ def aiocoap_context(directory: Path) -> SecurityContext:
     try:
         aead = AEAD_NAMES[data.get("algorithm", "AES-CCM-16-64-128")]
     except KeyError:
-        raise ConfigError(f"{directory}: unknown algorithm {data.get('algorithm')!r}") \
-            from None
+        raise ConfigError(f"{directory}: unknown algorithm {data.get('algorithm')!r}") from None
     missing = [k for k in ("sender-id", "recipient-id", "secret") if k not in data]
     if missing:
         raise ConfigError(f"{directory}: an aiocoap context needs {', '.join(missing)}")
@@ -141,12 +147,16 @@ def aiocoap_context(directory: Path) -> SecurityContext:
         raise ConfigError(f"{directory}: {exc}") from None
 
 
-def aiocoap_credentials_context(path: Path, document: dict[str, Any],
-                                uri: str | None) -> SecurityContext:
+def aiocoap_credentials_context(
+    path: Path, document: dict[str, Any], uri: str | None
+) -> SecurityContext:
     """The OSCORE context a credentials map gives for ``uri`` (the first pattern that
     matches; without a URI, e.g. for a server, the map must hold exactly one)."""
-    entries = [(k, v["oscore"]) for k, v in document.items()
-               if isinstance(v, dict) and isinstance(v.get("oscore"), dict)]
+    entries = [
+        (k, v["oscore"])
+        for k, v in document.items()
+        if isinstance(v, dict) and isinstance(v.get("oscore"), dict)
+    ]
     if uri is not None:
         chosen = [e for e in entries if not e[0].startswith(":") and fnmatch.fnmatchcase(uri, e[0])]
     else:
@@ -241,8 +251,7 @@ def libcoap_context(path: Path) -> SecurityContext:
 
 _AEAD_BY_ID = {number: name for name, number in AEAD_NAMES.items()}
 _LIBCOAP_HKDF_OUT = {"HKDF-SHA-256": -10, "HKDF-SHA-512": -11}
-_AIOCOAP_HKDF_OUT = {"HKDF-SHA-256": "sha256", "HKDF-SHA-384": "sha384",
-                     "HKDF-SHA-512": "sha512"}
+_AIOCOAP_HKDF_OUT = {"HKDF-SHA-256": "sha256", "HKDF-SHA-384": "sha384", "HKDF-SHA-512": "sha512"}
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -286,15 +295,15 @@ def export_libcoap(context: SecurityContext, path: Path) -> None:
     aead = "COSE_ALGORITHM_" + _aead_name(context).replace("-", "_")
     lines = [
         "# OSCORE context written by grouposcore (use this copy only, never both)",
-        f"master_secret,hex,\"{context.master_secret.hex()}\"",
-        f"master_salt,hex,\"{context.master_salt.hex()}\"",
-        f"sender_id,hex,\"{context.sender_id.hex()}\"",
-        f"recipient_id,hex,\"{context.recipient_id.hex()}\"",
+        f'master_secret,hex,"{context.master_secret.hex()}"',
+        f'master_salt,hex,"{context.master_salt.hex()}"',
+        f'sender_id,hex,"{context.sender_id.hex()}"',
+        f'recipient_id,hex,"{context.recipient_id.hex()}"',
         f"aead_alg,text,{aead}",
         f"hkdf_alg,integer,{hkdf}",
     ]
     if context.id_context is not None:
-        lines.append(f"id_context,hex,\"{context.id_context.hex()}\"")
+        lines.append(f'id_context,hex,"{context.id_context.hex()}"')
     _write_private(path, "\n".join(lines) + "\n")
     key = f"{(context.id_context or b'').hex()}:{context.sender_id.hex()}"
     FileSequenceStore(f"{path}.seq").reserve(key, context.sequence.peek())

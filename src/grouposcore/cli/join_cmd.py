@@ -28,24 +28,49 @@ __all__ = ["add_join_arguments", "join_refusal", "run_join"]
 
 def add_join_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("group", metavar="GROUP")
-    parser.add_argument("--manager", metavar="URI",
-                        help="the GM, e.g. coap://127.0.0.1:5683 (default: from the channel file)")
-    parser.add_argument("--channel", metavar="FILE",
-                        help="the node's channel file from 'grouposcore manager allow' "
-                             "(or --key and --gm-cred: EDHOC)")
+    parser.add_argument(
+        "--manager",
+        metavar="URI",
+        help="the GM, e.g. coap://127.0.0.1:5683 (default: from the channel file)",
+    )
+    parser.add_argument(
+        "--channel",
+        metavar="FILE",
+        help="the node's channel file from 'grouposcore manager allow' "
+        "(or --key and --gm-cred: EDHOC)",
+    )
     edhoc_cmd.add_join_arguments(parser)
-    parser.add_argument("--state", metavar="FILE", required=True,
-                        help="the member's state file (written 0600; resumed from if present)")
-    parser.add_argument("--roles", type=parse_roles, default=[Role.REQUESTER, Role.RESPONDER],
-                        help="roles to join with (default requester,responder)")
-    parser.add_argument("--sign-alg", type=int, default=-8, metavar="N",
-                        help="algorithm of the member key generated at the first join")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                        help="per-request timeout towards the GM (seconds)")
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        required=True,
+        help="the member's state file (written 0600; resumed from if present)",
+    )
+    parser.add_argument(
+        "--roles",
+        type=parse_roles,
+        default=[Role.REQUESTER, Role.RESPONDER],
+        help="roles to join with (default requester,responder)",
+    )
+    parser.add_argument(
+        "--sign-alg",
+        type=int,
+        default=-8,
+        metavar="N",
+        help="algorithm of the member key generated at the first join",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="per-request timeout towards the GM (seconds)",
+    )
 
 
-def join_refusal(error: GroupManagerRequestError, node: str, group: str,
-                 roles: Iterable[Role]) -> str:
+def join_refusal(
+    error: GroupManagerRequestError, node: str, group: str, roles: Iterable[Role]
+) -> str:
     """What a refused join means for the operator (the GM's own words when it gave any)."""
     said = str(error)
     code = f"{error.code >> 5}.{error.code & 31:02d}"
@@ -54,18 +79,24 @@ def join_refusal(error: GroupManagerRequestError, node: str, group: str,
             said += f" [{ErrorId(error.error_id).name.lower().replace('_', ' ')}]"
     wanted = ",".join(r.name.lower() for r in roles)
     if error.code == Code.FORBIDDEN:
-        return (f"{said}: {node} may not join {group} as {wanted} (not on the group's access "
-                f"list, evicted, or not allowed these roles; the GM's operator sees the access "
-                f"list with 'grouposcore manager show {group}')")
+        return (
+            f"{said}: {node} may not join {group} as {wanted} (not on the group's access "
+            f"list, evicted, or not allowed these roles; the GM's operator sees the access "
+            f"list with 'grouposcore manager show {group}')"
+        )
     if error.code == Code.NOT_FOUND:
         return f"{said}: the Group Manager has no group {group!r} ({code} Not Found)"
     if error.code == Code.UNAUTHORIZED:
-        return (f"{said}: the Group Manager does not know {node}'s channel (an outdated "
-                "channel file, recommissioned, or another Group Manager)")
+        return (
+            f"{said}: the Group Manager does not know {node}'s channel (an outdated "
+            "channel file, recommissioned, or another Group Manager)"
+        )
     if error.code == Code.SERVICE_UNAVAILABLE and error.retry_after is not None:
-        return (f"{said}: {node} is still a member of {group} and joined again more often than "
-                "the Group Manager allows (each such re-join rekeys the group); run the same "
-                "command again then")
+        return (
+            f"{said}: {node} is still a member of {group} and joined again more often than "
+            "the Group Manager allows (each such re-join rekeys the group); run the same "
+            "command again then"
+        )
     return said
 
 

@@ -39,13 +39,24 @@ def _kid(text: str) -> bytes:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("key", metavar="KEYFILE", help="where to write the private key (0600)")
-    parser.add_argument("--kid", type=_kid, metavar="HEX",
-                        help="key identifier peers refer to the credential by (default: 4 "
-                             "random bytes; unique per Group Manager)")
-    parser.add_argument("--subject", metavar="NAME", default="",
-                        help="the credential's subject, e.g. the node's name")
-    parser.add_argument("--cred-out", metavar="FILE",
-                        help="where to write the credential (default KEYFILE as .cred)")
+    parser.add_argument(
+        "--kid",
+        type=_kid,
+        metavar="HEX",
+        help="key identifier peers refer to the credential by (default: 4 "
+        "random bytes; unique per Group Manager)",
+    )
+    parser.add_argument(
+        "--subject",
+        metavar="NAME",
+        default="",
+        help="the credential's subject, e.g. the node's name",
+    )
+    parser.add_argument(
+        "--cred-out",
+        metavar="FILE",
+        help="where to write the credential (default KEYFILE as .cred)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,8 +74,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"grouposcore keygen: {e.strerror or e}", file=sys.stderr)
         return 1
     if getattr(args, "json", False):
-        print(json.dumps({"key": str(args.key), "credential": str(cred_path), "kid": kid.hex(),
-                          "subject": args.subject}, sort_keys=True))
+        print(
+            json.dumps(
+                {
+                    "key": str(args.key),
+                    "credential": str(cred_path),
+                    "kid": kid.hex(),
+                    "subject": args.subject,
+                },
+                sort_keys=True,
+            )
+        )
     elif not getattr(args, "quiet", False):
         print(f"key {args.key} (0600), credential {cred_path}, kid {kid.hex()}")
         print(edn({14: credential.ccs()}))

@@ -23,12 +23,15 @@ from grouposcore.cli import (
 
 def _common(parser: argparse.ArgumentParser) -> None:
     loud = parser.add_mutually_exclusive_group()
-    loud.add_argument("-v", "--verbose", action="count", default=0,
-                      help="more log output (-vv for debugging)")
-    loud.add_argument("-q", "--quiet", action="store_true",
-                      help="only the responses, no status lines or warnings")
-    parser.add_argument("--json", action="store_true",
-                        help="machine-readable output: one JSON object per line")
+    loud.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debugging)"
+    )
+    loud.add_argument(
+        "-q", "--quiet", action="store_true", help="only the responses, no status lines or warnings"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="machine-readable output: one JSON object per line"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,44 +42,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"grouposcore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in ("get", "put", "post", "delete", "observe"):
-        what = "register as observer and print notifications" if name == "observe" \
+        what = (
+            "register as observer and print notifications"
+            if name == "observe"
             else f"send a {name.upper()} request"
+        )
         p = sub.add_parser(
-            name, help=what,
+            name,
+            help=what,
             description=f"{what[0].upper()}{what[1:]}. A multicast URI with --security sends a "
-                        "Group OSCORE group request and prints every verified response with "
-                        "its sender address and Sender ID.",
+            "Group OSCORE group request and prints every verified response with "
+            "its sender address and Sender ID.",
         )
         client.add_arguments(p, observe=name == "observe")
         _common(p)
-    p = sub.add_parser("serve", help="run a demo server (/light, /time)",
-                       description=server.__doc__)
+    p = sub.add_parser(
+        "serve", help="run a demo server (/light, /time)", description=server.__doc__
+    )
     server.add_arguments(p)
     _common(p)
     p = sub.add_parser("group", help="static groups without a Group Manager")
     group.add_arguments(p, _common)
-    p = sub.add_parser("manager", help="run and administer a Group Manager",
-                       description=manager_cmd.DESCRIPTION)
+    p = sub.add_parser(
+        "manager", help="run and administer a Group Manager", description=manager_cmd.DESCRIPTION
+    )
     manager_cmd.add_manager_arguments(p, _common)
-    p = sub.add_parser("join", help="join a group through its Group Manager",
-                       description="Join GROUP (or resume from --state) through the Group "
-                                   "Manager and write the member's state file (0600).")
+    p = sub.add_parser(
+        "join",
+        help="join a group through its Group Manager",
+        description="Join GROUP (or resume from --state) through the Group "
+        "Manager and write the member's state file (0600).",
+    )
     join_cmd.add_join_arguments(p)
     _common(p)
-    p = sub.add_parser("keygen", help="make an EDHOC key pair and credential (for join --key)",
-                       description=keygen_cmd.__doc__)
+    p = sub.add_parser(
+        "keygen",
+        help="make an EDHOC key pair and credential (for join --key)",
+        description=keygen_cmd.__doc__,
+    )
     keygen_cmd.add_arguments(p)
     _common(p)
-    p = sub.add_parser("demo", help="a secured lighting group with a Group Manager, end to end",
-                       description=demo_cmd.__doc__)
+    p = sub.add_parser(
+        "demo",
+        help="a secured lighting group with a Group Manager, end to end",
+        description=demo_cmd.__doc__,
+    )
     demo_cmd.add_arguments(p)
     _common(p)
-    p = sub.add_parser("push", help="send a file to every member of a group (firmware push)",
-                       description=push_cmd.__doc__)
+    p = sub.add_parser(
+        "push",
+        help="send a file to every member of a group (firmware push)",
+        description=push_cmd.__doc__,
+    )
     push_cmd.add_push_arguments(p)
     _common(p)
-    p = sub.add_parser("receive", help="receive files pushed to the group (member side)",
-                       description=push_cmd.__doc__)
+    p = sub.add_parser(
+        "receive",
+        help="receive files pushed to the group (member side)",
+        description=push_cmd.__doc__,
+    )
     push_cmd.add_receive_arguments(p)
     _common(p)
     return parser

@@ -48,13 +48,14 @@ def add_remote_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manager", metavar="URI",
                    help="a running GM's URI (coap://HOST:PORT): use its admin interface "
                         "instead of the database")  # fmt: skip
-    p.add_argument("--channel", metavar="FILE",
-                   help="the administrator's channel file (from 'grouposcore manager admin')")
+    p.add_argument(
+        "--channel",
+        metavar="FILE",
+        help="the administrator's channel file (from 'grouposcore manager admin')",
+    )
 
 
-def add_admin_arguments(
-    gsub: Any, sub: Any, db: Callable[[argparse.ArgumentParser], None]
-) -> None:
+def add_admin_arguments(gsub: Any, sub: Any, db: Callable[[argparse.ArgumentParser], None]) -> None:
     """The group list/get/set/delete commands and ``manager admin``."""
     p = gsub.add_parser("list", help="the groups (those the administrator may list)")
     add_remote_arguments(p)
@@ -66,10 +67,19 @@ def add_admin_arguments(
     p = gsub.add_parser("set", help="change a group's status: active, description, ...")
     p.add_argument("name", metavar="NAME")
     state = p.add_mutually_exclusive_group()
-    state.add_argument("--active", dest="active", action="store_true", default=None,
-                       help="let nodes join and members use the group")
-    state.add_argument("--inactive", dest="active", action="store_false",
-                       help="suspend the group (needed before delete)")
+    state.add_argument(
+        "--active",
+        dest="active",
+        action="store_true",
+        default=None,
+        help="let nodes join and members use the group",
+    )
+    state.add_argument(
+        "--inactive",
+        dest="active",
+        action="store_false",
+        help="suspend the group (needed before delete)",
+    )
     p.add_argument("--description", metavar="TEXT")
     p.add_argument("--max-stale-sets", type=int, metavar="N")
     add_remote_arguments(p)
@@ -79,18 +89,31 @@ def add_admin_arguments(
     add_remote_arguments(p)
     db(p)
 
-    p = sub.add_parser("admin", help="make a node an administrator; writes its channel file",
-                       description="Grant NODE admin permissions on the groups matching "
-                                   "--groups (a group name, or * for all), commissioning its "
-                                   "OSCORE channel with the GM if needed.")
+    p = sub.add_parser(
+        "admin",
+        help="make a node an administrator; writes its channel file",
+        description="Grant NODE admin permissions on the groups matching "
+        "--groups (a group name, or * for all), commissioning its "
+        "OSCORE channel with the GM if needed.",
+    )
     p.add_argument("node", metavar="NODE")
-    p.add_argument("--groups", metavar="PATTERN", default=WILDCARD,
-                   help="a group name, or * (default) for every group")
-    p.add_argument("--perms", default="list,create,read,write,delete", metavar="LIST",
-                   help="comma-separated: list, create, read, write, delete (default all); "
-                        "'none' revokes")
-    p.add_argument("--channel-out", metavar="FILE",
-                   help="where to write the channel file (default NODE.channel.json)")
+    p.add_argument(
+        "--groups",
+        metavar="PATTERN",
+        default=WILDCARD,
+        help="a group name, or * (default) for every group",
+    )
+    p.add_argument(
+        "--perms",
+        default="list,create,read,write,delete",
+        metavar="LIST",
+        help="comma-separated: list, create, read, write, delete (default all); 'none' revokes",
+    )
+    p.add_argument(
+        "--channel-out",
+        metavar="FILE",
+        help="where to write the channel file (default NODE.channel.json)",
+    )
     p.add_argument("--manager", metavar="URI", help="the GM's URI to note in the channel file")
     db(p)
 
@@ -135,8 +158,13 @@ async def _remote(args: argparse.Namespace, method: str, path: tuple[str, ...],
         raise GroupOscoreError("--manager needs the administrator's --channel file")
     channel, _noted, _pinned = read_channel_file(args.channel)
     uri = parse_uri(args.manager)
-    host = "127.0.0.1" if uri.host.startswith("127.") else "::1" if uri.host == "::1" else (
-        "::" if ":" in uri.host else "0.0.0.0")
+    host = (
+        "127.0.0.1"
+        if uri.host.startswith("127.")
+        else "::1"
+        if uri.host == "::1"
+        else ("::" if ":" in uri.host else "0.0.0.0")
+    )
     endpoint = await Endpoint.create((host, 0))
     try:
         sequence = SenderSequence(store=FileSequenceStore(str(args.channel) + ".seq"),

@@ -92,74 +92,145 @@ def add_manager_arguments(
     sub = parser.add_subparsers(dest="manager_command", metavar="COMMAND", required=True)
 
     def db(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", metavar="URL", default=DEFAULT_DB,
-                       help="GM database: a path or sqlite:///PATH (SQLite, created 0600), or "
-                            "postgresql://... (shared by several GM processes); "
-                            f"default {DEFAULT_DB}")
+        p.add_argument(
+            "--db",
+            metavar="URL",
+            default=DEFAULT_DB,
+            help="GM database: a path or sqlite:///PATH (SQLite, created 0600), or "
+            "postgresql://... (shared by several GM processes); "
+            f"default {DEFAULT_DB}",
+        )
         common(p)
 
-    p = sub.add_parser("serve", help="run the Group Manager (the /ace-group resources)",
-                       description="Serve the groups of the database to commissioned nodes "
-                                   "over their OSCORE channels. Prints 'listening on "
-                                   "ADDR:PORT' once ready.")
+    p = sub.add_parser(
+        "serve",
+        help="run the Group Manager (the /ace-group resources)",
+        description="Serve the groups of the database to commissioned nodes "
+        "over their OSCORE channels. Prints 'listening on "
+        "ADDR:PORT' once ready.",
+    )
     p.add_argument("--bind", metavar="ADDR", default="::", help="local address (default ::)")
-    p.add_argument("--port", metavar="N", type=int, default=5683,
-                   help="UDP port (default 5683; 0 picks a free one)")
-    p.add_argument("--sync", metavar="S", type=float, default=1.0,
-                   help="how often to pick up changes made by offline commands (seconds)")
-    p.add_argument("--rejoin-burst", metavar="N", type=int, default=3,
-                   help="re-joins a current member may make at once; each rekeys the group "
-                        "(default 3)")
-    p.add_argument("--rejoin-interval", metavar="S", type=float, default=60.0,
-                   help="then one re-join per S seconds; more get 5.03 with Max-Age "
-                        "(default 60)")
+    p.add_argument(
+        "--port",
+        metavar="N",
+        type=int,
+        default=5683,
+        help="UDP port (default 5683; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--sync",
+        metavar="S",
+        type=float,
+        default=1.0,
+        help="how often to pick up changes made by offline commands (seconds)",
+    )
+    p.add_argument(
+        "--rejoin-burst",
+        metavar="N",
+        type=int,
+        default=3,
+        help="re-joins a current member may make at once; each rekeys the group (default 3)",
+    )
+    p.add_argument(
+        "--rejoin-interval",
+        metavar="S",
+        type=float,
+        default=60.0,
+        help="then one re-join per S seconds; more get 5.03 with Max-Age (default 60)",
+    )
     db(p)
 
     grp = sub.add_parser("group", help="create groups")
     gsub = grp.add_subparsers(dest="group_command", metavar="COMMAND", required=True)
     p = gsub.add_parser("create", help="create a group with fresh keying material")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--algs", metavar="SIGN,ENC,AEAD,ECDH",
-                   help="all four algorithms at once (Signature, Group Encryption, pairwise "
-                        "AEAD, pairwise key agreement), e.g. --algs=-7,10,10,-27 or "
-                        "--algs=-8,10,none,none")
-    p.add_argument("--sign-alg", type=int, default=-8, metavar="N",
-                   help="signature algorithm: -8 EdDSA (default), -7 ES256")
-    p.add_argument("--group-enc-alg", type=int, default=10, metavar="N",
-                   help="group-mode encryption algorithm (default 10, AES-CCM-16-64-128)")
-    p.add_argument("--aead-alg", type=_alg, default=10, metavar="N|none",
-                   help="pairwise-mode AEAD (default 10; none: no pairwise mode)")
-    p.add_argument("--ecdh-alg", type=_alg, default=-27, metavar="N|none",
-                   help="pairwise key agreement (default -27, ECDH-SS + HKDF-256)")
-    p.add_argument("--no-backward-security", action="store_true",
-                   help="do not rekey when a node joins")
-    p.add_argument("--lifetime", type=int, default=30 * 24 * 3600, metavar="S",
-                   help="keying material lifetime in seconds (default 30 days)")
+    p.add_argument(
+        "--algs",
+        metavar="SIGN,ENC,AEAD,ECDH",
+        help="all four algorithms at once (Signature, Group Encryption, pairwise "
+        "AEAD, pairwise key agreement), e.g. --algs=-7,10,10,-27 or "
+        "--algs=-8,10,none,none",
+    )
+    p.add_argument(
+        "--sign-alg",
+        type=int,
+        default=-8,
+        metavar="N",
+        help="signature algorithm: -8 EdDSA (default), -7 ES256",
+    )
+    p.add_argument(
+        "--group-enc-alg",
+        type=int,
+        default=10,
+        metavar="N",
+        help="group-mode encryption algorithm (default 10, AES-CCM-16-64-128)",
+    )
+    p.add_argument(
+        "--aead-alg",
+        type=_alg,
+        default=10,
+        metavar="N|none",
+        help="pairwise-mode AEAD (default 10; none: no pairwise mode)",
+    )
+    p.add_argument(
+        "--ecdh-alg",
+        type=_alg,
+        default=-27,
+        metavar="N|none",
+        help="pairwise key agreement (default -27, ECDH-SS + HKDF-256)",
+    )
+    p.add_argument(
+        "--no-backward-security", action="store_true", help="do not rekey when a node joins"
+    )
+    p.add_argument(
+        "--lifetime",
+        type=int,
+        default=30 * 24 * 3600,
+        metavar="S",
+        help="keying material lifetime in seconds (default 30 days)",
+    )
     p.add_argument("--description", metavar="TEXT", help="(with --manager) group description")
-    p.add_argument("--inactive", action="store_true",
-                   help="(with --manager) create the group suspended")
+    p.add_argument(
+        "--inactive", action="store_true", help="(with --manager) create the group suspended"
+    )
     manager_admin.add_remote_arguments(p)
     db(p)
     manager_admin.add_admin_arguments(gsub, sub, db)
 
-    p = sub.add_parser("allow", help="let a node join a group; writes its channel file",
-                       description="Put NODE on GROUP's access list with the given roles. "
-                                   "The first time a node is allowed anywhere, its OSCORE "
-                                   "channel with the GM is commissioned. The channel file "
-                                   "(0600) is what 'grouposcore join --channel' needs. "
-                                   "(The old order NODE GROUP still works when it is "
-                                   "unambiguous.)")
+    p = sub.add_parser(
+        "allow",
+        help="let a node join a group; writes its channel file",
+        description="Put NODE on GROUP's access list with the given roles. "
+        "The first time a node is allowed anywhere, its OSCORE "
+        "channel with the GM is commissioned. The channel file "
+        "(0600) is what 'grouposcore join --channel' needs. "
+        "(The old order NODE GROUP still works when it is "
+        "unambiguous.)",
+    )
     p.add_argument("group", metavar="GROUP")
     p.add_argument("node", metavar="NODE")
-    p.add_argument("--roles", type=parse_roles, required=True,
-                   help="comma-separated: requester, responder, monitor")
-    p.add_argument("--channel-out", metavar="FILE",
-                   help="where to write the channel file (default NODE.channel.json)")
-    p.add_argument("--manager", metavar="URI",
-                   help="the GM's URI as the node reaches it, noted in the channel file, e.g. "
-                        "coap://[::1]:5683 (required unless the channel file names it)")
-    p.add_argument("--recommission", action="store_true",
-                   help="new channel keys for the node (its old channel file stops working)")
+    p.add_argument(
+        "--roles",
+        type=parse_roles,
+        required=True,
+        help="comma-separated: requester, responder, monitor",
+    )
+    p.add_argument(
+        "--channel-out",
+        metavar="FILE",
+        help="where to write the channel file (default NODE.channel.json)",
+    )
+    p.add_argument(
+        "--manager",
+        metavar="URI",
+        help="the GM's URI as the node reaches it, noted in the channel file, e.g. "
+        "coap://[::1]:5683 (required unless the channel file names it)",
+    )
+    p.add_argument(
+        "--recommission",
+        action="store_true",
+        help="new channel keys for the node (its old channel file stops working)",
+    )
     edhoc_cmd.add_allow_arguments(p)
     db(p)
     edhoc_cmd.add_manager_commands(sub, db)
@@ -167,8 +238,11 @@ def add_manager_arguments(
     p = sub.add_parser("evict", help="remove a member and rekey the group")
     p.add_argument("group", metavar="GROUP")
     p.add_argument("node", metavar="NODE")
-    p.add_argument("--keep-access", action="store_true",
-                   help="leave the node on the access list (it may join again)")
+    p.add_argument(
+        "--keep-access",
+        action="store_true",
+        help="leave the node on the access list (it may join again)",
+    )
     db(p)
 
     p = sub.add_parser("rekey", help="rekey a group now")
@@ -202,8 +276,11 @@ def _group_create(gm: GroupManager, args: argparse.Namespace) -> int:
         args.name, sign_alg=sign, group_enc_alg=enc, aead_alg=aead, ecdh_alg=ecdh,
         backward_security=not args.no_backward_security, lifetime=args.lifetime,
     )  # fmt: skip
-    emit(args, {"group": g.name, "gid": g.gid.hex(), "num": g.num},
-         f"created group {g.name} (Gid {g.gid.hex()})")
+    emit(
+        args,
+        {"group": g.name, "gid": g.gid.hex(), "num": g.num},
+        f"created group {g.name} (Gid {g.gid.hex()})",
+    )
     return 0
 
 
@@ -239,9 +316,11 @@ def _remote_group_create(args: argparse.Namespace) -> int:
 def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
     if gm.group(args.group) is None and gm.group(args.node) is not None:
         # the order before 'allow GROUP NODE' (like 'evict GROUP NODE')
-        print(f"grouposcore manager allow: warning: 'allow NODE GROUP' is deprecated; "
-              f"write 'allow {args.node} {args.group}' (GROUP first, like evict)",
-              file=sys.stderr)
+        print(
+            f"grouposcore manager allow: warning: 'allow NODE GROUP' is deprecated; "
+            f"write 'allow {args.node} {args.group}' (GROUP first, like evict)",
+            file=sys.stderr,
+        )
         args.group, args.node = args.node, args.group
     if gm.group(args.group) is None:
         return fail("manager allow", f"no group {args.group!r}")
@@ -261,16 +340,22 @@ def _allow(gm: GroupManager, args: argparse.Namespace) -> int:
                 pinned = {}
             manager = manager or old_manager
     if manager is None:
-        return fail("manager allow", "give --manager URI, the Group Manager's address as the "
-                    "node will reach it (e.g. coap://192.0.2.1:5683): the channel file needs "
-                    "it for 'grouposcore join'")
+        return fail(
+            "manager allow",
+            "give --manager URI, the Group Manager's address as the "
+            "node will reach it (e.g. coap://192.0.2.1:5683): the channel file needs "
+            "it for 'grouposcore join'",
+        )
     for entry in gm.store.access_list():
         if entry.node == args.node and entry.roles and gm.group(entry.group) is not None:
             pinned[entry.group] = gm.gm_credential(entry.group)
     write_channel_file(out, channel, manager=manager, gm_credentials=pinned)
     roles = role_names(sum(1 << r for r in args.roles))
-    emit(args, {"node": args.node, "group": args.group, "roles": roles, "channel": str(out)},
-         f"{args.node} may join {args.group} as {roles}; channel file {out}")
+    emit(
+        args,
+        {"node": args.node, "group": args.group, "roles": roles, "channel": str(out)},
+        f"{args.node} may join {args.group} as {roles}; channel file {out}",
+    )
     return 0
 
 
@@ -316,9 +401,11 @@ def run_manager(args: argparse.Namespace) -> int:
         return fail(f"manager {args.manager_command}", str(exc))
     if not creating and db_file is not None and not db_file.exists():
         # a typo must not leave an empty database behind (only 'group create' makes one)
-        return fail(f"manager {args.manager_command}",
-                    f"no Group Manager database {args.db} (create it with 'grouposcore "
-                    f"manager group create NAME --db {args.db}')")
+        return fail(
+            f"manager {args.manager_command}",
+            f"no Group Manager database {args.db} (create it with 'grouposcore "
+            f"manager group create NAME --db {args.db}')",
+        )
     if args.manager_command == "serve":
         try:
             return asyncio.run(_serve(args))
@@ -345,15 +432,21 @@ def run_manager(args: argparse.Namespace) -> int:
             gm.evict(args.group, args.node, revoke=not args.keep_access)
             g = gm.group(args.group)
             assert g is not None
-            emit(args, {"group": args.group, "evicted": args.node, "num": g.num},
-                 f"evicted {args.node} from {args.group}; rekeyed to num {g.num}")
+            emit(
+                args,
+                {"group": args.group, "evicted": args.node, "num": g.num},
+                f"evicted {args.node} from {args.group}; rekeyed to num {g.num}",
+            )
             return 0
         if args.manager_command == "rekey":
             gm.rekey(args.group)
             g = gm.group(args.group)
             assert g is not None
-            emit(args, {"group": args.group, "num": g.num, "gid": g.gid.hex()},
-                 f"rekeyed {args.group} to num {g.num} (Gid {g.gid.hex()})")
+            emit(
+                args,
+                {"group": args.group, "num": g.num, "gid": g.gid.hex()},
+                f"rekeyed {args.group} to num {g.num} (Gid {g.gid.hex()})",
+            )
             return 0
         return _show(gm, args)
     except GroupOscoreError as e:
@@ -496,8 +589,9 @@ class _SyncedService(GroupManagerService):
 
 async def _serve(args: argparse.Namespace) -> int:
     try:
-        gm = GroupManager(args.db, rejoin_burst=args.rejoin_burst,
-                          rejoin_interval=args.rejoin_interval)
+        gm = GroupManager(
+            args.db, rejoin_burst=args.rejoin_burst, rejoin_interval=args.rejoin_interval
+        )
     except GroupOscoreError as e:
         return fail("manager serve", str(e))
     svc = _SyncedService(gm)

@@ -42,8 +42,13 @@ def link_path(state: str | os.PathLike[str]) -> Path:
     return Path(f"{state}.gm.json")
 
 
-def write_link(state: str | os.PathLike[str], channel: str | os.PathLike[str] | None,
-               manager: str, *, edhoc: EdhocFiles | None = None) -> Path:
+def write_link(
+    state: str | os.PathLike[str],
+    channel: str | os.PathLike[str] | None,
+    manager: str,
+    *,
+    edhoc: EdhocFiles | None = None,
+) -> Path:
     """Record how the member in ``state`` reaches its GM: the channel file, or the EDHOC
     key, own credential and GM credential files (by absolute path, so the state can be used
     from any directory)."""
@@ -52,8 +57,11 @@ def write_link(state: str | os.PathLike[str], channel: str | os.PathLike[str] | 
     if channel is not None:
         doc["channel"] = str(Path(channel).resolve())
     if edhoc is not None:
-        doc["edhoc"] = {name: str(Path(value).resolve())
-                        for name, value in vars(edhoc).items() if value is not None}
+        doc["edhoc"] = {
+            name: str(Path(value).resolve())
+            for name, value in vars(edhoc).items()
+            if value is not None
+        }
     if ("channel" in doc) == ("edhoc" in doc):
         raise ValueError("a Group Manager link names a channel file or EDHOC files")
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -88,9 +96,15 @@ def read_link(state: str | os.PathLike[str]) -> Link | None:
         if doc.get("version") != _LINK_VERSION:
             raise ValueError(f"unknown version {doc.get('version')!r}")
         edhoc = doc.get("edhoc")
-        files = None if edhoc is None else EdhocFiles(
-            str(edhoc["key"]), str(edhoc["gm_cred"]),
-            None if edhoc.get("cred") is None else str(edhoc["cred"]))
+        files = (
+            None
+            if edhoc is None
+            else EdhocFiles(
+                str(edhoc["key"]),
+                str(edhoc["gm_cred"]),
+                None if edhoc.get("cred") is None else str(edhoc["cred"]),
+            )
+        )
         channel = doc.get("channel")
         if (channel is None) == (files is None):
             raise ValueError("names neither a channel file nor EDHOC files, or both")
@@ -112,11 +126,15 @@ class Opened:
         m = self.member
         group = m.group
         if m.started == "joined":
-            return (f"{group}: the stored membership had ended; joined again as Sender ID "
-                    f"{(m.sender_id or b'').hex() or '-'} (num {m.material.num})")
+            return (
+                f"{group}: the stored membership had ended; joined again as Sender ID "
+                f"{(m.sender_id or b'').hex() or '-'} (num {m.material.num})"
+            )
         if m.material.num != self.num_before:
-            return (f"{group}: the stored keying material was stale (num {self.num_before}); "
-                    f"caught up with the Group Manager to num {m.material.num}")
+            return (
+                f"{group}: the stored keying material was stale (num {self.num_before}); "
+                f"caught up with the Group Manager to num {m.material.num}"
+            )
         return None
 
 
@@ -142,8 +160,9 @@ async def open_member(state: str, *, follow: bool, timeout: float = 10.0) -> Ope
         channel_sequence: str | None = None
         gm_credential: bytes | None = None
         if link.edhoc is not None:
-            way = EdhocIdentity.from_files(link.edhoc.key, link.edhoc.gm_cred,
-                                           cred_file=link.edhoc.cred)
+            way = EdhocIdentity.from_files(
+                link.edhoc.key, link.edhoc.gm_cred, cred_file=link.edhoc.cred
+            )
         else:
             assert link.channel is not None
             way, _noted, pinned = read_channel_file(link.channel)
@@ -158,9 +177,11 @@ async def open_member(state: str, *, follow: bool, timeout: float = 10.0) -> Ope
             gm_credential=gm_credential,
         )  # fmt: skip
     except RequestTimeout as exc:
-        raise RequestTimeout(f"the Group Manager at {link.manager} did not answer ({exc})") \
-            from None
+        raise RequestTimeout(
+            f"the Group Manager at {link.manager} did not answer ({exc})"
+        ) from None
     except PeerUnreachable as exc:
-        raise PeerUnreachable(f"the Group Manager at {link.manager} did not answer: "
-                              f"unreachable ({exc})") from None
+        raise PeerUnreachable(
+            f"the Group Manager at {link.manager} did not answer: unreachable ({exc})"
+        ) from None
     return Opened(member, before.material.num)

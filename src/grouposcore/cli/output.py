@@ -61,9 +61,12 @@ def report_joined(
         "state": str(args.state), **extra,
     }  # fmt: skip
     sid = record["sender_id"] or "- (monitor)"
-    emit(args, record,
-         f"{member.started} {args.group} as {node}{how}: Sender ID {sid}, "
-         f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}")
+    emit(
+        args,
+        record,
+        f"{member.started} {args.group} as {node}{how}: Sender ID {sid}, "
+        f"Gid {m.gid.hex()}, num {m.num}, {len(m.peers)} peer(s); state {args.state}",
+    )
 
 
 def format_address(remote: Any) -> str:
@@ -183,10 +186,17 @@ class Printer:
             body = text if text is not None else "hex:" + msg.payload.hex()
             self._emit(f"{format_address(msg.remote)} [{who}] {code_name(msg.code)}: {body}")
             return
-        self._emit("\t".join((
-            format_address(msg.remote), sender_id or "-", code_str(msg.code), mode,
-            _escaped(msg.payload),
-        )))
+        self._emit(
+            "\t".join(
+                (
+                    format_address(msg.remote),
+                    sender_id or "-",
+                    code_str(msg.code),
+                    mode,
+                    _escaped(msg.payload),
+                )
+            )
+        )
 
     def note(self, text: str) -> None:
         if not self.quiet:

@@ -71,77 +71,159 @@ log = logging.getLogger("grouposcore.cli")
 
 def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="the file to send")
-    parser.add_argument("uri", metavar="URI",
-                        help="multicast URI of the members' resource, e.g. "
-                             "coap://224.0.1.187/fw")
-    parser.add_argument("--security", metavar="FILE",
-                        help="the sender's group security file or member state (a member "
-                             "state first catches up with its Group Manager)")
+    parser.add_argument(
+        "uri",
+        metavar="URI",
+        help="multicast URI of the members' resource, e.g. coap://224.0.1.187/fw",
+    )
+    parser.add_argument(
+        "--security",
+        metavar="FILE",
+        help="the sender's group security file or member state (a member "
+        "state first catches up with its Group Manager)",
+    )
     parser.add_argument("--group", dest="security", help=argparse.SUPPRESS)
-    parser.add_argument("--manifest", metavar="ENVELOPE",
-                        help="the SUIT envelope the firmware author signed for FILE")
-    parser.add_argument("--author", metavar="PEM", action="append", default=[],
-                        help="the author's public key to check --manifest with (repeatable)")
-    parser.add_argument("--sign", metavar="PEM",
-                        help="sign the manifest here with this author private key instead "
-                             "(it names this sender as the only distributor)")
-    parser.add_argument("--sequence", type=int, default=None,
-                        help="manifest sequence number with --sign (default: the time)")
-    parser.add_argument("--save-manifest", metavar="PATH",
-                        help="with --sign: write the signed envelope here too")
-    parser.add_argument("--members", metavar="SID,...",
-                        help="Sender IDs (hex) that must end with the file "
-                             "(default: every member in the group file)")
+    parser.add_argument(
+        "--manifest",
+        metavar="ENVELOPE",
+        help="the SUIT envelope the firmware author signed for FILE",
+    )
+    parser.add_argument(
+        "--author",
+        metavar="PEM",
+        action="append",
+        default=[],
+        help="the author's public key to check --manifest with (repeatable)",
+    )
+    parser.add_argument(
+        "--sign",
+        metavar="PEM",
+        help="sign the manifest here with this author private key instead "
+        "(it names this sender as the only distributor)",
+    )
+    parser.add_argument(
+        "--sequence",
+        type=int,
+        default=None,
+        help="manifest sequence number with --sign (default: the time)",
+    )
+    parser.add_argument(
+        "--save-manifest", metavar="PATH", help="with --sign: write the signed envelope here too"
+    )
+    parser.add_argument(
+        "--members",
+        metavar="SID,...",
+        help="Sender IDs (hex) that must end with the file "
+        "(default: every member in the group file)",
+    )
     parser.add_argument("--interface", metavar="IF", help="interface for the multicast")
-    parser.add_argument("--block-size", type=int, metavar="N",
-                        help="bytes per block with --sign (default: what fits one CoAP "
-                             "block with its proof)")
-    parser.add_argument("--rate", type=float, default=1000.0,
-                        help="blocks per second to start with; the members' reports move it "
-                             "(default 1000)")
-    parser.add_argument("--max-rate", type=float, default=20000.0,
-                        help="blocks per second, at most (default 20000)")
-    parser.add_argument("--status-timeout", type=float, default=2.0,
-                        help="longest wait for the members' reports per round (default 2 s)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="report-and-repair rounds at most (default: no limit; it "
-                             "stops when no member gets closer for --patience rounds)")
-    parser.add_argument("--patience", type=int, default=8,
-                        help="rounds without progress before giving up (default 8)")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        metavar="N",
+        help="bytes per block with --sign (default: what fits one CoAP block with its proof)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="blocks per second to start with; the members' reports move it (default 1000)",
+    )
+    parser.add_argument(
+        "--max-rate", type=float, default=20000.0, help="blocks per second, at most (default 20000)"
+    )
+    parser.add_argument(
+        "--status-timeout",
+        type=float,
+        default=2.0,
+        help="longest wait for the members' reports per round (default 2 s)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="report-and-repair rounds at most (default: no limit; it "
+        "stops when no member gets closer for --patience rounds)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=8,
+        help="rounds without progress before giving up (default 8)",
+    )
 
 
 def add_receive_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--security", metavar="FILE",
-                        help="this member's group security file or member state (a member "
-                             "state keeps following its Group Manager)")
+    parser.add_argument(
+        "--security",
+        metavar="FILE",
+        help="this member's group security file or member state (a member "
+        "state keeps following its Group Manager)",
+    )
     parser.add_argument("--group", dest="security", help=argparse.SUPPRESS)
-    parser.add_argument("--author", metavar="PEM", action="append", default=[],
-                        help="public key of a trusted firmware author (repeatable, required)")
-    parser.add_argument("--store", metavar="DIR", default=".grouposcore-firmware",
-                        help="where the installed version and partial images are kept, so "
-                             "that a restart resumes and never installs an older version "
-                             "(default .grouposcore-firmware)")
-    parser.add_argument("--listen", metavar="ADDR", default="0.0.0.0",
-                        help="address to bind the group port on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=COAP_PORT,
-                        help=f"group port (default {COAP_PORT})")
-    parser.add_argument("--multicast", metavar="ADDR", action="append", default=[],
-                        help="multicast group to join (repeatable; default 224.0.1.187, "
-                             "ff02::fd with an IPv6 --listen)")
+    parser.add_argument(
+        "--author",
+        metavar="PEM",
+        action="append",
+        default=[],
+        help="public key of a trusted firmware author (repeatable, required)",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="DIR",
+        default=".grouposcore-firmware",
+        help="where the installed version and partial images are kept, so "
+        "that a restart resumes and never installs an older version "
+        "(default .grouposcore-firmware)",
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="ADDR",
+        default="0.0.0.0",
+        help="address to bind the group port on (default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=COAP_PORT, help=f"group port (default {COAP_PORT})"
+    )
+    parser.add_argument(
+        "--multicast",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="multicast group to join (repeatable; default 224.0.1.187, "
+        "ff02::fd with an IPv6 --listen)",
+    )
     parser.add_argument("--join", dest="multicast", action="append", help=argparse.SUPPRESS)
     parser.add_argument("--interface", metavar="IF", help="interface to join the groups on")
-    parser.add_argument("--out", metavar="PATH", default=".",
-                        help="where complete images go: a directory (firmware-SEQ-TID.bin "
-                             "per transfer) or a file name (default: the current directory)")
-    parser.add_argument("--from", dest="senders", metavar="SID,...",
-                        help="accept files only from these Sender IDs (hex)")
-    parser.add_argument("--max-size", type=int, default=64 << 20,
-                        help="largest file accepted in bytes (default 64 MiB)")
-    parser.add_argument("--leisure", type=float, default=0.5,
-                        help="longest random wait before answering a multicast request "
-                             "(default 0.5 s; keep it below the sender's --status-timeout)")
-    parser.add_argument("--once", action="store_true",
-                        help="exit after the first file, once the sender was told")
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        default=".",
+        help="where complete images go: a directory (firmware-SEQ-TID.bin "
+        "per transfer) or a file name (default: the current directory)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="senders",
+        metavar="SID,...",
+        help="accept files only from these Sender IDs (hex)",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=64 << 20,
+        help="largest file accepted in bytes (default 64 MiB)",
+    )
+    parser.add_argument(
+        "--leisure",
+        type=float,
+        default=0.5,
+        help="longest random wait before answering a multicast request "
+        "(default 0.5 s; keep it below the sender's --status-timeout)",
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="exit after the first file, once the sender was told"
+    )
 
 
 def _group_context(path: str) -> GroupContext:
@@ -161,8 +243,7 @@ def _public_keys(paths: list[str]) -> list[PublicKey]:
         if not isinstance(key, Ed25519PublicKey | ec.EllipticCurvePublicKey) or (
             _manifest_algorithm(key) is None
         ):
-            raise UsageError(f"{path}: a {_key_kind(key)} cannot check a manifest; "
-                             f"{_KEYS_WANTED}")
+            raise UsageError(f"{path}: a {_key_kind(key)} cannot check a manifest; {_KEYS_WANTED}")
         keys.append(key)
     return keys
 
@@ -228,8 +309,11 @@ def _names(path: str) -> dict[bytes, str]:
     it gives one; the summary falls back to the hex Sender ID."""
     try:
         doc = json.loads(Path(path).read_text())
-        return {bytes.fromhex(m["sender_id"]): str(m["name"]) for m in doc.get("members", [])
-                if isinstance(m, dict) and m.get("name") and isinstance(m.get("sender_id"), str)}
+        return {
+            bytes.fromhex(m["sender_id"]): str(m["name"])
+            for m in doc.get("members", [])
+            if isinstance(m, dict) and m.get("name") and isinstance(m.get("sender_id"), str)
+        }
     except (OSError, ValueError, AttributeError, TypeError):
         return {}
 
@@ -304,19 +388,26 @@ async def _push_with(args: argparse.Namespace, view: Any, ctx: GroupContext) -> 
                 begun = True
                 view.push_start(len(sender.data), sender.nblocks, len(sender.expected))
                 if isinstance(view, JsonView):
-                    view._emit(event="push-manifest", tid=sender.tid.hex(),
-                               file=str(args.file), sequence=sender.manifest.sequence)
-            view.push_progress(sent, sender.nblocks, sender.completed(), len(sender.expected),
-                               repairs)
+                    view._emit(
+                        event="push-manifest",
+                        tid=sender.tid.hex(),
+                        file=str(args.file),
+                        sequence=sender.manifest.sequence,
+                    )
+            view.push_progress(
+                sent, sender.nblocks, sender.completed(), len(sender.expected), repairs
+            )
             now = time.monotonic()
             if isinstance(view, JsonView) and (now - last_event >= 1.0 or phase == "status"):
                 last_event = now
                 view._emit(**_progress_event(phase, sender, sent, repairs, now - started))
             elif isinstance(view, PlainView) and phase == "status" and not view.quiet:
                 e = _progress_event(phase, sender, sent, repairs, now - started)
-                view._emit(f"push round={sender.round} complete={e['complete']}/"
-                           f"{e['members']} repairs={repairs} elapsed={e['elapsed']}s "
-                           f"eta={'-' if e['eta'] is None else str(e['eta']) + 's'}")
+                view._emit(
+                    f"push round={sender.round} complete={e['complete']}/"
+                    f"{e['members']} repairs={repairs} elapsed={e['elapsed']}s "
+                    f"eta={'-' if e['eta'] is None else str(e['eta']) + 's'}"
+                )
 
         result = await push_file(
             endpoint, ctx, data, (host, uri.port or COAP_PORT), members=members,
@@ -333,32 +424,49 @@ async def _push_with(args: argparse.Namespace, view: Any, ctx: GroupContext) -> 
     return 0 if result.ok else 1
 
 
-def _progress_event(phase: str, sender: Any, sent: int, repairs: int,
-                    elapsed: float) -> dict[str, Any]:
+def _progress_event(
+    phase: str, sender: Any, sent: int, repairs: int, elapsed: float
+) -> dict[str, Any]:
     """A ``--json`` progress record with an estimate of the time left (from the share of
     block deliveries still outstanding and the pace so far)."""
     total = sender.nblocks * max(1, len(sender.expected))
     known = [sender.members[sid] for sid in sender.expected]
     if any(p.missing_count is not None or p.complete for p in known):
-        left = sum(0 if p.complete else (p.missing_count if p.missing_count is not None
-                                         else sender.nblocks) for p in known)
+        left = sum(
+            0
+            if p.complete
+            else (p.missing_count if p.missing_count is not None else sender.nblocks)
+            for p in known
+        )
     else:
         left = total - sent * len(known)
     left = max(0, left)
     done = total - left
     eta = None if done <= 0 else round(elapsed * left / done, 1)
-    return {"event": "progress", "phase": phase, "tid": sender.tid.hex(),
-            "blocks_sent": sent, "blocks": sender.nblocks, "repairs": repairs,
-            "complete": sender.completed(), "members": len(sender.expected),
-            "round": sender.round, "elapsed": round(elapsed, 1), "eta": eta}
+    return {
+        "event": "progress",
+        "phase": phase,
+        "tid": sender.tid.hex(),
+        "blocks_sent": sent,
+        "blocks": sender.nblocks,
+        "repairs": repairs,
+        "complete": sender.completed(),
+        "members": len(sender.expected),
+        "round": sender.round,
+        "elapsed": round(elapsed, 1),
+        "eta": eta,
+    }
 
 
 def _summary(result: PushResult, file: str) -> None:
     """One line per member, by name, after the push."""
     s = result.sender
-    print(f"pushed {file} (transfer {s.tid.hex()}, sequence {s.manifest.sequence}, "
-          f"{len(s.data)} bytes) in {result.seconds:.1f} s, {result.rounds} rounds, "
-          f"{result.repairs_sent} repairs", file=sys.stderr)
+    print(
+        f"pushed {file} (transfer {s.tid.hex()}, sequence {s.manifest.sequence}, "
+        f"{len(s.data)} bytes) in {result.seconds:.1f} s, {result.rounds} rounds, "
+        f"{result.repairs_sent} repairs",
+        file=sys.stderr,
+    )
     for sid, p in sorted(s.members.items(), key=lambda kv: result.name(kv[0])):
         if sid not in s.expected:
             continue
@@ -370,8 +478,10 @@ def _summary(result: PushResult, file: str) -> None:
             what = "incomplete (no report)"
         else:
             what = f"incomplete ({p.missing_count} blocks missing)"
-        print(f"  {result.name(sid)} ({sid.hex() or '-'}): {what}, {p.repairs} repairs",
-              file=sys.stderr)
+        print(
+            f"  {result.name(sid)} ({sid.hex() or '-'}): {what}, {p.repairs} repairs",
+            file=sys.stderr,
+        )
 
 
 def run_push(args: argparse.Namespace) -> int:
@@ -445,8 +555,7 @@ async def _receive_with(args: argparse.Namespace, opened: Opened | None) -> int:
         done.put_nowait((tid, path, manifest.sequence))
 
     try:
-        receiver = PushReceiver(trusted, store=args.store, max_size=args.max_size,
-                                install=install)
+        receiver = PushReceiver(trusted, store=args.store, max_size=args.max_size, install=install)
     except (OSError, GroupOscoreError) as e:
         raise UsageError(f"--store {args.store}: {e}") from None
     resource = FirmwareResource(receiver, senders=senders)
@@ -460,9 +569,13 @@ async def _receive_with(args: argparse.Namespace, opened: Opened | None) -> int:
     unicast_sock = UdpSocket((args.listen, 0))
     unicast = Endpoint(unicast_sock, site=site, server_security=hook)
     try:
-        group_ep = Endpoint(GroupPortSocket((args.listen, args.port), unicast_sock), site=site,
-                            server_security=hook, multicast_interface=args.interface,
-                            leisure=args.leisure)
+        group_ep = Endpoint(
+            GroupPortSocket((args.listen, args.port), unicast_sock),
+            site=site,
+            server_security=hook,
+            multicast_interface=args.interface,
+            leisure=args.leisure,
+        )
     except BaseException:
         await unicast.close()
         raise
@@ -471,25 +584,41 @@ async def _receive_with(args: argparse.Namespace, opened: Opened | None) -> int:
     try:
         for group in args.multicast or (["ff02::fd"] if v6 else ["224.0.1.187"]):
             group_ep.join_group(group, args.interface)
-        info = {"event": "listening", "group_port": group_ep.address[1],
-                "repair_port": unicast.address[1],
-                "sender_id": (ctx.sender_id or b"").hex(), "installed": receiver.installed,
-                "resuming": [{"tid": tid.hex(), "blocks": receiver.progress(tid)[0],
-                              "of": receiver.progress(tid)[1]} for tid in receiver.transfers]}
-        print(json.dumps(info) if args.json else
-              f"listening on port {info['group_port']} (repairs to port "
-              f"{info['repair_port']}), Sender ID {info['sender_id'] or '-'}, installed "
-              f"firmware sequence {'-' if receiver.installed is None else receiver.installed}",
-              flush=True)
+        info = {
+            "event": "listening",
+            "group_port": group_ep.address[1],
+            "repair_port": unicast.address[1],
+            "sender_id": (ctx.sender_id or b"").hex(),
+            "installed": receiver.installed,
+            "resuming": [
+                {
+                    "tid": tid.hex(),
+                    "blocks": receiver.progress(tid)[0],
+                    "of": receiver.progress(tid)[1],
+                }
+                for tid in receiver.transfers
+            ],
+        }
+        print(
+            json.dumps(info)
+            if args.json
+            else f"listening on port {info['group_port']} (repairs to port "
+            f"{info['repair_port']}), Sender ID {info['sender_id'] or '-'}, installed "
+            f"firmware sequence {'-' if receiver.installed is None else receiver.installed}",
+            flush=True,
+        )
         while not stop.is_set():
             if member is not None and member.terminated:
-                print(f"grouposcore receive: no longer a member of {member.group} (evicted "
-                      "by the Group Manager); stopping", file=sys.stderr, flush=True)
+                print(
+                    f"grouposcore receive: no longer a member of {member.group} (evicted "
+                    "by the Group Manager); stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return 1
             getter = asyncio.ensure_future(done.get())
             stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({getter, stopper}, timeout=1.0,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({getter, stopper}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if not getter.done():
                 getter.cancel()
@@ -497,13 +626,22 @@ async def _receive_with(args: argparse.Namespace, opened: Opened | None) -> int:
             tid, path, sequence = getter.result()
             data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
-            record = {"event": "received", "tid": tid.hex(), "sequence": sequence,
-                      "installed": receiver.installed, "size": len(data),
-                      "sha256": digest, "path": str(path)}
-            print(json.dumps(record) if args.json else
-                  f"received {tid.hex()} sequence {sequence} {len(data)} bytes sha256 "
-                  f"{digest} -> {path} (installed sequence {receiver.installed})",
-                  flush=True)
+            record = {
+                "event": "received",
+                "tid": tid.hex(),
+                "sequence": sequence,
+                "installed": receiver.installed,
+                "size": len(data),
+                "sha256": digest,
+                "path": str(path),
+            }
+            print(
+                json.dumps(record)
+                if args.json
+                else f"received {tid.hex()} sequence {sequence} {len(data)} bytes sha256 "
+                f"{digest} -> {path} (installed sequence {receiver.installed})",
+                flush=True,
+            )
             if args.once:
                 # Stay until our "complete" report went out (and a little longer, in case
                 # it was lost and the sender asks again), at most a minute.

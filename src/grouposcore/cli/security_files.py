@@ -32,13 +32,17 @@ def kind(path: str) -> str:
     target = Path(path)
     if not target.exists() and Path(f"{path}.gm.json").exists():
         # the member removes its state when the Group Manager ends the membership
-        raise ConfigError(f"{path} is gone: the membership ended (evicted, or it left); "
-                          "'grouposcore join' again if the Group Manager allows it")
+        raise ConfigError(
+            f"{path} is gone: the membership ended (evicted, or it left); "
+            "'grouposcore join' again if the Group Manager allows it"
+        )
     if target.is_dir():
         if interop.is_aiocoap_context(target):
             return "aiocoap-context"
-        raise ConfigError(f"{path} is a directory, not an aiocoap security context "
-                          "(no settings.json or secret.json in it)")
+        raise ConfigError(
+            f"{path} is a directory, not an aiocoap security context "
+            "(no settings.json or secret.json in it)"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
@@ -81,8 +85,9 @@ def load_context(
             return interop.aiocoap_credentials_context(Path(path), document, uri)
         document = read_secret_file(path)
         if document.get("type") == "group":
-            return group_context_from_document(document, base=Path(path).parent, role=role,
-                                               **group_overrides)
+            return group_context_from_document(
+                document, base=Path(path).parent, role=role, **group_overrides
+            )
         return oscore_context_from_document(document, base=Path(path).parent, role=role)
     except ConfigError as exc:
         if str(path) in str(exc):

@@ -143,7 +143,8 @@ class Clock(Resource):
 
     def render_get(self, request: Message) -> Message:
         return _unacceptable(request) or _text(
-            Code.CONTENT, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            Code.CONTENT, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        )
 
 
 def demo_site(contexts: list[AnyContext]) -> tuple[Site, Light, Clock]:
@@ -178,36 +179,70 @@ def load_server_context(path: str, freshness: str | None = None) -> AnyContext:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bind", metavar="ADDR", default="::",
-                        help="local address (default :: for IPv6 and IPv4)")
-    parser.add_argument("--port", metavar="N", type=int, default=COAP_PORT,
-                        help=f"this member's own UDP port for unicast (default {COAP_PORT}; "
-                             "0 picks a free one); several members on one host need one each")
-    parser.add_argument("--security", metavar="FILE", action="append", default=[],
-                        help="OSCORE or static group security file (repeatable), or one member "
-                             "state from 'grouposcore join' (followed with its Group Manager)")
-    parser.add_argument("--multicast", metavar="ADDR", action="append", default=[],
-                        help=f"join a multicast group, e.g. {ALL_COAP_NODES_V4} (repeatable)")
+    parser.add_argument(
+        "--bind", metavar="ADDR", default="::", help="local address (default :: for IPv6 and IPv4)"
+    )
+    parser.add_argument(
+        "--port",
+        metavar="N",
+        type=int,
+        default=COAP_PORT,
+        help=f"this member's own UDP port for unicast (default {COAP_PORT}; "
+        "0 picks a free one); several members on one host need one each",
+    )
+    parser.add_argument(
+        "--security",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="OSCORE or static group security file (repeatable), or one member "
+        "state from 'grouposcore join' (followed with its Group Manager)",
+    )
+    parser.add_argument(
+        "--multicast",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help=f"join a multicast group, e.g. {ALL_COAP_NODES_V4} (repeatable)",
+    )
     # the old name of --multicast
     parser.add_argument("--join", dest="multicast", action="append", help=argparse.SUPPRESS)
-    parser.add_argument("--multicast-port", metavar="N", type=int, default=COAP_PORT,
-                        help=f"the group's port, shared by every member on the host (default "
-                             f"{COAP_PORT})")
-    parser.add_argument("--interface", metavar="IF",
-                        help="interface for the multicast groups (name, index or IPv4 address)")
-    parser.add_argument("--freshness", choices=FRESHNESS_POLICIES,
-                        help="requests of a group member whose replay window is not valid "
-                             "(every member after a start): echo = Echo challenge (default "
-                             f"from the file, normally echo), drop = drop them; "
-                             f"{INSECURE_ACCEPT_REPLAYS} = accept the first one (INSECURE: "
-                             "requests recorded before the start are delivered again; only "
-                             "for clients that cannot answer an Echo)")
-    parser.add_argument("--gm-timeout", metavar="S", type=float, default=10.0,
-                        help="with a member state: per-request timeout towards its Group "
-                             "Manager (default 10 s)")
-    parser.add_argument("--leisure", metavar="S", type=float,
-                        help="longest random wait before answering a multicast request "
-                             f"(default {DEFAULT_LEISURE:g} s)")
+    parser.add_argument(
+        "--multicast-port",
+        metavar="N",
+        type=int,
+        default=COAP_PORT,
+        help=f"the group's port, shared by every member on the host (default {COAP_PORT})",
+    )
+    parser.add_argument(
+        "--interface",
+        metavar="IF",
+        help="interface for the multicast groups (name, index or IPv4 address)",
+    )
+    parser.add_argument(
+        "--freshness",
+        choices=FRESHNESS_POLICIES,
+        help="requests of a group member whose replay window is not valid "
+        "(every member after a start): echo = Echo challenge (default "
+        f"from the file, normally echo), drop = drop them; "
+        f"{INSECURE_ACCEPT_REPLAYS} = accept the first one (INSECURE: "
+        "requests recorded before the start are delivered again; only "
+        "for clients that cannot answer an Echo)",
+    )
+    parser.add_argument(
+        "--gm-timeout",
+        metavar="S",
+        type=float,
+        default=10.0,
+        help="with a member state: per-request timeout towards its Group Manager (default 10 s)",
+    )
+    parser.add_argument(
+        "--leisure",
+        metavar="S",
+        type=float,
+        help="longest random wait before answering a multicast request "
+        f"(default {DEFAULT_LEISURE:g} s)",
+    )
 
 
 class GroupPortSocket(UdpSocket):
@@ -237,8 +272,10 @@ def _bind(bind: tuple[str, int], **kwargs: bool) -> UdpSocket:
     except OSError as exc:
         where = format_address(bind)
         if exc.errno == errno.EADDRINUSE:
-            raise OSError(exc.errno, f"{where} is in use (another member on this host? give "
-                                     "each its own --port)") from None
+            raise OSError(
+                exc.errno,
+                f"{where} is in use (another member on this host? give each its own --port)",
+            ) from None
         raise OSError(exc.errno, f"cannot bind {where}: {exc.strerror}") from None
 
 
@@ -246,12 +283,15 @@ async def _open_security(args: argparse.Namespace) -> tuple[list[AnyContext], Op
     """The static contexts, or the one member that follows its Group Manager."""
     linked = [p for p in args.security if is_member_state(p) and follows_manager(p)]
     if linked and len(args.security) > 1:
-        raise ConfigError(f"{linked[0]} follows its Group Manager: serve it alone (one "
-                          "serve per membership)")
+        raise ConfigError(
+            f"{linked[0]} follows its Group Manager: serve it alone (one serve per membership)"
+        )
     if linked:
         if args.freshness is not None:
-            log.warning("--freshness applies to static files; a member's first requests "
-                        "after a restart get an Echo challenge")
+            log.warning(
+                "--freshness applies to static files; a member's first requests "
+                "after a restart get an Echo challenge"
+            )
         opened = await open_member(linked[0], follow=True, timeout=args.gm_timeout)
         return [opened.member.context], opened
     contexts = []
@@ -277,16 +317,26 @@ async def serve(args: argparse.Namespace) -> int:
         groups = args.multicast
         shared = bool(groups) and args.port != args.multicast_port
         sock = _bind((args.bind, args.port))
-        endpoint = Endpoint(sock, site=site, server_security=security,
-                            multicast_interface=args.interface, leisure=args.leisure)
+        endpoint = Endpoint(
+            sock,
+            site=site,
+            server_security=security,
+            multicast_interface=args.interface,
+            leisure=args.leisure,
+        )
         await stack.enter_async_context(endpoint)
         endpoints.append(endpoint)
         if shared:
             for group in groups:
                 any_host = "::" if ":" in group else "0.0.0.0"
                 group_sock = GroupPortSocket((any_host, args.multicast_port), sock)
-                group_ep = Endpoint(group_sock, site=site, server_security=security,
-                                    multicast_interface=args.interface, leisure=args.leisure)
+                group_ep = Endpoint(
+                    group_sock,
+                    site=site,
+                    server_security=security,
+                    multicast_interface=args.interface,
+                    leisure=args.leisure,
+                )
                 await stack.enter_async_context(group_ep)
                 endpoints.append(group_ep)
                 group_ep.join_group(group, args.interface)
@@ -301,18 +351,25 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"listening on {shown}{extra}", flush=True)
         if member is not None:
             m = member.material
-            print(f"member {member.client.node} of {member.group}: Sender ID "
-                  f"{'-' if m.sender_id is None else m.sender_id.hex()}, num {m.num}; "
-                  "following the Group Manager", file=sys.stderr, flush=True)
+            print(
+                f"member {member.client.node} of {member.group}: Sender ID "
+                f"{'-' if m.sender_id is None else m.sender_id.hex()}, num {m.num}; "
+                "following the Group Manager",
+                file=sys.stderr,
+                flush=True,
+            )
         stop = stop_on_signals()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             clock.notify()
             if member is not None and member.terminated:
-                print(f"grouposcore serve: {member.client.node} is no longer a member of "
-                      f"{member.group} (evicted by the Group Manager); stopping",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"grouposcore serve: {member.client.node} is no longer a member of "
+                    f"{member.group} (evicted by the Group Manager); stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 _log_rejections(endpoints)
                 return 1
         _log_rejections(endpoints)

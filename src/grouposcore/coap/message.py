@@ -52,9 +52,15 @@ class Message:
     def copy(self, **changes: Any) -> Message:
         """Copy with some fields replaced; the options are copied unless replaced too."""
         if not changes:  # the common case, without building keyword arguments
-            return Message(self.code, self.mtype, self.mid, self.token,
-                           Options._from_sorted(self.options._items.copy()), self.payload,
-                           self.remote)
+            return Message(
+                self.code,
+                self.mtype,
+                self.mid,
+                self.token,
+                Options._from_sorted(self.options._items.copy()),
+                self.payload,
+                self.remote,
+            )
         kw: dict[str, Any] = {
             "code": self.code,
             "mtype": self.mtype,

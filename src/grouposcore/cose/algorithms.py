@@ -267,8 +267,9 @@ class HkdfAlgorithm:
     def derive(self, salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
         """Extract-and-expand; an empty salt means hash-length zeros (RFC 5869 §2.2)."""
         try:
-            kdf = HKDF(algorithm=_HASH_OBJECTS[self.id], length=length, salt=salt or None,
-                       info=info)
+            kdf = HKDF(
+                algorithm=_HASH_OBJECTS[self.id], length=length, salt=salt or None, info=info
+            )
             return kdf.derive(ikm)
         except (ValueError, TypeError) as e:
             raise CoseError(f"HKDF failed: {e}") from None

@@ -122,8 +122,7 @@ class KeyAgreementAlgorithm:
             except ValueError as e:
                 raise KeyAgreementError(f"ECDH failed: {e}") from None
         raise KeyAgreementError(
-            f"no ECDH between {type(own_private_key).__name__} "
-            f"and {type(peer_public_key).__name__}"
+            f"no ECDH between {type(own_private_key).__name__} and {type(peer_public_key).__name__}"
         )
 
 

@@ -84,8 +84,12 @@ class Light(Resource):
             self.state, self.level = "on", 100
         elif words == ["off"]:
             self.state, self.level = "off", 0
-        elif len(words) == 2 and words[0] == "dim" and words[1].isdigit() \
-                and 0 <= int(words[1]) <= 100:
+        elif (
+            len(words) == 2
+            and words[0] == "dim"
+            and words[1].isdigit()
+            and 0 <= int(words[1]) <= 100
+        ):
             self.state, self.level = "dim", int(words[1])
         else:
             return Message(Code.BAD_REQUEST, payload=b"on, off or dim 0..100")
@@ -143,17 +147,24 @@ class LightStatus:
 
 def channel_to_json(channel: ChannelMaterial | EdhocIdentity) -> dict[str, Any]:
     if isinstance(channel, EdhocIdentity):
-        return {"edhoc": {"key": channel.key.d.hex(), "cred": channel.credential.value.hex(),
-                          "gm_cred": channel.gm_credential.value.hex()}}
+        return {
+            "edhoc": {
+                "key": channel.key.d.hex(),
+                "cred": channel.credential.value.hex(),
+                "gm_cred": channel.gm_credential.value.hex(),
+            }
+        }
     return {k: v.hex() if isinstance(v, bytes) else v for k, v in asdict(channel).items()}
 
 
 def channel_from_json(data: dict[str, Any]) -> ChannelMaterial | EdhocIdentity:
     if "edhoc" in data:
         e = data["edhoc"]
-        return EdhocIdentity(EdhocKey(bytes.fromhex(e["key"])),
-                             EdhocCredential.from_bytes(bytes.fromhex(e["cred"])),
-                             EdhocCredential.from_bytes(bytes.fromhex(e["gm_cred"])))
+        return EdhocIdentity(
+            EdhocKey(bytes.fromhex(e["key"])),
+            EdhocCredential.from_bytes(bytes.fromhex(e["cred"])),
+            EdhocCredential.from_bytes(bytes.fromhex(e["gm_cred"])),
+        )
     raw = dict(data)
     for key in ("master_secret", "master_salt", "gm_sender_id", "node_sender_id"):
         raw[key] = bytes.fromhex(raw[key])
@@ -187,8 +198,14 @@ def can_read(context: GroupContext, wire: bytes) -> str | None:
 class LightNode:
     """A light in this process."""
 
-    def __init__(self, name: str, member: GroupMember, unicast: Endpoint,
-                 settings: LightSettings, state_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        member: GroupMember,
+        unicast: Endpoint,
+        settings: LightSettings,
+        state_dir: Path,
+    ) -> None:
         self.name = name
         self.member = member
         self.unicast = unicast
@@ -197,23 +214,31 @@ class LightNode:
         self.log = FailureLog(member.server_security())
         self.files: dict[bytes, bytes] = {}
         self.firmware = FirmwareResource(
-            PushReceiver([Ed25519PublicKey.from_public_bytes(bytes.fromhex(settings.author))],
-                         port=unicast.address[1], store=state_dir / f"{name}.firmware"),
+            PushReceiver(
+                [Ed25519PublicKey.from_public_bytes(bytes.fromhex(settings.author))],
+                port=unicast.address[1],
+                store=state_dir / f"{name}.firmware",
+            ),
             on_complete=lambda tid, data: self.files.__setitem__(tid, data),
         )
         self._old: GroupContext | None = None
 
     @classmethod
-    async def start(cls, name: str, channel: ChannelMaterial | EdhocIdentity,
-                    gm: tuple[str, int],
-                    settings: LightSettings, state_dir: Path) -> LightNode:
+    async def start(
+        cls,
+        name: str,
+        channel: ChannelMaterial | EdhocIdentity,
+        gm: tuple[str, int],
+        settings: LightSettings,
+        state_dir: Path,
+    ) -> LightNode:
         site = Site()
         host = "::" if settings.ipv6 else "127.0.0.1"
-        uni = await Endpoint.create((host, 0), site=site,
-                                    multicast_interface=settings.interface)
+        uni = await Endpoint.create((host, 0), site=site, multicast_interface=settings.interface)
         try:
-            member = await GroupMember.open(uni, gm, channel, GROUP, [Role.RESPONDER],
-                                            state_dir / f"{name}.state", timeout=10.0)
+            member = await GroupMember.open(
+                uni, gm, channel, GROUP, [Role.RESPONDER], state_dir / f"{name}.state", timeout=10.0
+            )
         except BaseException:
             await uni.close()
             raise

@@ -70,8 +70,10 @@ class RoundSummary:
 
     @property
     def line(self) -> str:
-        return (f"{self.verified} of {self.expected} verified, whole group in "
-                f"{self.seconds * 1000:.1f} ms")
+        return (
+            f"{self.verified} of {self.expected} verified, whole group in "
+            f"{self.seconds * 1000:.1f} ms"
+        )
 
 
 @dataclass
@@ -106,7 +108,8 @@ class DemoView(Protocol):
     def round_update(self, row: LightRow) -> None: ...
     def round_end(self, summary: RoundSummary) -> None: ...
     def push_start(self, size: int, blocks: int, members: int) -> None: ...
-    def push_progress(self, blocks_sent: int, blocks: int, complete: int, members: int,
-                      repairs: int) -> None: ...
+    def push_progress(
+        self, blocks_sent: int, blocks: int, complete: int, members: int, repairs: int
+    ) -> None: ...
     def push_end(self, result: PushResult) -> None: ...
     def result(self, step: StepResult) -> None: ...

@@ -137,8 +137,15 @@ class Demo:
     @property
     def settings(self) -> LightSettings:
         c = self.cfg
-        return LightSettings(c.group_address, c.port, c.interface, c.ipv6, c.unicast, c.leisure,
-                             self.author.public_key().public_bytes_raw().hex())
+        return LightSettings(
+            c.group_address,
+            c.port,
+            c.interface,
+            c.ipv6,
+            c.unicast,
+            c.leisure,
+            self.author.public_key().public_bytes_raw().hex(),
+        )
 
     @property
     def state_dir(self) -> Path:
@@ -172,26 +179,27 @@ class Demo:
 
             async def local(name: str, channel: ChannelMaterial | EdhocIdentity) -> LightNode:
                 async with gate:
-                    return await LightNode.start(name, channel, self.gm_address,
-                                                 self.settings, self.state_dir)
+                    return await LightNode.start(
+                        name, channel, self.gm_address, self.settings, self.state_dir
+                    )
 
             for node in await asyncio.gather(*(local(n, c) for n, c in channels)):
                 self.handles[node.name] = node
             return
-        shares: list[list[tuple[str, ChannelMaterial | EdhocIdentity]]] = [
-            [] for _ in self.workers
-        ]
+        shares: list[list[tuple[str, ChannelMaterial | EdhocIdentity]]] = [[] for _ in self.workers]
         for entry in channels:
             shares[self._next_worker % len(self.workers)].append(entry)
             self._next_worker += 1
-        started = await asyncio.gather(*(
-            w.start(share) for w, share in zip(self.workers, shares, strict=True) if share))
+        started = await asyncio.gather(
+            *(w.start(share) for w, share in zip(self.workers, shares, strict=True) if share)
+        )
         for group in started:
             for remote in group:
                 self.handles[remote.name] = remote
         # keep the demo's order: light1, light2, ...
-        self.handles = dict(sorted(self.handles.items(),
-                                   key=lambda kv: int(kv[0].removeprefix("light"))))
+        self.handles = dict(
+            sorted(self.handles.items(), key=lambda kv: int(kv[0].removeprefix("light")))
+        )
 
     async def setup(self) -> None:
         start = time.perf_counter()
@@ -204,25 +212,44 @@ class Demo:
         self.svc.create_group(GROUP, backward_security=False)
         await self.svc.start(("127.0.0.1", 0))
         where = "" if self.cfg.processes <= 1 else f", lights in {self.cfg.processes} processes"
-        self.view.step("join", f"Group Manager on {format_address(self.gm_address)}: "
-                       f"group '{GROUP}', 1 switch and {self.cfg.lights} lights join "
-                       f"with proof of possession"
-                       f"{' over EDHOC channels' if self.cfg.edhoc else ''}{where}")
+        self.view.step(
+            "join",
+            f"Group Manager on {format_address(self.gm_address)}: "
+            f"group '{GROUP}', 1 switch and {self.cfg.lights} lights join "
+            f"with proof of possession"
+            f"{' over EDHOC channels' if self.cfg.edhoc else ''}{where}",
+        )
         if self.cfg.processes > 1:
-            self.workers = list(await asyncio.gather(
-                *(WorkerClient.spawn() for _ in range(self.cfg.processes))))
-            await asyncio.gather(*(w.call("configure", settings=dataclasses.asdict(
-                self.settings), gm=list(self.gm_address), state_dir=str(self.state_dir))
-                for w in self.workers))
+            self.workers = list(
+                await asyncio.gather(*(WorkerClient.spawn() for _ in range(self.cfg.processes)))
+            )
+            await asyncio.gather(
+                *(
+                    w.call(
+                        "configure",
+                        settings=dataclasses.asdict(self.settings),
+                        gm=list(self.gm_address),
+                        state_dir=str(self.state_dir),
+                    )
+                    for w in self.workers
+                )
+            )
         await self._start_lights([f"light{i}" for i in range(1, self.cfg.lights + 1)])
         # Rekey-on-join from now on; the switch's join tells every light its credential.
         self.gm.set_backward_security(GROUP, True)
         channel = self._commission("switch", [Role.REQUESTER])
-        endpoint = await Endpoint.create(("::" if self.cfg.ipv6 else "127.0.0.1", 0),
-                                         multicast_interface=self.cfg.interface)
-        member = await GroupMember.open(endpoint, self.gm_address, channel, GROUP,
-                                        [Role.REQUESTER], self.state_dir / "switch.state",
-                                        timeout=10.0)
+        endpoint = await Endpoint.create(
+            ("::" if self.cfg.ipv6 else "127.0.0.1", 0), multicast_interface=self.cfg.interface
+        )
+        member = await GroupMember.open(
+            endpoint,
+            self.gm_address,
+            channel,
+            GROUP,
+            [Role.REQUESTER],
+            self.state_dir / "switch.state",
+            timeout=10.0,
+        )
         self.switch = Switch(member, endpoint, Capture(member.client_security()))
         num = member.material.num
         await self.wait_all(num)
@@ -263,8 +290,9 @@ class Demo:
 
     # --- commands ------------------------------------------------------------------------
 
-    async def command(self, text: str, *, expect_silent: tuple[LightHandle, ...] = ()
-                      ) -> RoundSummary:
+    async def command(
+        self, text: str, *, expect_silent: tuple[LightHandle, ...] = ()
+    ) -> RoundSummary:
         """One command to the group; verified when every current light answered, verified,
         with the state asked for (the answer, and the light's own state afterwards)."""
         assert self.switch is not None
@@ -300,6 +328,7 @@ class Demo:
             self.view.round_update(row)
 
         if self.cfg.unicast:
+
             async def one(handle: LightHandle, timeout: float) -> None:
                 sent_at = time.perf_counter()
                 with contextlib.suppress(GroupOscoreError, OSError):
@@ -308,9 +337,12 @@ class Demo:
                         security=switch.capture,
                     )  # fmt: skip
                     answer(resp, sent_at)
+
             silent_wait = min(self.cfg.timeout, 0.5)
-            await asyncio.gather(*(one(h, self.cfg.timeout) for h in current),
-                                 *(one(h, silent_wait) for h in expect_silent))
+            await asyncio.gather(
+                *(one(h, self.cfg.timeout) for h in current),
+                *(one(h, silent_wait) for h in expect_silent),
+            )
         else:
             gen = switch.endpoint.group_request(
                 msg, (self.cfg.group_address, self.cfg.port), timeout=self.cfg.timeout,
@@ -333,11 +365,13 @@ class Demo:
             if not row.ok and not row.note:
                 row.note = "no answer"
         for h in expect_silent:
-            seen = after[h.name].failures[len(before[h.name].failures):]
+            seen = after[h.name].failures[len(before[h.name].failures) :]
             acted = after[h.name].runs != before[h.name].runs
             rows[h.name].note = (
-                "evicted: ACTED ON IT" if acted
-                else f"evicted: rejected it ({', '.join(seen)})" if seen
+                "evicted: ACTED ON IT"
+                if acted
+                else f"evicted: rejected it ({', '.join(seen)})"
+                if seen
                 else "evicted: never received it"
             )
         verified = sum(rows[h.name].ok for h in current)
@@ -346,13 +380,23 @@ class Demo:
         return summary
 
     async def command_step(self, name: str, text: str) -> RoundSummary:
-        self.view.step(name, f"switch → group (multicast, group mode): {text}"
-                       if not self.cfg.unicast else f"switch → each light (unicast): {text}")
+        self.view.step(
+            name,
+            f"switch → group (multicast, group mode): {text}"
+            if not self.cfg.unicast
+            else f"switch → each light (unicast): {text}",
+        )
         summary = await self.command(text)
         ok = summary.verified == summary.expected
-        self.steps.append(StepResult(name, ok, summary.line, summary.seconds,
-                                     {"command": text, "expected": summary.expected,
-                                      "verified": summary.verified}))
+        self.steps.append(
+            StepResult(
+                name,
+                ok,
+                summary.line,
+                summary.seconds,
+                {"command": text, "expected": summary.expected, "verified": summary.verified},
+            )
+        )
         self.view.result(self.steps[-1])
         return summary
 
@@ -380,18 +424,26 @@ class Demo:
             f"({readable or 'it could!'})", start, old_gid=old_gid.hex(), new_gid=new_gid.hex(),
         )  # fmt: skip
         summary = await self.command("on")
-        self.steps.append(StepResult("after-join", summary.verified == summary.expected,
-                                     summary.line + f" (incl. {name})", summary.seconds,
-                                     {"expected": summary.expected,
-                                      "verified": summary.verified}))
+        self.steps.append(
+            StepResult(
+                "after-join",
+                summary.verified == summary.expected,
+                summary.line + f" (incl. {name})",
+                summary.seconds,
+                {"expected": summary.expected, "verified": summary.verified},
+            )
+        )
         self.view.result(self.steps[-1])
 
     async def evict(self) -> None:
         assert self.switch is not None and self.svc is not None
         start = time.perf_counter()
         victim = self.lights()[max(0, self.cfg.lights // 2 - 1)]
-        self.view.step("evict", f"{victim.name} is evicted: the group is rekeyed "
-                       "(forward security); it keeps its old keys and keeps listening")
+        self.view.step(
+            "evict",
+            f"{victim.name} is evicted: the group is rekeyed "
+            "(forward security); it keeps its old keys and keeps listening",
+        )
         await victim.snapshot()
         num = self.switch.member.material.num
         self.svc.evict(GROUP, victim.name)
@@ -401,13 +453,16 @@ class Demo:
         # A compromised device would ignore the eviction: it listens with its old context.
         await victim.keep_old_keys()
         terminated = (await self.statuses())[victim.name].terminated
-        self._result("evict", terminated,
-                     f"{victim.name} got its eviction notice; the others are on version "
-                     f"{num + 1}", start)
+        self._result(
+            "evict",
+            terminated,
+            f"{victim.name} got its eviction notice; the others are on version {num + 1}",
+            start,
+        )
         before = (await self.statuses())[victim.name]
         summary = await self.command("dim 40", expect_silent=(victim,))
         after = (await self.statuses())[victim.name]
-        rejected = after.failures[len(before.failures):]
+        rejected = after.failures[len(before.failures) :]
         new_command = self.switch.capture.sent[-1][1]
         readable = await victim.can_read(new_command.encode(), old=True)
         ok = (
@@ -438,14 +493,17 @@ class Demo:
             sent = capture.commands(index)
             remotes = {tuple(r) for _, r in sent}
             # multicast reaches every light; a unicast round only the lights it went to
-            targets = everyone if not self.cfg.unicast else [
-                h for h in everyone if tuple(h.unicast_address) in remotes]
+            targets = (
+                everyone
+                if not self.cfg.unicast
+                else [h for h in everyone if tuple(h.unicast_address) in remotes]
+            )
             before = await self.statuses()
             answers = await self._replay_round(sent)
             after = await self.statuses()
             errors = {}
             for h in targets:
-                errors[h.name] = after[h.name].failures[len(before[h.name].failures):]
+                errors[h.name] = after[h.name].failures[len(before[h.name].failures) :]
                 if after[h.name].runs != before[h.name].runs or not errors[h.name]:
                     outcomes.append(f"{label}: {h.name} accepted it")
             kinds = sorted({e for v in errors.values() for e in v})
@@ -453,12 +511,19 @@ class Demo:
             if accepted:
                 outcomes.append(f"{label}: {len(accepted)} success answers came back")
             what = "no answers" if not answers else f"{len(answers)} error answers (unicast)"
-            self.view.note(f"replayed the {label} command: rejected by "
-                           f"{sum(bool(v) for v in errors.values())} of {len(targets)} "
-                           f"lights ({', '.join(kinds)}), {what}")
-        self._result("replay", not outcomes,
-                     "both replays rejected by every light; no light acted, none confirmed"
-                     if not outcomes else "; ".join(outcomes), start)
+            self.view.note(
+                f"replayed the {label} command: rejected by "
+                f"{sum(bool(v) for v in errors.values())} of {len(targets)} "
+                f"lights ({', '.join(kinds)}), {what}"
+            )
+        self._result(
+            "replay",
+            not outcomes,
+            "both replays rejected by every light; no light acted, none confirmed"
+            if not outcomes
+            else "; ".join(outcomes),
+            start,
+        )
 
     async def _replay_round(self, sent: list[tuple[Message, Any]]) -> list[int]:
         """Send the recorded requests again, each to where it went (new message IDs, as an
@@ -466,8 +531,9 @@ class Demo:
         sock = UdpSocket(("::" if self.cfg.ipv6 else "127.0.0.1", 0))
         try:
             for wire, remote in sent:
-                data = wire.copy(mid=self.rng.randrange(1 << 16), mtype=Type.NON,
-                                 token=os.urandom(4)).encode()
+                data = wire.copy(
+                    mid=self.rng.randrange(1 << 16), mtype=Type.NON, token=os.urandom(4)
+                ).encode()
                 if not self.cfg.unicast:
                     sock.set_multicast_interface(self.cfg.group_address, self.cfg.interface)
                 sock.send(data, tuple(remote))
@@ -486,11 +552,15 @@ class Demo:
         assert self.switch is not None
         start = time.perf_counter()
         targets = self.lights()
-        self.view.step("firmware", f"firmware push: {size} bytes to {len(targets)} lights "
-                       "(multicast blocks, unicast pairwise repairs)")
+        self.view.step(
+            "firmware",
+            f"firmware push: {size} bytes to {len(targets)} lights "
+            "(multicast blocks, unicast pairwise repairs)",
+        )
         if self.cfg.unicast:
-            self._result("firmware", False, "firmware push needs multicast (not with --unicast)",
-                         start)
+            self._result(
+                "firmware", False, "firmware push needs multicast (not with --unicast)", start
+            )
             return
         data = self.rng.randbytes(size)
         digest = hashlib.sha256(data).hexdigest()
@@ -505,8 +575,9 @@ class Demo:
         self.view.push_start(size, manifest.nblocks, len(targets))
 
         def progress(phase: str, sender: PushSender, sent: int, repairs: int) -> None:
-            self.view.push_progress(sent, sender.nblocks, sender.completed(),
-                                    len(sender.expected), repairs)
+            self.view.push_progress(
+                sent, sender.nblocks, sender.completed(), len(sender.expected), repairs
+            )
 
         result = await push_file(
             self.switch.endpoint, self.switch.member, data,
@@ -559,8 +630,6 @@ def _expected_state(command: str) -> str:
     if words[:1] == ["dim"]:
         return f"dim {int(words[1])}"
     return "off"
-
-
 
 
 async def run_demo(config: DemoConfig, view: DemoView) -> DemoReport:

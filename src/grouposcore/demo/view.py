@@ -60,15 +60,18 @@ class PlainView:
     def round_end(self, summary: RoundSummary) -> None:
         for row in summary.rows:
             note = f" note={row.note.replace(' ', '_')}" if row.note else ""
-            self._emit(f"light {row.name} sid={row.sender_id} state={row.state.replace(' ', '_')}"
-                       f" verified={row.verified} rtt_ms={_rtt(row)}{note}")
+            self._emit(
+                f"light {row.name} sid={row.sender_id} state={row.state.replace(' ', '_')}"
+                f" verified={row.verified} rtt_ms={_rtt(row)}{note}"
+            )
         self._emit(f"round {summary.command}: {summary.line}")
 
     def push_start(self, size: int, blocks: int, members: int) -> None:
         self._last_push = -1
 
-    def push_progress(self, blocks_sent: int, blocks: int, complete: int, members: int,
-                      repairs: int) -> None:
+    def push_progress(
+        self, blocks_sent: int, blocks: int, complete: int, members: int, repairs: int
+    ) -> None:
         # a line per tenth of the blocks and per completed member, not per block
         if self.quiet:
             return
@@ -76,23 +79,29 @@ class PlainView:
         key = mark[0] * 100_000 + mark[1]
         if key != self._last_push:
             self._last_push = key
-            self._emit(f"push blocks={blocks_sent}/{blocks} complete={complete}/{members} "
-                       f"repairs={repairs}")
+            self._emit(
+                f"push blocks={blocks_sent}/{blocks} complete={complete}/{members} "
+                f"repairs={repairs}"
+            )
 
     def push_end(self, result: PushResult) -> None:
         s = result.sender
-        self._emit(f"push blocks={result.blocks_sent}/{s.nblocks} complete={s.completed()}/"
-                   f"{len(s.expected)} repairs={result.repairs_sent} seconds="
-                   f"{result.seconds:.2f}")
+        self._emit(
+            f"push blocks={result.blocks_sent}/{s.nblocks} complete={s.completed()}/"
+            f"{len(s.expected)} repairs={result.repairs_sent} seconds="
+            f"{result.seconds:.2f}"
+        )
 
     def result(self, step: StepResult) -> None:
         self._emit(f"result {step.name} {'ok' if step.ok else 'FAILED'}: {step.detail}")
 
     def finish(self, report: DemoReport) -> None:
         passed = sum(s.ok for s in report.steps)
-        self._emit(f"summary {'ok' if report.ok else 'FAILED'}: {passed} of "
-                   f"{len(report.steps)} steps verified in {report.seconds:.2f} s "
-                   f"({report.mode})")
+        self._emit(
+            f"summary {'ok' if report.ok else 'FAILED'}: {passed} of "
+            f"{len(report.steps)} steps verified in {report.seconds:.2f} s "
+            f"({report.mode})"
+        )
 
 
 class JsonView:
@@ -132,22 +141,34 @@ class JsonView:
     def push_start(self, size: int, blocks: int, members: int) -> None:
         self._emit(event="push-start", size=size, blocks=blocks, members=members)
 
-    def push_progress(self, blocks_sent: int, blocks: int, complete: int, members: int,
-                      repairs: int) -> None:
+    def push_progress(
+        self, blocks_sent: int, blocks: int, complete: int, members: int, repairs: int
+    ) -> None:
         pass  # the end record says it all; scripts do not want thousands of lines
 
     def push_end(self, result: PushResult) -> None:
         self._emit(event="push", **result.as_dict())
 
     def result(self, step: StepResult) -> None:
-        self._emit(event="result", name=step.name, ok=step.ok, detail=step.detail,
-                   seconds=round(step.seconds, 3), data=step.data)
+        self._emit(
+            event="result",
+            name=step.name,
+            ok=step.ok,
+            detail=step.detail,
+            seconds=round(step.seconds, 3),
+            data=step.data,
+        )
 
     def finish(self, report: DemoReport) -> None:
-        self._emit(event="summary", ok=report.ok, seconds=round(report.seconds, 3),
-                   mode=report.mode, steps=len(report.steps),
-                   passed=sum(s.ok for s in report.steps),
-                   failed=[s.name for s in report.failed()])
+        self._emit(
+            event="summary",
+            ok=report.ok,
+            seconds=round(report.seconds, 3),
+            mode=report.mode,
+            steps=len(report.steps),
+            passed=sum(s.ok for s in report.steps),
+            failed=[s.name for s in report.failed()],
+        )
 
 
 class RichView:
@@ -208,11 +229,15 @@ class RichView:
         )
         self._progress.start()
 
-    def push_progress(self, blocks_sent: int, blocks: int, complete: int, members: int,
-                      repairs: int) -> None:
+    def push_progress(
+        self, blocks_sent: int, blocks: int, complete: int, members: int, repairs: int
+    ) -> None:
         if self._progress is not None and self._tasks is not None:
-            self._progress.update(self._tasks[0], completed=blocks_sent,
-                                  description=f"blocks sent (+{repairs} repairs)")
+            self._progress.update(
+                self._tasks[0],
+                completed=blocks_sent,
+                description=f"blocks sent (+{repairs} repairs)",
+            )
             self._progress.update(self._tasks[1], completed=complete)
 
     def push_end(self, result: PushResult) -> None:
@@ -230,8 +255,10 @@ class RichView:
     def finish(self, report: DemoReport) -> None:
         passed = sum(s.ok for s in report.steps)
         color = "green" if report.ok else "red"
-        self.console.rule(f"[bold {color}]{passed} of {len(report.steps)} steps verified "
-                          f"in {report.seconds:.2f} s ({report.mode})")
+        self.console.rule(
+            f"[bold {color}]{passed} of {len(report.steps)} steps verified "
+            f"in {report.seconds:.2f} s ({report.mode})"
+        )
         for s in report.failed():
             self.console.print(f"[red]failed: {s.name}: {s.detail}")
 

@@ -41,8 +41,7 @@ class _Worker:
         self.gm: tuple[str, int] | None = None
         self.state_dir: Path | None = None
 
-    async def op_configure(self, settings: dict[str, Any], gm: list[Any],
-                           state_dir: str) -> None:
+    async def op_configure(self, settings: dict[str, Any], gm: list[Any], state_dir: str) -> None:
         self.settings = LightSettings(**settings)
         self.gm = (str(gm[0]), int(gm[1]))
         self.state_dir = Path(state_dir)
@@ -54,14 +53,18 @@ class _Worker:
         async def one(entry: dict[str, Any]) -> LightNode:
             async with gate:
                 assert self.settings is not None and self.gm is not None and self.state_dir
-                return await LightNode.start(entry["name"], channel_from_json(entry["channel"]),
-                                             self.gm, self.settings, self.state_dir)
+                return await LightNode.start(
+                    entry["name"],
+                    channel_from_json(entry["channel"]),
+                    self.gm,
+                    self.settings,
+                    self.state_dir,
+                )
 
         started = await asyncio.gather(*(one(e) for e in lights))
         for node in started:
             self.lights[node.name] = node
-        return {n.name: {"sid": n.sid.hex(), "unicast": list(n.unicast_address)}
-                for n in started}
+        return {n.name: {"sid": n.sid.hex(), "unicast": list(n.unicast_address)} for n in started}
 
     async def op_wait_for(self, num: int, names: list[str]) -> None:
         await asyncio.gather(*(self.lights[n].wait_for(num) for n in names))
@@ -175,13 +178,20 @@ class WorkerClient:
     async def start(
         self, lights: list[tuple[str, ChannelMaterial | EdhocIdentity]]
     ) -> list[RemoteLight]:
-        found = await self.call("start", lights=[
-            {"name": name, "channel": channel_to_json(ch)} for name, ch in lights])
+        found = await self.call(
+            "start", lights=[{"name": name, "channel": channel_to_json(ch)} for name, ch in lights]
+        )
         out = []
         for name, info in found.items():
             self.names.append(name)
-            out.append(RemoteLight(self, name, bytes.fromhex(info["sid"]),
-                                   (info["unicast"][0], int(info["unicast"][1]))))
+            out.append(
+                RemoteLight(
+                    self,
+                    name,
+                    bytes.fromhex(info["sid"]),
+                    (info["unicast"][0], int(info["unicast"][1])),
+                )
+            )
         return out
 
     async def statuses(self, names: list[str]) -> dict[str, LightStatus]:
@@ -207,8 +217,9 @@ class WorkerClient:
 class RemoteLight:
     """A light in a worker, with the interface of :class:`LightNode` the demo uses."""
 
-    def __init__(self, worker: WorkerClient, name: str, sid: bytes,
-                 unicast: tuple[str, int]) -> None:
+    def __init__(
+        self, worker: WorkerClient, name: str, sid: bytes, unicast: tuple[str, int]
+    ) -> None:
         self.worker = worker
         self.name = name
         self.sid = sid

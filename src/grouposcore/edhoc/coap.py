@@ -63,9 +63,7 @@ class CombinedRequestError(OscoreError):
         self.diagnostic = message
 
 
-def take_combined(
-    request: Message, sessions: ResponderSessions
-) -> tuple[Message, Established]:
+def take_combined(request: Message, sessions: ResponderSessions) -> tuple[Message, Established]:
     """RFC 9668: complete the EDHOC session a combined request's message_3 belongs to (C_R is
     the request's kid) and return the plain OSCORE request (without the EDHOC option and
     message_3) to verify with the context just made. One round trip saved."""

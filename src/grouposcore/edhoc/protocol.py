@@ -126,9 +126,7 @@ def parse_error(payload: bytes) -> EdhocPeerError:
             err_code=code, err_info=info,
         )  # fmt: skip
     if code == ERR_UNKNOWN_CREDENTIAL:
-        return EdhocPeerError(
-            "peer does not know our credential", err_code=code, err_info=info
-        )
+        return EdhocPeerError("peer does not know our credential", err_code=code, err_info=info)
     return EdhocPeerError(f"peer reported EDHOC error code {code}", err_code=code, err_info=info)
 
 
@@ -253,8 +251,7 @@ class Initiator:
         presented = parse_id_cred(bytes(id_cred_r))
         if not presented.matches(self.peer):
             raise EdhocCredentialError(
-                f"the responder presented {presented.describe()}, "
-                f"expected {self.peer.describe()}"
+                f"the responder presented {presented.describe()}, expected {self.peer.describe()}"
             )
         if c_r == self.c_i:
             raise EdhocError("responder chose C_R equal to C_I")

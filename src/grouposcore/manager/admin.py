@@ -112,20 +112,39 @@ class AdminErrorId(IntEnum):
     UNSUPPORTED_CONFIGURATION = 12
 
 
-_CONFIG_KEYS = {AdminParam.HKDF, AdminParam.CRED_FMT, AdminParam.GROUP_MODE,
-                AdminParam.GP_ENC_ALG, AdminParam.SIGN_ALG, AdminParam.SIGN_PARAMS,
-                AdminParam.PAIRWISE_MODE, AdminParam.ALG, AdminParam.ECDH_ALG,
-                AdminParam.ECDH_PARAMS, AdminParam.DET_REQ, AdminParam.DET_HASH_ALG}
-_SETTABLE_STATUS = {AdminParam.ACTIVE, AdminParam.GROUP_NAME, AdminParam.GROUP_DESCRIPTION,
-                    AdminParam.MAX_STALE_SETS, Param.EXP, AdminParam.GID_REUSE,
-                    AdminParam.APP_GROUPS, Param.GROUP_POLICIES, AdminParam.AS_URI}
+_CONFIG_KEYS = {
+    AdminParam.HKDF,
+    AdminParam.CRED_FMT,
+    AdminParam.GROUP_MODE,
+    AdminParam.GP_ENC_ALG,
+    AdminParam.SIGN_ALG,
+    AdminParam.SIGN_PARAMS,
+    AdminParam.PAIRWISE_MODE,
+    AdminParam.ALG,
+    AdminParam.ECDH_ALG,
+    AdminParam.ECDH_PARAMS,
+    AdminParam.DET_REQ,
+    AdminParam.DET_HASH_ALG,
+}
+_SETTABLE_STATUS = {
+    AdminParam.ACTIVE,
+    AdminParam.GROUP_NAME,
+    AdminParam.GROUP_DESCRIPTION,
+    AdminParam.MAX_STALE_SETS,
+    Param.EXP,
+    AdminParam.GID_REUSE,
+    AdminParam.APP_GROUPS,
+    Param.GROUP_POLICIES,
+    AdminParam.AS_URI,
+}
 _FIXED_ON_OVERWRITE = {AdminParam.GROUP_MODE, AdminParam.PAIRWISE_MODE, AdminParam.GROUP_NAME,
                        AdminParam.GID_REUSE}  # fmt: skip
 
 
 def _unsupported(detail: str) -> GroupManagerRequestError:
-    return GroupManagerRequestError(detail, code=Code.SERVICE_UNAVAILABLE,
-                                    error_id=AdminErrorId.UNSUPPORTED_CONFIGURATION)
+    return GroupManagerRequestError(
+        detail, code=Code.SERVICE_UNAVAILABLE, error_id=AdminErrorId.UNSUPPORTED_CONFIGURATION
+    )
 
 
 def permissions(gm: GroupManager, node: str | None, group: str) -> int:
@@ -146,8 +165,13 @@ def _require(gm: GroupManager, node: str | None, group: str, perm: AdminPerm) ->
 
 
 def dispatch(
-    gm: GroupManager, node: str | None, method: Method, path: tuple[str, ...], payload: bytes,
-    cf: int | None, base_uri: str,
+    gm: GroupManager,
+    node: str | None,
+    method: Method,
+    path: tuple[str, ...],
+    payload: bytes,
+    cf: int | None,
+    base_uri: str,
 ) -> GmResponse:
     """Serve one request under /manage of the authenticated ``node`` (``None``: the local
     operator, e.g. the CLI on the database file, who may do everything)."""
@@ -244,8 +268,7 @@ def _status(req: dict[Any, Any], now: float) -> dict[str, Any]:
     }  # fmt: skip
     description = req.get(AdminParam.GROUP_DESCRIPTION)
     if description is not None:
-        out["info"][AdminParam.GROUP_DESCRIPTION] = expect_text(description,
-                                                                "'group_description'")
+        out["info"][AdminParam.GROUP_DESCRIPTION] = expect_text(description, "'group_description'")
     apps = expect_array(req.get(AdminParam.APP_GROUPS, []), "'app_groups'", max_len=256)
     out["info"][AdminParam.APP_GROUPS] = [expect_text(a, "application group", max_len=255)
                                           for a in apps]  # fmt: skip
@@ -300,8 +323,11 @@ def _algorithms(req: dict[Any, Any]) -> dict[str, Any]:
             kwargs["sign_alg"]
         ):
             raise _unsupported("these 'sign_params' are not supported")
-        if (req.get(AdminParam.ECDH_PARAMS) is not None and kwargs["ecdh_alg"] is not None
-                and req[AdminParam.ECDH_PARAMS] != ecdh_params_for(kwargs["sign_alg"])):
+        if (
+            req.get(AdminParam.ECDH_PARAMS) is not None
+            and kwargs["ecdh_alg"] is not None
+            and req[AdminParam.ECDH_PARAMS] != ecdh_params_for(kwargs["sign_alg"])
+        ):
             raise _unsupported("these 'ecdh_params' are not supported")
     except ManagerError as e:
         raise _unsupported(str(e)) from None

@@ -70,8 +70,12 @@ class GroupManagerClient:
             security=self.security,
         )
         if response.code not in tuple(ok):
-            raise mb.parse_error(response.code, response.payload, response.options.content_format,
-                                 response.options.max_age)
+            raise mb.parse_error(
+                response.code,
+                response.payload,
+                response.options.content_format,
+                response.options.max_age,
+            )
         return response
 
     async def join(
@@ -94,8 +98,12 @@ class GroupManagerClient:
                 ok=(Code.BAD_REQUEST, Code.CREATED, Code.CHANGED),
             )  # fmt: skip
             if answer.options.content_format != CF_ACE_GROUPCOMM or answer.code != 128:
-                raise mb.parse_error(answer.code, answer.payload, answer.options.content_format,
-                                     answer.options.max_age)
+                raise mb.parse_error(
+                    answer.code,
+                    answer.payload,
+                    answer.options.content_format,
+                    answer.options.max_age,
+                )
             challenge = mb.parse_challenge(answer.payload).kdcchallenge
         pending = mb.build_join_request(
             group, roles, credential=credential, private_key=private_key,
@@ -200,8 +208,9 @@ class GroupManagerClient:
         """
         current = material
         async for msg in self.observe(material.group):
-            notified = mb.handle_notification(current, msg.code, msg.payload,
-                                              msg.options.content_format)
+            notified = mb.handle_notification(
+                current, msg.code, msg.payload, msg.options.content_format
+            )
             if notified.num > current.num + 1:
                 current = await self.catch_up(current)
             else:

@@ -253,7 +253,10 @@ class GroupManager(Membership):
             self.store.set_admin(node, pattern, value)
 
     def administer(
-        self, method: str | int, path: Iterable[str], payload: bytes = b"",
+        self,
+        method: str | int,
+        path: Iterable[str],
+        payload: bytes = b"",
         content_format: int | None = None,
     ) -> GmResponse:
         """One admin-interface request (/manage...) from the local operator, who holds the
@@ -421,8 +424,10 @@ class GroupManager(Membership):
         method = method_from(method_raw)
         if not isinstance(node, str) or not _NAME_RE.fullmatch(node):
             raise GroupManagerRequestError("unknown requester", code=Code.UNAUTHORIZED)
-        if not path or path[0] not in ("ace-group", "manage") or not all(
-            isinstance(p, str) for p in path
+        if (
+            not path
+            or path[0] not in ("ace-group", "manage")
+            or not all(isinstance(p, str) for p in path)
         ):
             raise GroupManagerRequestError("no such resource", code=Code.NOT_FOUND)
         if method is None:

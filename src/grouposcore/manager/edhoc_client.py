@@ -107,8 +107,7 @@ class _EdhocChannelSecurity(CombinedClientSecurity):
         if 9 not in response.options and response.code in _LOST:
             why = response.payload[:200].decode("utf-8", "replace")
             raise ChannelLost(
-                "the Group Manager does not know this EDHOC channel"
-                + (f" ({why})" if why else "")
+                "the Group Manager does not know this EDHOC channel" + (f" ({why})" if why else "")
             )
         return super().unprotect_response(response, binding)
 
@@ -154,9 +153,7 @@ class EdhocGroupManagerClient(GroupManagerClient):
                 self.endpoint, self.gm_address, initiator, timeout=self.timeout
             )
         else:
-            params = await initiate(
-                self.endpoint, self.gm_address, initiator, timeout=self.timeout
-            )
+            params = await initiate(self.endpoint, self.gm_address, initiator, timeout=self.timeout)
         self.channel = params
         self.context = params.context()
         self.security = _EdhocChannelSecurity(self.context, message_3)

@@ -115,7 +115,9 @@ def rekeying_body(g: GroupRecord, stale: Iterable[bytes], now: float) -> dict[in
     the algorithms and policies stay as the member learnt them when it joined.
     """
     key: dict[int, Any] = {
-        KeyParam.MS: g.master_secret, KeyParam.CONTEXT_ID: g.gid, KeyParam.SALT: g.master_salt
+        KeyParam.MS: g.master_secret,
+        KeyParam.CONTEXT_ID: g.gid,
+        KeyParam.SALT: g.master_salt,
     }
     body = _envelope(g, key, now)
     body[Param.STALE_NODE_IDS] = sorted(stale)
@@ -131,7 +133,13 @@ def verif_data_body(g: GroupRecord, now: float) -> dict[int, Any]:
     body = _envelope(g, _algorithms(g), now)
     enc = aead_by_id(g.group_enc_alg)
     body[Param.SIGN_ENC_KEY] = derive(
-        hkdf_by_id(g.hkdf_alg), g.master_secret, g.master_salt, b"", g.gid, enc.id, "SEKey",
+        hkdf_by_id(g.hkdf_alg),
+        g.master_secret,
+        g.master_salt,
+        b"",
+        g.gid,
+        enc.id,
+        "SEKey",
         enc.key_len,
     )
     return body

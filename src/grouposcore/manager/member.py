@@ -256,8 +256,7 @@ def parse_error(
     retry_after = max_age if code == Code.SERVICE_UNAVAILABLE else None
     if retry_after is not None:
         detail += f" (try again in {retry_after} s)"
-    return GroupManagerRequestError(detail, code=code, error_id=error_id,
-                                    retry_after=retry_after)
+    return GroupManagerRequestError(detail, code=code, error_id=error_id, retry_after=retry_after)
 
 
 def parse_challenge(payload: bytes) -> Challenge:
@@ -472,7 +471,8 @@ def handle_notification(
     if code != Code.CONTENT:
         err = parse_error(code, payload, content_format)
         if code == Code.NOT_FOUND or err.error_id in (
-            ErrorId.MEMBERSHIP_TERMINATED, ErrorId.ONLY_MEMBERS,
+            ErrorId.MEMBERSHIP_TERMINATED,
+            ErrorId.ONLY_MEMBERS,
         ):
             raise MembershipTerminated(str(err))
         raise err

@@ -73,8 +73,10 @@ class MemberContexts:
             for sid in gone:
                 old.context.remove_recipient(sid)
             if gone:
-                old.material = replace(old.material, peers={
-                    k: v for k, v in old.material.peers.items() if k not in gone})
+                old.material = replace(
+                    old.material,
+                    peers={k: v for k, v in old.material.peers.items() if k not in gone},
+                )
             old.retire_at = now + self.grace
             self.previous.append(old)
         for sec in self._servers:

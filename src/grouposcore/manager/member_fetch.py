@@ -99,11 +99,18 @@ class CredentialFetches:
             return None
         decision = limiter.admit(kid)
         if decision is not Admission.FETCH:
-            log.debug("group %s: no fetch for unknown Sender ID %s: %s", member.group,
-                      kid.hex(), decision.value)
+            log.debug(
+                "group %s: no fetch for unknown Sender ID %s: %s",
+                member.group,
+                kid.hex(),
+                decision.value,
+            )
             if decision is Admission.RATE_LIMITED and limiter.stats.rate_limited == 1:
-                log.warning("group %s: credential fetches rate-limited (unknown Sender IDs "
-                            "arriving faster than allowed)", member.group)
+                log.warning(
+                    "group %s: credential fetches rate-limited (unknown Sender IDs "
+                    "arriving faster than allowed)",
+                    member.group,
+                )
             return None
         task = loop.create_task(self._fetch(kid), name=f"creds-{kid.hex()}")
         self._fetches[kid] = task
@@ -122,19 +129,29 @@ class CredentialFetches:
             )
             info = peers.get(kid)
             if info is not None and info.credential == member._keys.credential:
-                log.warning("group %s: the GM lists this member's own credential under "
-                            "Sender ID %s; not a peer", member.group, kid.hex())
+                log.warning(
+                    "group %s: the GM lists this member's own credential under "
+                    "Sender ID %s; not a peer",
+                    member.group,
+                    kid.hex(),
+                )
                 info = None
             found = info is not None
             current = member._current
-            if info is not None and current is not None and same_keys(
-                current.material, start.material
+            if (
+                info is not None
+                and current is not None
+                and same_keys(current.material, start.material)
             ):
-                renewed = {sid for sid, p in current.material.peers.items()
-                           if p.credential == info.credential}
+                renewed = {
+                    sid
+                    for sid, p in current.material.peers.items()
+                    if p.credential == info.credential
+                }
                 member.addresses.renewed(renewed, kid)
-                current.material = replace(current.material,
-                                           peers={**current.material.peers, kid: info})
+                current.material = replace(
+                    current.material, peers={**current.material.peers, kid: info}
+                )
                 member._save()
         except (GroupOscoreError, OSError) as e:
             log.info("fetching the credential of %s failed: %s", kid.hex(), e)

@@ -110,9 +110,7 @@ class MemberKeys:
         elif self.private_key is None:
             alg = signature_by_id(sign_alg)
             self.private_key = alg.generate_private_key()
-            self.credential = Credential.build_ccs(
-                self.private_key.public_key(), alg.id, node
-            ).raw
+            self.credential = Credential.build_ccs(self.private_key.public_key(), alg.id, node).raw
 
     def state(self, node: str, material: GroupKeyingMaterial, reserved: int) -> MemberState:
         """The state file's contents for ``material``; ``reserved``: see MemberState."""
@@ -214,9 +212,7 @@ def load_state(path: str | os.PathLike[str]) -> MemberState:
     return decode_state(read_private_file(path, "member state file"))
 
 
-def load_member_state(
-    path: str | os.PathLike[str], node: str, group: str
-) -> MemberState | None:
+def load_member_state(path: str | os.PathLike[str], node: str, group: str) -> MemberState | None:
     """The state file of ``node``'s membership in ``group``, or None if there is none;
     ManagerError if the file belongs to another node or group."""
     if not os.path.exists(path):
@@ -264,7 +260,10 @@ def context_from_state_file(
     state = load_state(path)  # refuses a file other users can read or write
     sequence = member_sequence(state.material, FileSequenceStore(str(path) + ".seq"))
     return group_context(
-        state.material, private_key=state.private_key, credential=state.credential,
-        sequence=sequence, replay_windows_valid=replay_windows_valid, **overrides,
+        state.material,
+        private_key=state.private_key,
+        credential=state.credential,
+        sequence=sequence,
+        replay_windows_valid=replay_windows_valid,
+        **overrides,
     )
-

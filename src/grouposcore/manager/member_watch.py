@@ -53,8 +53,11 @@ class MemberWatch:
     async def _renew(self, start: Installed) -> None:
         member = self._member
         try:
-            log.info("group %s: sequence numbers of sid %s nearly used up, renewing",
-                     member.group, (start.material.sender_id or b"").hex())
+            log.info(
+                "group %s: sequence numbers of sid %s nearly used up, renewing",
+                member.group,
+                (start.material.sender_id or b"").hex(),
+            )
             if member._current is start and not member.terminated:
                 await member.renew_sender_id()
         except (GroupOscoreError, OSError) as e:
@@ -95,8 +98,11 @@ class MemberWatch:
             except (GroupOscoreError, OSError) as e:
                 log.info("group %s: following the GM failed: %s", member.group, e)
             # The observation ended or failed: catch up by polling, then observe again.
-            await asyncio.sleep(member.retry_delay if member.poll_interval is None
-                                else min(member.retry_delay, member.poll_interval))
+            await asyncio.sleep(
+                member.retry_delay
+                if member.poll_interval is None
+                else min(member.retry_delay, member.poll_interval)
+            )
             try:
                 await member.refresh()
             except MembershipTerminated:

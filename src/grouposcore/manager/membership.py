@@ -221,8 +221,8 @@ class Membership:
         body_out.update(kdc_pop(self.store, g, cnonce, self._random(N_KDC_LEN)))
         if Param.GET_CREDS in req:
             peers = [m for m in self.store.members(g.name) if m.node != node]
-            chosen = relevant_peers(peers, perm) if creds_filter is None else select(
-                peers, creds_filter
+            chosen = (
+                relevant_peers(peers, perm) if creds_filter is None else select(peers, creds_filter)
             )
             body_out.update(creds_fields(chosen, None))
         return GmResponse(
@@ -308,7 +308,6 @@ class Membership:
             self.store.set_member_credential(g.name, member.node, raw)
         self._challenges.consume(member.node)
         return GmResponse(Code.CHANGED)
-
 
 
 def _with_fields(n: Notification, extra: dict[int, Any], done: dict[bytes, bytes]) -> Notification:

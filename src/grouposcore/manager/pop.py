@@ -36,7 +36,10 @@ class Challenges:
     """Outstanding N_S per node: issued on demand, valid for ``ttl`` seconds, used once."""
 
     def __init__(
-        self, clock: Callable[[], float], random_bytes: Callable[[int], bytes], ttl: float,
+        self,
+        clock: Callable[[], float],
+        random_bytes: Callable[[int], bytes],
+        ttl: float,
         store: Store | None = None,
     ) -> None:
         self._clock = clock

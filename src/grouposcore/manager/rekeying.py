@@ -177,4 +177,3 @@ def rekey(
     ]  # fmt: skip
     notes += [eviction_notice(g.name, m.node) for m in elders]
     return new, notes, payload
-

@@ -61,9 +61,7 @@ def kdc_cred_fetch(
     """FETCH /kdc-cred: the GM's PoP over the N_C in the request ({cnonce: N_C}), for nodes
     (signature verifiers) that have no join nonce."""
     req = expect_map(body, "KDC credential request")
-    cnonce = expect_bytes(
-        req.get(Param.CNONCE), "'cnonce'", min_len=_NONCE_MIN, max_len=_NONCE_MAX
-    )
+    cnonce = expect_bytes(req.get(Param.CNONCE), "'cnonce'", min_len=_NONCE_MIN, max_len=_NONCE_MAX)
     pop = kdc_pop(store, g, cnonce, random_bytes(N_KDC_LEN))
     return GmResponse(Code.CONTENT, dumps(pop), CF_ACE_GROUPCOMM)
 

@@ -166,8 +166,8 @@ class GroupMember:
             else FileSequenceStore(str(self.state_path) + ".seq")
         )
         self._clock = clock
-        self.fetch_limiter = fetch_limiter if fetch_limiter is not None else FetchLimiter(
-            clock=clock
+        self.fetch_limiter = (
+            fetch_limiter if fetch_limiter is not None else FetchLimiter(clock=clock)
         )
         self.sequence_limit = sequence_limit
         self.renew_at = renew_at
@@ -226,8 +226,14 @@ class GroupMember:
                 seq_store = FileSequenceStore(channel_sequence)
             elif channel_sequence is not None:
                 seq_store = channel_sequence
-            client = channel_client(endpoint, gm_address, channel, seq_store,
-                                    step=kwargs.get("sequence_step", 64), timeout=timeout)
+            client = channel_client(
+                endpoint,
+                gm_address,
+                channel,
+                seq_store,
+                step=kwargs.get("sequence_step", 64),
+                timeout=timeout,
+            )
             self = cls(client, group, roles, state_path, **kwargs)
             self._owned_endpoint = owned
             if start:
@@ -337,6 +343,7 @@ class GroupMember:
 
     async def wait_for(self, num: int, timeout: float = 5.0) -> mb.GroupKeyingMaterial:
         """Wait until material of version ``num`` or later is installed."""
+
         async def reached() -> mb.GroupKeyingMaterial:
             while self._current is None or self._current.material.num < num:
                 if self.terminated:
@@ -469,8 +476,9 @@ class GroupMember:
         self.check_sequence()
 
     def _sequence(self, material: mb.GroupKeyingMaterial) -> SenderSequence | None:
-        return member_sequence(material, self.sequence_store, self.sequence_step,
-                               limit=self.sequence_limit)
+        return member_sequence(
+            material, self.sequence_store, self.sequence_step, limit=self.sequence_limit
+        )
 
     # --- renewing the Sender ID before its sequence numbers run out -------------------------
 
@@ -538,8 +546,9 @@ class GroupMember:
     async def _notified(self, msg: Message) -> None:
         current = self._current
         assert current is not None
-        material = mb.handle_notification(current.material, msg.code, msg.payload,
-                                          msg.options.content_format)
+        material = mb.handle_notification(
+            current.material, msg.code, msg.payload, msg.options.content_format
+        )
         step = notification_step(current.material, material, msg.payload)
         if step is NotificationStep.CATCH_UP:
             await self.refresh()
@@ -562,4 +571,3 @@ class GroupMember:
     def __repr__(self) -> str:
         where = "-" if self._current is None else repr(self._current.context)
         return f"<GroupMember {self.client.node} in {self.group} {where}>"
-

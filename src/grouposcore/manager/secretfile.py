@@ -52,7 +52,7 @@ def write_private_file(path: str | os.PathLike[str], data: bytes, prefix: str = 
         os.fchmod(fd, 0o600)
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
         os.close(fd)
         fd = -1

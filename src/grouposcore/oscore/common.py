@@ -32,8 +32,9 @@ def derive(
     length: int,
 ) -> bytes:
     """RFC 8613 §3.2.1 key/IV derivation with ``info = [id, id_context, alg, type, L]``."""
-    return hkdf.derive(master_salt, master_secret, derive_info(id_, id_context, alg, type_, length),
-                       length)
+    return hkdf.derive(
+        master_salt, master_secret, derive_info(id_, id_context, alg, type_, length), length
+    )
 
 
 def derive_info(id_: bytes, id_context: bytes | None, alg: int, type_: str, length: int) -> bytes:
@@ -62,7 +63,7 @@ class NonceFactory:
         part = self._id_parts.get(id_piv)
         if part is None:
             n = self.nonce_len
-            part = ((len(id_piv) << ((n - 1) * 8)) | (int.from_bytes(id_piv, "big") << 40))
+            part = (len(id_piv) << ((n - 1) * 8)) | (int.from_bytes(id_piv, "big") << 40)
             part ^= self._civ
             if len(self._id_parts) < 4096:  # bounded: one entry per member that sends
                 self._id_parts[id_piv] = part
@@ -149,8 +150,9 @@ class RequestBinding:
                 return tracker
         return ResponseTracker()
 
-    def record(self, context_id: bytes | None, server: bytes, tracker: ResponseTracker,
-               piv: bytes | None) -> None:
+    def record(
+        self, context_id: bytes | None, server: bytes, tracker: ResponseTracker, piv: bytes | None
+    ) -> None:
         """A response with ``piv`` from ``server`` verified: update and keep ``tracker``."""
         tracker.update(piv)
         trackers = self.trackers

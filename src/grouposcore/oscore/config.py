@@ -153,8 +153,9 @@ def _sequence(document: dict[str, Any], base: Path | None, key: str) -> SenderSe
         if base is None:
             # resolving against the working directory would give another file (and reused
             # sequence numbers) whenever the program starts elsewhere
-            raise ConfigError(f"relative sequence_file {seq_file!r} needs base= (the folder "
-                              "of the security file)")
+            raise ConfigError(
+                f"relative sequence_file {seq_file!r} needs base= (the folder of the security file)"
+            )
         path = base / path
     return SenderSequence(store=FileSequenceStore(path), key=key)
 
@@ -167,23 +168,30 @@ def _gm_cred(document: dict[str, Any]) -> bytes | None:
     if value is None:
         return None
     if value == "":
-        raise ConfigError("field 'gm_cred' is \"\": give the GM credential in hex, leave the "
-                          "field out for h'' (a group without a Group Manager), or write null "
-                          "for CBOR null (aiocoap's static groups)")
+        raise ConfigError(
+            "field 'gm_cred' is \"\": give the GM credential in hex, leave the "
+            "field out for h'' (a group without a Group Manager), or write null "
+            "for CBOR null (aiocoap's static groups)"
+        )
     return _hex(document, "gm_cred")
 
 
-def _replay_windows_valid(document: dict[str, Any], overrides: dict[str, Any],
-                          persisted: bool) -> bool:
+def _replay_windows_valid(
+    document: dict[str, Any], overrides: dict[str, Any], persisted: bool
+) -> bool:
     """Secure by default: windows of a loaded context start invalid (Echo recovers them)."""
     if document.get("replay_windows_valid"):
-        raise ConfigError("'replay_windows_valid' in a security file is not honoured: a file "
-                          "cannot prove which requests were delivered before; remove it "
-                          "(windows start invalid and Echo recovers them)")
+        raise ConfigError(
+            "'replay_windows_valid' in a security file is not honoured: a file "
+            "cannot prove which requests were delivered before; remove it "
+            "(windows start invalid and Echo recovers them)"
+        )
     valid = bool(overrides.pop("replay_windows_valid", False))
     if valid and not persisted:
-        raise ConfigError("replay_windows_valid=True only with replay_state_persisted=True: "
-                          "valid windows after a restart accept every recorded request again")
+        raise ConfigError(
+            "replay_windows_valid=True only with replay_state_persisted=True: "
+            "valid windows after a restart accept every recorded request again"
+        )
     return valid
 
 
@@ -192,11 +200,16 @@ def _check_role(document: dict[str, Any], role: str, what: str) -> None:
     sequence file they would start at 0 again after a restart and reuse nonces."""
     if role not in ("any", "server"):
         raise ValueError(f"unknown role {role!r}")
-    if (role == "server" and document.get("sender_id") is not None
-            and not document.get("sequence_file")):
-        raise ConfigError(f"{what} server file needs 'sequence_file': without it the server's "
-                          "Partial IVs restart at 0 after a restart and reuse nonces; add e.g. "
-                          "\"sequence_file\": \"server.seq\"")
+    if (
+        role == "server"
+        and document.get("sender_id") is not None
+        and not document.get("sequence_file")
+    ):
+        raise ConfigError(
+            f"{what} server file needs 'sequence_file': without it the server's "
+            "Partial IVs restart at 0 after a restart and reuse nonces; add e.g. "
+            '"sequence_file": "server.seq"'
+        )
 
 
 def _freshness(document: dict[str, Any]) -> str:
@@ -207,8 +220,12 @@ def _freshness(document: dict[str, Any]) -> str:
 
 
 def group_context_from_document(
-    document: dict[str, Any], *, base: Path | None = None, role: str = "any",
-    replay_state_persisted: bool = False, **overrides: Any,
+    document: dict[str, Any],
+    *,
+    base: Path | None = None,
+    role: str = "any",
+    replay_state_persisted: bool = False,
+    **overrides: Any,
 ) -> GroupContext:
     """Build a :class:`GroupContext` from a parsed group file.
 
@@ -269,8 +286,12 @@ def group_context_from_document(
 
 
 def oscore_context_from_document(
-    document: dict[str, Any], *, base: Path | None = None, role: str = "any",
-    replay_window_valid: bool = False, replay_state_persisted: bool = False,
+    document: dict[str, Any],
+    *,
+    base: Path | None = None,
+    role: str = "any",
+    replay_window_valid: bool = False,
+    replay_state_persisted: bool = False,
 ) -> SecurityContext:
     """Build an RFC 8613 :class:`SecurityContext` from a parsed OSCORE file.
 
@@ -283,7 +304,8 @@ def oscore_context_from_document(
     if document.get("type") != "oscore":
         raise ConfigError("not an OSCORE security file (type must be 'oscore')")
     windows_valid = _replay_windows_valid(
-        document, {"replay_windows_valid": replay_window_valid}, replay_state_persisted)
+        document, {"replay_windows_valid": replay_window_valid}, replay_state_persisted
+    )
     _check_role(document, role, "an OSCORE")
     try:
         sender_id, recipient_id = _req(document, "sender_id"), _req(document, "recipient_id")

@@ -85,12 +85,15 @@ class SecurityContext:
             raise OscoreError("Sender ID and Recipient ID must differ")
 
         alg, key_len = self.aead.id, self.aead.key_len
-        self.sender_key = derive(hkdf, master_secret, master_salt, sender_id, id_context, alg,
-                                 "Key", key_len)
-        self.recipient_key = derive(hkdf, master_secret, master_salt, recipient_id, id_context,
-                                    alg, "Key", key_len)
-        self.common_iv = derive(hkdf, master_secret, master_salt, b"", id_context, alg, "IV",
-                                self.aead.nonce_len)
+        self.sender_key = derive(
+            hkdf, master_secret, master_salt, sender_id, id_context, alg, "Key", key_len
+        )
+        self.recipient_key = derive(
+            hkdf, master_secret, master_salt, recipient_id, id_context, alg, "Key", key_len
+        )
+        self.common_iv = derive(
+            hkdf, master_secret, master_salt, b"", id_context, alg, "IV", self.aead.nonce_len
+        )
         self._sender_cipher = self.aead.cipher(self.sender_key)
         self._recipient_cipher = self.aead.cipher(self.recipient_key)
         self._nonces = NonceFactory(self.common_iv, self.aead.nonce_len)
@@ -171,8 +174,9 @@ class SecurityContext:
             window.check(seq)
         aad = self._aad(opt.kid, opt.piv)
         try:
-            plaintext = self._recipient_cipher.decrypt(self.nonce(opt.kid, opt.piv),
-                                                       message.payload, aad)
+            plaintext = self._recipient_cipher.decrypt(
+                self.nonce(opt.kid, opt.piv), message.payload, aad
+            )
         except DecryptionError as exc:
             raise ProtectionError("request decryption failed") from exc
         result = inner.merge(message, plaintext)
@@ -189,8 +193,9 @@ class SecurityContext:
                 self.echo_challenge = None
             else:
                 self.echo_challenge = secrets.token_bytes(8)
-                raise FreshnessRequired("replay window not initialised", binding,
-                                        self.echo_challenge)
+                raise FreshnessRequired(
+                    "replay window not initialised", binding, self.echo_challenge
+                )
         else:
             window.update(seq)
         return result, binding

@@ -24,10 +24,10 @@ FRESHNESS_POLICIES: tuple[FreshnessPolicy, ...] = ("echo", "drop", INSECURE_ACCE
 #: Policies of earlier versions, refused with what to use instead.
 RETIRED_FRESHNESS = {
     "drop-first": "'drop-first' made the window valid from a dropped, unverified-fresh "
-                  "request (a replay of one old request then lets newer recorded ones "
-                  "through); use 'echo' or 'drop'",
+    "request (a replay of one old request then lets newer recorded ones "
+    "through); use 'echo' or 'drop'",
     "accept": f"'accept' delivered requests of unknown freshness; use 'echo', or "
-              f"{INSECURE_ACCEPT_REPLAYS!r} for peers that cannot answer an Echo",
+    f"{INSECURE_ACCEPT_REPLAYS!r} for peers that cannot answer an Echo",
 }
 
 
@@ -35,10 +35,12 @@ def check_freshness_policy(policy: object) -> FreshnessPolicy:
     """``policy`` if it is one of FRESHNESS_POLICIES; an OscoreError that says what to use
     instead otherwise."""
     if isinstance(policy, str) and policy in RETIRED_FRESHNESS:
-        raise OscoreError(f"freshness policy {policy!r} is no longer supported: "
-                          f"{RETIRED_FRESHNESS[policy]}")
+        raise OscoreError(
+            f"freshness policy {policy!r} is no longer supported: {RETIRED_FRESHNESS[policy]}"
+        )
     for known in FRESHNESS_POLICIES:
         if policy == known:
             return known
-    raise OscoreError(f"unknown freshness policy {policy!r} "
-                      f"(one of {', '.join(FRESHNESS_POLICIES)})")
+    raise OscoreError(
+        f"unknown freshness policy {policy!r} (one of {', '.join(FRESHNESS_POLICIES)})"
+    )

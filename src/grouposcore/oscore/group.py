@@ -109,8 +109,9 @@ class GroupContext(GroupContextBase):
             payload = pairwise_sender.encrypt(nonce, plaintext, enc_structure(aad_array))
         # positional: RequestBinding(context, request_kid, request_piv, request_kid_context,
         # group_mode, intended_recipient, observe, trackers, aad_prefix)
-        binding = RequestBinding(self, sid, piv, self.gid, group, pairwise_with,
-                                 is_registration(message), None, prefix)
+        binding = RequestBinding(
+            self, sid, piv, self.gid, group, pairwise_with, is_registration(message), None, prefix
+        )
         return inner.assemble(message, outer, outer_code, option, payload), binding
 
     def unprotect_response(
@@ -135,8 +136,12 @@ class GroupContext(GroupContextBase):
             piv, id_piv = binding.request_piv, binding.request_kid
         else:
             piv, id_piv = resp_piv, kid
-        aad_array = (self._binding_prefix(binding) + cbor_bstr(option_value) + rc.cred_bstr
-                     + self._gm_cred_bstr)
+        aad_array = (
+            self._binding_prefix(binding)
+            + cbor_bstr(option_value)
+            + rc.cred_bstr
+            + self._gm_cred_bstr
+        )
         if group:
             plaintext = self._open_group(rc, message.payload, aad_array, piv, id_piv, False)
         else:
@@ -181,8 +186,9 @@ class GroupContext(GroupContextBase):
         # the kid context is this Gid: only kid and PIV vary in the shared prefix (both
         # shorter than 24 bytes: a kid longer than any Sender ID has no context)
         head = SHORT_BSTR_HEAD
-        prefix = b"".join((self._aad_head, head[len(kid)], kid, head[len(piv)], piv,
-                           self._request_aad_mid))
+        prefix = b"".join(
+            (self._aad_head, head[len(kid)], kid, head[len(piv)], piv, self._request_aad_mid)
+        )
         aad_array = prefix + cbor_bstr(option_value) + rc.cred_bstr + self._gm_cred_bstr
         if group:
             plaintext = self._open_group(rc, message.payload, aad_array, piv, kid, True)
@@ -267,8 +273,9 @@ class GroupContext(GroupContextBase):
 
     def __repr__(self) -> str:
         sid = "-" if self.sender_id is None else self.sender_id.hex()
-        modes = "+".join(m for m, on in (("group", self.group_mode),
-                                          ("pairwise", self.pairwise_mode)) if on)
+        modes = "+".join(
+            m for m, on in (("group", self.group_mode), ("pairwise", self.pairwise_mode)) if on
+        )
         peers = len(self._recipients)
         return f"<GroupContext gid={self.gid.hex()} sid={sid} {modes} peers={peers}>"
 
@@ -318,8 +325,7 @@ class GroupContext(GroupContextBase):
             if rid == sender_id:
                 new.recipient_deleted = True  # cannot happen under one Gid; never reuse it
                 continue
-            rc = RecipientContext(rid, old.credential, old.key, old.group_cipher,
-                                  old.replay_window)
+            rc = RecipientContext(rid, old.credential, old.key, old.group_cipher, old.replay_window)
             rc.echo_challenge = old.echo_challenge
             new._recipients[rid] = rc
         return new

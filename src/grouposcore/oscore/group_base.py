@@ -139,19 +139,29 @@ class GroupContextBase:
         self._base_alg = base_alg
         nonce_lens = [a.nonce_len for a in (self.group_enc, self.aead) if a is not None]
         self.max_id_len = min(nonce_lens) - 6
-        self.common_iv = derive(hkdf, master_secret, master_salt, b"", gid, base_alg.id, "IV",
-                                max(nonce_lens))
+        self.common_iv = derive(
+            hkdf, master_secret, master_salt, b"", gid, base_alg.id, "IV", max(nonce_lens)
+        )
         # bound nonce builders (a mode this group lacks is refused before any nonce is made)
         self._group_nonce: Callable[[bytes, bytes], bytes] = (
             NonceFactory(self.common_iv, self.group_enc.nonce_len).nonce
-            if self.group_enc else _no_mode
+            if self.group_enc
+            else _no_mode
         )
         self._pairwise_nonce: Callable[[bytes, bytes], bytes] = (
             NonceFactory(self.common_iv, self.aead.nonce_len).nonce if self.aead else _no_mode
         )
         self.signature_encryption_key = (
-            derive(hkdf, master_secret, master_salt, b"", gid, self.group_enc.id, "SEKey",
-                   self.group_enc.key_len)
+            derive(
+                hkdf,
+                master_secret,
+                master_salt,
+                b"",
+                gid,
+                self.group_enc.id,
+                "SEKey",
+                self.group_enc.key_len,
+            )
             if self.group_mode and self.group_enc is not None
             else None
         )
@@ -208,8 +218,9 @@ class GroupContextBase:
             self._request_aad_head = self._aad_head + cbor_bstr(sender_id)
             # the end of every external_aad this member protects: [.., sender_cred, gm_cred]
             self._own_aad_tail = cbor_bstr(self.credential.raw) + self._gm_cred_bstr
-            self._response_options = {g: bytes((0x28 if g else 0x08,)) + sender_id
-                                      for g in (True, False)}
+            self._response_options = {
+                g: bytes((0x28 if g else 0x08,)) + sender_id for g in (True, False)
+            }
         else:
             self._sign = None
             self.sender_key = None
@@ -231,8 +242,16 @@ class GroupContextBase:
 
     def _key(self, id_: bytes) -> bytes:
         alg = self._base_alg
-        return derive(self.hkdf, self.master_secret, self.master_salt, id_, self.gid, alg.id,
-                      "Key", alg.key_len)
+        return derive(
+            self.hkdf,
+            self.master_secret,
+            self.master_salt,
+            id_,
+            self.gid,
+            alg.id,
+            "Key",
+            alg.key_len,
+        )
 
     def _new_recipient(self, rid: bytes, cred: Credential) -> RecipientContext:
         if self.signature is not None and not cred.fits_signature(self.signature):
@@ -247,8 +266,12 @@ class GroupContextBase:
 
     def _pairwise_keys(self, rc: RecipientContext) -> tuple[bytes, bytes]:
         """(Pairwise Sender Key, Pairwise Recipient Key) shared with ``rc`` (RFC 10021 §2.5.1)."""
-        if (self.aead is None or self.key_agreement is None or self.credential is None
-                or self.private_key is None):
+        if (
+            self.aead is None
+            or self.key_agreement is None
+            or self.credential is None
+            or self.private_key is None
+        ):
             raise ModeNotSupported("pairwise mode needs the AEAD Algorithm and a Sender Context")
         assert self.sender_key is not None and rc.key is not None
         try:
@@ -339,25 +362,31 @@ class GroupContextBase:
     def _aad_prefix(self, req_kid: bytes, req_piv: bytes, req_kid_context: bytes | None) -> bytes:
         """external_aad up to the request's kid context: the part a request and all its
         responses share (RFC 10021 §4.3), kept in the binding so it is built once."""
-        return b"".join((
-            self._aad_head, cbor_bstr(req_kid), cbor_bstr(req_piv), b"\x40",
-            cbor_bstr(req_kid_context if req_kid_context is not None else b""),
-        ))
+        return b"".join(
+            (
+                self._aad_head,
+                cbor_bstr(req_kid),
+                cbor_bstr(req_piv),
+                b"\x40",
+                cbor_bstr(req_kid_context if req_kid_context is not None else b""),
+            )
+        )
 
     def _binding_prefix(self, binding: RequestBinding | ServerBinding) -> bytes:
         if binding.context is self and binding.aad_prefix:
             return binding.aad_prefix
-        return self._aad_prefix(binding.request_kid, binding.request_piv,
-                                binding.request_kid_context)
+        return self._aad_prefix(
+            binding.request_kid, binding.request_piv, binding.request_kid_context
+        )
 
     def _keystream(self, piv: bytes, id_piv: bytes, is_request: bool) -> bytes:
         """HKDF(salt = PIV, IKM = SEKey, info = [id, Gid, is_request, L], L) (RFC 10021 §4.1)."""
         tail = self._ks_tail_request if is_request else self._ks_tail_response
-        return self.hkdf.derive(piv, self._sekey, b"\x84" + cbor_bstr(id_piv) + tail,
-                                self._sig_len)
+        return self.hkdf.derive(piv, self._sekey, b"\x84" + cbor_bstr(id_piv) + tail, self._sig_len)
 
-    def _seal_group(self, plaintext: bytes, aad_array: bytes, piv: bytes, id_piv: bytes,
-                    is_request: bool) -> bytes:
+    def _seal_group(
+        self, plaintext: bytes, aad_array: bytes, piv: bytes, id_piv: bytes, is_request: bool
+    ) -> bytes:
         """Encrypt, then sign and encrypt the signature (RFC 10021 §5.2, §5.3)."""
         cipher, sign = self._sender_group_cipher, self._sign
         assert cipher is not None and sign is not None  # the caller required group mode
@@ -370,8 +399,15 @@ class GroupContextBase:
         enc_sig = (int.from_bytes(sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
         return ciphertext + enc_sig
 
-    def _open_group(self, rc: RecipientContext, payload: bytes, aad_array: bytes, piv: bytes,
-                    id_piv: bytes, is_request: bool) -> bytes:
+    def _open_group(
+        self,
+        rc: RecipientContext,
+        payload: bytes,
+        aad_array: bytes,
+        piv: bytes,
+        id_piv: bytes,
+        is_request: bool,
+    ) -> bytes:
         """Verify the signature, then decrypt (RFC 10021 §7.2 step 6)."""
         verify, cipher = self._verify, rc.group_cipher
         # both come with group mode, which _check_mode required
@@ -384,8 +420,9 @@ class GroupContextBase:
         sig = (int.from_bytes(enc_sig, "big") ^ int.from_bytes(ks, "big")).to_bytes(n, "big")
         external_aad = cbor_bstr(aad_array)
         try:
-            verify(rc.credential.public_key, sig,
-                   _CSIG0_HEAD + external_aad + cbor_bstr(ciphertext))
+            verify(
+                rc.credential.public_key, sig, _CSIG0_HEAD + external_aad + cbor_bstr(ciphertext)
+            )
         except SignatureError as exc:
             raise ProtectionError("signature verification failed") from exc
         aad = _ENC0_HEAD + external_aad if self._group_aead else b""
@@ -398,8 +435,9 @@ class GroupContextBase:
         if self.sender_id is None:
             raise ModeNotSupported("a silent server (no Sender Context) cannot send")
 
-    def _open_pairwise(self, rc: RecipientContext, id_piv: bytes, piv: bytes, payload: bytes,
-                       aad_array: bytes) -> bytes:
+    def _open_pairwise(
+        self, rc: RecipientContext, id_piv: bytes, piv: bytes, payload: bytes, aad_array: bytes
+    ) -> bytes:
         cipher = rc._pairwise_recipient
         if cipher is None:
             cipher = self._pairwise_ciphers(rc)[1]

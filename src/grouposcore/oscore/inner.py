@@ -114,8 +114,11 @@ def _recompose_proxy_uri(items: list[tuple[int, bytes]]) -> list[tuple[int, byte
         raise OscoreDecodeError(f"cannot recompose Proxy-Uri: {exc}") from exc
     if not uri.path and not uri.query:
         composed = composed[:-1]
-    kept = [item for item in items
-            if item[0] not in (OptionNumber.URI_PATH, OptionNumber.URI_QUERY, _PROXY_URI)]
+    kept = [
+        item
+        for item in items
+        if item[0] not in (OptionNumber.URI_PATH, OptionNumber.URI_QUERY, _PROXY_URI)
+    ]
     return sorted([*kept, (int(_PROXY_URI), composed)], key=_number)
 
 
@@ -178,10 +181,16 @@ def unwrap(protected: Message, plaintext: bytes) -> tuple[Message, bool]:
             items = sorted(items + outer, key=_number)
         if proxy and not is_response:
             items = _recompose_proxy_uri(items)
-    message = Message(CODE_TABLE[plaintext[0]], protected.mtype, protected.mid,
-                      protected.token, Options._from_sorted(items), payload, protected.remote)
-    registration = (inner_observe is not None and not is_response
-                    and not any(inner_observe))
+    message = Message(
+        CODE_TABLE[plaintext[0]],
+        protected.mtype,
+        protected.mid,
+        protected.token,
+        Options._from_sorted(items),
+        payload,
+        protected.remote,
+    )
+    registration = inner_observe is not None and not is_response and not any(inner_observe)
     return message, registration
 
 
@@ -194,5 +203,6 @@ def assemble(
         items.append((_OSCORE_NUMBER, option_value))
     else:
         outer.add(_OSCORE, option_value)
-    return Message(outer_code, original.mtype, original.mid, original.token, outer, payload,
-                   original.remote)
+    return Message(
+        outer_code, original.mtype, original.mid, original.token, outer, payload, original.remote
+    )

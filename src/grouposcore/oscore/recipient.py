@@ -37,8 +37,12 @@ class RecipientContext:
     )
 
     def __init__(
-        self, recipient_id: bytes, credential: Credential, key: bytes | None,
-        group_cipher: Cipher | None, window: ReplayWindow,
+        self,
+        recipient_id: bytes,
+        credential: Credential,
+        key: bytes | None,
+        group_cipher: Cipher | None,
+        window: ReplayWindow,
     ) -> None:
         self.recipient_id = recipient_id
         self.credential = credential

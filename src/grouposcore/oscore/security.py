@@ -36,8 +36,16 @@ class VerifiedMessage(Message):
 
 def _verified(message: Message, info: ResponseInfo) -> VerifiedMessage:
     # positional: one per verified response
-    return VerifiedMessage(message.code, message.mtype, message.mid, message.token,
-                           message.options, message.payload, message.remote, info)
+    return VerifiedMessage(
+        message.code,
+        message.mtype,
+        message.mid,
+        message.token,
+        message.options,
+        message.payload,
+        message.remote,
+        info,
+    )
 
 
 class ClientSecurity:
@@ -81,8 +89,9 @@ class ClientSecurity:
             self._members_at[response.remote] = info.sender_id
         return _verified(plain, info)
 
-    def echo_retry(self, response: VerifiedMessage, request: Message) -> tuple[Message,
-                                                                          ClientSecurity] | None:
+    def echo_retry(
+        self, response: VerifiedMessage, request: Message
+    ) -> tuple[Message, ClientSecurity] | None:
         """If ``response`` is a verified 4.01 Echo challenge, the request to repeat and the
         security to repeat it with (unicast; pairwise mode with that server when the group
         has it, RFC 10021 §9 step 4). None otherwise."""
@@ -130,7 +139,8 @@ class ServerSecurity:
         if kid_context is not None:
             found.extend(g for g in self._groups if g.gid == kid_context)
         found.extend(
-            p for p in self._peers
+            p
+            for p in self._peers
             if p.recipient_id == kid and (kid_context is None or p.id_context == kid_context)
         )
         return found

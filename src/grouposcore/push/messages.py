@@ -140,14 +140,29 @@ class Report:
     installed: int | None = None
 
     def encode(self) -> bytes:
-        return cbor2.dumps([int(REPORT), self.tid, int(self.state), self.missing_count,
-                            self.first, self.bitmap, self.port, self.installed])
+        return cbor2.dumps(
+            [
+                int(REPORT),
+                self.tid,
+                int(self.state),
+                self.missing_count,
+                self.first,
+                self.bitmap,
+                self.port,
+                self.installed,
+            ]
+        )
 
     def missing(self) -> list[int]:
         """The block indexes the bitmap marks (possibly fewer than ``missing_count``)."""
         first, bits = self.first, self.bitmap
-        return [first + 8 * i + j for i, byte in enumerate(bits) if byte
-                for j in range(8) if byte >> j & 1]
+        return [
+            first + 8 * i + j
+            for i, byte in enumerate(bits)
+            if byte
+            for j in range(8)
+            if byte >> j & 1
+        ]
 
 
 def uint(value: Any, what: str, hi: int = 1 << 40) -> int:
@@ -175,23 +190,39 @@ def decode(payload: bytes) -> Data | Status | Report | ManifestMsg:
     kind, n = body[0], len(body)
     if kind == DATA and n == 5:
         proof = body[4]
-        if type(proof) is not list or len(proof) > MAX_PROOF or (
-            proof and (set(map(type, proof)) != {bytes} or set(map(len, proof)) != {32})
+        if (
+            type(proof) is not list
+            or len(proof) > MAX_PROOF
+            or (proof and (set(map(type, proof)) != {bytes} or set(map(len, proof)) != {32}))
         ):
             raise PushError("a proof is an array of 32-byte hashes")
-        return Data(byte_string(body[1], "tid", 1, MAX_TID), uint(body[2], "index"),
-                    byte_string(body[3], "chunk", 0, 65536), tuple(proof))
+        return Data(
+            byte_string(body[1], "tid", 1, MAX_TID),
+            uint(body[2], "index"),
+            byte_string(body[3], "chunk", 0, 65536),
+            tuple(proof),
+        )
     if kind == STATUS and n == 4:
-        return Status(byte_string(body[1], "tid", 1, MAX_TID), uint(body[2], "round"),
-                      byte_string(body[3], "envelope", 1, MAX_ENVELOPE))
+        return Status(
+            byte_string(body[1], "tid", 1, MAX_TID),
+            uint(body[2], "round"),
+            byte_string(body[3], "envelope", 1, MAX_ENVELOPE),
+        )
     if kind == MANIFEST and n == 3:
-        return ManifestMsg(byte_string(body[1], "tid", 1, MAX_TID),
-                           byte_string(body[2], "envelope", 1, MAX_ENVELOPE))
+        return ManifestMsg(
+            byte_string(body[1], "tid", 1, MAX_TID),
+            byte_string(body[2], "envelope", 1, MAX_ENVELOPE),
+        )
     if kind == REPORT and n == 8:
         installed = None if body[7] is None else uint(body[7], "installed", 1 << 63)
         port = None if body[6] is None else uint(body[6], "port", 65535)
-        return Report(byte_string(body[1], "tid", 1, MAX_TID),
-                      ReportState(uint(body[2], "state", 3)),
-                      uint(body[3], "missing_count"), uint(body[4], "first"),
-                      byte_string(body[5], "bitmap", 0, REPORT_BITS // 8), port, installed)
+        return Report(
+            byte_string(body[1], "tid", 1, MAX_TID),
+            ReportState(uint(body[2], "state", 3)),
+            uint(body[3], "missing_count"),
+            uint(body[4], "first"),
+            byte_string(body[5], "bitmap", 0, REPORT_BITS // 8),
+            port,
+            installed,
+        )
     raise PushError(f"unknown push message kind {kind} with {n} elements")

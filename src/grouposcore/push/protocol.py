@@ -163,7 +163,7 @@ class _Transfer:
             if log.exists():  # resume: the blocks stored before a restart
                 raw = log.read_bytes()
                 for i in range(0, len(raw) - len(raw) % 4, 4):
-                    index = int.from_bytes(raw[i:i + 4], "big")
+                    index = int.from_bytes(raw[i : i + 4], "big")
                     if index < self.nblocks and not self.have[index]:
                         self.have[index] = 1
                         self.received += 1
@@ -178,7 +178,7 @@ class _Transfer:
             os.pwrite(self._fd, chunk, start)  # the block first, then its log entry
             os.write(self._log, index.to_bytes(4, "big"))
         else:
-            self.buffer[start:start + len(chunk)] = chunk
+            self.buffer[start : start + len(chunk)] = chunk
         self.have[index] = 1
         self.received += 1
         self.advance(TransferInput.STORED)
@@ -227,10 +227,16 @@ class PushReceiver:
     the verified Sender ID.
     """
 
-    def __init__(self, trusted: Sequence[PublicKey], *, store: str | Path | None = None,
-                 max_size: int = 64 << 20, max_transfers: int = 2,
-                 port: int | None = None,
-                 install: Callable[[bytes, bytes, Manifest], None] | None = None) -> None:
+    def __init__(
+        self,
+        trusted: Sequence[PublicKey],
+        *,
+        store: str | Path | None = None,
+        max_size: int = 64 << 20,
+        max_transfers: int = 2,
+        port: int | None = None,
+        install: Callable[[bytes, bytes, Manifest], None] | None = None,
+    ) -> None:
         if not trusted:
             raise PushError("a member needs at least one trusted firmware author key")
         self.trusted = list(trusted)
@@ -285,11 +291,14 @@ class PushReceiver:
     def _accept(self, envelope: bytes) -> Manifest:
         manifest = parse_envelope(envelope, self.trusted).for_push()
         if self.installed is not None and manifest.sequence <= self.installed:
-            raise SuitError(f"manifest sequence number {manifest.sequence} is not newer than "
-                            f"the installed {self.installed}")
+            raise SuitError(
+                f"manifest sequence number {manifest.sequence} is not newer than "
+                f"the installed {self.installed}"
+            )
         if manifest.image_size is not None and manifest.image_size > self.max_size:
-            raise SuitError(f"image of {manifest.image_size} bytes exceeds the limit of "
-                            f"{self.max_size}")
+            raise SuitError(
+                f"image of {manifest.image_size} bytes exceeds the limit of {self.max_size}"
+            )
         return manifest
 
     def _add(self, tid: bytes, manifest: Manifest) -> _Transfer:
@@ -327,8 +336,9 @@ class PushReceiver:
     @staticmethod
     def _check_distributor(manifest: Manifest, sender_id: bytes) -> None:
         if manifest.distributors is not None and sender_id not in manifest.distributors:
-            raise SuitError(f"Sender ID {sender_id.hex() or '-'} is not a distributor the "
-                            "manifest names")
+            raise SuitError(
+                f"Sender ID {sender_id.hex() or '-'} is not a distributor the manifest names"
+            )
 
     # blocks
 
@@ -495,8 +505,14 @@ class PushSender:
     ``members`` are the Sender IDs expected to end with the image.
     """
 
-    def __init__(self, data: bytes, manifest: Manifest, *, tid: bytes | None = None,
-                 members: Iterable[bytes] = ()) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        manifest: Manifest,
+        *,
+        tid: bytes | None = None,
+        members: Iterable[bytes] = (),
+    ) -> None:
         manifest.for_push()
         self.manifest = manifest
         self.data = bytes(data)
@@ -505,8 +521,9 @@ class PushSender:
         if len(self.data) != manifest.image_size or self.digest != manifest.image_digest:
             raise PushError("the manifest does not describe this file (size or digest differ)")
         self.nblocks = manifest.nblocks
-        self._levels = tree_levels([leaf_hash(self.data[i:i + bs])
-                                    for i in range(0, len(self.data), bs)])
+        self._levels = tree_levels(
+            [leaf_hash(self.data[i : i + bs]) for i in range(0, len(self.data), bs)]
+        )
         if self._levels[-1][0] != manifest.tree_root:
             raise PushError("the manifest's hash tree root does not match this file")
         # by default the transfer id follows from the manifest, so a push started again
@@ -514,9 +531,7 @@ class PushSender:
         self.tid = tid if tid is not None else hashlib.sha256(manifest.envelope).digest()[:8]
         byte_string(self.tid, "tid", 1, MAX_TID)
         self.round = 0
-        self.members: dict[bytes, MemberProgress] = {
-            sid: MemberProgress(sid) for sid in members
-        }
+        self.members: dict[bytes, MemberProgress] = {sid: MemberProgress(sid) for sid in members}
         self.expected = set(self.members)
 
     def block(self, index: int) -> bytes:
@@ -524,7 +539,7 @@ class PushSender:
         if not 0 <= index < self.nblocks:
             raise PushError(f"no block {index}")
         start = index * self.block_size
-        chunk = self.data[start:start + self.block_size]
+        chunk = self.data[start : start + self.block_size]
         return Data(self.tid, index, chunk, tuple(tree_proof(self._levels, index))).encode()
 
     def manifest_message(self) -> bytes:

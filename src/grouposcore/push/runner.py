@@ -265,8 +265,10 @@ def _securities(source: Any) -> tuple[GroupContext, Any, Callable[[bytes], Any]]
     if isinstance(source, GroupContext):
         ctx = source
         return ctx, ClientSecurity(ctx), lambda sid: ClientSecurity(ctx, pairwise_with=sid)
-    return source.context, source.client_security(), (
-        lambda sid: source.client_security(pairwise_with=sid)
+    return (
+        source.context,
+        source.client_security(),
+        (lambda sid: source.client_security(pairwise_with=sid)),
     )
 
 
@@ -371,9 +373,11 @@ async def push_file(
     sender = PushSender(data, manifest, members=expected)
     limit = payload_limit(endpoint)
     if len(sender.block(0)) > limit:
-        raise PushError(f"blocks of {sender.block_size} bytes with their proofs do not fit "
-                        f"one CoAP block of {limit} bytes; at most "
-                        f"{block_size_for(len(data), limit)} for this file")
+        raise PushError(
+            f"blocks of {sender.block_size} bytes with their proofs do not fit "
+            f"one CoAP block of {limit} bytes; at most "
+            f"{block_size_for(len(data), limit)} for this file"
+        )
     start = time.perf_counter()
     sent = 0
     repairs = 0
@@ -386,8 +390,9 @@ async def push_file(
 
     async def multicast(payload: bytes) -> None:
         msg = _request(path, payload, no_response=True)
-        gen = endpoint.group_request(msg, group, timeout=0, security=group_security,
-                                     interface=interface)
+        gen = endpoint.group_request(
+            msg, group, timeout=0, security=group_security, interface=interface
+        )
         async with contextlib.aclosing(gen):
             async for _ in gen:
                 pass
@@ -396,8 +401,7 @@ async def push_file(
         # NON with No-Response: nothing comes back, so a zero timeout sends and returns.
         msg = _request(path, payload, no_response=True)
         with contextlib.suppress(RequestTimeout):
-            await endpoint.request(msg, remote, timeout=0, confirmable=False,
-                                   security=security)
+            await endpoint.request(msg, remote, timeout=0, confirmable=False, security=security)
 
     def record(resp: Message) -> bytes | None:
         info = getattr(resp, "security", None)
@@ -425,8 +429,9 @@ async def push_file(
         waiting = set(sender.pending())
         heard: set[bytes] = set()
         asked = time.perf_counter()
-        gen = endpoint.group_request(msg, group, timeout=wait, security=group_security,
-                                     interface=interface)
+        gen = endpoint.group_request(
+            msg, group, timeout=wait, security=group_security, interface=interface
+        )
         async with contextlib.aclosing(gen):
             async for resp in gen:
                 if quorum is None:  # a quorum's answers are the fastest, not the slowest
@@ -490,9 +495,7 @@ async def push_file(
             for p in (sender.members[sid] for sid in sender.pending())
         )
 
-    while not sender.finished and stall < patience and (
-        max_rounds is None or rounds < max_rounds
-    ):
+    while not sender.finished and stall < patience and (max_rounds is None or rounds < max_rounds):
         rounds += 1
         heard = await ask()
         if sender.pending() and set(sender.pending()) - heard:
@@ -505,8 +508,9 @@ async def push_file(
             stall += 1
         # Reports listing more than a quarter of what went out since the last round mean
         # the members could not keep up (or a lossy path): repair more slowly.
-        missing = sum(len(sender.members[sid].missing) for sid in heard
-                      if not sender.members[sid].finished)
+        missing = sum(
+            len(sender.members[sid].missing) for sid in heard if not sender.members[sid].finished
+        )
         delivered = sent * len(sender.expected) if rounds == 1 else last_repairs
         if delivered:
             pacer.observe(min(1.0, missing / delivered), min_rate, max_rate, grow=False)
@@ -531,8 +535,9 @@ async def push_file(
                 try:
                     await unicast(sender.block(todo[turn]), remote, security)
                 except (GroupOscoreError, OSError) as exc:
-                    log.info("repair of block %d to %s failed: %s", todo[turn],
-                             p.sender_id.hex(), exc)
+                    log.info(
+                        "repair of block %d to %s failed: %s", todo[turn], p.sender_id.hex(), exc
+                    )
                     continue
                 repairs += 1
                 last_repairs += 1
@@ -542,5 +547,6 @@ async def push_file(
         if last_repairs:
             await asyncio.sleep(settle)  # let the last repairs land before asking again
     progress("done")
-    return PushResult(sender, time.perf_counter() - start, sent, repairs, rounds, addresses,
-                      dict(names or {}))
+    return PushResult(
+        sender, time.perf_counter() - start, sent, repairs, rounds, addresses, dict(names or {})
+    )

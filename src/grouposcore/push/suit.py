@@ -84,8 +84,9 @@ def _digest(raw: Any, what: str) -> bytes:
     if not isinstance(value, list | tuple) or len(value) < 2 or type(value[1]) is not bytes:
         raise SuitError(f"{what} is not a SUIT_Digest")
     if value[0] != SHA256:
-        raise SuitError(f"{what} uses digest algorithm {value[0]!r}; only SHA-256 (-16) is "
-                        "supported")
+        raise SuitError(
+            f"{what} uses digest algorithm {value[0]!r}; only SHA-256 (-16) is supported"
+        )
     if len(value[1]) != 32:
         raise SuitError(f"{what} is not 32 bytes")
     return value[1]
@@ -118,15 +119,23 @@ class Manifest:
         if self.conditional:
             raise SuitError("image parameters chosen by try-each are not supported for push")
         if self.components != 1:
-            raise SuitError(f"the manifest names {self.components} components; a push "
-                            "carries exactly one image")
-        missing = [name for name, v in (("image-digest", self.image_digest),
-                                        ("image-size", self.image_size),
-                                        ("block size (-1)", self.block_size),
-                                        ("hash tree root (-2)", self.tree_root)) if v is None]
+            raise SuitError(
+                f"the manifest names {self.components} components; a push carries exactly one image"
+            )
+        missing = [
+            name
+            for name, v in (
+                ("image-digest", self.image_digest),
+                ("image-size", self.image_size),
+                ("block size (-1)", self.block_size),
+                ("hash tree root (-2)", self.tree_root),
+            )
+            if v is None
+        ]
         if missing:
-            raise SuitError("not a push manifest: the common sequence does not set "
-                            + ", ".join(missing))
+            raise SuitError(
+                "not a push manifest: the common sequence does not set " + ", ".join(missing)
+            )
         return self
 
     @property
@@ -153,8 +162,10 @@ def _check_signature(block: Any, payload: bytes, trusted: Sequence[PublicKey]) -
     if not isinstance(body, list | tuple) or len(body) != 4:
         raise SuitError("COSE_Sign1 must be an array of four")
     protected, unprotected, detached, signature = body
-    if type(protected) is not bytes or not isinstance(unprotected, Mapping) or (
-        type(signature) is not bytes
+    if (
+        type(protected) is not bytes
+        or not isinstance(unprotected, Mapping)
+        or (type(signature) is not bytes)
     ):
         raise SuitError("COSE_Sign1 fields have the wrong types")
     if detached is not None and detached != payload:
@@ -256,8 +267,9 @@ def parse_envelope(data: bytes, trusted: Sequence[PublicKey]) -> Manifest:
     conditional = False
     if C_SHARED in common:
         params, conditional = _parameters(_loads(common[C_SHARED], "shared sequence"))
-    image_digest = (_digest(params[P_IMAGE_DIGEST], "image digest")
-                    if P_IMAGE_DIGEST in params else None)
+    image_digest = (
+        _digest(params[P_IMAGE_DIGEST], "image digest") if P_IMAGE_DIGEST in params else None
+    )
     size = params.get(P_IMAGE_SIZE)
     block_size = params.get(PARAM_BLOCK_SIZE)
     root = params.get(PARAM_TREE_ROOT)
@@ -273,8 +285,18 @@ def parse_envelope(data: bytes, trusted: Sequence[PublicKey]) -> Manifest:
         if not isinstance(kids, list | tuple) or any(type(k) is not bytes for k in kids):
             raise SuitError("distributors must be an array of Sender IDs")
         distributors = tuple(kids)
-    return Manifest(bytes(data), sequence, len(components), image_digest, size, block_size,
-                    root, distributors, author, conditional)
+    return Manifest(
+        bytes(data),
+        sequence,
+        len(components),
+        image_digest,
+        size,
+        block_size,
+        root,
+        distributors,
+        author,
+        conditional,
+    )
 
 
 # --- hash tree -------------------------------------------------------------------------------
@@ -314,8 +336,14 @@ def tree_proof(levels: Sequence[Sequence[bytes]], index: int) -> list[bytes]:
     return proof
 
 
-def verify_proof(leaf: bytes, index: int, count: int, proof: Sequence[bytes],
-                 root: bytes, known: dict[int, bytes] | None = None) -> bool:
+def verify_proof(
+    leaf: bytes,
+    index: int,
+    count: int,
+    proof: Sequence[bytes],
+    root: bytes,
+    known: dict[int, bytes] | None = None,
+) -> bool:
     """True when ``leaf`` is block ``index`` of ``count`` under ``root``.
 
     ``known`` (kept by the caller per image) holds the inner nodes of paths already
@@ -369,15 +397,22 @@ def proof_length(count: int, index: int) -> int:
 # --- author side -------------------------------------------------------------------------------
 
 
-def sign_envelope(image: bytes, *, sequence: int, block_size: int, key: PrivateKey,
-                  alg: int = -8, distributors: Iterable[bytes] | None = None,
-                  kid: bytes | None = None) -> bytes:
+def sign_envelope(
+    image: bytes,
+    *,
+    sequence: int,
+    block_size: int,
+    key: PrivateKey,
+    alg: int = -8,
+    distributors: Iterable[bytes] | None = None,
+    kid: bytes | None = None,
+) -> bytes:
     """The firmware author's act: a SUIT envelope for ``image`` signed with ``key``."""
     if sequence < 0:
         raise SuitError("the sequence number is an unsigned integer")
     if not 16 <= block_size <= 65536:
         raise SuitError("the block size must be in 16..65536")
-    chunks = [image[i:i + block_size] for i in range(0, len(image), block_size)]
+    chunks = [image[i : i + block_size] for i in range(0, len(image), block_size)]
     root = tree_levels([leaf_hash(c) for c in chunks])[-1][0]
     params: dict[int, Any] = {
         P_IMAGE_DIGEST: cbor2.dumps([SHA256, hashlib.sha256(image).digest()]),

@@ -377,9 +377,7 @@ async def follow_block2(
     nxt: Message | None = col.feed(first)
     while nxt is not None:
         nxt = col.feed(
-            await exchange(
-                ep, nxt, remote, confirmable=True, deadline=deadline, security=security
-            )
+            await exchange(ep, nxt, remote, confirmable=True, deadline=deadline, security=security)
         )
     return col.result()
 

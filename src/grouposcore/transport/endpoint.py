@@ -457,7 +457,12 @@ class Endpoint:
         """Send ``message`` as NON to a group; iterate the result for every response until
         the deadline: see :func:`grouposcore.transport.group_client.group_request`."""
         return group_client.group_request(
-            self, message, group, timeout=timeout, security=security, interface=interface,
+            self,
+            message,
+            group,
+            timeout=timeout,
+            security=security,
+            interface=interface,
             failures=failures,
         )
 

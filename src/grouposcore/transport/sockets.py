@@ -246,9 +246,9 @@ class UdpSocket:
         for level, kind, payload in anc:
             if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
                 raw = payload[8:12]
-            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(
-                payload
-            ) >= 16:
+            elif (
+                level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(payload) >= 16
+            ):
                 raw = payload[:16]
             else:
                 continue

@@ -41,7 +41,7 @@ def sqlite_path(location: str | os.PathLike[str]) -> Path | None:
     if text.startswith(("postgresql://", "postgres://")):
         return None
     if text.startswith("sqlite://"):
-        path = unquote(text[len("sqlite://"):])
+        path = unquote(text[len("sqlite://") :])
         if not path.startswith("/"):
             raise ManagerStoreError("an SQLite URL is sqlite:///relative or sqlite:////absolute")
         path = path[1:]  # sqlite:///gm.db is gm.db; sqlite:////var/gm.db is /var/gm.db

@@ -298,10 +298,13 @@ class Store(NodeStore):
 
     def sid_allocated(self, group: str, gid: bytes, sender_id: bytes) -> bool:
         """Whether ``sender_id`` was handed out under ``gid`` (one index lookup)."""
-        return self._one(
-            "SELECT 1 FROM sid_allocations WHERE grp=? AND gid=? AND sender_id=?",
-            (group, gid, sender_id),
-        ) is not None
+        return (
+            self._one(
+                "SELECT 1 FROM sid_allocations WHERE grp=? AND gid=? AND sender_id=?",
+                (group, gid, sender_id),
+            )
+            is not None
+        )
 
     def allocations_of(self, group: str, gid: bytes, node: str) -> int:
         """How many Sender IDs ``node`` was given under ``gid`` (join, re-joins, renewals)."""
@@ -313,8 +316,9 @@ class Store(NodeStore):
 
     def sid_cursor(self, group: str, gid: bytes) -> tuple[int, int]:
         """(next candidate index, IDs relinquished) under ``gid``; (0, 0) for a fresh Gid."""
-        row = self._one("SELECT gid, next_index, relinquished FROM sid_cursors WHERE grp=?",
-                        (group,))
+        row = self._one(
+            "SELECT gid, next_index, relinquished FROM sid_cursors WHERE grp=?", (group,)
+        )
         if row is None or row[0] != gid:
             return 0, 0
         return int(row[1]), int(row[2])
@@ -358,7 +362,9 @@ class Store(NodeStore):
         current = set() if row is None else set(cbor2.loads(row[0]))
         current.update(sender_ids)
         self._upsert(
-            "stale_sets", "grp, num, sender_ids", "grp, num",
+            "stale_sets",
+            "grp, num, sender_ids",
+            "grp, num",
             (group, num, cbor2.dumps(sorted(current))),
         )
 

@@ -58,8 +58,11 @@ class NodeStore(StoreCore):
     def put_edhoc_identity(self, d: bytes, credential: bytes) -> None:
         """Store the GM's EDHOC key and credential (first one wins: a second GM process
         racing to make one keeps the stored identity)."""
-        self._write("INSERT INTO edhoc_identity(one, private_key, credential) VALUES (1, ?, ?) "
-                    "ON CONFLICT (one) DO NOTHING", (d, credential))
+        self._write(
+            "INSERT INTO edhoc_identity(one, private_key, credential) VALUES (1, ?, ?) "
+            "ON CONFLICT (one) DO NOTHING",
+            (d, credential),
+        )
 
     def edhoc_peers(self) -> list[tuple[str, bytes, bytes | None]]:
         """Every (node, CCS credential, kid) registered for EDHOC."""
@@ -146,4 +149,3 @@ class NodeStore(StoreCore):
         """Drop the reservation of a sender whose keys are gone for good (they never come
         back, so neither can a nonce reuse)."""
         self._write("DELETE FROM sequence_numbers WHERE key=?", (key,))
-

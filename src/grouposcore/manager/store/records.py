@@ -90,13 +90,19 @@ class ChannelMaterial:
     hkdf_alg: int
 
     def context(
-        self, *, as_gm: bool, sequence: SenderSequence | None = None,
+        self,
+        *,
+        as_gm: bool,
+        sequence: SenderSequence | None = None,
         replay_window_valid: bool = True,
     ) -> SecurityContext:
         """The channel's OSCORE context as the GM (``as_gm``) or as the node sees it: the
         same material, with Sender and Recipient ID swapped."""
-        own, peer = ((self.gm_sender_id, self.node_sender_id) if as_gm
-                     else (self.node_sender_id, self.gm_sender_id))
+        own, peer = (
+            (self.gm_sender_id, self.node_sender_id)
+            if as_gm
+            else (self.node_sender_id, self.gm_sender_id)
+        )
         return SecurityContext(
             self.master_secret,
             sender_id=own,
@@ -127,4 +133,3 @@ def group_from_row(row: tuple[Any, ...]) -> GroupRecord:
     r[18] = bool(r[18])
     r[19] = bool(r[19])
     return GroupRecord(*r)
-

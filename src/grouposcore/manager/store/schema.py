@@ -149,5 +149,3 @@ def schema_statements(*, blob: str, real: str, integer: str) -> list[str]:
     """The CREATE statements with a backend's column types filled in."""
     text = _SCHEMA.format(blob=blob, real=real, int=integer)
     return [s.strip() for s in text.split(";") if s.strip()]
-
-

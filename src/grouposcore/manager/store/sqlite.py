@@ -104,11 +104,21 @@ class SqliteStore(Store):
                     (grp, num - 1, ids),
                 )
         for grp, num, gid in self._all("SELECT name, num, gid FROM groups"):
-            held = {r[0] for r in self._all(
-                "SELECT sender_id FROM members WHERE grp=? AND sender_id IS NOT NULL", (grp,))}
-            gone = sorted({r[0] for r in self._all(
-                "SELECT sender_id FROM sid_allocations WHERE grp=? AND gid=?", (grp, gid)
-            )} - held)
+            held = {
+                r[0]
+                for r in self._all(
+                    "SELECT sender_id FROM members WHERE grp=? AND sender_id IS NOT NULL", (grp,)
+                )
+            }
+            gone = sorted(
+                {
+                    r[0]
+                    for r in self._all(
+                        "SELECT sender_id FROM sid_allocations WHERE grp=? AND gid=?", (grp, gid)
+                    )
+                }
+                - held
+            )
             self._db.execute(
                 "INSERT OR REPLACE INTO stale_sets(grp, num, sender_ids) VALUES (?, ?, ?)",
                 (grp, num, cbor2.dumps(gone)),

@@ -183,4 +183,3 @@ class StoreCore(ABC):
         """Call ``changed`` whenever another GM process commits a visible change; runs until
         cancelled. A store that no other process writes never calls it."""
         await asyncio.Event().wait()
-

@@ -323,14 +323,14 @@ def test_serve_join_resume_evict(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_serve_rekeys_expired_material_and_installs_new_channels(tmp_path: Path) -> None:
-    from grouposcore.cli.manager_cmd import _SyncedService
+    from grouposcore.cli.manager_serve import SyncedService
     from grouposcore.manager.core import GroupManager
 
     db = tmp_path / "gm.db"
     assert main(["manager", "group", "create", "g", "--db", str(db), "--lifetime", "60", "-q"]) == 0
     gm = GroupManager(db)
     try:
-        svc = _SyncedService(gm)
+        svc = SyncedService(gm)
         g = gm.group("g")
         assert g is not None
         svc.sync(now=g.exp - 1)

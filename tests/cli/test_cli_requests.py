@@ -521,7 +521,7 @@ def test_provision_quiet_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_received_files_are_private_to_their_owner(tmp_path: Path) -> None:
-    from grouposcore.cli.push_cmd import _write_private
+    from grouposcore.cli.receive_cmd import _write_private
 
     target = tmp_path / "fw.bin"
     target.write_bytes(b"old")

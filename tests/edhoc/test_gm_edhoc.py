@@ -245,11 +245,11 @@ def test_tampered_message_3_and_replayed_message_1_leave_the_gm_as_it_was(
 
 
 def test_manager_serve_sync_keeps_the_context_an_edhoc_run_installed(tmp_path: Path) -> None:
-    from grouposcore.cli.manager_cmd import _SyncedService
+    from grouposcore.cli.manager_serve import SyncedService
 
     async def scenario() -> None:
         gm = GroupManager(tmp_path / "gm.db")
-        svc = _SyncedService(gm)
+        svc = SyncedService(gm)
         await svc.start(("127.0.0.1", 0))
         ep = await Endpoint.create(("127.0.0.1", 0))
         try:

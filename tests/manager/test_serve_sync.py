@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from grouposcore.cli.main import main
-from grouposcore.cli.manager_cmd import _SyncedService
+from grouposcore.cli.manager_serve import SyncedService
 from grouposcore.coap import Code as CoapCode
 from grouposcore.manager.core import GroupManager, Notification
 from grouposcore.manager.params import Code, Param, loads_strict
@@ -24,7 +24,7 @@ PATH = ("ace-group", "g")
 
 
 @pytest.fixture
-def served(db_url: str) -> Iterator[_SyncedService]:
+def served(db_url: str) -> Iterator[SyncedService]:
     """A serving GM with members a and b in group g (their joins are its own commits)."""
     gm = GroupManager(open_store(db_url))
     gm.create_group("g", backward_security=False)
@@ -32,12 +32,12 @@ def served(db_url: str) -> Iterator[_SyncedService]:
     harness.join("a", "g")
     harness.join("b", "g")
     try:
-        yield _SyncedService(gm)
+        yield SyncedService(gm)
     finally:
         gm.close()
 
 
-def _get(svc: _SyncedService, node: str) -> Any:
+def _get(svc: SyncedService, node: str) -> Any:
     request = NodeRequest(code=CoapCode.GET, token=node.encode(), node=node)
     return svc.serve(PATH, request)
 
@@ -56,7 +56,7 @@ def _count_reads(store: Store, monkeypatch: pytest.MonkeyPatch) -> dict[str, int
     return calls
 
 
-def _record(svc: _SyncedService, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+def _record(svc: SyncedService, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     """What the service does, in order: pushes (deliver) and answers (GroupManager.handle)."""
     events: list[tuple[Any, ...]] = []
     deliver, handle = svc.deliver, svc.gm.handle
@@ -105,7 +105,7 @@ def test_change_marker_moves_for_another_connections_commit_not_for_its_own(
 
 
 def test_serve_request_without_database_change_reads_no_groups_or_channels(
-    served: _SyncedService, monkeypatch: pytest.MonkeyPatch
+    served: SyncedService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _count_reads(served.gm.store, monkeypatch)
     for node in ("a", "b", "a"):
@@ -119,7 +119,7 @@ def test_serve_request_without_database_change_reads_no_groups_or_channels(
 
 @pytest.mark.parametrize("command", [["evict", "g", "b"], ["rekey", "g"]])
 def test_serve_request_right_after_offline_change_pushes_it_first(
-    served: _SyncedService, db_url: str, monkeypatch: pytest.MonkeyPatch, command: list[str]
+    served: SyncedService, db_url: str, monkeypatch: pytest.MonkeyPatch, command: list[str]
 ) -> None:
     _get(served, "a")  # in step with the database
     events = _record(served, monkeypatch)
@@ -140,7 +140,7 @@ def test_serve_request_right_after_offline_change_pushes_it_first(
 
 
 def test_serve_request_after_offline_commission_installs_the_channel(
-    served: _SyncedService, db_url: str
+    served: SyncedService, db_url: str
 ) -> None:
     other = GroupManager(open_store(db_url))
     try:
@@ -153,7 +153,7 @@ def test_serve_request_after_offline_commission_installs_the_channel(
 
 
 def test_serve_syncs_when_keying_material_expires_without_database_change(
-    served: _SyncedService, monkeypatch: pytest.MonkeyPatch
+    served: SyncedService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     g = served.gm.group("g")
     assert g is not None
@@ -169,7 +169,7 @@ def test_serve_syncs_when_keying_material_expires_without_database_change(
 
 
 def test_serve_request_after_an_admin_request_syncs_once(
-    served: _SyncedService, monkeypatch: pytest.MonkeyPatch
+    served: SyncedService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _count_reads(served.gm.store, monkeypatch)
     request = NodeRequest(code=CoapCode.GET, token=b"m", node="a")
@@ -183,7 +183,7 @@ def test_serve_request_after_an_admin_request_syncs_once(
 
 
 def test_serve_retries_a_failed_sync_at_the_next_request(
-    served: _SyncedService, db_url: str, monkeypatch: pytest.MonkeyPatch
+    served: SyncedService, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert main(["manager", "rekey", "g", "--db", db_url, "-q"]) == 0
     failures = served.gm.store.failures

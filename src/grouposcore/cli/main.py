@@ -17,6 +17,7 @@ from grouposcore.cli import (
     keygen_cmd,
     manager_cmd,
     push_cmd,
+    receive_cmd,
     server,
 )
 
@@ -99,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "receive",
         help="receive files pushed to the group (member side)",
-        description=push_cmd.__doc__,
+        description=receive_cmd.__doc__,
     )
-    push_cmd.add_receive_arguments(p)
+    receive_cmd.add_receive_arguments(p)
     _common(p)
     return parser
 
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "push":
         return push_cmd.run_push(args)
     if args.command == "receive":
-        return push_cmd.run_receive(args)
+        return receive_cmd.run_receive(args)
     return client.run(args)
 
 

@@ -1,4 +1,5 @@
-"""``grouposcore push`` and ``grouposcore receive``: a file to every member of a group.
+"""``grouposcore push``: a file to every member of a group (the member side is
+:mod:`grouposcore.cli.receive_cmd`).
 
 ``push FILE URI --security FILE --manifest ENVELOPE --author KEY`` sends FILE, described by
 a SUIT envelope the firmware author signed, once over multicast (URI names the group
@@ -7,22 +8,14 @@ then asks the members what they miss and repairs that over unicast in pairwise m
 every member reports the image complete (or nobody gets closer for a while). ``--sign
 AUTHOR_KEY --sequence N`` signs the manifest on the spot instead (for tests and demos; in a
 fleet the author signs elsewhere). Exit status 0 when all members completed, 1 otherwise.
-
-``receive --security FILE --author KEY`` is the member side: it listens on the group,
-accepts manifests signed by a trusted author (``--author``, repeatable) that are newer
-than the installed version, checks every block on arrival, keeps what arrived in
-``--store`` so that a restart resumes, and writes each complete image
-(``--once``: exit after the first).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,10 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from grouposcore.cli.lifecycle import stop_on_signals
 from grouposcore.cli.membership import Opened, follows_manager, open_member
 from grouposcore.cli.security_files import is_member_state, load_group_context
-from grouposcore.cli.server import GroupPortSocket
 from grouposcore.coap import parse_uri
 from grouposcore.coap.constants import COAP_PORT
 from grouposcore.cose.signing import (
@@ -50,21 +41,25 @@ from grouposcore.cose.signing import (
 from grouposcore.demo.view import JsonView, PlainView, RichView
 from grouposcore.errors import ConfigError, GroupOscoreError, UriError, UsageError
 from grouposcore.oscore import GroupContext
-from grouposcore.oscore.security import ServerSecurity
-from grouposcore.push.protocol import PushReceiver
 from grouposcore.push.runner import (
-    FirmwareResource,
     PushResult,
-    SenderTagging,
     block_size_for,
     payload_limit,
     push_file,
 )
 from grouposcore.push.suit import Manifest, parse_envelope, sign_envelope
-from grouposcore.transport import Endpoint, Site
-from grouposcore.transport.sockets import UdpSocket, is_multicast
+from grouposcore.transport import Endpoint
+from grouposcore.transport.sockets import is_multicast
 
-__all__ = ["add_push_arguments", "add_receive_arguments", "run_push", "run_receive"]
+__all__ = [
+    "add_push_arguments",
+    "author_public_keys",
+    "group_context",
+    "open_group_member",
+    "require_security",
+    "run_push",
+    "sender_ids",
+]
 
 log = logging.getLogger("grouposcore.cli")
 
@@ -153,87 +148,16 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_receive_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--security",
-        metavar="FILE",
-        help="this member's group security file or member state (a member "
-        "state keeps following its Group Manager)",
-    )
-    parser.add_argument("--group", dest="security", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--author",
-        metavar="PEM",
-        action="append",
-        default=[],
-        help="public key of a trusted firmware author (repeatable, required)",
-    )
-    parser.add_argument(
-        "--store",
-        metavar="DIR",
-        default=".grouposcore-firmware",
-        help="where the installed version and partial images are kept, so "
-        "that a restart resumes and never installs an older version "
-        "(default .grouposcore-firmware)",
-    )
-    parser.add_argument(
-        "--listen",
-        metavar="ADDR",
-        default="0.0.0.0",
-        help="address to bind the group port on (default 0.0.0.0)",
-    )
-    parser.add_argument(
-        "--port", type=int, default=COAP_PORT, help=f"group port (default {COAP_PORT})"
-    )
-    parser.add_argument(
-        "--multicast",
-        metavar="ADDR",
-        action="append",
-        default=[],
-        help="multicast group to join (repeatable; default 224.0.1.187, "
-        "ff02::fd with an IPv6 --listen)",
-    )
-    parser.add_argument("--join", dest="multicast", action="append", help=argparse.SUPPRESS)
-    parser.add_argument("--interface", metavar="IF", help="interface to join the groups on")
-    parser.add_argument(
-        "--out",
-        metavar="PATH",
-        default=".",
-        help="where complete images go: a directory (firmware-SEQ-TID.bin "
-        "per transfer) or a file name (default: the current directory)",
-    )
-    parser.add_argument(
-        "--from",
-        dest="senders",
-        metavar="SID,...",
-        help="accept files only from these Sender IDs (hex)",
-    )
-    parser.add_argument(
-        "--max-size",
-        type=int,
-        default=64 << 20,
-        help="largest file accepted in bytes (default 64 MiB)",
-    )
-    parser.add_argument(
-        "--leisure",
-        type=float,
-        default=0.5,
-        help="longest random wait before answering a multicast request "
-        "(default 0.5 s; keep it below the sender's --status-timeout)",
-    )
-    parser.add_argument(
-        "--once", action="store_true", help="exit after the first file, once the sender was told"
-    )
-
-
-def _group_context(path: str) -> GroupContext:
+def group_context(path: str) -> GroupContext:
+    """The group context of a security file; UsageError naming the file if unusable."""
     try:
         return load_group_context(path)
     except (ConfigError, OSError) as e:
         raise UsageError(f"{path}: {e}") from None
 
 
-def _public_keys(paths: list[str]) -> list[PublicKey]:
+def author_public_keys(paths: list[str]) -> list[PublicKey]:
+    """The firmware authors' PEM public keys; UsageError for one no manifest can use."""
     keys: list[PublicKey] = []
     for path in paths:
         try:
@@ -301,7 +225,7 @@ def _manifest(args: argparse.Namespace, data: bytes, limit: int, sender_id: byte
         envelope = Path(args.manifest).read_bytes()
     except OSError as e:
         raise UsageError(f"{args.manifest}: {e.strerror}") from None
-    return parse_envelope(envelope, _public_keys(args.author)).for_push()
+    return parse_envelope(envelope, author_public_keys(args.author)).for_push()
 
 
 def _names(path: str) -> dict[bytes, str]:
@@ -318,7 +242,8 @@ def _names(path: str) -> dict[bytes, str]:
         return {}
 
 
-def _sids(text: str | None) -> list[bytes] | None:
+def sender_ids(text: str | None) -> list[bytes] | None:
+    """A comma-separated list of hex Sender IDs (None: not given)."""
     if text is None:
         return None
     try:
@@ -330,7 +255,7 @@ def _sids(text: str | None) -> list[bytes] | None:
 # --- push --------------------------------------------------------------------------------
 
 
-async def _member(path: str, *, follow: bool) -> Opened | None:
+async def open_group_member(path: str, *, follow: bool) -> Opened | None:
     """The member behind a state file linked to its GM (caught up), else None."""
     try:
         if not (is_member_state(path) and follows_manager(path)):
@@ -340,16 +265,17 @@ async def _member(path: str, *, follow: bool) -> Opened | None:
         raise UsageError(str(e)) from None
 
 
-def _require_security(args: argparse.Namespace) -> None:
+def require_security(args: argparse.Namespace) -> None:
+    """UsageError unless ``--security`` was given."""
     if args.security is None:  # not argparse's required=: the old --group also sets it
         raise UsageError("--security FILE is required (the member's group security file)")
 
 
 async def _push(args: argparse.Namespace, view: Any) -> int:
-    _require_security(args)
-    opened = await _member(args.security, follow=False)
+    require_security(args)
+    opened = await open_group_member(args.security, follow=False)
     if opened is None:
-        return await _push_with(args, view, _group_context(args.security))
+        return await _push_with(args, view, group_context(args.security))
     try:
         if opened.note:
             print(f"grouposcore push: {opened.note}", file=sys.stderr)
@@ -372,7 +298,7 @@ async def _push_with(args: argparse.Namespace, view: Any, ctx: GroupContext) -> 
         data = Path(args.file).read_bytes()
     except OSError as e:
         raise UsageError(f"{args.file}: {e.strerror}") from None
-    members = _sids(args.members)
+    members = sender_ids(args.members)
     bind = ("::", 0) if ":" in host else ("0.0.0.0", 0)
     endpoint = await Endpoint.create(bind, multicast_interface=args.interface)
     names = _names(args.security)
@@ -498,174 +424,6 @@ def run_push(args: argparse.Namespace) -> int:
         return 2
     except (GroupOscoreError, OSError) as e:
         print(f"grouposcore push: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-# --- receive -----------------------------------------------------------------------------
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """A received file is readable by its owner only (it may be firmware not meant for
-    everyone on the host), as the security files are."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(data)
-
-
-def _target(out: str, tid: bytes, sequence: int) -> Path:
-    path = Path(out)
-    return path / f"firmware-{sequence}-{tid.hex()}.bin" if path.is_dir() else path
-
-
-async def _receive(args: argparse.Namespace) -> int:
-    _require_security(args)
-    opened = await _member(args.security, follow=True)
-    try:
-        return await _receive_with(args, opened)
-    finally:
-        if opened is not None:
-            await opened.member.close()
-
-
-async def _receive_with(args: argparse.Namespace, opened: Opened | None) -> int:
-    inner: ServerSecurity
-    if opened is None:
-        inner = ServerSecurity([_group_context(args.security)])
-    else:
-        inner = opened.member.server_security()
-        if opened.note:
-            print(f"grouposcore receive: {opened.note}", file=sys.stderr)
-    member = None if opened is None else opened.member
-    ctx = inner.contexts[0] if opened is None else opened.member.context
-    senders = _sids(args.senders)
-    if not args.author:
-        raise UsageError("receive needs --author: the firmware author key(s) to trust")
-    trusted = _public_keys(args.author)
-    done: asyncio.Queue[tuple[bytes, Path, int]] = asyncio.Queue()
-
-    def install(tid: bytes, data: bytes, manifest: Manifest) -> None:
-        # written before the member records the version as installed
-        path = _target(args.out, tid, manifest.sequence)
-        tmp = path.with_name(f".{path.name}.part")
-        _write_private(tmp, data)
-        tmp.replace(path)
-        done.put_nowait((tid, path, manifest.sequence))
-
-    try:
-        receiver = PushReceiver(trusted, store=args.store, max_size=args.max_size, install=install)
-    except (OSError, GroupOscoreError) as e:
-        raise UsageError(f"--store {args.store}: {e}") from None
-    resource = FirmwareResource(receiver, senders=senders)
-    site = Site()
-    site.add("fw", resource)
-    hook = SenderTagging(inner)
-    v6 = ":" in args.listen
-    # Several members on one host share the group port, so that port does not reach one
-    # member: each has its own unicast endpoint for repairs (the reports name it) and
-    # answers group requests from it (serve does the same).
-    unicast_sock = UdpSocket((args.listen, 0))
-    unicast = Endpoint(unicast_sock, site=site, server_security=hook)
-    try:
-        group_ep = Endpoint(
-            GroupPortSocket((args.listen, args.port), unicast_sock),
-            site=site,
-            server_security=hook,
-            multicast_interface=args.interface,
-            leisure=args.leisure,
-        )
-    except BaseException:
-        await unicast.close()
-        raise
-    receiver.port = unicast.address[1]
-    stop = stop_on_signals()
-    try:
-        for group in args.multicast or (["ff02::fd"] if v6 else ["224.0.1.187"]):
-            group_ep.join_group(group, args.interface)
-        info = {
-            "event": "listening",
-            "group_port": group_ep.address[1],
-            "repair_port": unicast.address[1],
-            "sender_id": (ctx.sender_id or b"").hex(),
-            "installed": receiver.installed,
-            "resuming": [
-                {
-                    "tid": tid.hex(),
-                    "blocks": receiver.progress(tid)[0],
-                    "of": receiver.progress(tid)[1],
-                }
-                for tid in receiver.transfers
-            ],
-        }
-        print(
-            json.dumps(info)
-            if args.json
-            else f"listening on port {info['group_port']} (repairs to port "
-            f"{info['repair_port']}), Sender ID {info['sender_id'] or '-'}, installed "
-            f"firmware sequence {'-' if receiver.installed is None else receiver.installed}",
-            flush=True,
-        )
-        while not stop.is_set():
-            if member is not None and member.terminated:
-                print(
-                    f"grouposcore receive: no longer a member of {member.group} (evicted "
-                    "by the Group Manager); stopping",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return 1
-            getter = asyncio.ensure_future(done.get())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({getter, stopper}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if not getter.done():
-                getter.cancel()
-                continue
-            tid, path, sequence = getter.result()
-            data = path.read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
-            record = {
-                "event": "received",
-                "tid": tid.hex(),
-                "sequence": sequence,
-                "installed": receiver.installed,
-                "size": len(data),
-                "sha256": digest,
-                "path": str(path),
-            }
-            print(
-                json.dumps(record)
-                if args.json
-                else f"received {tid.hex()} sequence {sequence} {len(data)} bytes sha256 "
-                f"{digest} -> {path} (installed sequence {receiver.installed})",
-                flush=True,
-            )
-            if args.once:
-                # Stay until our "complete" report went out (and a little longer, in case
-                # it was lost and the sender asks again), at most a minute.
-                for _ in range(600):
-                    if resource.completion_reports.get(tid) or stop.is_set():
-                        break
-                    await asyncio.sleep(0.1)
-                await asyncio.sleep(args.leisure + 1.0)
-                break
-    finally:
-        await group_ep.close()
-        await unicast.close()
-        receiver.close()
-    return 0
-
-
-def run_receive(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_receive(args))
-    except UsageError as e:
-        print(f"grouposcore receive: {e}", file=sys.stderr)
-        return 2
-    except (GroupOscoreError, OSError) as e:
-        print(f"grouposcore receive: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -26,7 +26,6 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from grouposcore.demo.report import (
     RoundSummary,
     StepResult,
 )
+from grouposcore.demo.switch import Capture, Switch
 from grouposcore.demo.worker import RemoteLight, WorkerClient
 from grouposcore.edhoc import EdhocKey
 from grouposcore.errors import GroupOscoreError
@@ -55,7 +55,6 @@ from grouposcore.push.protocol import PushSender
 from grouposcore.push.runner import block_size_for, payload_limit, push_file
 from grouposcore.push.suit import parse_envelope, sign_envelope
 from grouposcore.transport import Endpoint
-from grouposcore.transport.security import ClientSecurity
 from grouposcore.transport.sockets import UdpSocket, format_address
 
 __all__ = [
@@ -68,50 +67,7 @@ __all__ = [
     "run_demo",
 ]
 
-# --- the switch's side ------------------------------------------------------------------
-
-
-class Capture:
-    """The switch's client security, keeping each protected command as it went out (what
-    an eavesdropper on the group would record, for the replay step)."""
-
-    def __init__(self, inner: ClientSecurity) -> None:
-        self.inner = inner
-        #: (command, protected request, destination) in the order sent
-        self.sent: list[tuple[str, Message, Any]] = []
-
-    def protect_request(self, request: Message) -> tuple[Message, Any]:
-        wire, binding = self.inner.protect_request(request)
-        if request.options.uri_path == ["light"]:
-            self.sent.append((request.payload.decode("utf-8", "replace"), wire, request.remote))
-        return wire, binding
-
-    def commands(self, round_index: int) -> list[tuple[Message, Any]]:
-        """The protected requests of one command round (-1: the latest, 0: the first)."""
-        rounds: list[list[tuple[Message, Any]]] = []
-        last_text = None
-        for text, wire, remote in self.sent:
-            if text != last_text or not rounds or any(r == remote for _, r in rounds[-1]):
-                rounds.append([])
-            rounds[-1].append((wire, remote))
-            last_text = text
-        return rounds[round_index] if rounds else []
-
-    def unprotect_response(self, response: Message, binding: Any) -> Message:
-        return self.inner.unprotect_response(response, binding)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 LightHandle = LightNode | RemoteLight
-
-
-@dataclass
-class Switch:
-    member: GroupMember
-    endpoint: Endpoint
-    capture: Capture
 
 
 # --- the demo --------------------------------------------------------------------------

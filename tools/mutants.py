@@ -336,15 +336,15 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "file-sequence-store-not-written",
-        "oscore/sequence.py",
-        (("        os.replace(tmp, self.path)\n", "        os.unlink(tmp)\n"),),
+        "_files.py",
+        (("        os.replace(tmp, target)\n", "        os.unlink(tmp)\n"),),
         OSCORE,
         "a reservation is on disk before the number is used",
     ),
     Mutant(
         "sequence-file-reservation-unlocked",
         "oscore/sequence.py",
-        (("                fcntl.flock(fd, fcntl.LOCK_EX)\n", "                pass\n"),),
+        (("        fcntl.flock(fd, fcntl.LOCK_EX)\n", "        pass\n"),),
         ("tests/oscore/test_sequence_shared_file.py",),
         "processes sharing a sequence file never reserve the same numbers (no nonce reuse)",
     ),

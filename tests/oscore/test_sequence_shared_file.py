@@ -1,6 +1,7 @@
 """One sequence file shared by several processes (``serve`` and a ``join`` of the same node,
-or two commands on one GM channel): reservations must never overlap, or two processes send
-with the same Partial IV under the same key, reusing a nonce (RFC 8613 Appendix B.1.1)."""
+two commands on one GM channel or on one aiocoap context folder): reservations must never
+overlap, or two processes send with the same Partial IV under the same key, reusing a nonce
+(RFC 8613 Appendix B.1.1)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,40 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from grouposcore.oscore.sequence import FileSequenceStore, MemorySequenceStore, SenderSequence
+import pytest
+
+from grouposcore.cli.interop import AiocoapSequenceStore
+from grouposcore.oscore.sequence import (
+    FileSequenceStore,
+    MemorySequenceStore,
+    SenderSequence,
+    SequenceNumberStore,
+)
 
 ROUNDS = 200
 
 
-def _take(path: str, start: Any, out: Any) -> None:
+def _store(kind: str, path: str) -> SequenceNumberStore:
+    if kind == "aiocoap":  # an aiocoap context folder used by two of our commands
+        return AiocoapSequenceStore(Path(path))
+    return FileSequenceStore(path)
+
+
+def _take(kind: str, path: str, start: Any, out: Any) -> None:
     """Child process: wait for the start signal, then take numbers one block at a time."""
-    seq = SenderSequence(store=FileSequenceStore(path), key="k", step=1)
+    seq = SenderSequence(store=_store(kind, path), key="k", step=1)
     start.wait()
     out.put([seq.next() for _ in range(ROUNDS)])
 
 
+@pytest.mark.parametrize("kind", ["file", "aiocoap"])
 def test_two_processes_sharing_a_sequence_file_never_get_the_same_number(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
     ctx = multiprocessing.get_context("fork")
     start, out = ctx.Event(), ctx.Queue()
-    path = str(tmp_path / "node.seq")
-    procs = [ctx.Process(target=_take, args=(path, start, out)) for _ in range(2)]
+    path = str(tmp_path / "node.seq") if kind == "file" else str(tmp_path)
+    procs = [ctx.Process(target=_take, args=(kind, path, start, out)) for _ in range(2)]
     for p in procs:
         p.start()
     start.set()
@@ -38,7 +54,7 @@ def test_two_processes_sharing_a_sequence_file_never_get_the_same_number(
     a, b = taken
     assert len(set(a)) == len(set(b)) == ROUNDS
     assert not set(a) & set(b)
-    assert FileSequenceStore(path).load("k") == max(a + b) + 1
+    assert _store(kind, path).load("k") == max(a + b) + 1
 
 
 def test_reservation_holds_the_file_lock_from_read_to_write(tmp_path: Path) -> None:
@@ -84,9 +100,18 @@ def test_a_stale_store_never_lowers_or_drops_another_process_reservation(
     assert resumed.next() == 100
 
 
-def test_a_shared_file_at_the_end_of_the_space_hands_out_nothing(tmp_path: Path) -> None:
-    import pytest
+def test_a_stale_aiocoap_store_never_lowers_another_process_reservation(
+    tmp_path: Path,
+) -> None:
+    early, late = AiocoapSequenceStore(tmp_path), AiocoapSequenceStore(tmp_path)
+    late.reserve("aiocoap", 100)
+    early.reserve("aiocoap", 50)  # it never saw the 100
+    assert AiocoapSequenceStore(tmp_path).load("aiocoap") == 100
+    assert SenderSequence(store=early, key="aiocoap", step=4).next() == 100
+    assert (tmp_path / "sequence.json").stat().st_mode & 0o077 == 0
 
+
+def test_a_shared_file_at_the_end_of_the_space_hands_out_nothing(tmp_path: Path) -> None:
     from grouposcore.errors import SequenceNumberExhausted
 
     path = tmp_path / "node.seq"

@@ -21,14 +21,14 @@ import json
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from grouposcore._files import write_private_file
 from grouposcore.cose.algorithms import hkdf_by_name
 from grouposcore.errors import ConfigError, GroupOscoreError
 from grouposcore.oscore import SecurityContext
-from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence
+from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence, exclusive_file
 
 #: COSE AEAD numbers by the names aiocoap and libcoap use
 AEAD_NAMES = {
@@ -73,7 +73,12 @@ def is_aiocoap_credentials(document: object) -> bool:
 class AiocoapSequenceStore:
     """Sequence number reservations in an aiocoap context's ``sequence.json`` (its
     ``next-to-send``; the replay window is recorded as unknown, which makes aiocoap
-    recover it with Echo, as we do after a start)."""
+    recover it with Echo, as we do after a start).
+
+    Our processes that share the folder reserve under the same lock as
+    :class:`~grouposcore.oscore.sequence.FileSequenceStore` (``sequence.json.lock``), from
+    where the latest reservation ended, and never lower it. aiocoap itself does not take
+    that lock: do not run aiocoap on the same folder at the same time."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "sequence.json"
@@ -88,14 +93,20 @@ class AiocoapSequenceStore:
             raise ConfigError(f"{self.path}: unreadable sequence number ({exc})") from None
 
     def reserve(self, key: str, upto: int) -> None:
+        with exclusive_file(self.path):
+            self._write(max(upto, self.load(key) or 0))
+
+    def reserve_block(self, key: str, start: int, count: int, end: int) -> int:
+        """See :meth:`grouposcore.oscore.sequence.BlockReservingStore.reserve_block`."""
+        with exclusive_file(self.path):
+            first = max(start, self.load(key) or 0)
+            if first < end:
+                self._write(min(first + count, end))
+        return first
+
+    def _write(self, upto: int) -> None:
         data = json.dumps({"next-to-send": upto, "received": "unknown"}).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".sequence-", dir=self.path.parent)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        write_private_file(self.path, data, prefix=".sequence-")
 
 
 def aiocoap_context(directory: Path) -> SecurityContext:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
-from pathlib import Path
 
+from grouposcore._files import write_private_file
 from grouposcore.errors import ManagerMessageError
 
 __all__ = ["read_private_file", "write_private_file"]
@@ -39,32 +38,3 @@ def read_private_file(path: str | os.PathLike[str], what: str) -> bytes:
         raise ManagerMessageError(f"cannot read {what} {path}: {exc}") from None
     finally:
         os.close(fd)
-
-
-def write_private_file(path: str | os.PathLike[str], data: bytes, prefix: str = ".tmp-") -> Path:
-    """Atomically replace ``path`` with a 0600 file holding ``data``: a crash leaves the old
-    file or the new one, never a torn or world-readable one (file and folder fsync'ed)."""
-    target = Path(path)
-    folder = target.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=folder)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, target)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return target

@@ -62,6 +62,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from grouposcore._files import write_private_file
 from grouposcore.cose import (
     Credential,
     hkdf_by_name,
@@ -77,18 +78,8 @@ from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence
 
 def write_secret_file(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:
     """Write ``document`` as JSON to ``path`` with mode 0600 (atomically replaced)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (json.dumps(document, indent=2) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return path
+    data = (json.dumps(document, indent=2) + "\n").encode()
+    return write_private_file(path, data, prefix=f".{Path(path).name}.")
 
 
 def read_secret_file(path: str | os.PathLike[str]) -> dict[str, Any]:

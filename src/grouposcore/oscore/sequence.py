@@ -13,12 +13,12 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from grouposcore._files import write_private_file
 from grouposcore.errors import GroupOscoreError, SequenceNumberExhausted
 
 #: RFC 8613 §7.2.1: the Partial IV is at most 5 bytes, so 2^40 - 1 is the last usable number.
@@ -35,6 +35,30 @@ class SequenceNumberStore(Protocol):
     def reserve(self, key: str, upto: int) -> None:
         """Durably record that numbers below ``upto`` may have been used. Must not return
         before the record is on stable storage."""
+
+
+@runtime_checkable
+class BlockReservingStore(SequenceNumberStore, Protocol):
+    """A store that several processes may share: it reserves a whole block at once, from
+    wherever the latest reservation of any of them ended."""
+
+    def reserve_block(self, key: str, start: int, count: int, end: int) -> int:
+        """Reserve ``count`` numbers (none at or past ``end``) for ``key`` from ``start`` or
+        from where any earlier reservation (of any process) ended, whichever is later;
+        return the first. At or past ``end`` nothing is reserved."""
+
+
+@contextlib.contextmanager
+def exclusive_file(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``PATH.lock`` (made 0600 if missing): between reading
+    ``path`` and replacing it, no other process that takes the same lock gets in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 class MemorySequenceStore:
@@ -87,16 +111,8 @@ class FileSequenceStore:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """This thread and process alone between reading the file and replacing it."""
-        with self._lock:
-            folder = self.path.parent
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path.with_name(self.path.name + ".lock"),
-                         os.O_RDWR | os.O_CREAT, 0o600)  # fmt: skip
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # releases the flock
+        with self._lock, exclusive_file(self.path):
+            yield
 
     def load(self, key: str) -> int | None:
         # Read afresh: another process may have reserved since (the rename is atomic).
@@ -109,9 +125,7 @@ class FileSequenceStore:
             self._write(data)
 
     def reserve_block(self, key: str, start: int, count: int, end: int) -> int:
-        """Reserve ``count`` numbers (none at or past ``end``) for ``key`` from ``start`` or
-        from where any earlier reservation (of any process) ended, whichever is later;
-        return the first. At or past ``end`` nothing is reserved."""
+        """See :meth:`BlockReservingStore.reserve_block`."""
         with self._exclusive():
             data = self._read()
             first = max(start, data.get(key, 0))
@@ -121,21 +135,7 @@ class FileSequenceStore:
         return first
 
     def _write(self, data: dict[str, int]) -> None:
-        payload = json.dumps(data, sort_keys=True).encode()
-        folder = self.path.parent
-        fd, tmp = tempfile.mkstemp(prefix=".seq-", dir=folder)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_private_file(self.path, json.dumps(data, sort_keys=True).encode(), prefix=".seq-")
 
 
 class SenderSequence:
@@ -185,7 +185,7 @@ class SenderSequence:
         """Durably reserve the block that starts at ``seq``; the number to use now. A shared
         file may move it past another process's reservation."""
         assert self.store is not None
-        if isinstance(self.store, FileSequenceStore):
+        if isinstance(self.store, BlockReservingStore):
             seq = self.store.reserve_block(self.key, seq, self.step, self.limit_max + 1)
             if seq > self.limit_max:
                 self._next = seq  # stays exhausted without asking the file again

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
 
+from grouposcore._files import write_private_file
 from grouposcore.cose.signing import PublicKey
 from grouposcore.errors import PushError, SuitError
 from grouposcore.push.messages import (
@@ -279,12 +280,9 @@ class PushReceiver:
         self.installed = sequence
         if self.store is None:
             return
-        tmp = self.store / "installed.json.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"sequence": sequence}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.store / "installed.json")
+        # Durable before the image is reported installed: a crash must not roll it back.
+        data = json.dumps({"sequence": sequence}).encode()
+        write_private_file(self.store / "installed.json", data, prefix=".installed-")
 
     # manifests
 

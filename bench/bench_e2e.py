@@ -62,7 +62,6 @@ import cProfile
 import hashlib
 import json
 import os
-import random
 import shutil
 import signal
 import statistics
@@ -86,6 +85,7 @@ from grouposcore.cose import Credential  # noqa: E402
 from grouposcore.oscore import GroupContext  # noqa: E402
 from grouposcore.oscore.security import ClientSecurity, ServerSecurity  # noqa: E402
 from grouposcore.transport import Endpoint, Protection, Resource, Site  # noqa: E402
+from grouposcore.transport.params import TransmissionParams  # noqa: E402
 from grouposcore.transport.sockets import UdpSocket  # noqa: E402
 
 NETNS_ENV = "GROUPOSCORE_BENCH_E2E_NETNS"
@@ -136,18 +136,6 @@ def context(sid: bytes, peers: dict[bytes, bytes]) -> GroupContext:
     return GroupContext(
         SECRET, GID, master_salt=SALT, sender_id=sid, private_key=key, credential=cred, peers=peers
     )
-
-
-class SlottedRandom(random.Random):
-    """Leisure delays on a grid of ``slot`` seconds (``--slot``): responses due in the same
-    slot leave in one event-loop turn. Shows what batching the leisure would save."""
-
-    def __init__(self, slot: float) -> None:
-        super().__init__()
-        self.slot = slot
-
-    def uniform(self, a: float, b: float) -> float:
-        return round(super().uniform(a, b) / self.slot) * self.slot
 
 
 class PairwiseResponses(ServerSecurity):
@@ -330,7 +318,7 @@ class MemberHost:
         self.profile: Sampler | CProfiler | None = None
         self.units = 0
 
-    async def setup(self, first: int, count: int, mode: str, leisure: float, slot: float) -> None:
+    async def setup(self, first: int, count: int, mode: str, leisure: float, slots: int) -> None:
         await self.close()
         _, client_cred = identity(CLIENT_SID)
         peers = {CLIENT_SID: client_cred.raw}
@@ -345,7 +333,7 @@ class MemberHost:
                 GroupPortSocket(("0.0.0.0", GROUP[1]), unicast),
                 site=site,
                 leisure=leisure,
-                rng=SlottedRandom(slot) if slot > 0 else None,
+                params=TransmissionParams(leisure_slots=slots),
                 server_security=security_class([context(sid, peers)]),
                 multicast_interface=INTERFACE,
             )
@@ -362,9 +350,7 @@ class MemberHost:
     async def command(self, cmd: dict[str, Any]) -> dict[str, Any]:
         what = cmd["cmd"]
         if what == "setup":
-            await self.setup(
-                cmd["first"], cmd["count"], cmd["mode"], cmd["leisure"], cmd.get("slot", 0.0)
-            )
+            await self.setup(cmd["first"], cmd["count"], cmd["mode"], cmd["leisure"], cmd["slots"])
             return {}
         if what == "start":
             self.served = 0
@@ -544,13 +530,15 @@ async def run_config(
     warmup: int,
     profile: Path | None,
     profiler_kind: str,
-    slot: float,
+    slots: int,
 ) -> Config:
     per = -(-cfg.n // len(members))
     first = 1
     for m in members:
         count = min(per, cfg.n - first + 1)
-        m.call(cmd="setup", first=first, count=count, mode=cfg.mode, leisure=cfg.leisure, slot=slot)
+        m.call(
+            cmd="setup", first=first, count=count, mode=cfg.mode, leisure=cfg.leisure, slots=slots
+        )
         first += count
     peers = {member_sid(i): identity(member_sid(i))[1].raw for i in range(1, cfg.n + 1)}
     security = ClientSecurity(context(CLIENT_SID, peers))
@@ -626,7 +614,7 @@ def driver(args: argparse.Namespace, loop_kind: str) -> list[dict[str, Any]]:
                             args.warmup,
                             args.profile,
                             args.profiler,
-                            args.slot,
+                            args.slots,
                         ),
                     )
                     row = cfg.row()
@@ -722,10 +710,11 @@ def main() -> int:
     )
     ap.add_argument("--target", type=float, default=1.5)
     ap.add_argument(
-        "--slot",
-        type=float,
-        default=0.0,
-        help="put leisure delays on a grid of this many seconds (0: none)",
+        "--slots",
+        type=int,
+        default=TransmissionParams().leisure_slots,
+        help="the members' TransmissionParams.leisure_slots (default %(default)s; 0: every "
+        "response leaves at its own moment)",
     )
     ap.add_argument(
         "--profile",
@@ -756,7 +745,8 @@ def main() -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     print(
         f"{args.rounds} rounds after {args.warmup} warm-up, CPU per verified response "
-        f"against crypto (member: verify + sign|AEAD, client: verify|AEAD)"
+        f"against crypto (member: verify + sign|AEAD, client: verify|AEAD); leisure slots "
+        f"{args.slots}"
     )
     print(header(), flush=True)
     rows = []

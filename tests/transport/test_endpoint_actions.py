@@ -10,9 +10,12 @@ import random
 import socket
 from typing import Any
 
+import pytest
+
 from grouposcore.coap import Code, Message, Type
 from grouposcore.transport import Endpoint, Resource, Site
 from grouposcore.transport.messagelayer import ServerExchange
+from grouposcore.transport.params import TransmissionParams
 
 
 class Hello(Resource):
@@ -135,3 +138,28 @@ def test_close_drops_responses_still_waiting_out_their_leisure() -> None:
             sock.close()
 
     run(main())
+
+
+def test_two_endpoints_of_one_process_send_their_leisure_answers_on_one_grid() -> None:
+    """The leisure grid is the loop's clock divided into ``leisure_slots`` per leisure:
+    every endpoint of a process shares it (so their answers leave in a few loop turns),
+    a changed leisure moves it, and ``leisure_slots=0`` turns it off."""
+
+    async def main() -> None:
+        params = TransmissionParams(leisure_slots=4)
+        a = await Endpoint.create(("127.0.0.1", 0), site=Site(), leisure=0.4, params=params)
+        b = await Endpoint.create(("127.0.0.1", 0), site=Site(), leisure=0.4, params=params)
+        off = await Endpoint.create(
+            ("127.0.0.1", 0), leisure=0.4, params=TransmissionParams(leisure_slots=0)
+        )
+        try:
+            assert a._leisure.slot == b._leisure.slot == 0.1 and off._leisure.slot == 0.0
+            a.leisure = 2.0
+            assert a._leisure.slot == 0.5
+        finally:
+            for ep in (a, b, off):
+                await ep.close()
+
+    run(main())
+    with pytest.raises(ValueError):
+        TransmissionParams(leisure_slots=-1)

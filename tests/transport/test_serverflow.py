@@ -7,11 +7,14 @@ option, so the tests see where bindings lead without any cryptography.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grouposcore.coap import BlockOption, Code, Message, OptionNumber, Type
 from grouposcore.errors import FreshnessRequired, ProtectionError
@@ -335,6 +338,48 @@ def test_bad_critical_option_of_a_group_request_gets_no_402() -> None:
         msg.options.set(65001, b"x")
         action = f.receive(exchange(msg), 0.0)
         assert isinstance(action, Respond) is answered
+
+
+@settings(max_examples=300)
+@given(
+    now=st.floats(0.0, 1e6, allow_nan=False),
+    delays=st.lists(st.floats(0.0, 5.0, allow_nan=False), min_size=1, max_size=20),
+    slot=st.sampled_from([0.0, 0.001, 0.02, 5.0 / 32, 0.3]),
+)
+def test_leisure_slots_never_send_early_and_at_most_one_slot_late(
+    now: float, delays: list[float], slot: float
+) -> None:
+    f, _ = flow(Text())
+    held = Leisure(slot)
+    base = serve(f, request(), now=now, multicast=True)
+    for d in delays:
+        held.add(dataclasses.replace(base, delay=d), now)
+    released = [a.delay for a, _ in held.pop_due(now + 5.0 + slot + 1.0)]
+    assert sorted(released) == sorted(delays)
+    for d in delays:
+        single = Leisure(slot)
+        single.add(dataclasses.replace(base, delay=d), now)
+        due = single.next_due()
+        assert due is not None and due >= now + d
+        if d == 0 or slot == 0:
+            assert due == now + d  # no leisure: at once; no grid: its own moment
+        else:
+            assert due - (now + d) <= slot * (1 + 1e-9) + 1e-9
+            assert abs(due / slot - round(due / slot)) < 1e-6  # on the grid
+
+
+def test_leisure_slots_gather_responses_of_one_process_into_few_turns() -> None:
+    """Members hosted by one process (one loop clock) whose random delays fall in one slot
+    are due at the same moment, so one timer sends them all."""
+    f, _ = flow(Text(), leisure=0.5, seed=3)
+    held = Leisure(0.5 / 8)
+    for member in range(100):
+        held.add(serve(f, request(mid=member), now=10.0, multicast=True), now=10.0 + member * 1e-5)
+    turns = 0
+    while (due := held.next_due()) is not None:
+        assert held.pop_due(due)
+        turns += 1
+    assert turns <= 9  # 8 slots per leisure (+1: the first is partly before the arrivals)
 
 
 def test_leisure_releases_held_responses_when_due_in_due_order() -> None:

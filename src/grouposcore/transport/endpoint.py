@@ -127,6 +127,7 @@ class Endpoint:
         self._leisure_timer: asyncio.Handle | None = None
         self._leisure_when = 0.0
         self._closed = False
+        self.leisure = self._flow.leisure  # sets the slot grid too
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     @classmethod
@@ -193,6 +194,8 @@ class Endpoint:
     @leisure.setter
     def leisure(self, leisure: float) -> None:
         self._flow.leisure = leisure
+        slots = self.params.leisure_slots
+        self._leisure.slot = leisure / slots if slots else 0.0
 
     async def close(self) -> None:
         """Stop: pending requests fail with :class:`EndpointClosed`, handlers are cancelled."""

@@ -30,12 +30,20 @@ class TransmissionParams:
     #: switches to a separate response. Far below ``ack_timeout`` so clients do not
     #: retransmit needlessly.
     empty_ack_delay: float = 0.2
+    #: Responses waiting out their leisure leave on a grid of the loop's clock with this
+    #: many points per leisure (0: none), so the members one process hosts answer a group
+    #: request in at most this many event-loop turns rather than one wake-up each (see
+    #: :class:`grouposcore.transport.serverflow.Leisure`).
+    leisure_slots: int = 32
 
     def __post_init__(self) -> None:
         if self.ack_timeout <= 0 or self.ack_random_factor < 1 or self.max_retransmit < 0:
             raise ValueError("ack_timeout > 0, ack_random_factor >= 1, max_retransmit >= 0")
-        if self.default_leisure < 0 or self.max_latency < 0 or self.empty_ack_delay < 0:
-            raise ValueError("leisure, latency and empty-ACK delay must not be negative")
+        if (
+            min(self.default_leisure, self.max_latency, self.empty_ack_delay, self.leisure_slots)
+            < 0
+        ):
+            raise ValueError("leisure, latency, empty-ACK delay and slots must not be negative")
 
     @property
     def processing_delay(self) -> float:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
+import math
 import random
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -137,18 +138,31 @@ class Leisure:
     sends every response due when it fires in one go; a response with no delay still waits
     for the end of the loop turn, so a member verifies every request that arrived together
     before it protects and sends the answers, and the client reads them in one burst.
+
+    With a ``slot`` (seconds), a delayed response is due at the first multiple of ``slot``
+    on the clock at or after ``now + delay``: never earlier than its leisure says, at most
+    one slot later. Every endpoint of a process reads the same loop clock, so the members a
+    process hosts (a gateway, a test rig) send what falls in one slot in one loop turn
+    instead of waking the process once per response; on a machine where a wake-up after
+    an idle spell costs a few hundred microseconds of CPU (cold caches), that is most of
+    what a spread-out answer costs (docs/performance.md). Members on separate hosts keep
+    independent delays: their clocks share no grid.
     """
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_heap", "_seq", "slot")
 
-    def __init__(self) -> None:
+    def __init__(self, slot: float = 0.0) -> None:
         self._heap: list[tuple[float, int, Respond, bool]] = []
         self._seq = 0
+        self.slot = slot
 
     def add(self, action: Respond, now: float, recover: bool = True) -> None:
-        """Hold ``action`` until ``now + action.delay``; ``recover``: a failure to send
-        it may still fall back to a 5.00."""
-        heapq.heappush(self._heap, (now + action.delay, self._seq, action, recover))
+        """Hold ``action`` until ``now + action.delay`` (rounded up to the slot grid when
+        it has a delay); ``recover``: a failure to send it may still fall back to a 5.00."""
+        due = now + action.delay
+        if action.delay > 0 and self.slot > 0:
+            due = max(due, math.ceil(due / self.slot) * self.slot)  # max: float rounding
+        heapq.heappush(self._heap, (due, self._seq, action, recover))
         self._seq += 1
 
     def next_due(self) -> float | None:

@@ -188,6 +188,36 @@ class Floor:
         }
 
 
+def wakeup_cost(idle: float = 0.1, wakes: int = 15) -> tuple[float, float]:
+    """One group-mode exchange's protocol work without the network (request protected,
+    verified and decrypted, response protected, verified and decrypted: 2 signatures and
+    2 verifications), in µs of thread CPU (median): back to back, and as the first work
+    after ``idle`` seconds asleep, as a member or client answering within the leisure
+    does. The difference is what a wake-up costs on this machine (cold caches after the
+    core ran something else): no code in the process can save it, only avoid it."""
+    member = member_sid(0)
+    _, client_cred = identity(CLIENT_SID)
+    _, member_cred = identity(member)
+    client = ClientSecurity(context(CLIENT_SID, {member: member_cred.raw}))
+    server = ServerSecurity([context(member, {CLIENT_SID: client_cred.raw})])
+
+    def once() -> float:
+        t0 = time.thread_time_ns()
+        wire, binding = client.protect_request(Message(Code.GET, payload=b"", token=b"t"))
+        got = server.unprotect_request(Message.decode(wire.encode()))
+        assert got is not None
+        response = server.protect_response(Message(Code.CONTENT, payload=b"21.5"), got[1])
+        client.unprotect_response(Message.decode(response.encode()), binding)
+        return (time.thread_time_ns() - t0) / 1000
+
+    hot = statistics.median(once() for _ in range(wakes * 4))
+    cold = []
+    for _ in range(wakes):
+        time.sleep(idle)
+        cold.append(once())
+    return hot, statistics.median(cold)
+
+
 def member_floor(f: dict[str, float], mode: str) -> float:
     return f["verify"] + (f["sign"] if mode == "group" else f["encrypt"])
 
@@ -747,6 +777,12 @@ def main() -> int:
         f"{args.rounds} rounds after {args.warmup} warm-up, CPU per verified response "
         f"against crypto (member: verify + sign|AEAD, client: verify|AEAD); leisure slots "
         f"{args.slots}"
+    )
+    hot, cold = wakeup_cost()
+    print(
+        f"wake-up cost on this machine: one group exchange's protocol work {hot:.0f} µs back "
+        f"to back, {cold:.0f} µs as the first work after 0.1 s asleep (+{cold - hot:.0f} µs "
+        f"per wake-up)"
     )
     print(header(), flush=True)
     rows = []

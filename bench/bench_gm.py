@@ -30,7 +30,7 @@ What is measured:
   until every member holds the final keys.
 * manager serve request (no network): what ``grouposcore manager serve`` spends on one
   verified request (a member's GET of /ace-group/GROUPNAME) at ``--serve-members`` members,
-  each with its channel, through ``_SyncedService.serve`` itself. "before" is what it did
+  each with its channel, through ``SyncedService.serve`` itself. "before" is what it did
   until the store's change marker: re-read every group and channel (``sync``) before each
   request; "after" is ``serve`` as it is, which asks the marker only. Interleaved, thread
   CPU clock, ``--serve-rounds`` requests each.
@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 import cbor2  # noqa: E402
 
-from grouposcore.cli.manager_cmd import _SyncedService  # noqa: E402
+from grouposcore.cli.manager_serve import SyncedService  # noqa: E402
 from grouposcore.coap import Code, Message, Type  # noqa: E402
 from grouposcore.cose import EDDSA, Credential  # noqa: E402
 from grouposcore.errors import OscoreError  # noqa: E402
@@ -174,14 +174,14 @@ def bench_joins(sizes: list[int], batch: int, workdir: Path) -> list[dict[str, A
 
 
 def bench_serve(members: int, rounds: int, workdir: Path) -> dict[str, Any]:
-    """CPU per request of ``_SyncedService.serve``: before (a full sync first) and after."""
+    """CPU per request of ``SyncedService.serve``: before (a full sync first) and after."""
     gm = GroupManager(open_store(workdir / "serve.db"))
     gm.create_group(GROUP, backward_security=False)
     _fill(gm, 0, members)
     with gm.store.transaction():  # one commit for all the channels
         for i in range(members):
             gm.commission_node(f"f{i}")
-    svc = _SyncedService(gm)
+    svc = SyncedService(gm)
     path = ("ace-group", GROUP)
 
     def before(request: NodeRequest) -> Message:

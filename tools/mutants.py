@@ -450,6 +450,22 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/manager/test_core_join.py",),
         "a member re-joining in a loop cannot make the GM rekey the group without end",
     ),
+    Mutant(
+        "gm-join-budget-only-for-members",
+        "manager/membership.py",
+        (
+            (
+                "        wait = self._rejoins.wait(g.name, node, self._clock())\n",
+                "        wait = existing is not None and self._rejoins.wait(g.name, node, self._clock())\n",
+            ),
+            (
+                "            wait = self._rejoins.take(g.name, node, self._clock())\n",
+                "            wait = current is not None and self._rejoins.take(g.name, node, self._clock())\n",
+            ),
+        ),
+        ("tests/manager/test_core_join.py",),
+        "a node leaving and joining in a loop cannot make the GM rekey the group without end",
+    ),
 )
 
 

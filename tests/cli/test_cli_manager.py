@@ -708,7 +708,8 @@ def test_serve_bounds_rejoins_and_join_says_when_to_try_again(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A member that lost its state file joins again: the GM rekeys (new Gid). Beyond
-    ``--rejoin-burst`` such re-joins are refused with 5.03, and ``join`` says when to retry."""
+    ``--rejoin-burst`` joins of the node (its first one included) it is refused with 5.03,
+    and ``join`` says when to retry."""
     db = str(tmp_path / "gm.db")
     assert (
         main(["manager", "group", "create", "g", "--db", db, "-q", "--no-backward-security"]) == 0
@@ -734,7 +735,7 @@ def test_serve_bounds_rejoins_and_join_says_when_to_try_again(
         )
         == 0
     )
-    proc, port = start_manager_serve(Path(db), "--rejoin-burst", "1", "--rejoin-interval", "600")
+    proc, port = start_manager_serve(Path(db), "--rejoin-burst", "2", "--rejoin-interval", "600")
     state = tmp_path / "a.state"
     join = [
         "join",
@@ -758,7 +759,7 @@ def test_serve_bounds_rejoins_and_join_says_when_to_try_again(
         state.unlink()
         assert main(join) != 0
         err = capsys.readouterr().err
-        assert "5.03" in err and "joined again" in err
+        assert "5.03" in err and "a joined g more often than the Group Manager allows" in err
         wait = re.search(r"try again in (\d+) s", err)
         assert wait is not None and 590 <= int(wait.group(1)) <= 600
     finally:

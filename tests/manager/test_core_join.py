@@ -304,8 +304,9 @@ def test_rejoining_in_a_loop_is_refused_5_03_with_max_age_after_the_burst(
     tmp_path: Path,
 ) -> None:
     """Every re-join of a current member rekeys the whole group, so a member re-joining in
-    a loop could make the GM rekey without end: after ``rejoin_burst`` re-joins it waits
-    ``rejoin_interval`` per re-join, refused with 5.03 and Max-Age, nothing changed."""
+    a loop could make the GM rekey without end: after ``rejoin_burst`` joins (its first
+    join included) it waits ``rejoin_interval`` per join, refused with 5.03 and Max-Age,
+    nothing changed."""
     now = [1000.0]
     gm = GroupManager(tmp_path / "gm.db", clock=lambda: now[0], rejoin_burst=2,
                       rejoin_interval=60)  # fmt: skip
@@ -314,16 +315,15 @@ def test_rejoining_in_a_loop_is_refused_5_03_with_max_age_after_the_burst(
         gm.create_group("g", backward_security=False)
         h.join("a", "g")
         h.join("b", "g")
-        h.join("c", "g")  # fresh joins take nothing from anybody's budget
+        h.join("c", "g")  # each first join takes one of its own node's budget only
         p = mb.build_join_request("g", RS)
 
         def rejoin(node: str) -> GmResponse:
             return h.request(node, "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
 
         num = gm.group("g").num  # type: ignore[union-attr]
-        for _ in range(2):
-            assert rejoin("a").code == Code.CHANGED
-        assert gm.group("g").num == num + 2  # type: ignore[union-attr]
+        assert rejoin("a").code == Code.CHANGED  # its second join of the burst of 2
+        assert gm.group("g").num == num + 1  # type: ignore[union-attr]
         before = gm.snapshot()
         r = rejoin("a")
         assert r.code == Code.SERVICE_UNAVAILABLE and r.content_format == CF_PROBLEM_DETAILS
@@ -337,6 +337,40 @@ def test_rejoining_in_a_loop_is_refused_5_03_with_max_age_after_the_burst(
         assert rejoin("a").code == Code.SERVICE_UNAVAILABLE
         wire = GroupManagerService._message(rejoin("a"))
         assert wire.code == Code.SERVICE_UNAVAILABLE and wire.options.max_age == 60
+        check_invariants(gm)
+    finally:
+        gm.close()
+
+
+@pytest.mark.parametrize("backward_security", [False, True])
+def test_leaving_and_joining_in_a_loop_is_refused_5_03_after_the_burst(
+    tmp_path: Path, backward_security: bool
+) -> None:
+    """A leave always rekeys (forward security), and with backward security so does the
+    join after it: a node leaving and joining in a loop would make the GM rekey without
+    end. The node's joins share the re-join budget, so the loop stops at the burst; its
+    leaves are never refused, and other nodes still join at once."""
+    now = [1000.0]
+    gm = GroupManager(tmp_path / "gm.db", clock=lambda: now[0], rejoin_burst=3,
+                      rejoin_interval=60)  # fmt: skip
+    try:
+        h = Harness(gm)
+        gm.create_group("g", backward_security=backward_security)
+        h.join("b", "g")
+        num = gm.group("g").num  # type: ignore[union-attr]
+        for _ in range(3):
+            h.join("a", "g")
+            assert h.request("a", "DELETE", "ace-group/g/nodes/a").code == Code.DELETED
+        rekeys = gm.group("g").num - num  # type: ignore[union-attr]
+        assert rekeys == (6 if backward_security else 3)
+        p = mb.build_join_request("g", RS, credential=h.node("a").credential)
+        before = gm.snapshot()
+        r = h.request("a", "POST", "ace-group/g", p.payload, CF_ACE_GROUPCOMM)
+        assert r.code == Code.SERVICE_UNAVAILABLE and r.max_age == 60 and not r.notifications
+        assert gm.snapshot() == before  # not even a challenge was handed out
+        h.join("c", "g")  # another node is not held up
+        now[0] += 60
+        h.join("a", "g")  # one more per interval
         check_invariants(gm)
     finally:
         gm.close()

@@ -1,9 +1,10 @@
 """Stateful property test of the Group Manager's sans-I/O core.
 
 Hypothesis drives one :class:`GroupManager` (SQLite in a temporary directory) through
-random joins, re-joins, leaves, evictions, rekeyings and Sender ID renewals of a few nodes,
-the way members reach it (:class:`tests.manager.helpers.Harness`, no network), and after
-every step checks what the group's security rests on:
+random joins, re-joins, leaves, evictions, rekeyings, Sender ID renewals and the passing of
+time (the per-node join budget) for a few nodes, the way members reach it
+(:class:`tests.manager.helpers.Harness`, no network), and after every step checks what the
+group's security rests on:
 
 * the store's own invariants (:func:`tests.manager.helpers.check_invariants`: Sender IDs
   unique among current members and allocated to their holder, Gids distinct, stale sets
@@ -52,8 +53,10 @@ class GroupManagerMachine(RuleBasedStateMachine):
     @initialize()
     def setup(self) -> None:
         self.tmp = tempfile.TemporaryDirectory()
+        self.now = 1000.0
         self.gm = GroupManager(Path(self.tmp.name) / "gm.db", max_sender_ids_per_node=4,
-                               max_relinquished_sender_ids=6)  # fmt: skip
+                               max_relinquished_sender_ids=6, clock=lambda: self.now,
+                               rejoin_burst=3, rejoin_interval=60)  # fmt: skip
         self.h = Harness(self.gm)
         self.gm.create_group("g", backward_security=False)
         for node in ("n0", "n1", "n2", "n3"):
@@ -96,6 +99,12 @@ class GroupManagerMachine(RuleBasedStateMachine):
     def join(self, node: str) -> None:
         before, held = self._group(), self._sid(node)
         if node not in self.members:
+            ask = mb.build_join_request("g", RS, credential=self.h.node(node).credential)
+            r = self.h.request(node, "POST", "ace-group/g", ask.payload, CF_ACE_GROUPCOMM)
+            if r.code == Code.SERVICE_UNAVAILABLE:
+                # the node joined (and left) too often lately: nothing changed
+                assert r.max_age is not None and self._group() == before
+                return
             self.h.join(node, "g", allow=False)
             self.members.add(node)
             return
@@ -133,6 +142,11 @@ class GroupManagerMachine(RuleBasedStateMachine):
         self._given_up(before[0], held)
         self._expect_rekeyed(before)
         assert (before[0], held) in self._stale()
+
+    @rule()
+    def time_passes(self) -> None:
+        """A minute: every node may join once more (the join budget, 1 per 60 s)."""
+        self.now += 60.0
 
     @rule()
     def rekey(self) -> None:

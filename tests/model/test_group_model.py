@@ -226,18 +226,19 @@ class GroupModel(RuleBasedStateMachine):
         node.session += 1
         node.lagging = False
         num = self.gm.group(GROUP).num if self.gm is not None else None  # type: ignore[union-attr]
+        was_member = self.gm is not None and node.name in self._members()
         try:
             await member.start()
         except GroupManagerRequestError as e:
             node.member = None
             if e.code == Code.SERVICE_UNAVAILABLE:
-                # a re-join beyond the node's budget (each re-join rekeys the group): the
-                # GM keeps it as a member and changed nothing; the node stays down, without
-                # state, until a later join
+                # a join beyond the node's budget (a re-join, or a leave and a join again,
+                # rekeys the group): the GM changed nothing, a member stays one; the node
+                # stays down, without state, until a later join
                 assert self.gm is not None and self.gm.group(GROUP).num == num  # type: ignore[union-attr]
-                assert node.name in self._members()
+                assert (node.name in self._members()) == was_member
                 node.kept_context = None
-                event("re-join refused: budget spent")
+                event("join refused: budget spent")
                 return
             # the GM removed it while it was down or lagging: it stays out
             self.removed_at.setdefault(node.name, len(self.datagrams))

@@ -93,9 +93,9 @@ def join_refusal(
         )
     if error.code == Code.SERVICE_UNAVAILABLE and error.retry_after is not None:
         return (
-            f"{said}: {node} is still a member of {group} and joined again more often than "
-            "the Group Manager allows (each such re-join rekeys the group); run the same "
-            "command again then"
+            f"{said}: {node} joined {group} more often than the Group Manager allows (a "
+            "join while still a member, or a leave and join again, rekeys the group); run "
+            "the same command again then"
         )
     return said
 

@@ -119,14 +119,15 @@ def add_manager_arguments(
         metavar="N",
         type=int,
         default=3,
-        help="re-joins a current member may make at once; each rekeys the group (default 3)",
+        help="joins one node may make at once (a re-join or a leave and join again each "
+        "rekey the group; default 3)",
     )
     p.add_argument(
         "--rejoin-interval",
         metavar="S",
         type=float,
         default=60.0,
-        help="then one re-join per S seconds; more get 5.03 with Max-Age (default 60)",
+        help="then one join per S seconds; more get 5.03 with Max-Age (default 60)",
     )
     db(p)
 

@@ -116,9 +116,10 @@ class GroupManager(Membership):
 
     A current member that joins again has lost its state (or asks for other roles): the
     group is rekeyed as part of admitting it, so it cannot start on the old keys with empty
-    replay windows. So that a member re-joining in a loop cannot make the GM rekey without
-    end, a member may re-join ``rejoin_burst`` times at once, then once per
-    ``rejoin_interval`` seconds; a re-join beyond that gets 5.03 with Max-Age.
+    replay windows. So that a node joining in a loop (re-joining, or leaving and joining
+    again) cannot make the GM rekey without end, a node may join a group ``rejoin_burst``
+    times at once, then once per ``rejoin_interval`` seconds; a join beyond that gets 5.03
+    with Max-Age. Distinct nodes do not share a budget.
     """
 
     def __init__(

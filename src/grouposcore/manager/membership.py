@@ -56,10 +56,15 @@ _NONCE_MIN, _NONCE_MAX = 8, 64
 
 
 class RejoinBudget:
-    """How often a current member may join again, each time forcing a rekeying of the group.
+    """How often one node may join a group: every join can cost the group a rekeying.
 
-    A generic cell rate algorithm per (group, node): ``burst`` re-joins at once, then one per
-    ``interval`` seconds. It keeps one number per node that re-joined recently (the time
+    A current member joining again forces one (it lost its state); a join after a leave
+    costs one at the leave (forward security) and, with backward security, one at the join.
+    Counting every join of the node bounds all of these loops, while distinct nodes never
+    wait for each other and a node's first join always goes through.
+
+    A generic cell rate algorithm per (group, node): ``burst`` joins at once, then one per
+    ``interval`` seconds. It keeps one number per node that joined recently (the time
     its budget is full again) and forgets the ones whose budget is full. It is this
     process's count: GM processes sharing one database each grant their own budget.
     """
@@ -73,12 +78,12 @@ class RejoinBudget:
         self._full_at: dict[tuple[str, str], float] = {}
 
     def wait(self, group: str, node: str, now: float) -> float:
-        """Seconds until ``node`` may re-join (0.0: now); nothing is taken."""
+        """Seconds until ``node`` may join (0.0: now); nothing is taken."""
         due = max(self._full_at.get((group, node), now), now)
         return max(0.0, due - now - (self.burst - 1) * self.interval)
 
     def take(self, group: str, node: str, now: float) -> float:
-        """Like :meth:`wait`, and when that is 0.0 the re-join is counted."""
+        """Like :meth:`wait`, and when that is 0.0 the join is counted."""
         wait = self.wait(group, node, now)
         if wait:
             return wait
@@ -152,10 +157,9 @@ class Membership:
         if pop is not None:
             pop = expect_bytes(pop, "'client_cred_verify'", max_len=512)
         _require_active(g)
-        if existing is not None:
-            wait = self._rejoins.wait(g.name, node, self._clock())
-            if wait:  # before any proof-of-possession work
-                return _retry_later(wait)
+        wait = self._rejoins.wait(g.name, node, self._clock())
+        if wait:  # before any proof-of-possession work
+            return _retry_later(wait)
         monitor = roles == frozenset({Role.MONITOR})
         credential: bytes | None = None
         used_challenge = False
@@ -179,10 +183,10 @@ class Membership:
             # Read again under the write lock: another GM process may have joined (or
             # removed) this node since the request was read.
             current = self.store.member(g.name, node)
+            wait = self._rejoins.take(g.name, node, self._clock())
+            if wait:
+                return _retry_later(wait)
             if current is not None:
-                wait = self._rejoins.take(g.name, node, self._clock())
-                if wait:
-                    return _retry_later(wait)
                 # A re-joiner gives up its Sender ID: stale at once, never handed out again
                 # under this Gid.
                 self._remove_member(g, current)
@@ -322,8 +326,9 @@ def _with_fields(n: Notification, extra: dict[int, Any], done: dict[bytes, bytes
 
 
 def _retry_later(wait: float) -> GmResponse:
-    """5.03 for a re-join that came too soon; Max-Age says when it will be admitted."""
-    detail = "re-joined too recently: every re-join rekeys the group; try again later"
+    """5.03 for a join that came too soon after this node's last ones; Max-Age says when it
+    will be admitted."""
+    detail = "joined too often recently: each join may rekey the group; try again later"
     return GmResponse(Code.SERVICE_UNAVAILABLE, encode_problem_details(None, detail),
                       CF_PROBLEM_DETAILS, max_age=math.ceil(wait))  # fmt: skip
 

@@ -3,6 +3,7 @@ and kills; and the SQLite file's permissions and migration."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -303,3 +304,24 @@ def test_schema_2_database_gets_the_member_key_index(db_path: Path) -> None:
     version = gm.store._one("SELECT value FROM meta WHERE key='schema'")
     assert version is not None and version[0] == SCHEMA_VERSION == 3
     gm.close()
+
+
+def test_channel_sender_ids_are_shortest_first_and_found_without_a_scan(db_url: str) -> None:
+    """Commissioning a node costs a few index lookups, not a read of every channel (it was
+    O(N) per node, O(N²) for a fleet): IDs go out shortest first, a re-commissioned node
+    keeps its own, and one taken out of order (an EDHOC C_R) is never handed out again."""
+    gm = GroupManager(db_url)
+    try:
+        gm.store.channels = None  # type: ignore[assignment,method-assign]  # no full scans
+        sids = [gm.commission_node(f"n{i}").node_sender_id for i in range(258)]
+        assert sids == [bytes([i]) for i in range(256)] + [b"\x00\x00", b"\x00\x01"]
+        assert gm.commission_node("n5").node_sender_id == b"\x05"
+        n0 = gm.store.channel("n0")
+        assert n0 is not None
+        with gm.store.transaction():  # an EDHOC channel whose C_R is 0003
+            gm.store.put_channel(dataclasses.replace(n0, node="edhoc", node_sender_id=b"\x00\x03"))
+        # the probe starts at the channel count (259: 0003, taken): unique, if not dense
+        assert gm.commission_node("x").node_sender_id == b"\x00\x04"
+        assert gm.commission_node("y").node_sender_id == b"\x00\x05"
+    finally:
+        gm.close()

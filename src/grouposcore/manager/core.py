@@ -19,12 +19,13 @@ renewal, credential update), :mod:`.resources` (the read-only resources), :mod:`
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from grouposcore.cose import (
@@ -351,8 +352,7 @@ class GroupManager(Membership):
             if old is not None:
                 sid = old.node_sender_id
             else:
-                taken = {c.node_sender_id for c in self.store.channels()}
-                sid = next(_channel_ids(4, taken))
+                sid = _free_channel_id(self.store)
             material = ChannelMaterial(
                 node=node,
                 master_secret=self._random(16),
@@ -567,10 +567,27 @@ def _require_member(member: MemberRecord | None) -> MemberRecord:
     return member
 
 
-def _channel_ids(max_len: int, taken: set[bytes]) -> Iterator[bytes]:
-    """Non-empty channel Sender IDs, shortest first, skipping ``taken``."""
-    for length in range(1, max_len + 1):
-        for i in range(1 << (8 * length)):
-            sid = i.to_bytes(length, "big")
-            if sid not in taken:
-                yield sid
+def _channel_id(index: int) -> bytes:
+    """The ``index``-th non-empty channel Sender ID, shortest first (0 -> 00, 256 -> 0000)."""
+    length = 1
+    while index >= 1 << (8 * length):
+        index -= 1 << (8 * length)
+        length += 1
+    return index.to_bytes(length, "big")
+
+
+_CHANNEL_IDS = sum(1 << (8 * length) for length in range(1, 5))  # up to 4 bytes
+
+
+def _free_channel_id(store: Store) -> bytes:
+    """A channel Sender ID no node uses, in a few index lookups (not a read of every
+    channel): IDs go out in order, shortest first, and a re-commissioned node keeps its
+    own, so with N channels the first N are taken and the probe starts at the N-th. An ID
+    an EDHOC channel took out of order only moves the probe on; gaps below it are used
+    once the space above runs out."""
+    start = store.channel_count()
+    for index in itertools.chain(range(start, _CHANNEL_IDS), range(min(start, _CHANNEL_IDS))):
+        sid = _channel_id(index)
+        if store.channel_by_sender_id(sid) is None:
+            return sid
+    raise ManagerError("every channel Sender ID is taken")

@@ -30,6 +30,11 @@ class NodeStore(StoreCore):
         )
         return None if row is None else ChannelMaterial(*row)
 
+    def channel_count(self) -> int:
+        """How many nodes have a channel (one COUNT over the table)."""
+        row = self._one("SELECT COUNT(*) FROM channels")
+        return 0 if row is None else int(row[0])
+
     def channels(self) -> list[ChannelMaterial]:
         """Every commissioned channel."""
         return [

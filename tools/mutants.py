@@ -343,7 +343,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "sequence-file-reservation-unlocked",
-        "oscore/sequence.py",
+        "_files.py",
         (("        fcntl.flock(fd, fcntl.LOCK_EX)\n", "        pass\n"),),
         ("tests/oscore/test_sequence_shared_file.py",),
         "processes sharing a sequence file never reserve the same numbers (no nonce reuse)",

@@ -9,11 +9,14 @@ reservation that could be undone by a crash would let a restarted sender reuse a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["write_private_file"]
+__all__ = ["exclusive_file", "write_private_file"]
 
 
 def write_private_file(path: str | os.PathLike[str], data: bytes, prefix: str = ".tmp-") -> Path:
@@ -43,3 +46,16 @@ def write_private_file(path: str | os.PathLike[str], data: bytes, prefix: str = 
     finally:
         os.close(dir_fd)
     return target
+
+
+@contextlib.contextmanager
+def exclusive_file(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``PATH.lock`` (made 0600 if missing): between reading
+    ``path`` and replacing it, no other process that takes the same lock gets in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock

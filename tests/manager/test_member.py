@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -206,7 +207,31 @@ def test_state_file_round_trip_and_mode(
     ms.save_state(path, state)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert ms.load_state(path) == state
-    assert [p.name for p in (tmp_path / "m").iterdir()] == ["member.state"]
+    # no temporary file left behind; the lock file stays for the next writer
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "member.state",
+        "member.state.lock",
+    ]
+
+
+def test_state_file_never_goes_back_to_older_keys(
+    joined: tuple[Harness, bytes, mb.PendingJoin], tmp_path: Path
+) -> None:
+    """Two processes share a state file (``serve`` and a one-shot command of the same
+    member): the one still on older keys must not overwrite what the other caught up to."""
+    state = _state(joined)
+    newer = dataclasses.replace(
+        state, material=dataclasses.replace(state.material, num=state.material.num + 1)
+    )
+    path = tmp_path / "member.state"
+    assert ms.save_state(path, newer)
+    assert not ms.save_state(path, state)  # older: the file keeps the newer keys
+    assert ms.load_state(path) == newer
+    other = dataclasses.replace(state, node="someone-else")
+    assert ms.save_state(path, other)  # not the same member's file: replaced as before
+    path.write_bytes(b"garbage")
+    path.chmod(0o600)
+    assert ms.save_state(path, state) and ms.load_state(path) == state
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o660, 0o606])

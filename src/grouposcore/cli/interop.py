@@ -24,11 +24,11 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from grouposcore._files import write_private_file
+from grouposcore._files import exclusive_file, write_private_file
 from grouposcore.cose.algorithms import hkdf_by_name
 from grouposcore.errors import ConfigError, GroupOscoreError
 from grouposcore.oscore import SecurityContext
-from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence, exclusive_file
+from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence
 
 #: COSE AEAD numbers by the names aiocoap and libcoap use
 AEAD_NAMES = {

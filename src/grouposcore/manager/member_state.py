@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from grouposcore._files import exclusive_file
 from grouposcore.cose import (
     Credential,
     private_key_from_bytes,
     private_key_to_bytes,
     signature_by_id,
 )
-from grouposcore.errors import ManagerError, ManagerMessageError
+from grouposcore.errors import GroupOscoreError, ManagerError, ManagerMessageError
 from grouposcore.manager.member import (
     _MAX_SID,
     GroupKeyingMaterial,
@@ -200,9 +202,30 @@ def decode_state(data: bytes) -> MemberState:
     )
 
 
-def save_state(path: str | os.PathLike[str], state: MemberState) -> None:
-    """Write the state file atomically, mode 0600 (it holds the Master Secret and own key)."""
-    write_private_file(path, encode_state(state), prefix=".member-")
+def save_state(path: str | os.PathLike[str], state: MemberState) -> bool:
+    """Write the state file atomically, mode 0600 (it holds the Master Secret and own key),
+    unless it holds newer keying material of the same node and group; whether it wrote.
+
+    Two processes may share one state file (``serve``, and a one-shot ``get --security``
+    of the same member): the one that caught up with the Group Manager last must not have
+    its keys overwritten by the other's older ones. The check and the write hold the
+    file's lock (``PATH.lock``), so two writers cannot interleave between them."""
+    target = Path(path)
+    with exclusive_file(target):
+        if target.exists():
+            try:
+                stored = load_state(target)
+            except (GroupOscoreError, OSError):
+                stored = None  # unreadable: ours replaces it
+            if (
+                stored is not None
+                and stored.node == state.node
+                and stored.material.group == state.material.group
+                and stored.material.num > state.material.num
+            ):
+                return False
+        write_private_file(target, encode_state(state), prefix=".member-")
+    return True
 
 
 def load_state(path: str | os.PathLike[str]) -> MemberState:

@@ -10,7 +10,6 @@ repeat one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import threading
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from grouposcore._files import write_private_file
+from grouposcore._files import exclusive_file, write_private_file
 from grouposcore.errors import GroupOscoreError, SequenceNumberExhausted
 
 #: RFC 8613 §7.2.1: the Partial IV is at most 5 bytes, so 2^40 - 1 is the last usable number.
@@ -46,19 +45,6 @@ class BlockReservingStore(SequenceNumberStore, Protocol):
         """Reserve ``count`` numbers (none at or past ``end``) for ``key`` from ``start`` or
         from where any earlier reservation (of any process) ended, whichever is later;
         return the first. At or past ``end`` nothing is reserved."""
-
-
-@contextlib.contextmanager
-def exclusive_file(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``PATH.lock`` (made 0600 if missing): between reading
-    ``path`` and replacing it, no other process that takes the same lock gets in."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 class MemorySequenceStore:

@@ -13,7 +13,6 @@ fleet the author signs elsewhere). Exit status 0 when all members completed, 1 o
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from grouposcore.cli.lifecycle import run_command
 from grouposcore.cli.membership import Opened, follows_manager, open_member
 from grouposcore.cli.security_files import is_member_state, load_group_context
 from grouposcore.coap import parse_uri
@@ -39,7 +39,7 @@ from grouposcore.cose.signing import (
     SignatureAlgorithm,
 )
 from grouposcore.demo.view import JsonView, PlainView, RichView
-from grouposcore.errors import ConfigError, GroupOscoreError, UriError, UsageError
+from grouposcore.errors import ConfigError, UriError, UsageError
 from grouposcore.oscore import GroupContext
 from grouposcore.push.runner import (
     PushResult,
@@ -417,13 +417,4 @@ def run_push(args: argparse.Namespace) -> int:
         view = RichView()
     else:
         view = PlainView(quiet=args.quiet)
-    try:
-        return asyncio.run(_push(args, view))
-    except UsageError as e:
-        print(f"grouposcore push: {e}", file=sys.stderr)
-        return 2
-    except (GroupOscoreError, OSError) as e:
-        print(f"grouposcore push: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_command("push", _push(args, view))

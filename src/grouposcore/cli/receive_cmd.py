@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from grouposcore.cli.lifecycle import stop_on_signals
+from grouposcore.cli.lifecycle import run_command, stop_on_signals
 from grouposcore.cli.membership import Opened
 from grouposcore.cli.push_cmd import (
     author_public_keys,
@@ -271,13 +271,4 @@ async def _receive_with(args: argparse.Namespace, opened: Opened | None) -> int:
 
 
 def run_receive(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_receive(args))
-    except UsageError as e:
-        print(f"grouposcore receive: {e}", file=sys.stderr)
-        return 2
-    except (GroupOscoreError, OSError) as e:
-        print(f"grouposcore receive: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_command("receive", _receive(args))

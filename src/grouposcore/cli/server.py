@@ -24,12 +24,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from grouposcore.cli.lifecycle import stop_on_signals
+from grouposcore.cli.lifecycle import run_command, stop_on_signals
 from grouposcore.cli.membership import Opened, follows_manager, open_member
 from grouposcore.cli.security_files import is_member_state, load_context
 from grouposcore.coap import Code, Message
 from grouposcore.coap.constants import ALL_COAP_NODES_V4, COAP_PORT, DEFAULT_LEISURE, TEXT_PLAIN
-from grouposcore.errors import ConfigError, GroupOscoreError, RequestTimeout
+from grouposcore.errors import ConfigError, UsageError
 from grouposcore.oscore import GroupContext
 from grouposcore.oscore.group import FRESHNESS_POLICIES, INSECURE_ACCEPT_REPLAYS
 from grouposcore.oscore.security import AnyContext, ServerSecurity
@@ -386,16 +386,4 @@ def _log_rejections(endpoints: list[Endpoint]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(serve(args))
-    except ConfigError as exc:
-        print(f"grouposcore serve: {exc}", file=sys.stderr)
-        return 2
-    except RequestTimeout as exc:
-        print(f"grouposcore serve: timeout: {exc}", file=sys.stderr)
-        return 3
-    except (GroupOscoreError, OSError) as exc:
-        print(f"grouposcore serve: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_command("serve", serve(args), usage=(ConfigError, UsageError), timeout_status=3)

@@ -17,7 +17,12 @@ from typing import Any
 
 from grouposcore.cli.membership import follows_manager, open_member
 from grouposcore.cli.output import Printer, format_address
-from grouposcore.cli.security_files import is_member_state, kind, load_context
+from grouposcore.cli.security_files import (
+    add_security_argument,
+    is_member_state,
+    kind,
+    load_context,
+)
 from grouposcore.coap import CoapUri, Code, Message, parse_uri, uri_to_options
 from grouposcore.coap.constants import ACK_TIMEOUT, DEFAULT_LEISURE
 from grouposcore.errors import (
@@ -110,15 +115,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, observe: bool = False) -> 
         metavar="FILE",
         help="write the response payload to FILE, byte for byte (unicast)",
     )
-    parser.add_argument(
-        "--security",
-        metavar="FILE",
-        help="the member's security file: an OSCORE or static group file, or "
+    add_security_argument(
+        parser,
+        "the member's security file: an OSCORE or static group file, or "
         "a member state from 'grouposcore join' (which first catches up "
         "with its Group Manager); needed for a secured multicast request",
     )
-    # the old name of --security, kept so existing scripts keep working
-    parser.add_argument("--group", dest="security", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument(
         "--pairwise",
         metavar="SENDER_ID_HEX",

@@ -1,5 +1,5 @@
-"""``grouposcore push``: a file to every member of a group (the member side is
-:mod:`grouposcore.cli.receive_cmd`).
+"""``grouposcore push``: a file to every member of a group (each member runs
+``grouposcore receive``).
 
 ``push FILE URI --security FILE --manifest ENVELOPE --author KEY`` sends FILE, described by
 a SUIT envelope the firmware author signed, once over multicast (URI names the group
@@ -26,7 +26,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from grouposcore.cli.lifecycle import run_command
 from grouposcore.cli.membership import Opened, follows_manager, open_member
-from grouposcore.cli.security_files import is_member_state, load_group_context
+from grouposcore.cli.security_files import (
+    add_security_argument,
+    is_member_state,
+    load_group_context,
+)
 from grouposcore.coap import parse_uri
 from grouposcore.coap.constants import COAP_PORT
 from grouposcore.cose.signing import (
@@ -71,13 +75,11 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URI",
         help="multicast URI of the members' resource, e.g. coap://224.0.1.187/fw",
     )
-    parser.add_argument(
-        "--security",
-        metavar="FILE",
-        help="the sender's group security file or member state (a member "
+    add_security_argument(
+        parser,
+        "the sender's group security file or member state (a member "
         "state first catches up with its Group Manager)",
     )
-    parser.add_argument("--group", dest="security", help=argparse.SUPPRESS)
     parser.add_argument(
         "--manifest",
         metavar="ENVELOPE",

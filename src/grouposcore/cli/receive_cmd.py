@@ -1,10 +1,9 @@
-"""``grouposcore receive``: the member side of :mod:`grouposcore.cli.push_cmd`.
+"""``grouposcore receive``: the member side of ``grouposcore push``.
 
-``grouposcore receive --security FILE --author KEY`` is the member side: it listens on the group,
-accepts manifests signed by a trusted author (``--author``, repeatable) that are newer
-than the installed version, checks every block on arrival, keeps what arrived in
-``--store`` so that a restart resumes, and writes each complete image
-(``--once``: exit after the first).
+``receive --security FILE --author KEY`` listens on the group, accepts manifests signed by
+a trusted author (``--author``, repeatable) that are newer than the installed version,
+checks every block on arrival, keeps what arrived in ``--store`` so that a restart
+resumes, and writes each complete image (``--once``: exit after the first).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from grouposcore.cli.push_cmd import (
     require_security,
     sender_ids,
 )
+from grouposcore.cli.security_files import add_security_argument
 from grouposcore.cli.server import GroupPortSocket
 from grouposcore.coap.constants import COAP_PORT
 from grouposcore.errors import GroupOscoreError, UsageError
@@ -46,13 +46,11 @@ log = logging.getLogger("grouposcore.cli")
 
 
 def add_receive_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--security",
-        metavar="FILE",
-        help="this member's group security file or member state (a member "
+    add_security_argument(
+        parser,
+        "this member's group security file or member state (a member "
         "state keeps following its Group Manager)",
     )
-    parser.add_argument("--group", dest="security", help=argparse.SUPPRESS)
     parser.add_argument(
         "--author",
         metavar="PEM",

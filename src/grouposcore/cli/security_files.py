@@ -9,6 +9,7 @@ the member itself uses), and the OSCORE credentials of aiocoap and libcoap
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,13 @@ from grouposcore.oscore.config import (
 )
 from grouposcore.oscore.group import GroupContext
 from grouposcore.oscore.security import AnyContext
+
+
+def add_security_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--security FILE``, and ``--group``, its old name, hidden but still accepted so
+    that existing scripts keep working."""
+    parser.add_argument("--security", metavar="FILE", help=help)
+    parser.add_argument("--group", dest="security", metavar="FILE", help=argparse.SUPPRESS)
 
 
 def kind(path: str) -> str:

@@ -34,6 +34,7 @@ from grouposcore.errors import EndpointClosed, PeerUnreachable, RequestTimeout, 
 from grouposcore.transport import client, group_client
 from grouposcore.transport.blockwise import BlockwiseLimits
 from grouposcore.transport.client import BodyTags
+from grouposcore.transport.eager import start_eagerly
 from grouposcore.transport.messagelayer import (
     Address,
     DeliveryConfirmed,
@@ -502,9 +503,9 @@ class Endpoint:
     ) -> None:
         """Carry out ``action``; ``now``: the loop time if the caller just read it."""
         if isinstance(action, Render):
-            # no done callback (one loop callback less per request): the task leaves the
-            # set itself, and catches what the resource raises
-            self._tasks.add(self._loop.create_task(self._render(action)))
+            # most resources answer without awaiting: no task for those (see eager.py);
+            # _render catches what the resource raises
+            start_eagerly(self._loop, self._render(action), self._tasks)
         elif isinstance(action, Respond) and action.exchange.multicast:
             if now is None:
                 now = self._now()
@@ -518,19 +519,16 @@ class Endpoint:
     async def _render(self, step: Render) -> None:
         ex = step.exchange
         try:
-            try:
-                response = await step.resource.render(step.request)
-                now = self._now()
-                action = self._flow.rendered(step, response, now)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("error while handling %r from %s", ex.request, ex.remote)
-                self._execute(self._flow.failed(ex, step.whole, step.binding), recover=False)
-                return
-            self._execute(action, now=now)
-        finally:
-            self._tasks.discard(asyncio.current_task())
+            response = await step.resource.render(step.request)
+            now = self._now()
+            action = self._flow.rendered(step, response, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("error while handling %r from %s", ex.request, ex.remote)
+            self._execute(self._flow.failed(ex, step.whole, step.binding), recover=False)
+            return
+        self._execute(action, now=now)
 
     def _respond(
         self, action: Respond | Drop, recover: bool = True, now: float | None = None

@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from grouposcore.cli.main import main
 from tests.conftest import REPO
-
-SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
+from tests.netns import in_private_netns
 
 
 @pytest.mark.skipif(
@@ -37,9 +36,10 @@ def test_ctrl_c_during_push_stops_without_a_traceback(tmp_path: Path) -> None:
     )
     # nobody receives: the push keeps asking for reports until it is interrupted
     proc = subprocess.Popen(
-        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "grouposcore.cli.main",
-         "push", str(blob), "coap://224.0.1.187/fw", "--security", str(tmp_path / "a.json"),
-         "--interface", "lo", "--json", "--status-timeout", "5", "--sign", str(author)],
+        in_private_netns(sys.executable, "-m", "grouposcore.cli.main",
+                         "push", str(blob), "coap://224.0.1.187/fw",
+                         "--security", str(tmp_path / "a.json"), "--interface", "lo", "--json",
+                         "--status-timeout", "5", "--sign", str(author)),
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -15,13 +15,12 @@ import pytest
 
 from grouposcore.cli.main import main
 from tests.conftest import REPO
+from tests.netns import in_private_netns
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
     reason="needs root, unshare and ip to create a network namespace",
 )
-
-SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +30,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         main(["group", "provision", "client", "s1", "s2", "s3", "--out", str(directory), "-q"]) == 0
     )
     proc = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            SETUP,
-            sys.executable,
-            "-m",
-            "tests.cli.netns_cli",
-            str(directory),
-        ],
+        in_private_netns(sys.executable, "-m", "tests.cli.netns_cli", str(directory)),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -16,30 +16,19 @@ import pytest
 
 from tests.cli.walkthrough_netns import walkthrough_commands
 from tests.conftest import REPO
+from tests.netns import in_private_netns
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
     reason="needs root, unshare and ip to create a network namespace",
 )
 
-SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
-
 
 @pytest.fixture(scope="module")
 def steps(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     directory = tmp_path_factory.mktemp("walkthrough")
     proc = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            SETUP,
-            sys.executable,
-            "-m",
-            "tests.cli.walkthrough_netns",
-            str(directory),
-        ],
+        in_private_netns(sys.executable, "-m", "tests.cli.walkthrough_netns", str(directory)),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -14,21 +14,19 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.netns import in_private_netns
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
     reason="needs root, unshare and ip to create a network namespace",
 )
 
-SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
-
 
 @pytest.fixture(scope="module")
 def found(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory: Path = tmp_path_factory.mktemp("mcast-members")
     proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m",
-         "tests.manager.mcast_members", str(directory)],
+        in_private_netns(sys.executable, "-m", "tests.manager.mcast_members", str(directory)),
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -14,8 +14,8 @@ import pytest
 
 from grouposcore.oscore.config import provision_static_group, write_secret_file
 from tests.conftest import REPO
+from tests.netns import in_private_netns
 
-SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 CLI = [sys.executable, "-m", "grouposcore.cli.main"]
 
 
@@ -34,19 +34,9 @@ CLI = [sys.executable, "-m", "grouposcore.cli.main"]
 )
 def test_push_to_three_receivers(tmp_path: Path, size: int, rate: str) -> None:
     proc = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            SETUP,
-            sys.executable,
-            "-m",
-            "tests.push.cli_net",
-            str(tmp_path),
-            str(size),
-            rate,
-        ],
+        in_private_netns(
+            sys.executable, "-m", "tests.push.cli_net", str(tmp_path), str(size), rate
+        ),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -88,20 +78,9 @@ def test_push_signed_by_a_member_instead_of_the_author_is_refused_by_every_recei
     """Finding 2 end to end: the group key lets a member send, not author firmware. Every
     receiver refuses the manifest, writes nothing, and the push says so per member."""
     proc = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            SETUP,
-            sys.executable,
-            "-m",
-            "tests.push.cli_net",
-            str(tmp_path),
-            "20000",
-            "1000",
-            "foreign",
-        ],
+        in_private_netns(
+            sys.executable, "-m", "tests.push.cli_net", str(tmp_path), "20000", "1000", "foreign"
+        ),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -258,17 +237,7 @@ def test_receiver_killed_during_a_push_resumes_from_its_store(tmp_path: Path) ->
     """Finding 6: kill -9 in the middle, start again with the same --store: the member
     resumes with the blocks it had (its report asks only for the rest) and completes."""
     proc = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            SETUP,
-            sys.executable,
-            "-m",
-            "tests.push.restart_net",
-            str(tmp_path),
-        ],
+        in_private_netns(sys.executable, "-m", "tests.push.restart_net", str(tmp_path)),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -19,19 +19,18 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.netns import in_private_netns
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
     reason="needs root, unshare and ip to create a network namespace",
 )
 
-SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
-
 
 def run_scenario(kind: str, members: int, size: int, loss: float = 0.05) -> dict[str, Any]:
     env = dict(os.environ, PUSH_MEMBERS=str(members), PUSH_SIZE=str(size), PUSH_LOSS=str(loss))
     proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", SETUP, sys.executable, "-m", "tests.push.net", kind],
+        in_private_netns(sys.executable, "-m", "tests.push.net", kind),
         cwd=REPO,
         capture_output=True,
         text=True,

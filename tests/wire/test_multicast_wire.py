@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.netns import in_private_netns
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
     reason="needs root, unshare and ip to create a network namespace",
 )
 
-SETUP = 'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$0" "$@"'
 SERVER_NAMES = ["s1", "s2", "s3"]
 
 
@@ -31,17 +31,7 @@ SERVER_NAMES = ["s1", "s2", "s3"]
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     directory = tmp_path_factory.mktemp("mcast")
     proc = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "sh",
-            "-c",
-            SETUP,
-            sys.executable,
-            "-m",
-            "tests.wire.mcast_scenarios",
-            str(directory),
-        ],
+        in_private_netns(sys.executable, "-m", "tests.wire.mcast_scenarios", str(directory)),
         cwd=REPO,
         capture_output=True,
         text=True,

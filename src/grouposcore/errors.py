@@ -106,6 +106,16 @@ class CredentialNotFound(ContextNotFound):
     coap_code = Code.SERVICE_UNAVAILABLE
     diagnostic = "Authentication credential not available"
     max_age = 60  # when to retry: the credential is being fetched meanwhile
+    #: the Sender ID whose credential is missing
+    kid: bytes | None = None
+    #: something that completes once a fetch of the credential ended (an asyncio future),
+    #: set by a security layer that fetches credentials: the transport may then hold the
+    #: request and run it again instead of refusing it; ``None``: nothing under way
+    pending: object | None = None
+
+    def __init__(self, message: str = "", *, kid: bytes | None = None) -> None:
+        super().__init__(message)
+        self.kid = kid
 
 
 class ReplayError(OscoreError):

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from grouposcore.coap import Code, Message, Type
+from grouposcore.errors import CredentialNotFound
 from grouposcore.transport import Endpoint, Resource, Site
+from grouposcore.transport.endpoint import MAX_PARKED
 from grouposcore.transport.messagelayer import ServerExchange
 from grouposcore.transport.params import TransmissionParams
 
@@ -163,3 +165,82 @@ def test_two_endpoints_of_one_process_send_their_leisure_answers_on_one_grid() -
     run(main())
     with pytest.raises(ValueError):
         TransmissionParams(leisure_slots=-1)
+
+
+class Fetching:
+    """Server security whose senders' credentials are "fetched": a request fails with
+    CredentialNotFound (a fetch under way) until ``known`` is set, then verifies."""
+
+    def __init__(self, fetch: asyncio.Future[bool]) -> None:
+        self.fetch = fetch
+        self.known = False
+        self.calls = 0
+
+    def unprotect_request(self, request: Message) -> tuple[Message, Any] | None:
+        self.calls += 1
+        if not self.known:
+            err = CredentialNotFound("no credential for Sender ID 05", kid=b"\x05")
+            err.pending = self.fetch if not self.fetch.done() else None
+            raise err
+        return request, None
+
+    def protect_response(self, response: Message, binding: Any) -> Message:
+        return response
+
+
+def _protected_get(mid: int) -> Message:
+    msg = get("hello", mid, bytes([mid]))
+    msg.options.set(9, b"\x09\x05\x42")  # an OSCORE option: one-to-one, kid 05
+    return msg
+
+
+def test_a_request_is_held_while_its_senders_credential_is_fetched_then_answered() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        fetch: asyncio.Future[bool] = loop.create_future()
+        sec = Fetching(fetch)
+        ep = await server(leisure=0.0)
+        ep.server_security = sec  # type: ignore[assignment]
+        sock = listener()
+        try:
+            ep._on_request(ServerExchange(_protected_get(1), sock.getsockname(), False))
+            assert len(ep._parked) == 1 and sec.calls == 1
+            assert await receive(sock, 0.3) is None  # held, not refused
+            sec.known = True
+            fetch.set_result(True)
+            answer = await receive(sock, 5.0)
+            assert answer is not None and answer.payload == b"hello" and answer.token == b"\x01"
+            assert sec.calls == 2 and not ep._parked
+        finally:
+            sock.close()
+            await ep.close()
+
+    run(main())
+
+
+def test_a_held_request_is_refused_if_the_fetch_found_nothing_and_holding_is_bounded() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        fetch: asyncio.Future[bool] = loop.create_future()
+        sec = Fetching(fetch)
+        ep = await server(leisure=0.0)
+        ep.server_security = sec  # type: ignore[assignment]
+        sock = listener()
+        try:
+            for mid in range(MAX_PARKED + 1):
+                ep._on_request(ServerExchange(_protected_get(mid), sock.getsockname(), False))
+            assert len(ep._parked) == MAX_PARKED
+            refused = await receive(sock, 5.0)  # the one beyond the bound: 5.03 at once
+            assert refused is not None and refused.code == Code.SERVICE_UNAVAILABLE
+            fetch.set_result(False)  # nothing found: each held request is refused now
+            codes = []
+            for _ in range(MAX_PARKED):
+                msg = await receive(sock, 5.0)
+                assert msg is not None
+                codes.append(msg.code)
+            assert codes == [Code.SERVICE_UNAVAILABLE] * MAX_PARKED and not ep._parked
+        finally:
+            sock.close()
+            await ep.close()
+
+    run(main())

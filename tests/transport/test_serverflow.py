@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grouposcore.coap import BlockOption, Code, Message, OptionNumber, Type
-from grouposcore.errors import FreshnessRequired, ProtectionError
+from grouposcore.errors import CredentialNotFound, FreshnessRequired, ProtectionError
 from grouposcore.transport import Protection, Resource, Site
 from grouposcore.transport.blockwise import Block1Sender, BlockwiseLimits
 from grouposcore.transport.messagelayer import ServerExchange
 from grouposcore.transport.observe import Observer
-from grouposcore.transport.serverflow import Drop, Leisure, Render, Respond, ServerFlow
+from grouposcore.transport.serverflow import Drop, Leisure, Park, Render, Respond, ServerFlow
 
 A = ("192.0.2.1", 5683)
 #: OSCORE option values: Group Flag | kid flag | PIV length 1 ... and without the flag
@@ -338,6 +338,25 @@ def test_bad_critical_option_of_a_group_request_gets_no_402() -> None:
         msg.options.set(65001, b"x")
         action = f.receive(exchange(msg), 0.0)
         assert isinstance(action, Respond) is answered
+
+
+def test_a_request_whose_senders_credential_is_being_fetched_is_parked() -> None:
+    """CredentialNotFound with a fetch under way: Park, carrying what would have been done
+    otherwise (silence for a group request, 5.03 + Max-Age for a one-to-one one). Without
+    a fetch, or for a request reassembled from outer Block1, that is done at once."""
+    fetch = object()
+    for oscore, otherwise in ((GROUP_MODE, Drop), (ONE_TO_ONE, Respond)):
+        err = CredentialNotFound("no credential for Sender ID 05", kid=b"\x05")
+        err.pending = fetch
+        f, _ = flow(Text(), security=Toy(refuse=err))
+        action = f.receive(exchange(request(oscore=oscore)), 0.0)
+        assert isinstance(action, Park) and action.until is fetch
+        assert isinstance(action.otherwise, otherwise)
+        if isinstance(action.otherwise, Respond):
+            assert action.otherwise.message.code == Code.SERVICE_UNAVAILABLE
+        nothing = CredentialNotFound("no credential for Sender ID 05", kid=b"\x05")
+        f, _ = flow(Text(), security=Toy(refuse=nothing))
+        assert isinstance(f.receive(exchange(request(oscore=oscore)), 0.0), otherwise)
 
 
 @settings(max_examples=300)

@@ -84,6 +84,10 @@ class CredentialFetches:
             return False
         return await asyncio.shield(task)
 
+    def in_flight(self, kid: bytes) -> asyncio.Task[bool] | None:
+        """The fetch of ``kid``'s credential under way, if any (nothing is started)."""
+        return self._fetches.get(kid)
+
     def schedule(self, kid: bytes) -> asyncio.Task[bool] | None:
         """The fetch of ``kid``'s credential under way (started now if the limiter admits
         it), or None when it is suppressed or there is no event loop."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from grouposcore.coap import Message
-from grouposcore.errors import ContextNotFound, OscoreError, RoleNotAuthorized
+from grouposcore.errors import ContextNotFound, CredentialNotFound, OscoreError, RoleNotAuthorized
 from grouposcore.manager.member_decisions import authorize
 from grouposcore.manager.params import Role
 from grouposcore.oscore.common import RequestBinding, ServerBinding
@@ -211,7 +211,14 @@ class MemberServerSecurity(ServerSecurity):
                 and option.kid_context == current.context.gid
             ):
                 authorize(current.material.peers, option.kid, is_request=True)
-        result = super().unprotect_request(request)
+        try:
+            result = super().unprotect_request(request)
+        except CredentialNotFound as e:
+            # the provider started (or joined) a fetch from the GM: the transport may hold
+            # the request until it ended and run it again (a late joiner's first request)
+            if e.kid is not None:
+                e.pending = self._member._creds.in_flight(e.kid)
+            raise
         if result is not None:
             self._member.addresses.note(request.remote, result[1].request_kid)
         return result

@@ -351,11 +351,13 @@ class GroupContextBase:
             raise ContextNotFound(f"unknown Sender ID {kid.hex()}")
         cred = self.credential_provider(kid, self.gid)
         if cred is None:
-            raise CredentialNotFound(f"no credential for Sender ID {kid.hex()}")
+            raise CredentialNotFound(f"no credential for Sender ID {kid.hex()}", kid=kid)
         try:
             return self._new_recipient(kid, as_credential(cred)), True
         except CredentialError as exc:
-            raise CredentialNotFound(f"unusable credential for {kid.hex()}: {exc}") from exc
+            raise CredentialNotFound(
+                f"unusable credential for {kid.hex()}: {exc}", kid=kid
+            ) from exc
 
     # -- building blocks ------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import socket
 from collections import Counter, deque
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from grouposcore.transport.messagelayer import Address
 from grouposcore.transport.params import TransmissionParams
 from grouposcore.transport.rejections import VerificationFailures
 from grouposcore.transport.security import ClientSecurity
+from grouposcore.transport.sockets import normalise
 
 if TYPE_CHECKING:
     from grouposcore.transport.endpoint import Endpoint
@@ -83,6 +85,32 @@ def destination(message: Message) -> tuple[str, int, Message]:
     if msg.options.uri_port == COAP_PORT:
         msg.options.uri_port = None
     return stripped, port, msg
+
+
+async def resolve(ep: Endpoint, host: str, port: int) -> Address:
+    """The address to send to: an IP literal as it is, a name through the loop's resolver
+    (in the family the endpoint's socket speaks)."""
+    host = host.strip("[]")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return normalise((host, port))
+    sock = ep._sock
+    want = 0 if sock.family == socket.AF_INET6 and sock.dual_stack else sock.family
+    infos = await ep._loop.getaddrinfo(host, port, family=want, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    return normalise(infos[0][4])
+
+
+async def target(
+    ep: Endpoint, message: Message, remote: tuple[str, int] | None
+) -> tuple[Address, Message]:
+    """Where ``message`` goes and what is sent: to ``remote`` if given, else to its
+    Uri-Host and Uri-Port (see :func:`destination`)."""
+    if remote is not None:
+        return await resolve(ep, str(remote[0]), int(remote[1])), message
+    host, port, msg = destination(message)
+    return await resolve(ep, host, port), msg
 
 
 def response_deadline(

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import random
-import socket
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -58,16 +56,20 @@ from grouposcore.transport.serverflow import (
     Action,
     Drop,
     Leisure,
+    Park,
     Render,
     Respond,
     ServerFlow,
     clone,
 )
-from grouposcore.transport.sockets import UdpSocket, format_address, is_multicast, normalise
+from grouposcore.transport.sockets import UdpSocket, format_address, is_multicast
 
 __all__ = ["Endpoint", "Observation"]
 
 log = logging.getLogger(__name__)
+
+#: requests an endpoint holds at most while their senders' credentials are fetched
+MAX_PARKED = 64
 
 
 @dataclass(slots=True)
@@ -127,6 +129,8 @@ class Endpoint:
         self._leisure = Leisure()
         self._leisure_timer: asyncio.Handle | None = None
         self._leisure_when = 0.0
+        #: requests held until their sender's credential was fetched (see _park)
+        self._parked: dict[int, ServerExchange] = {}
         self._closed = False
         self.leisure = self._flow.leisure  # sets the slot grid too
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -209,6 +213,7 @@ class Endpoint:
         if self._leisure_timer is not None:
             self._leisure_timer.cancel()
         self._leisure.clear()
+        self._parked.clear()
         for w in list(self._waiters.values()):
             w.on_error(EndpointClosed("endpoint closed"))
         for fut in self._pings.values():
@@ -369,28 +374,6 @@ class Endpoint:
         self._waiters.pop(token, None)
         self._ml.forget(token)
 
-    # --- addresses -----------------------------------------------------------------------
-
-    async def _resolve(self, host: str, port: int) -> Address:
-        host = host.strip("[]")
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(host.split("%", 1)[0])
-            return normalise((host, port))
-        family = self._sock.family
-        want = 0 if family == socket.AF_INET6 and self._sock.dual_stack else family
-        infos = await self._loop.getaddrinfo(host, port, family=want, type=socket.SOCK_DGRAM)
-        if not infos:
-            raise OSError(f"cannot resolve {host!r}")
-        return normalise(infos[0][4])
-
-    async def _target(
-        self, message: Message, remote: tuple[str, int] | None
-    ) -> tuple[Address, Message]:
-        if remote is not None:
-            return await self._resolve(str(remote[0]), int(remote[1])), message
-        host, port, msg = client.destination(message)
-        return await self._resolve(host, port), msg
-
     # --- client: public API --------------------------------------------------------------
 
     async def request(
@@ -414,7 +397,7 @@ class Endpoint:
         """
         if token is not None and len(token) > 8:
             raise ValueError("a CoAP token is at most 8 bytes")
-        target, msg = await self._target(message, remote)
+        target, msg = await client.target(self, message, remote)
         if is_multicast(target[0]):
             raise ValueError("use group_request() for multicast destinations")
         deadline = None if timeout is None else self._now() + timeout
@@ -436,14 +419,14 @@ class Endpoint:
         msg = Message(code, payload=payload, options=uri_to_options(parsed))
         for number, value in (options or {}).items():
             msg.options.set(number, value)
-        remote = await self._resolve(parsed.host, parsed.port)
+        remote = await client.resolve(self, parsed.host, parsed.port)
         return await self.request(
             msg, remote, timeout=timeout, confirmable=confirmable, security=security
         )
 
     async def ping(self, remote: tuple[str, int], *, timeout: float | None = None) -> float:
         """CoAP ping (empty CON, answered by RST); returns the round-trip time in seconds."""
-        target = await self._resolve(str(remote[0]), int(remote[1]))
+        target = await client.resolve(self, str(remote[0]), int(remote[1]))
         return await client.ping(self, target, timeout)
 
     # --- client: groups ------------------------------------------------------------------
@@ -506,6 +489,8 @@ class Endpoint:
             # most resources answer without awaiting: no task for those (see eager.py);
             # _render catches what the resource raises
             start_eagerly(self._loop, self._render(action), self._tasks)
+        elif isinstance(action, Park):
+            self._park(action, recover, arm, now)
         elif isinstance(action, Respond) and action.exchange.multicast:
             if now is None:
                 now = self._now()
@@ -515,6 +500,35 @@ class Endpoint:
             self._respond(action, recover, now)
             if arm:
                 self._arm_timer()
+
+    def _park(self, action: Park, recover: bool, arm: bool, now: float | None) -> None:
+        """Hold a request whose sender's credential is being fetched, and run it through
+        the pipeline again when the fetch ended (once: the second time, what the pipeline
+        said otherwise is done). At most ``MAX_PARKED`` wait at a time, so requests with
+        made-up Sender IDs cannot pile up (the fetches themselves are rate-limited)."""
+        ex, until = action.exchange, action.until
+        key = id(ex)  # held below by the callback, so the id is not reused meanwhile
+        if (
+            key in self._parked
+            or len(self._parked) >= MAX_PARKED
+            or not isinstance(until, asyncio.Future)
+            or until.done()
+        ):
+            self._execute(action.otherwise, recover, arm, now)
+            return
+        self._parked[key] = ex
+        until.add_done_callback(lambda _: self._unpark(ex))
+
+    def _unpark(self, ex: ServerExchange) -> None:
+        """Receive a held request again; a second Park of it is carried out as its
+        ``otherwise`` (the key stays in ``_parked`` until then)."""
+        if self._closed or self._parked.get(id(ex)) is not ex:
+            return
+        try:
+            self._on_request(ex)
+            self._arm_timer()
+        finally:
+            self._parked.pop(id(ex), None)
 
     async def _render(self, step: Render) -> None:
         ex = step.exchange

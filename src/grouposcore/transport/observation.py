@@ -106,7 +106,7 @@ class Observation:
     async def _start(self) -> None:
         ep = self._ep
         self._started = True
-        remote, msg = await ep._target(self._message, self._remote_arg)
+        remote, msg = await client.target(ep, self._message, self._remote_arg)
         msg = msg.copy()
         msg.options.observe = 0
         self._request, self._remote = msg, remote

@@ -13,7 +13,11 @@ the endpoint to execute:
 * :class:`Respond`: send what :meth:`ServerFlow.seal` makes of it (protected, or ``None``
   if it cannot be); the answer to a multicast request first waits ``delay`` seconds, its
   leisure, in the endpoint's :class:`Leisure` (one timer for all);
-* :class:`Drop`: no response (the message layer still sends an empty ACK if one is due).
+* :class:`Drop`: no response (the message layer still sends an empty ACK if one is due);
+* :class:`Park`: the sender's credential is being fetched (a member that joined since this
+  one last heard from the Group Manager): hold the request until ``until`` completes, then
+  run it through :meth:`ServerFlow.receive` again; if it cannot be held, or was held once
+  already, carry out ``otherwise`` instead.
 
 Nothing here reads a clock, touches a socket or asyncio: the time comes in as an argument and
 the leisure's randomness from the ``rng`` given, so each decision is tested directly on a
@@ -34,6 +38,7 @@ from typing import Any
 
 from grouposcore.coap import BlockOption, Code, Message, OptionNumber, Options, Type
 from grouposcore.errors import (
+    CredentialNotFound,
     FreshnessRequired,
     GroupOscoreError,
     ModeNotSupported,
@@ -128,7 +133,18 @@ class Drop:
     reason: str
 
 
-Action = Render | Respond | Drop
+@dataclass(slots=True, eq=False)
+class Park:
+    """Hold ``exchange`` until ``until`` (an awaitable the security layer handed over, e.g.
+    an asyncio task fetching the sender's credential) completes, then receive it again."""
+
+    exchange: ServerExchange
+    until: object
+    #: what to do if the request is not held (or comes back still unverifiable)
+    otherwise: Respond | Drop
+
+
+Action = Render | Respond | Drop | Park
 
 
 class Leisure:
@@ -236,7 +252,7 @@ class ServerFlow:
 
     def _verify(
         self, ex: ServerExchange, now: float
-    ) -> Respond | Drop | tuple[Message, Any, BlockOption | None]:
+    ) -> Respond | Drop | Park | tuple[Message, Any, BlockOption | None]:
         """Option checks, outer Block1 and unprotection: ``(plain request, binding, outer
         Block1)``, or the answer to a request that went no further."""
         request = ex.request
@@ -278,7 +294,11 @@ class ServerFlow:
                 resp.options.max_age = e.max_age
             answered = resp is not None and not suppressed(request, resp, ex.multicast)
             self._reject(ex, request, reason_of(e), str(e), answered)
-            return self._answer(ex, request, resp, e.binding)
+            otherwise = self._answer(ex, request, resp, e.binding)
+            if isinstance(e, CredentialNotFound) and e.pending is not None and outer_block1 is None:
+                # nothing of the request was used yet: it may run again once the fetch ended
+                return Park(ex, e.pending, otherwise)
+            return otherwise
         except GroupOscoreError as e:
             resp = None if group else error_response(Code.BAD_REQUEST)
             self._reject(ex, request, reason_of(e), str(e), resp is not None)

@@ -6,8 +6,10 @@ flagged ``multicast``, as the message layer would for a datagram sent to a group
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -194,53 +196,49 @@ def _protected_get(mid: int) -> Message:
     return msg
 
 
+@contextlib.asynccontextmanager
+async def _fetching_server() -> AsyncIterator[tuple[Endpoint, Fetching, socket.socket]]:
+    """A server whose security is :class:`Fetching`, and a client socket to answer to."""
+    sec = Fetching(asyncio.get_running_loop().create_future())
+    ep = await server(leisure=0.0)
+    ep.server_security = sec  # type: ignore[assignment]
+    sock = listener()
+    try:
+        yield ep, sec, sock
+    finally:
+        sock.close()
+        await ep.close()
+
+
 def test_a_request_is_held_while_its_senders_credential_is_fetched_then_answered() -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        fetch: asyncio.Future[bool] = loop.create_future()
-        sec = Fetching(fetch)
-        ep = await server(leisure=0.0)
-        ep.server_security = sec  # type: ignore[assignment]
-        sock = listener()
-        try:
+        async with _fetching_server() as (ep, sec, sock):
             ep._on_request(ServerExchange(_protected_get(1), sock.getsockname(), False))
             assert len(ep._parked) == 1 and sec.calls == 1
             assert await receive(sock, 0.3) is None  # held, not refused
             sec.known = True
-            fetch.set_result(True)
+            sec.fetch.set_result(True)
             answer = await receive(sock, 5.0)
             assert answer is not None and answer.payload == b"hello" and answer.token == b"\x01"
             assert sec.calls == 2 and not ep._parked
-        finally:
-            sock.close()
-            await ep.close()
 
     run(main())
 
 
 def test_a_held_request_is_refused_if_the_fetch_found_nothing_and_holding_is_bounded() -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        fetch: asyncio.Future[bool] = loop.create_future()
-        sec = Fetching(fetch)
-        ep = await server(leisure=0.0)
-        ep.server_security = sec  # type: ignore[assignment]
-        sock = listener()
-        try:
+        async with _fetching_server() as (ep, sec, sock):
             for mid in range(MAX_PARKED + 1):
                 ep._on_request(ServerExchange(_protected_get(mid), sock.getsockname(), False))
             assert len(ep._parked) == MAX_PARKED
             refused = await receive(sock, 5.0)  # the one beyond the bound: 5.03 at once
             assert refused is not None and refused.code == Code.SERVICE_UNAVAILABLE
-            fetch.set_result(False)  # nothing found: each held request is refused now
+            sec.fetch.set_result(False)  # nothing found: each held request is refused now
             codes = []
             for _ in range(MAX_PARKED):
                 msg = await receive(sock, 5.0)
                 assert msg is not None
                 codes.append(msg.code)
             assert codes == [Code.SERVICE_UNAVAILABLE] * MAX_PARKED and not ep._parked
-        finally:
-            sock.close()
-            await ep.close()
 
     run(main())

@@ -221,6 +221,7 @@ def test_a_request_is_held_while_its_senders_credential_is_fetched_then_answered
             answer = await receive(sock, 5.0)
             assert answer is not None and answer.payload == b"hello" and answer.token == b"\x01"
             assert sec.calls == 2 and not ep._parked
+            assert ep.rejections.total == 0  # answered in the end: never counted as refused
 
     run(main())
 
@@ -240,5 +241,6 @@ def test_a_held_request_is_refused_if_the_fetch_found_nothing_and_holding_is_bou
                 assert msg is not None
                 codes.append(msg.code)
             assert codes == [Code.SERVICE_UNAVAILABLE] * MAX_PARKED and not ep._parked
+            assert ep.rejections.total == MAX_PARKED + 1  # each refusal counted once
 
     run(main())

@@ -354,9 +354,12 @@ def test_a_request_whose_senders_credential_is_being_fetched_is_parked() -> None
         assert isinstance(action.otherwise, otherwise)
         if isinstance(action.otherwise, Respond):
             assert action.otherwise.message.code == Code.SERVICE_UNAVAILABLE
+        assert f.rejections.total == 0  # held: not refused (yet)
+        assert f.declined(action) is action.otherwise and f.rejections.total == 1
         nothing = CredentialNotFound("no credential for Sender ID 05", kid=b"\x05")
         f, _ = flow(Text(), security=Toy(refuse=nothing))
         assert isinstance(f.receive(exchange(request(oscore=oscore)), 0.0), otherwise)
+        assert f.rejections.total == 1
 
 
 @settings(max_examples=300)

@@ -514,14 +514,14 @@ class Endpoint:
             or not isinstance(until, asyncio.Future)
             or until.done()
         ):
-            self._execute(action.otherwise, recover, arm, now)
+            self._execute(self._flow.declined(action), recover, arm, now)
             return
         self._parked[key] = ex
         until.add_done_callback(lambda _: self._unpark(ex))
 
     def _unpark(self, ex: ServerExchange) -> None:
-        """Receive a held request again; a second Park of it is carried out as its
-        ``otherwise`` (the key stays in ``_parked`` until then)."""
+        """Receive a held request again; a second Park of it is declined (the key stays in
+        ``_parked`` until then)."""
         if self._closed or self._parked.get(id(ex)) is not ex:
             return
         try:

@@ -17,7 +17,7 @@ the endpoint to execute:
 * :class:`Park`: the sender's credential is being fetched (a member that joined since this
   one last heard from the Group Manager): hold the request until ``until`` completes, then
   run it through :meth:`ServerFlow.receive` again; if it cannot be held, or was held once
-  already, carry out ``otherwise`` instead.
+  already, carry out :meth:`ServerFlow.declined` instead (it is counted as refused only then).
 
 Nothing here reads a clock, touches a socket or asyncio: the time comes in as an argument and
 the leisure's randomness from the ``rng`` given, so each decision is tested directly on a
@@ -142,6 +142,8 @@ class Park:
     until: object
     #: what to do if the request is not held (or comes back still unverifiable)
     otherwise: Respond | Drop
+    #: how it is counted and logged if it is refused after all (:meth:`ServerFlow.declined`)
+    rejection: Rejection
 
 
 Action = Render | Respond | Drop | Park
@@ -293,11 +295,13 @@ class ServerFlow:
                 resp = error_response(e.coap_code, e.diagnostic)
                 resp.options.max_age = e.max_age
             answered = resp is not None and not suppressed(request, resp, ex.multicast)
-            self._reject(ex, request, reason_of(e), str(e), answered)
+            rejection = self._rejection(ex, request, reason_of(e), str(e), answered)
             otherwise = self._answer(ex, request, resp, e.binding)
             if isinstance(e, CredentialNotFound) and e.pending is not None and outer_block1 is None:
-                # nothing of the request was used yet: it may run again once the fetch ended
-                return Park(ex, e.pending, otherwise)
+                # nothing of the request was used yet: it may run again once the fetch
+                # ended, and is counted as refused only if it is not (see declined)
+                return Park(ex, e.pending, otherwise, rejection)
+            self.rejections.record(rejection)
             return otherwise
         except GroupOscoreError as e:
             resp = None if group else error_response(Code.BAD_REQUEST)
@@ -469,9 +473,20 @@ class ServerFlow:
         self, ex: ServerExchange, request: Message, reason: str, detail: str, answered: bool
     ) -> None:
         """Count and log one refused request (what its outer OSCORE option claims)."""
+        self.rejections.record(self._rejection(ex, request, reason, detail, answered))
+
+    def _rejection(
+        self, ex: ServerExchange, request: Message, reason: str, detail: str, answered: bool
+    ) -> Rejection:
         contexts = getattr(self.security, "contexts", None) or ()
         mode, kid = request_mode(request, (getattr(c, "gid", None) for c in contexts))
-        self.rejections.record(Rejection(reason, ex.remote, kid, mode, detail, answered))
+        return Rejection(reason, ex.remote, kid, mode, detail, answered)
+
+    def declined(self, park: Park) -> Respond | Drop:
+        """What to do with a request the endpoint does not hold after all (too many held,
+        or held once already): it is refused now, and counted as such."""
+        self.rejections.record(park.rejection)
+        return park.otherwise
 
     # --- Observe ---------------------------------------------------------------------------
 

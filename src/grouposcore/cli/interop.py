@@ -28,7 +28,7 @@ from grouposcore._files import exclusive_file, write_private_file
 from grouposcore.cose.algorithms import hkdf_by_name
 from grouposcore.errors import ConfigError, GroupOscoreError
 from grouposcore.oscore import SecurityContext
-from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence
+from grouposcore.oscore.sequence import FileSequenceStore, SenderSequence, next_block
 
 #: COSE AEAD numbers by the names aiocoap and libcoap use
 AEAD_NAMES = {
@@ -99,9 +99,9 @@ class AiocoapSequenceStore:
     def reserve_block(self, key: str, start: int, count: int, end: int) -> int:
         """See :meth:`grouposcore.oscore.sequence.BlockReservingStore.reserve_block`."""
         with exclusive_file(self.path):
-            first = max(start, self.load(key) or 0)
-            if first < end:
-                self._write(min(first + count, end))
+            first, upto = next_block(self.load(key) or 0, start, count, end)
+            if upto is not None:
+                self._write(upto)
         return first
 
     def _write(self, upto: int) -> None:

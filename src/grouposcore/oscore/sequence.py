@@ -47,6 +47,15 @@ class BlockReservingStore(SequenceNumberStore, Protocol):
         return the first. At or past ``end`` nothing is reserved."""
 
 
+def next_block(reserved: int, start: int, count: int, end: int) -> tuple[int, int | None]:
+    """The block a shared store reserves: its first number, from ``start`` or from where
+    the latest reservation (``reserved``) ended, whichever is later, and the new
+    reservation to record (``None``: nothing left before ``end``, record nothing). Every
+    :class:`BlockReservingStore` applies this one rule under its lock."""
+    first = max(start, reserved)
+    return first, (min(first + count, end) if first < end else None)
+
+
 class MemorySequenceStore:
     """A store that forgets on exit: for tests and for contexts that are rebuilt on restart."""
 
@@ -114,9 +123,9 @@ class FileSequenceStore:
         """See :meth:`BlockReservingStore.reserve_block`."""
         with self._exclusive():
             data = self._read()
-            first = max(start, data.get(key, 0))
-            if first < end:
-                data[key] = min(first + count, end)
+            first, upto = next_block(data.get(key, 0), start, count, end)
+            if upto is not None:
+                data[key] = upto
                 self._write(data)
         return first
 
